@@ -1,0 +1,167 @@
+//! The resource types this fake serves (core/v1, apps/v1 and the `example.com/v1` Widget
+//! "CRD") and the objects it starts with.
+
+use serde_json::{Value, json};
+
+pub struct ResourceType {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    pub subresources: &'static [&'static str],
+    /// Built-in types answer protobuf; custom resources are JSON only, as in kube.
+    pub builtin: bool,
+}
+
+impl ResourceType {
+    /// `v1` for the core group, `group/version` otherwise.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
+    }
+
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
+    /// The name kube uses in messages such as `pods "x" not found` (`widgets.example.com`).
+    pub fn qualified_name(&self) -> String {
+        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
+    }
+}
+
+pub const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+const fn core(
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    short_names: &'static [&'static str],
+    subresources: &'static [&'static str],
+) -> ResourceType {
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural,
+        singular,
+        kind,
+        namespaced,
+        short_names,
+        categories: &[],
+        subresources,
+        builtin: true,
+    }
+}
+
+pub static RESOURCES: [ResourceType; 9] = [
+    ResourceType {
+        categories: &["all"],
+        ..core("pods", "pod", "Pod", true, &["po"], &["status", "log", "exec", "attach", "portforward"])
+    },
+    core("namespaces", "namespace", "Namespace", false, &["ns"], &["status", "finalize"]),
+    core("configmaps", "configmap", "ConfigMap", true, &["cm"], &[]),
+    core("secrets", "secret", "Secret", true, &[], &[]),
+    ResourceType { categories: &["all"], ..core("services", "service", "Service", true, &["svc"], &["status"]) },
+    core("nodes", "node", "Node", false, &["no"], &["status"]),
+    core("events", "event", "Event", true, &["ev"], &[]),
+    ResourceType {
+        group: "apps",
+        categories: &["all"],
+        ..core("deployments", "deployment", "Deployment", true, &["deploy"], &["status", "scale"])
+    },
+    ResourceType {
+        group: "example.com",
+        builtin: false,
+        ..core("widgets", "widget", "Widget", true, &["wd"], &[])
+    },
+];
+
+/// Index into [`RESOURCES`]; the store keys objects by it.
+pub type ResourceId = usize;
+
+pub fn find(group: &str, version: &str, plural: &str) -> Option<ResourceId> {
+    RESOURCES.iter().position(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// Plurals are unique across the groups served here.
+pub fn find_by_plural(plural: &str) -> Option<ResourceId> {
+    RESOURCES.iter().position(|r| r.plural == plural)
+}
+
+pub fn get(id: ResourceId) -> &'static ResourceType {
+    &RESOURCES[id]
+}
+
+/// The groups (other than core) with their single version, in discovery order.
+pub fn groups() -> Vec<(&'static str, &'static str)> {
+    let mut groups: Vec<(&str, &str)> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+        if !groups.contains(&(r.group, r.version)) {
+            groups.push((r.group, r.version));
+        }
+    }
+    groups
+}
+
+/// Seed objects as `(resource, age in seconds, object)`. Metadata such as uid and
+/// resourceVersion is filled in by the store.
+pub fn seed() -> Vec<(&'static str, i64, Value)> {
+    let hour = 3600;
+    vec![
+        ("namespaces", 30 * 86_400, namespace("default")),
+        ("namespaces", 30 * 86_400, namespace("kube-system")),
+        ("namespaces", 7 * 86_400, namespace("edge")),
+        ("nodes", 7 * 86_400, node("edge-1")),
+        ("pods", 2 * hour, pod("web-1", "web", "edge-1")),
+        ("pods", 2 * hour, pod("web-2", "web", "edge-2")),
+        ("pods", hour, pod("db-1", "db", "edge-1")),
+        (
+            "configmaps",
+            86_400,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "app-config", "namespace": "default", "labels": {"app": "web"}},
+                   "data": {"greeting": "hello from the cloud", "replicas": "2"}}),
+        ),
+        (
+            "secrets",
+            86_400,
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                   "metadata": {"name": "db-password", "namespace": "kube-system"},
+                   "data": {"password": "czNjcjN0"}}),
+        ),
+        (
+            "widgets",
+            hour,
+            json!({"apiVersion": "example.com/v1", "kind": "Widget",
+                   "metadata": {"name": "sprocket", "namespace": "default", "labels": {"app": "web"}},
+                   "spec": {"size": 3, "color": "blue"}}),
+        ),
+    ]
+}
+
+fn namespace(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace",
+           "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+           "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+}
+
+fn node(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+           "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "node-role.kubernetes.io/edge": ""}},
+           "spec": {"podCIDR": "10.244.1.0/24"},
+           "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+                      "addresses": [{"type": "InternalIP", "address": "192.168.1.10"}],
+                      "nodeInfo": {"kubeletVersion": "v1.30.0", "osImage": "Fake Linux", "architecture": "amd64"}}})
+}
+
+fn pod(name: &str, app: &str, node: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
+           "spec": {"nodeName": node, "containers": [{"name": app, "image": format!("registry.example/{app}:1.0")}]},
+           "status": {"phase": "Running", "podIP": "10.244.1.7",
+                      "containerStatuses": [{"name": app, "ready": true, "restartCount": 0}]}})
+}

@@ -1,0 +1,685 @@
+//! What the cache thread does with each message, over any `Store`: storing responses
+//! (complete JSON lists decomposed, everything else exact), answering lookups, feeding
+//! watch streams, and keeping the total size under its cap.
+
+use std::collections::HashMap;
+
+use super::key::{ReadKey, WatchRequest};
+use super::list;
+use super::store::{Change, Owner, Store, StoreError, SummaryRow, Totals};
+use super::watch::{self, WatchStream};
+use super::{CachedResponse, Lookup, Reply};
+
+pub struct Engine<S: Store> {
+    store: S,
+    max_bytes: u64,
+    watches: HashMap<u64, WatchStream>,
+}
+
+impl<S: Store> Engine<S> {
+    pub fn new(store: S, max_bytes: u64) -> Engine<S> {
+        Engine {
+            store,
+            max_bytes,
+            watches: HashMap::new(),
+        }
+    }
+
+    /// Stores a 200 answer: a complete JSON list as its scope's list, anything else as is.
+    pub fn store_response(
+        &mut self,
+        key: &ReadKey,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let owner = Owner {
+            identity: key.identity().to_string(),
+            resource: key.resource().to_string(),
+        };
+        let complete_list = key
+            .scope()
+            .filter(|_| is_json(content_type))
+            .and_then(|scope| Some((scope, list::decompose(content_type, &body)?)));
+        let change = match complete_list {
+            Some((scope, (head, items))) => Change::PutList {
+                scope: scope.store_key(),
+                owner,
+                head,
+                items,
+            },
+            None => {
+                let response = CachedResponse {
+                    status: 200,
+                    content_type: content_type.to_string(),
+                    body,
+                };
+                Change::PutEntry {
+                    key: key.store_key(),
+                    owner,
+                    response,
+                }
+            }
+        };
+        self.store.apply(vec![change])?;
+        self.evict_if_needed()
+    }
+
+    pub fn answer(&mut self, lookup: &Lookup) -> Result<Reply, StoreError> {
+        match lookup {
+            Lookup::Read(key) => self.read(key),
+            Lookup::WatchStart(request) => watch::replay(&mut self.store, request),
+        }
+    }
+
+    fn read(&mut self, key: &ReadKey) -> Result<Reply, StoreError> {
+        if let Some(scope) = key.scope() {
+            let scope_key = scope.store_key();
+            if let Some(head) = self.store.list_head(&scope_key, true)? {
+                let items = self.store.list_items(&scope_key)?;
+                let body = list::rebuild(&head, &items);
+                return Ok(Reply::Hit(CachedResponse {
+                    status: 200,
+                    content_type: head.content_type,
+                    body,
+                }));
+            }
+        }
+        Ok(match self.store.entry(&key.store_key(), true)? {
+            Some(response) => Reply::Hit(response),
+            None => Reply::Miss,
+        })
+    }
+
+    pub fn watch_opened(&mut self, watch_id: u64, request: &WatchRequest) {
+        if request.scope.is_json() {
+            self.watches.insert(watch_id, WatchStream::new(request));
+        }
+    }
+
+    pub fn watch_bytes(&mut self, watch_id: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        let Some(stream) = self.watches.get_mut(&watch_id) else {
+            return Ok(());
+        };
+        stream.feed(&mut self.store, bytes)?;
+        self.evict_if_needed()
+    }
+
+    /// Stops applying a stream whose bytes were dropped (a gap would corrupt its list).
+    pub fn watch_interrupted(&mut self, watch_id: u64) {
+        if let Some(stream) = self.watches.get_mut(&watch_id) {
+            stream.stop("its events were dropped (cache queue full)");
+        }
+    }
+
+    pub fn watch_closed(&mut self, watch_id: u64) {
+        self.watches.remove(&watch_id);
+    }
+
+    /// Evicts down to 90% of the cap once it is exceeded, so eviction runs in batches.
+    fn evict_if_needed(&mut self) -> Result<(), StoreError> {
+        if self.store.totals().bytes > self.max_bytes {
+            let evicted = self.store.evict_to(self.max_bytes / 10 * 9)?;
+            log::debug!("cache: evicted {evicted} least recently used entries");
+        }
+        Ok(())
+    }
+
+    pub fn totals(&self) -> Totals {
+        self.store.totals()
+    }
+
+    pub fn summary(&mut self) -> Result<Vec<SummaryRow>, StoreError> {
+        self.store.summary()
+    }
+}
+
+fn is_json(content_type: &str) -> bool {
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    media_type.eq_ignore_ascii_case("application/json")
+}
+
+/// Behaviour tests, run against both stores.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::key::{Classified, classify};
+    use crate::cache::memory::MemoryStore;
+    use crate::cache::sqlite::SqliteStore;
+    use crate::cache::sqlite::tests::temp_dir;
+    use serde_json::{Value, json};
+
+    const KUBELET: &str = "cn:system:node:edge-1";
+
+    fn read_key(identity: &str, target: &str, accept: Option<&str>) -> ReadKey {
+        match classify(identity, "GET", target, accept) {
+            Classified::Read(key) => key,
+            other => panic!("{target}: not a read: {other:?}"),
+        }
+    }
+
+    fn watch_request(identity: &str, target: &str) -> WatchRequest {
+        match classify(identity, "GET", target, None) {
+            Classified::Watch(request) => request,
+            other => panic!("{target}: not a watch: {other:?}"),
+        }
+    }
+
+    fn pod(name: &str, rv: &str, phase: &str) -> Value {
+        json!({"kind": "Pod", "apiVersion": "v1",
+               "metadata": {"name": name, "namespace": "default", "resourceVersion": rv},
+               "status": {"phase": phase}})
+    }
+
+    /// A list the way kube-apiserver writes it: kind, apiVersion, metadata, items; newline.
+    fn pod_list(rv: &str, pods: &[Value]) -> Vec<u8> {
+        let items: Vec<String> = pods.iter().map(Value::to_string).collect();
+        format!(
+            "{{\"kind\":\"PodList\",\"apiVersion\":\"v1\",\"metadata\":{{\"resourceVersion\":\"{rv}\"}},\"items\":[{}]}}\n",
+            items.join(",")
+        )
+        .into_bytes()
+    }
+
+    fn event(kind: &str, object: &Value) -> Vec<u8> {
+        let mut line = json!({"type": kind, "object": object})
+            .to_string()
+            .into_bytes();
+        line.push(b'\n');
+        line
+    }
+
+    fn hit<S: Store>(engine: &mut Engine<S>, key: &ReadKey) -> Vec<u8> {
+        match engine.answer(&Lookup::Read(key.clone())).expect("lookup") {
+            Reply::Hit(response) => response.body,
+            other => panic!("expected a hit, got {other:?}"),
+        }
+    }
+
+    fn hit_json<S: Store>(engine: &mut Engine<S>, key: &ReadKey) -> Value {
+        serde_json::from_slice(&hit(engine, key)).expect("json body")
+    }
+
+    fn is_miss<S: Store>(engine: &mut Engine<S>, key: &ReadKey) -> bool {
+        matches!(
+            engine.answer(&Lookup::Read(key.clone())).expect("lookup"),
+            Reply::Miss
+        )
+    }
+
+    fn run_all<S: Store>(make: impl Fn() -> S) {
+        let engine = || Engine::new(make(), 1 << 30);
+        complete_list_answers_any_limit(&mut engine());
+        pages_are_exact_entries(&mut engine());
+        other_representations_replay_byte_for_byte(&mut engine());
+        identities_are_isolated(&mut engine());
+        watch_events_update_list_and_object(&mut engine());
+        stale_and_already_listed_events_are_ignored(&mut engine());
+        selector_scopes_do_not_delete_objects(&mut engine());
+        events_split_anywhere_apply_the_same(&mut engine());
+        replays_follow_requested_versions(&mut engine());
+        initial_events_prune_deleted_objects(&mut engine());
+        interrupted_streams_stop_updating(&mut engine());
+        large_bodies_are_stored_whole(&mut engine());
+        size_cap_evicts_least_recently_used(&mut Engine::new(make(), 1200));
+    }
+
+    #[test]
+    fn memory_engine_behaviour() {
+        run_all(MemoryStore::new);
+    }
+
+    #[test]
+    fn sqlite_engine_behaviour() {
+        run_all(|| SqliteStore::open(&temp_dir("engine")).expect("open"));
+    }
+
+    fn complete_list_answers_any_limit<S: Store>(engine: &mut Engine<S>) {
+        let body = pod_list(
+            "100",
+            &[pod("a", "90", "Running"), pod("b", "95", "Pending")],
+        );
+        let asked = read_key(
+            KUBELET,
+            "/api/v1/namespaces/default/pods?limit=500&resourceVersion=0",
+            None,
+        );
+        engine
+            .store_response(&asked, "application/json", body.clone())
+            .expect("store");
+        assert_eq!(hit(engine, &asked), body, "byte-identical");
+        let other_limit = read_key(KUBELET, "/api/v1/namespaces/default/pods?limit=1", None);
+        assert_eq!(hit(engine, &other_limit), body);
+        let selected = read_key(
+            KUBELET,
+            "/api/v1/namespaces/default/pods?labelSelector=app%3Dx",
+            None,
+        );
+        assert!(
+            is_miss(engine, &selected),
+            "another selector is another scope"
+        );
+    }
+
+    fn pages_are_exact_entries<S: Store>(engine: &mut Engine<S>) {
+        let page = br#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"5","continue":"tok"},"items":[]}"#;
+        let first = read_key(KUBELET, "/api/v1/pods?limit=1", None);
+        engine
+            .store_response(&first, "application/json", page.to_vec())
+            .expect("store");
+        assert_eq!(hit(engine, &first), page);
+        assert!(
+            is_miss(engine, &read_key(KUBELET, "/api/v1/pods", None)),
+            "a page is not the list"
+        );
+        let next = read_key(KUBELET, "/api/v1/pods?limit=1&continue=tok", None);
+        let last = pod_list("5", &[pod("b", "4", "Running")]);
+        engine
+            .store_response(&next, "application/json", last.clone())
+            .expect("store");
+        assert_eq!(hit(engine, &next), last);
+        assert!(
+            is_miss(engine, &read_key(KUBELET, "/api/v1/pods", None)),
+            "a last page is not the list"
+        );
+    }
+
+    fn other_representations_replay_byte_for_byte<S: Store>(engine: &mut Engine<S>) {
+        let table_accept = Some("application/json;as=Table;v=v1;g=meta.k8s.io,application/json");
+        let table = read_key(KUBELET, "/api/v1/namespaces/default/pods", table_accept);
+        let table_body = br#"{"kind":"Table","apiVersion":"meta.k8s.io/v1","rows":[]}"#.to_vec();
+        engine
+            .store_response(&table, "application/json", table_body.clone())
+            .expect("store");
+        let proto = read_key(
+            KUBELET,
+            "/api/v1/namespaces/default/pods",
+            Some("application/vnd.kubernetes.protobuf"),
+        );
+        let proto_body = vec![0x6b, 0x38, 0x73, 0x00, 0xff, 0x0a];
+        engine
+            .store_response(
+                &proto,
+                "application/vnd.kubernetes.protobuf",
+                proto_body.clone(),
+            )
+            .expect("store");
+        assert_eq!(hit(engine, &table), table_body);
+        assert_eq!(hit(engine, &proto), proto_body);
+        assert!(is_miss(
+            engine,
+            &read_key(KUBELET, "/api/v1/namespaces/default/pods", None)
+        ));
+    }
+
+    fn identities_are_isolated<S: Store>(engine: &mut Engine<S>) {
+        let secret = read_key(KUBELET, "/api/v1/namespaces/default/secrets/s", None);
+        engine
+            .store_response(
+                &secret,
+                "application/json",
+                b"{\"kind\":\"Secret\"}".to_vec(),
+            )
+            .expect("store");
+        let list = read_key(KUBELET, "/api/v1/namespaces/default/secrets", None);
+        engine
+            .store_response(&list, "application/json", pod_list("1", &[]))
+            .expect("store");
+        let token = "token:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        assert!(is_miss(
+            engine,
+            &read_key(token, "/api/v1/namespaces/default/secrets/s", None)
+        ));
+        assert!(is_miss(
+            engine,
+            &read_key(token, "/api/v1/namespaces/default/secrets", None)
+        ));
+        let replay = engine.answer(&Lookup::WatchStart(watch_request(
+            token,
+            "/api/v1/namespaces/default/secrets?watch=1",
+        )));
+        assert!(matches!(replay.expect("lookup"), Reply::Miss));
+    }
+
+    fn watch_events_update_list_and_object<S: Store>(engine: &mut Engine<S>) {
+        let list_key = read_key(KUBELET, "/api/v1/namespaces/default/pods?limit=500", None);
+        let body = pod_list(
+            "100",
+            &[pod("a", "90", "Pending"), pod("b", "95", "Running")],
+        );
+        engine
+            .store_response(&list_key, "application/json", body)
+            .expect("store list");
+        let get_a = read_key(KUBELET, "/api/v1/namespaces/default/pods/a", None);
+        engine
+            .store_response(
+                &get_a,
+                "application/json",
+                format!("{}\n", pod("a", "90", "Pending")).into_bytes(),
+            )
+            .expect("get");
+        let get_b = read_key(KUBELET, "/api/v1/namespaces/default/pods/b", None);
+        engine
+            .store_response(
+                &get_b,
+                "application/json",
+                pod("b", "95", "Running").to_string().into_bytes(),
+            )
+            .expect("get");
+
+        let request = watch_request(
+            KUBELET,
+            "/api/v1/namespaces/default/pods?watch=true&resourceVersion=100&allowWatchBookmarks=true",
+        );
+        engine.watch_opened(1, &request);
+        let mut stream = event("MODIFIED", &pod("a", "101", "Running"));
+        stream.extend(event("ADDED", &pod("c", "102", "Pending")));
+        stream.extend(event("DELETED", &pod("b", "103", "Running")));
+        stream.extend(event(
+            "BOOKMARK",
+            &json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": "110"}}),
+        ));
+        stream.extend(event("ERROR", &json!({"kind": "Status", "code": 500})));
+        engine.watch_bytes(1, &stream).expect("events");
+        engine.watch_closed(1);
+
+        let expected: Value = serde_json::from_slice(&pod_list(
+            "110",
+            &[pod("a", "101", "Running"), pod("c", "102", "Pending")],
+        ))
+        .expect("json");
+        assert_eq!(
+            hit_json(engine, &list_key),
+            expected,
+            "rebuilt as kube would return it"
+        );
+        assert_eq!(
+            hit(engine, &get_a),
+            format!("{}\n", pod("a", "101", "Running")).into_bytes()
+        );
+        assert!(is_miss(engine, &get_b), "deleted object's GET is gone");
+        assert!(
+            is_miss(
+                engine,
+                &read_key(KUBELET, "/api/v1/namespaces/default/pods/c", None)
+            ),
+            "GETs are not invented"
+        );
+    }
+
+    fn stale_and_already_listed_events_are_ignored<S: Store>(engine: &mut Engine<S>) {
+        let list_key = read_key(KUBELET, "/api/v1/namespaces/default/pods", None);
+        engine
+            .store_response(
+                &list_key,
+                "application/json",
+                pod_list("100", &[pod("a", "90", "Running")]),
+            )
+            .expect("store");
+        let get_a = read_key(KUBELET, "/api/v1/namespaces/default/pods/a", None);
+        engine
+            .store_response(
+                &get_a,
+                "application/json",
+                pod("a", "99", "Running").to_string().into_bytes(),
+            )
+            .expect("get");
+        engine.watch_opened(
+            2,
+            &watch_request(
+                KUBELET,
+                "/api/v1/namespaces/default/pods?watch=1&resourceVersion=80",
+            ),
+        );
+        let mut stream = event("ADDED", &pod("gone", "85", "Running"));
+        stream.extend(event("MODIFIED", &pod("a", "95", "Failed")));
+        engine.watch_bytes(2, &stream).expect("events");
+        let expected: Value =
+            serde_json::from_slice(&pod_list("100", &[pod("a", "90", "Running")])).expect("json");
+        assert_eq!(hit_json(engine, &list_key), expected);
+        assert_eq!(
+            hit_json(engine, &get_a),
+            pod("a", "99", "Running"),
+            "older MODIFIED ignored for the GET"
+        );
+    }
+
+    fn selector_scopes_do_not_delete_objects<S: Store>(engine: &mut Engine<S>) {
+        let target = "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb";
+        let list_key = read_key(KUBELET, target, None);
+        engine
+            .store_response(
+                &list_key,
+                "application/json",
+                pod_list("100", &[pod("a", "90", "Running")]),
+            )
+            .expect("store");
+        let get_a = read_key(KUBELET, "/api/v1/namespaces/default/pods/a", None);
+        engine
+            .store_response(
+                &get_a,
+                "application/json",
+                pod("a", "90", "Running").to_string().into_bytes(),
+            )
+            .expect("get");
+        engine.watch_opened(
+            3,
+            &watch_request(KUBELET, &format!("{target}&watch=true&resourceVersion=100")),
+        );
+        engine
+            .watch_bytes(3, &event("DELETED", &pod("a", "101", "Running")))
+            .expect("event");
+        assert_eq!(hit_json(engine, &list_key)["items"], json!([]));
+        // The event cannot tell "deleted" from "stopped matching": the GET is left as it was.
+        assert_eq!(hit_json(engine, &get_a), pod("a", "90", "Running"));
+        let unfiltered = read_key(KUBELET, "/api/v1/namespaces/default/pods", None);
+        assert!(is_miss(engine, &unfiltered));
+    }
+
+    fn events_split_anywhere_apply_the_same<S: Store>(engine: &mut Engine<S>) {
+        let list_key = read_key(KUBELET, "/api/v1/configmaps", None);
+        engine
+            .store_response(&list_key, "application/json", pod_list("10", &[]))
+            .expect("store");
+        engine.watch_opened(
+            4,
+            &watch_request(KUBELET, "/api/v1/configmaps?watch=1&resourceVersion=10"),
+        );
+        let mut stream = event("ADDED", &pod("x", "11", "a\nb"));
+        stream.extend(event("ADDED", &pod("y", "12", "{}")));
+        for byte in &stream {
+            engine
+                .watch_bytes(4, std::slice::from_ref(byte))
+                .expect("byte");
+        }
+        let expected: Value = serde_json::from_slice(&pod_list(
+            "12",
+            &[pod("x", "11", "a\nb"), pod("y", "12", "{}")],
+        ))
+        .expect("json");
+        assert_eq!(hit_json(engine, &list_key), expected);
+    }
+
+    fn replays_follow_requested_versions<S: Store>(engine: &mut Engine<S>) {
+        let list_key = read_key(
+            KUBELET,
+            "/api/v1/nodes?fieldSelector=metadata.name%3Dedge-1",
+            None,
+        );
+        let node = json!({"kind": "Node", "metadata": {"name": "edge-1", "resourceVersion": "40"}});
+        let body = format!(
+            "{{\"kind\":\"NodeList\",\"apiVersion\":\"v1\",\"metadata\":{{\"resourceVersion\":\"50\"}},\"items\":[{node}]}}"
+        );
+        engine
+            .store_response(&list_key, "application/json", body.into_bytes())
+            .expect("store");
+        let base = "/api/v1/nodes?fieldSelector=metadata.name%3Dedge-1&watch=true";
+        let start = |engine: &mut Engine<S>, query: &str| {
+            engine
+                .answer(&Lookup::WatchStart(watch_request(
+                    KUBELET,
+                    &format!("{base}{query}"),
+                )))
+                .expect("lookup")
+        };
+        let Reply::WatchReplay {
+            initial_events,
+            list_resource_version,
+            bookmark_event,
+        } = start(engine, "")
+        else {
+            panic!("replay expected");
+        };
+        assert_eq!(
+            initial_events,
+            format!("{{\"type\":\"ADDED\",\"object\":{node}}}\n").into_bytes()
+        );
+        assert_eq!(list_resource_version, "50");
+        let bookmark: Value = serde_json::from_slice(&bookmark_event).expect("bookmark");
+        assert_eq!(
+            bookmark["object"],
+            json!({"kind": "Node", "apiVersion": "v1", "metadata": {"resourceVersion": "50"}})
+        );
+        assert!(
+            matches!(start(engine, "&resourceVersion=0"), Reply::WatchReplay { ref initial_events, .. } if !initial_events.is_empty())
+        );
+        assert!(
+            matches!(start(engine, "&resourceVersion=50"), Reply::WatchReplay { ref initial_events, .. } if initial_events.is_empty())
+        );
+        assert!(
+            matches!(start(engine, "&resourceVersion=60"), Reply::WatchReplay { ref initial_events, .. } if initial_events.is_empty())
+        );
+        assert!(matches!(
+            start(engine, "&resourceVersion=49"),
+            Reply::WatchExpired
+        ));
+        let Reply::WatchReplay { initial_events, .. } =
+            start(engine, "&resourceVersion=50&sendInitialEvents=true")
+        else {
+            panic!("replay expected");
+        };
+        let lines: Vec<Value> = initial_events
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("line"))
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            lines[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+            "true"
+        );
+        let other_scope = watch_request(KUBELET, "/api/v1/nodes?watch=true");
+        assert!(matches!(
+            engine
+                .answer(&Lookup::WatchStart(other_scope))
+                .expect("lookup"),
+            Reply::Miss
+        ));
+    }
+
+    fn initial_events_prune_deleted_objects<S: Store>(engine: &mut Engine<S>) {
+        let list_key = read_key(KUBELET, "/api/v1/services", None);
+        let body = pod_list(
+            "100",
+            &[
+                pod("kept", "90", "a"),
+                pod("deleted", "91", "b"),
+                pod("changed", "92", "c"),
+            ],
+        );
+        engine
+            .store_response(&list_key, "application/json", body)
+            .expect("store");
+        engine.watch_opened(5, &watch_request(KUBELET, "/api/v1/services?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"));
+        let mut stream = event("ADDED", &pod("changed", "120", "c2"));
+        stream.extend(event("ADDED", &pod("kept", "90", "a")));
+        stream.extend(event("ADDED", &pod("new", "110", "n")));
+        let end = json!({"kind": "Pod", "apiVersion": "v1",
+                         "metadata": {"resourceVersion": "130", "annotations": {"k8s.io/initial-events-end": "true"}}});
+        stream.extend(event("BOOKMARK", &end));
+        engine.watch_bytes(5, &stream).expect("events");
+        let expected: Value = serde_json::from_slice(&pod_list(
+            "130",
+            &[
+                pod("changed", "120", "c2"),
+                pod("kept", "90", "a"),
+                pod("new", "110", "n"),
+            ],
+        ))
+        .expect("json");
+        assert_eq!(hit_json(engine, &list_key), expected);
+    }
+
+    fn interrupted_streams_stop_updating<S: Store>(engine: &mut Engine<S>) {
+        let list_key = read_key(KUBELET, "/api/v1/endpoints", None);
+        engine
+            .store_response(&list_key, "application/json", pod_list("10", &[]))
+            .expect("store");
+        engine.watch_opened(
+            6,
+            &watch_request(KUBELET, "/api/v1/endpoints?watch=1&resourceVersion=10"),
+        );
+        let line = event("ADDED", &pod("x", "11", "a"));
+        engine.watch_bytes(6, &line[..5]).expect("partial");
+        engine.watch_interrupted(6);
+        engine.watch_bytes(6, &line[5..]).expect("rest");
+        engine
+            .watch_bytes(6, &event("ADDED", &pod("y", "12", "a")))
+            .expect("later");
+        assert_eq!(hit_json(engine, &list_key)["items"], json!([]));
+        engine.watch_opened(
+            7,
+            &watch_request(KUBELET, "/api/v1/endpoints?watch=1&resourceVersion=10"),
+        );
+        engine.watch_bytes(7, b"not json\n").expect("garbage");
+        engine
+            .watch_bytes(7, &event("ADDED", &pod("z", "13", "a")))
+            .expect("after garbage");
+        assert_eq!(hit_json(engine, &list_key)["items"], json!([]));
+    }
+
+    fn large_bodies_are_stored_whole<S: Store>(engine: &mut Engine<S>) {
+        let big: Vec<Value> = (0..20_000)
+            .map(|i| pod(&format!("pod-{i:05}"), &i.to_string(), &"x".repeat(250)))
+            .collect();
+        let body = pod_list("30000", &big);
+        assert!(body.len() > 5 << 20);
+        let key = read_key(KUBELET, "/api/v1/pods", None);
+        engine
+            .store_response(&key, "application/json", body.clone())
+            .expect("store");
+        assert_eq!(hit(engine, &key), body);
+        let opaque = read_key(KUBELET, "/openapi/v2", None);
+        engine
+            .store_response(&opaque, "application/json", body.clone())
+            .expect("store");
+        assert_eq!(hit(engine, &opaque), body);
+    }
+
+    fn size_cap_evicts_least_recently_used<S: Store>(engine: &mut Engine<S>) {
+        let keys: Vec<ReadKey> = (0..5)
+            .map(|i| {
+                read_key(
+                    KUBELET,
+                    &format!("/api/v1/namespaces/default/pods/p{i}"),
+                    None,
+                )
+            })
+            .collect();
+        for key in &keys[..4] {
+            engine
+                .store_response(key, "application/json", vec![b'x'; 200])
+                .expect("store");
+        }
+        hit(engine, &keys[0]);
+        engine
+            .store_response(&keys[4], "application/json", vec![b'x'; 200])
+            .expect("store");
+        assert!(engine.totals().bytes <= 1200);
+        assert!(!is_miss(engine, &keys[0]), "recently read entry kept");
+        assert!(
+            is_miss(engine, &keys[1]),
+            "least recently used entry evicted"
+        );
+        assert!(!is_miss(engine, &keys[4]), "newest entry kept");
+    }
+}

@@ -1,0 +1,698 @@
+//! Request classification and cache keys: which GETs are cacheable reads, which are watches,
+//! and the keys that keep identities, selectors, pages and representations apart.
+
+use std::fmt;
+
+/// Query parameters that never change the answer's content (they change when or how fast).
+const IGNORED_PARAMS: &[&str] = &[
+    "resourceVersion",
+    "resourceVersionMatch",
+    "timeout",
+    "timeoutSeconds",
+    "allowWatchBookmarks",
+    "pretty",
+];
+
+/// Parameters a watch may carry and still be served/updated as its list scope.
+const WATCH_PARAMS: &[&str] = &[
+    "watch",
+    "labelSelector",
+    "fieldSelector",
+    "sendInitialEvents",
+    "limit",
+];
+
+/// Subresources that stream or tunnel: never cached.
+const STREAMING_SUBRESOURCES: &[&str] = &["log", "exec", "attach", "portforward", "proxy"];
+
+/// Subresources of a namespace object (`/api/v1/namespaces/<name>/<sub>`), after kube's resolver.
+const NAMESPACE_SUBRESOURCES: &[&str] = &["status", "finalize"];
+
+/// The answer's representation, as negotiated by the Accept header.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Representation {
+    Json,
+    Table,
+    PartialMetadata,
+    Protobuf,
+    ApiDiscoveryV2,
+    /// Anything else, keyed by the exact Accept value so it is only replayed to the same ask.
+    Other(String),
+}
+
+impl Representation {
+    /// Normalizes an Accept value by its first media range (the one the apiserver honours first).
+    pub fn from_accept(accept: Option<&str>) -> Representation {
+        let Some(accept) = accept.map(str::trim).filter(|a| !a.is_empty()) else {
+            return Representation::Json;
+        };
+        let first = accept.split(',').next().unwrap_or_default();
+        let mut parts = first.split(';').map(str::trim);
+        let media_type = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let params: Vec<(String, String)> = parts
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| {
+                (
+                    k.trim().to_ascii_lowercase(),
+                    v.trim().trim_matches('"').to_string(),
+                )
+            })
+            .filter(|(k, _)| k != "charset" && k != "q")
+            .collect();
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let json = matches!(
+            media_type.as_str(),
+            "application/json" | "*/*" | "application/*"
+        );
+        let meta_v1 = param("g") == Some("meta.k8s.io") && param("v") == Some("v1");
+        match (json, param("as")) {
+            (true, None) if params.is_empty() => Representation::Json,
+            (true, Some("Table")) if meta_v1 => Representation::Table,
+            (true, Some("PartialObjectMetadata" | "PartialObjectMetadataList")) if meta_v1 => {
+                Representation::PartialMetadata
+            }
+            (true, Some("APIGroupDiscoveryList"))
+                if param("g") == Some("apidiscovery.k8s.io") && param("v") == Some("v2") =>
+            {
+                Representation::ApiDiscoveryV2
+            }
+            (false, None)
+                if media_type == "application/vnd.kubernetes.protobuf" && params.is_empty() =>
+            {
+                Representation::Protobuf
+            }
+            _ => Representation::Other(accept.to_string()),
+        }
+    }
+
+    pub fn is_json(&self) -> bool {
+        *self == Representation::Json
+    }
+}
+
+impl fmt::Display for Representation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Representation::Json => f.write_str("json"),
+            Representation::Table => f.write_str("table"),
+            Representation::PartialMetadata => f.write_str("partial-metadata"),
+            Representation::Protobuf => f.write_str("protobuf"),
+            Representation::ApiDiscoveryV2 => f.write_str("apidiscovery-v2"),
+            Representation::Other(accept) => write!(f, "other:{accept}"),
+        }
+    }
+}
+
+/// What the reactor should do with a request, cache-wise.
+#[derive(Clone, Debug)]
+pub enum Classified {
+    Read(ReadKey),
+    Watch(WatchRequest),
+    Uncacheable,
+}
+
+/// A cacheable GET: identity + path + normalized query + representation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadKey {
+    identity: String,
+    path: String,
+    query: String,
+    representation: Representation,
+    /// For /debug/cache: "pods", "apps/deployments", "discovery".
+    resource: String,
+    /// Set for a JSON collection read without `continue` and with no parameter beyond
+    /// selectors and `limit`: such a read can be answered from the scope's complete list.
+    scope: Option<ListScope>,
+}
+
+impl ReadKey {
+    /// The key under which this exact answer is stored.
+    pub(crate) fn store_key(&self) -> String {
+        entry_key(
+            &self.identity,
+            &self.path,
+            &self.query,
+            &self.representation,
+        )
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+
+    pub fn representation(&self) -> &Representation {
+        &self.representation
+    }
+
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// The complete-list scope this read belongs to, when it can be answered by one.
+    pub fn scope(&self) -> Option<&ListScope> {
+        self.scope.as_ref()
+    }
+}
+
+/// A GET with watch=true on a resource collection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchRequest {
+    pub scope: ListScope,
+    pub resource_version: Option<String>,
+    pub timeout_seconds: Option<u64>,
+    pub allow_bookmarks: bool,
+    /// `sendInitialEvents=true`: ADDED for the current state, then a BOOKMARK marking its end.
+    pub send_initial_events: bool,
+}
+
+/// The set of objects a list or watch covers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ListScope {
+    identity: String,
+    /// "/api/v1" or "/apis/<group>/<version>".
+    api_prefix: String,
+    namespace: Option<String>,
+    resource: String,
+    label_selector: String,
+    field_selector: String,
+    representation: Representation,
+}
+
+impl ListScope {
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The collection path, e.g. `/api/v1/namespaces/default/pods`.
+    pub fn path(&self) -> String {
+        collection_path(&self.api_prefix, self.namespace.as_deref(), &self.resource)
+    }
+
+    pub fn label_selector(&self) -> &str {
+        &self.label_selector
+    }
+
+    pub fn field_selector(&self) -> &str {
+        &self.field_selector
+    }
+
+    pub fn representation(&self) -> &Representation {
+        &self.representation
+    }
+
+    /// Only plain-JSON scopes have decomposed lists that watches keep current.
+    pub fn is_json(&self) -> bool {
+        self.representation.is_json()
+    }
+
+    /// A DELETED event in a filtered watch may only mean "no longer matches".
+    pub fn has_selectors(&self) -> bool {
+        !self.label_selector.is_empty() || !self.field_selector.is_empty()
+    }
+
+    /// "pods", "apps/deployments": the resource label used by /debug/cache.
+    pub fn resource_label(&self) -> String {
+        resource_label(&self.api_prefix, &self.resource, None)
+    }
+
+    pub(crate) fn store_key(&self) -> String {
+        format!(
+            "{}:{}\n{}\nl={}\nf={}\n{}",
+            self.identity.len(),
+            self.identity,
+            self.path(),
+            self.label_selector,
+            self.field_selector,
+            self.representation
+        )
+    }
+
+    /// Store key of the plain GET of one object of this collection (no query, JSON).
+    pub(crate) fn object_key(&self, namespace: &str, name: &str) -> String {
+        let namespace = Some(namespace).filter(|ns| !ns.is_empty());
+        let path = format!(
+            "{}/{name}",
+            collection_path(&self.api_prefix, namespace, &self.resource)
+        );
+        entry_key(&self.identity, &path, "", &Representation::Json)
+    }
+}
+
+fn entry_key(identity: &str, path: &str, query: &str, representation: &Representation) -> String {
+    // The identity is length-prefixed so no identity can forge another's key prefix.
+    format!(
+        "{}:{identity}\n{path}\n{query}\n{representation}",
+        identity.len()
+    )
+}
+
+fn collection_path(api_prefix: &str, namespace: Option<&str>, resource: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{api_prefix}/namespaces/{ns}/{resource}"),
+        None => format!("{api_prefix}/{resource}"),
+    }
+}
+
+fn resource_label(api_prefix: &str, resource: &str, subresource: Option<&str>) -> String {
+    let group = api_prefix
+        .strip_prefix("/apis/")
+        .and_then(|gv| gv.split('/').next())
+        .map(|g| format!("{g}/"))
+        .unwrap_or_default();
+    match subresource {
+        Some(sub) => format!("{group}{resource}/{sub}"),
+        None => format!("{group}{resource}"),
+    }
+}
+
+/// Decides what a request is for the cache. See the module header.
+pub fn classify(identity: &str, method: &str, target: &str, accept: Option<&str>) -> Classified {
+    if method != "GET" {
+        return Classified::Uncacheable;
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let params = Params::parse(query);
+    let representation = Representation::from_accept(accept);
+    if is_discovery(path) {
+        if params.is_watch() {
+            return Classified::Uncacheable;
+        }
+        return Classified::Read(ReadKey {
+            identity: identity.to_string(),
+            path: path.to_string(),
+            query: params.normalized(),
+            representation,
+            resource: "discovery".to_string(),
+            scope: None,
+        });
+    }
+    let Some(resource) = ResourcePath::parse(path) else {
+        return Classified::Uncacheable;
+    };
+    if resource.legacy_watch || params.is_watch() {
+        return classify_watch(identity, &resource, &params, representation);
+    }
+    Classified::Read(resource.read_key(identity, &params, representation))
+}
+
+fn classify_watch(
+    identity: &str,
+    resource: &ResourcePath,
+    params: &Params,
+    representation: Representation,
+) -> Classified {
+    let watchable = resource.name.is_none() && params.only_has(WATCH_PARAMS);
+    if !watchable {
+        return Classified::Uncacheable;
+    }
+    Classified::Watch(WatchRequest {
+        scope: resource.scope(identity, params, representation),
+        resource_version: params.get("resourceVersion").map(str::to_string),
+        timeout_seconds: params.get("timeoutSeconds").and_then(|t| t.parse().ok()),
+        allow_bookmarks: params.get("allowWatchBookmarks").is_some_and(parse_bool),
+        send_initial_events: params.get("sendInitialEvents").is_some_and(parse_bool),
+    })
+}
+
+/// Go's strconv.ParseBool truths, which the apiserver uses for query booleans.
+fn parse_bool(value: &str) -> bool {
+    matches!(value, "1" | "t" | "T" | "true" | "TRUE" | "True")
+}
+
+fn is_discovery(path: &str) -> bool {
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    if segments.iter().any(|s| s.is_empty()) {
+        return false;
+    }
+    matches!(
+        segments.as_slice(),
+        ["api"]
+            | ["apis"]
+            | ["version"]
+            | ["api", _]
+            | ["apis", _]
+            | ["apis", _, _]
+            | ["openapi", "v2"]
+            | ["openapi", "v3", ..]
+    )
+}
+
+/// A resource URL split the way kube-apiserver's RequestInfo resolver splits it.
+struct ResourcePath {
+    api_prefix: String,
+    legacy_watch: bool,
+    namespace: Option<String>,
+    resource: String,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+impl ResourcePath {
+    fn parse(path: &str) -> Option<ResourcePath> {
+        let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+        if segments.iter().any(|s| s.is_empty()) {
+            return None;
+        }
+        let (api_prefix, mut rest) = match segments.as_slice() {
+            ["api", version, rest @ ..] => (format!("/api/{version}"), rest),
+            ["apis", group, version, rest @ ..] => (format!("/apis/{group}/{version}"), rest),
+            _ => return None,
+        };
+        let legacy_watch = rest.first() == Some(&"watch");
+        if legacy_watch {
+            rest = &rest[1..];
+        }
+        let mut namespace = None;
+        if let ["namespaces", ns, next, ..] = rest
+            && !NAMESPACE_SUBRESOURCES.contains(next)
+        {
+            namespace = Some(ns.to_string());
+            rest = &rest[2..];
+        }
+        let (resource, name, subresource) = match rest {
+            [resource] => (resource, None, None),
+            [resource, name] => (resource, Some(name), None),
+            [resource, name, sub] if !STREAMING_SUBRESOURCES.contains(sub) => {
+                (resource, Some(name), Some(sub))
+            }
+            _ => return None,
+        };
+        if *resource == "proxy" || (legacy_watch && subresource.is_some()) {
+            return None;
+        }
+        Some(ResourcePath {
+            api_prefix,
+            legacy_watch,
+            namespace,
+            resource: resource.to_string(),
+            name: name.map(|n| n.to_string()),
+            subresource: subresource.map(|s| s.to_string()),
+        })
+    }
+
+    fn path(&self) -> String {
+        let mut path = collection_path(&self.api_prefix, self.namespace.as_deref(), &self.resource);
+        for segment in [&self.name, &self.subresource].into_iter().flatten() {
+            path.push('/');
+            path.push_str(segment);
+        }
+        path
+    }
+
+    fn scope(&self, identity: &str, params: &Params, representation: Representation) -> ListScope {
+        ListScope {
+            identity: identity.to_string(),
+            api_prefix: self.api_prefix.clone(),
+            namespace: self.namespace.clone(),
+            resource: self.resource.clone(),
+            label_selector: params.get("labelSelector").unwrap_or_default().to_string(),
+            field_selector: params.get("fieldSelector").unwrap_or_default().to_string(),
+            representation,
+        }
+    }
+
+    fn read_key(&self, identity: &str, params: &Params, representation: Representation) -> ReadKey {
+        let whole_list = self.name.is_none()
+            && representation.is_json()
+            && params.only_has(&["labelSelector", "fieldSelector", "limit"]);
+        ReadKey {
+            identity: identity.to_string(),
+            path: self.path(),
+            query: params.normalized(),
+            scope: whole_list.then(|| self.scope(identity, params, representation.clone())),
+            representation,
+            resource: resource_label(
+                &self.api_prefix,
+                &self.resource,
+                self.subresource.as_deref(),
+            ),
+        }
+    }
+}
+
+/// Raw `name=value` pairs of a query string (percent-encoding untouched).
+struct Params<'a> {
+    pairs: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Params<'a> {
+    fn parse(query: &'a str) -> Params<'a> {
+        let pairs = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').unwrap_or((p, "")))
+            .collect();
+        Params { pairs }
+    }
+
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    fn is_watch(&self) -> bool {
+        self.get("watch").is_some_and(parse_bool)
+    }
+
+    /// The pairs that change the answer: ignored ones (and `watch=false`) dropped, rest sorted.
+    fn relevant(&self) -> Vec<(&'a str, &'a str)> {
+        let mut pairs: Vec<_> = self
+            .pairs
+            .iter()
+            .filter(|(n, _)| !IGNORED_PARAMS.contains(n) && *n != "watch")
+            .copied()
+            .collect();
+        pairs.sort_unstable();
+        pairs
+    }
+
+    fn normalized(&self) -> String {
+        let pairs: Vec<String> = self
+            .relevant()
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        pairs.join("&")
+    }
+
+    fn only_has(&self, allowed: &[&str]) -> bool {
+        self.relevant().iter().all(|(n, _)| allowed.contains(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(target: &str, accept: Option<&str>) -> ReadKey {
+        match classify("cn:kubelet", "GET", target, accept) {
+            Classified::Read(key) => key,
+            other => panic!("{target}: expected a read, got {other:?}"),
+        }
+    }
+
+    fn watch(target: &str) -> WatchRequest {
+        match classify("cn:kubelet", "GET", target, None) {
+            Classified::Watch(request) => request,
+            other => panic!("{target}: expected a watch, got {other:?}"),
+        }
+    }
+
+    fn uncacheable(method: &str, target: &str) -> bool {
+        matches!(
+            classify("cn:kubelet", method, target, None),
+            Classified::Uncacheable
+        )
+    }
+
+    #[test]
+    fn discovery_paths_are_reads() {
+        for path in [
+            "/api",
+            "/api/v1",
+            "/apis",
+            "/apis/apps",
+            "/apis/apps/v1",
+            "/version",
+            "/openapi/v2",
+            "/openapi/v3",
+            "/openapi/v3/apis/apps/v1?hash=abc",
+        ] {
+            assert_eq!(read(path, None).resource(), "discovery", "{path}");
+        }
+    }
+
+    #[test]
+    fn writes_streams_and_unknown_paths_are_uncacheable() {
+        assert!(uncacheable("POST", "/api/v1/namespaces/a/pods"));
+        assert!(uncacheable("DELETE", "/api/v1/namespaces/a/pods/p"));
+        for sub in ["log", "exec", "attach", "portforward", "proxy"] {
+            assert!(
+                uncacheable("GET", &format!("/api/v1/namespaces/a/pods/p/{sub}")),
+                "{sub}"
+            );
+        }
+        assert!(uncacheable(
+            "GET",
+            "/api/v1/namespaces/a/services/s/proxy/x/y"
+        ));
+        assert!(uncacheable("GET", "/api/v1/proxy/namespaces/a/pods/p"));
+        assert!(uncacheable("GET", "/healthz"));
+        assert!(uncacheable("GET", "/api/v1/pods/"));
+        assert!(uncacheable("GET", "/api/v1/namespaces/a/pods/p?watch=true"));
+    }
+
+    #[test]
+    fn object_and_subresource_paths() {
+        let key = read("/api/v1/namespaces/a/pods/p/status", None);
+        assert_eq!(key.path(), "/api/v1/namespaces/a/pods/p/status");
+        assert_eq!(key.resource(), "pods/status");
+        assert!(key.scope().is_none());
+        let ns = read("/api/v1/namespaces/a/status", None);
+        assert_eq!(ns.resource(), "namespaces/status");
+        let deploy = read("/apis/apps/v1/namespaces/a/deployments/d", None);
+        assert_eq!(deploy.resource(), "apps/deployments");
+    }
+
+    #[test]
+    fn query_is_normalized() {
+        let a = read(
+            "/api/v1/pods?resourceVersion=0&limit=500&labelSelector=app%3Dx&timeout=5s",
+            None,
+        );
+        let b = read(
+            "/api/v1/pods?labelSelector=app%3Dx&limit=500&pretty=true&watch=false",
+            None,
+        );
+        assert_eq!(a.query(), "labelSelector=app%3Dx&limit=500");
+        assert_eq!(a.store_key(), b.store_key());
+        let other = read("/api/v1/pods?labelSelector=app%3Dy&limit=500", None);
+        assert_ne!(a.store_key(), other.store_key());
+    }
+
+    #[test]
+    fn lists_have_scopes_pages_do_not() {
+        let whole = read(
+            "/api/v1/namespaces/a/pods?limit=500&resourceVersion=0",
+            None,
+        );
+        let plain = read("/api/v1/namespaces/a/pods", None);
+        let scope = whole.scope().expect("scope");
+        assert_eq!(Some(scope), plain.scope());
+        assert_eq!(scope.path(), "/api/v1/namespaces/a/pods");
+        assert!(
+            read("/api/v1/namespaces/a/pods?limit=5&continue=abc", None)
+                .scope()
+                .is_none()
+        );
+        assert!(
+            read("/api/v1/pods?includeUninitialized=1", None)
+                .scope()
+                .is_none()
+        );
+        let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+        assert!(read("/api/v1/pods", Some(table)).scope().is_none());
+    }
+
+    #[test]
+    fn identities_and_representations_separate_keys() {
+        let kubelet = read("/api/v1/secrets", None);
+        let Classified::Read(pod) = classify("token:ab", "GET", "/api/v1/secrets", None) else {
+            panic!("read expected");
+        };
+        assert_ne!(kubelet.store_key(), pod.store_key());
+        assert_ne!(
+            kubelet.scope().map(ListScope::store_key),
+            pod.scope().map(ListScope::store_key)
+        );
+        let protobuf = read(
+            "/api/v1/pods",
+            Some("application/vnd.kubernetes.protobuf,application/json"),
+        );
+        assert_eq!(*protobuf.representation(), Representation::Protobuf);
+        assert_ne!(protobuf.store_key(), read("/api/v1/pods", None).store_key());
+    }
+
+    #[test]
+    fn accept_normalization() {
+        let cases = [
+            (None, Representation::Json),
+            (Some("application/json"), Representation::Json),
+            (Some("application/json, */*"), Representation::Json),
+            (Some("*/*"), Representation::Json),
+            (Some("application/json;charset=utf-8"), Representation::Json),
+            (
+                Some("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"),
+                Representation::Table,
+            ),
+            (
+                Some(
+                    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json",
+                ),
+                Representation::PartialMetadata,
+            ),
+            (
+                Some("application/vnd.kubernetes.protobuf"),
+                Representation::Protobuf,
+            ),
+            (
+                Some(
+                    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+                ),
+                Representation::ApiDiscoveryV2,
+            ),
+        ];
+        for (accept, expected) in cases {
+            assert_eq!(Representation::from_accept(accept), expected, "{accept:?}");
+        }
+        let beta = "application/json;as=Table;v=v1beta1;g=meta.k8s.io";
+        assert_eq!(
+            Representation::from_accept(Some(beta)),
+            Representation::Other(beta.into())
+        );
+    }
+
+    #[test]
+    fn watches_are_recognized() {
+        let request = watch(
+            "/api/v1/namespaces/a/pods?watch=1&resourceVersion=12&timeoutSeconds=300&allowWatchBookmarks=true&labelSelector=x%3Dy",
+        );
+        assert_eq!(request.scope.path(), "/api/v1/namespaces/a/pods");
+        assert_eq!(request.scope.label_selector(), "x%3Dy");
+        assert_eq!(request.resource_version.as_deref(), Some("12"));
+        assert_eq!(request.timeout_seconds, Some(300));
+        assert!(request.allow_bookmarks);
+        assert!(!request.send_initial_events);
+        let legacy = watch("/api/v1/watch/namespaces/a/pods");
+        assert_eq!(legacy.scope.path(), "/api/v1/namespaces/a/pods");
+        assert_eq!(legacy.resource_version, None);
+        let list = read("/api/v1/namespaces/a/pods?labelSelector=x%3Dy", None);
+        assert_eq!(list.scope(), Some(&request.scope));
+    }
+
+    #[test]
+    fn object_key_matches_a_plain_get() {
+        let scope = watch("/api/v1/pods?watch=true").scope;
+        assert_eq!(
+            scope.object_key("a", "p"),
+            read("/api/v1/namespaces/a/pods/p", None).store_key()
+        );
+        let nodes = watch("/api/v1/nodes?watch=true").scope;
+        assert_eq!(
+            nodes.object_key("", "n1"),
+            read("/api/v1/nodes/n1?resourceVersion=0", None).store_key()
+        );
+    }
+}

@@ -1,0 +1,318 @@
+//! The response cache that keeps an edge node running while the cloud is unreachable: which
+//! requests are cacheable (`key`), how complete lists are kept current from watch events
+//! (`list`, `watch`), the two stores (`sqlite`, `memory`) behind one trait (`store`), and the
+//! helper thread the reactor talks to without ever blocking (`thread`).
+//!
+//! Reactor usage: `classify` each request; store 200 answers of `Read`s with
+//! `CacheHandle::store`; tee JSON watch bodies with `watch_opened`/`watch_bytes`/`watch_closed`;
+//! offline, `lookup` and pick the answers up with `take_replies` when the waker fires.
+
+mod engine;
+mod json;
+mod key;
+mod list;
+mod memory;
+mod sqlite;
+mod store;
+mod thread;
+mod watch;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use key::{Classified, ListScope, ReadKey, Representation, WatchRequest, classify};
+pub use thread::CacheHandle;
+pub use watch::{bookmark_event, expired_event};
+
+/// Default cap on stored bytes.
+pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+/// Default length of the write and lookup queues.
+pub const DEFAULT_QUEUE_LEN: usize = 1024;
+
+/// Where entries live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheKind {
+    /// `<dir>/cache.db` (`--cache-type=file`).
+    Sqlite { dir: PathBuf },
+    /// Lost on restart (`--cache-type=memory`).
+    Memory,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    pub kind: CacheKind,
+    /// Least recently used entries are evicted beyond this many stored bytes.
+    pub max_bytes: u64,
+    /// Bounded queue length (writes and lookups each).
+    pub queue_len: usize,
+}
+
+impl CacheConfig {
+    /// A config with the default size cap and queue length.
+    pub fn new(kind: CacheKind) -> CacheConfig {
+        CacheConfig {
+            kind,
+            max_bytes: DEFAULT_MAX_BYTES,
+            queue_len: DEFAULT_QUEUE_LEN,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum CacheError {
+    /// The lookup queue is full (the reactor answers 503).
+    QueueFull,
+    /// The SQLite store could not be opened even after moving a bad file aside.
+    Open(String),
+    /// The cache thread could not be started.
+    Spawn(String),
+}
+
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheError::QueueFull => f.write_str("cache queue is full"),
+            CacheError::Open(reason) => write!(f, "cannot open the cache database: {reason}"),
+            CacheError::Spawn(reason) => write!(f, "cannot start the cache thread: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for CacheError {}
+
+/// A stored answer, replayed as is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// The answer to a `Lookup`.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    Hit(CachedResponse),
+    Miss,
+    /// Offline watch start: send `initial_events` (newline-delimited JSON events: synthetic
+    /// ADDED for every cached item when the watch asked for no version, "" or "0", plus the
+    /// end BOOKMARK for `sendInitialEvents=true`; empty when the asked version is the cached
+    /// list's or newer), then, if bookmarks were allowed, `bookmark_event` periodically.
+    WatchReplay {
+        initial_events: Vec<u8>,
+        list_resource_version: String,
+        bookmark_event: Vec<u8>,
+    },
+    /// The asked version is older than the cached list: send `expired_event(rv)` and close.
+    WatchExpired,
+    Failed(String),
+}
+
+#[derive(Clone, Debug)]
+pub enum Lookup {
+    Read(ReadKey),
+    WatchStart(WatchRequest),
+}
+
+/// Counters for /metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub stored: u64,
+    pub dropped_writes: u64,
+    pub write_errors: u64,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// Opens the store and starts the cache thread. `waker` is woken whenever replies are ready.
+pub fn start(config: CacheConfig, waker: Arc<mio::Waker>) -> Result<CacheHandle, CacheError> {
+    match config.kind {
+        CacheKind::Sqlite { dir } => {
+            let store =
+                sqlite::SqliteStore::open(&dir).map_err(|e| CacheError::Open(e.to_string()))?;
+            log::info!(
+                "cache: {} (max {} bytes)",
+                dir.join(sqlite::FILE_NAME).display(),
+                config.max_bytes
+            );
+            CacheHandle::spawn(store, config.max_bytes, config.queue_len, waker)
+        }
+        CacheKind::Memory => {
+            log::info!(
+                "cache: in memory (max {} bytes); cached answers are lost on restart",
+                config.max_bytes
+            );
+            CacheHandle::spawn(
+                memory::MemoryStore::new(),
+                config.max_bytes,
+                config.queue_len,
+                waker,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    const WAKE: mio::Token = mio::Token(7);
+
+    struct Reactor {
+        poll: mio::Poll,
+        events: mio::Events,
+    }
+
+    impl Reactor {
+        fn new() -> (Reactor, Arc<mio::Waker>) {
+            let poll = mio::Poll::new().expect("poll");
+            let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE).expect("waker"));
+            (
+                Reactor {
+                    poll,
+                    events: mio::Events::with_capacity(8),
+                },
+                waker,
+            )
+        }
+
+        /// Polls until `count` replies arrived through the waker.
+        fn replies(&mut self, cache: &CacheHandle, count: usize) -> Vec<(u64, Reply)> {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut replies = Vec::new();
+            while replies.len() < count && Instant::now() < deadline {
+                self.poll
+                    .poll(&mut self.events, Some(Duration::from_millis(100)))
+                    .expect("poll");
+                if self.events.iter().any(|e| e.token() == WAKE) {
+                    replies.extend(cache.take_replies());
+                }
+            }
+            replies
+        }
+    }
+
+    /// Lookups overtake queued writes by design; tests wait for the write first.
+    fn wait_stored(cache: &CacheHandle, count: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cache.stats().stored < count && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn read(identity: &str, target: &str) -> ReadKey {
+        match classify(identity, "GET", target, None) {
+            Classified::Read(key) => key,
+            other => panic!("not a read: {other:?}"),
+        }
+    }
+
+    const LIST: &[u8] = b"{\"kind\":\"PodList\",\"apiVersion\":\"v1\",\"metadata\":{\"resourceVersion\":\"7\"},\"items\":[]}\n";
+
+    fn round_trip(kind: CacheKind) {
+        let (mut reactor, waker) = Reactor::new();
+        let cache = start(CacheConfig::new(kind), waker).expect("start");
+        let key = read("cn:kubelet", "/api/v1/pods?limit=500");
+        cache.store(key.clone(), "application/json", LIST.to_vec());
+        wait_stored(&cache, 1);
+        cache.lookup(1, Lookup::Read(key)).expect("lookup");
+        cache
+            .lookup(2, Lookup::Read(read("token:x", "/api/v1/pods")))
+            .expect("lookup");
+        let mut replies = reactor.replies(&cache, 2);
+        replies.sort_by_key(|(id, _)| *id);
+        assert!(
+            matches!(&replies[..], [(1, Reply::Hit(r)), (2, Reply::Miss)] if r.body == LIST),
+            "{replies:?}"
+        );
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.hits, stats.misses, stats.stored, stats.entries),
+            (1, 1, 1, 1)
+        );
+        cache.shutdown();
+    }
+
+    #[test]
+    fn memory_cache_answers_through_the_waker() {
+        round_trip(CacheKind::Memory);
+    }
+
+    #[test]
+    fn sqlite_cache_answers_through_the_waker_and_survives_restart() {
+        let dir = sqlite::tests::temp_dir("handle");
+        round_trip(CacheKind::Sqlite { dir: dir.clone() });
+        let (mut reactor, waker) = Reactor::new();
+        let cache = start(CacheConfig::new(CacheKind::Sqlite { dir }), waker).expect("restart");
+        cache
+            .lookup(3, Lookup::Read(read("cn:kubelet", "/api/v1/pods")))
+            .expect("lookup");
+        let replies = reactor.replies(&cache, 1);
+        assert!(
+            matches!(&replies[..], [(3, Reply::Hit(r))] if r.body == LIST),
+            "{replies:?}"
+        );
+        let summary: serde_json::Value =
+            serde_json::from_str(&cache.debug_summary()).expect("summary json");
+        assert_eq!(summary["identities"]["cn:kubelet"]["pods"]["lists"], 1);
+    }
+
+    #[test]
+    fn shutdown_flushes_queued_writes() {
+        let dir = sqlite::tests::temp_dir("flush");
+        let (_reactor, waker) = Reactor::new();
+        let cache = start(
+            CacheConfig::new(CacheKind::Sqlite { dir: dir.clone() }),
+            waker,
+        )
+        .expect("start");
+        for i in 0..200 {
+            cache.store(
+                read("cn:a", &format!("/api/v1/namespaces/n/pods/p{i}")),
+                "application/json",
+                vec![b'x'; 1000],
+            );
+        }
+        let dropped = cache.stats().dropped_writes;
+        cache.shutdown();
+        let (_reactor, waker) = Reactor::new();
+        let cache = start(CacheConfig::new(CacheKind::Sqlite { dir }), waker).expect("restart");
+        assert_eq!(cache.stats().entries, 200 - dropped);
+    }
+
+    #[test]
+    fn full_queues_drop_writes_and_refuse_lookups() {
+        let (_reactor, waker) = Reactor::new();
+        let config = CacheConfig {
+            kind: CacheKind::Memory,
+            max_bytes: DEFAULT_MAX_BYTES,
+            queue_len: 1,
+        };
+        let cache = start(config, waker).expect("start");
+        let key = read("cn:a", "/api/v1/pods");
+        for _ in 0..1000 {
+            cache.store(key.clone(), "application/json", vec![b'x'; 10_000]);
+        }
+        assert!(
+            cache.stats().dropped_writes > 0,
+            "a one-slot queue cannot take 1000 writes at once"
+        );
+        let refused = (0..1000).any(|id| cache.lookup(id, Lookup::Read(key.clone())).is_err());
+        assert!(refused, "a one-slot lookup queue refuses a burst");
+    }
+
+    #[test]
+    fn unusable_directory_is_an_error_not_a_panic() {
+        let (_reactor, waker) = Reactor::new();
+        let file = sqlite::tests::temp_dir("notadir");
+        std::fs::write(&file, b"a file where the directory should be").expect("file");
+        let result = start(CacheConfig::new(CacheKind::Sqlite { dir: file }), waker);
+        assert!(
+            matches!(result, Err(CacheError::Open(_))),
+            "opening under a file must fail"
+        );
+    }
+}

@@ -1,0 +1,656 @@
+//! The SQLite store (`--cache-type=file`): `<dir>/cache.db`, WAL, synchronous=NORMAL, one
+//! transaction per change set, schema versioned with `user_version` (a different version is
+//! rebuilt empty), a damaged or unreadable file moved aside and replaced by a fresh one.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::CachedResponse;
+use super::list::{ListHead, ListItem};
+use super::store::{
+    Change, Store, StoreError, SummaryRow, Totals, entry_bytes, head_bytes, item_bytes,
+};
+
+/// Bump when the tables change: an older file is then rebuilt empty (it is only a cache).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE entries(
+    key TEXT PRIMARY KEY, identity TEXT NOT NULL, resource TEXT NOT NULL,
+    status INTEGER NOT NULL, content_type TEXT NOT NULL, body BLOB NOT NULL,
+    bytes INTEGER NOT NULL, last_access INTEGER NOT NULL);
+CREATE INDEX entries_by_access ON entries(last_access);
+CREATE TABLE lists(
+    scope TEXT PRIMARY KEY, identity TEXT NOT NULL, resource TEXT NOT NULL,
+    content_type TEXT NOT NULL, envelope BLOB NOT NULL, items_at INTEGER NOT NULL,
+    resource_version TEXT NOT NULL, bytes INTEGER NOT NULL, last_access INTEGER NOT NULL);
+CREATE INDEX lists_by_access ON lists(last_access);
+CREATE TABLE items(
+    scope TEXT NOT NULL, key TEXT NOT NULL, resource_version TEXT NOT NULL,
+    json BLOB NOT NULL, bytes INTEGER NOT NULL, PRIMARY KEY(scope, key));
+";
+
+/// How many least-recently-used candidates one eviction query fetches.
+const EVICTION_BATCH: i64 = 64;
+
+pub const FILE_NAME: &str = "cache.db";
+
+pub struct SqliteStore {
+    connection: Connection,
+    clock: i64,
+    totals: Totals,
+}
+
+/// Totals changed by a transaction, applied only once it committed.
+#[derive(Default)]
+struct Delta {
+    entries: i64,
+    bytes: i64,
+}
+
+impl Delta {
+    fn add(&mut self, entries: i64, added: u64, removed: u64) {
+        self.entries += entries;
+        self.bytes += as_i64(added) - as_i64(removed);
+    }
+}
+
+fn as_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn as_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its directory if needed) `<dir>/cache.db`. A file that cannot be
+    /// opened or fails its integrity check is renamed `cache.db.corrupt-<unix time>`.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        let path = dir.join(FILE_NAME);
+        match SqliteStore::open_file(&path) {
+            Ok(store) => Ok(store),
+            Err(error) if path.exists() => {
+                let aside = move_aside(&path)?;
+                log::warn!(
+                    "cache database {} unusable ({error}); moved to {}, starting empty",
+                    path.display(),
+                    aside.display()
+                );
+                SqliteStore::open_file(&path)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn open_file(path: &Path) -> Result<SqliteStore, StoreError> {
+        // Created by hand first so the file (and SQLite's -wal/-shm, which copy its mode) is 0600.
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .open(path)?;
+        let connection = Connection::open(path)?;
+        connection.busy_timeout(Duration::from_secs(5))?;
+        let mode: String = connection.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            log::warn!("cache database journal mode is {mode}, not wal");
+        }
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        check_integrity(&connection)?;
+        let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        if version != SCHEMA_VERSION {
+            rebuild_schema(&connection, version)?;
+        }
+        let mut store = SqliteStore {
+            connection,
+            clock: 0,
+            totals: Totals::default(),
+        };
+        store.load_totals()?;
+        Ok(store)
+    }
+
+    fn load_totals(&mut self) -> Result<(), StoreError> {
+        let sql = "SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(MAX(last_access), 0) FROM entries
+                   UNION ALL
+                   SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(MAX(last_access), 0) FROM lists";
+        let mut statement = self.connection.prepare(sql)?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (count, bytes, last_access) = row?;
+            self.totals.entries += as_u64(count);
+            self.totals.bytes += as_u64(bytes);
+            self.clock = self.clock.max(last_access);
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> i64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// Records an access; failing to (disk full, read-only) must not fail the read.
+    fn touch(&mut self, table_sql: &str, key: &str) {
+        let now = self.tick();
+        if let Err(error) = self
+            .connection
+            .prepare_cached(table_sql)
+            .and_then(|mut s| s.execute(params![now, key]))
+        {
+            log::debug!("cache: recording an access failed: {error}");
+        }
+    }
+
+    fn commit(&mut self, changes: Vec<Change>) -> Result<Delta, StoreError> {
+        let now = self.tick();
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut delta = Delta::default();
+        for change in changes {
+            apply_change(&transaction, change, now, &mut delta)?;
+        }
+        transaction.commit()?;
+        Ok(delta)
+    }
+
+    /// Up to `EVICTION_BATCH` (is_list, key, bytes), least recently used first.
+    fn oldest(&self) -> Result<Vec<(bool, String, u64)>, StoreError> {
+        let sql = "SELECT last_access, 0, key, bytes FROM entries
+                   UNION ALL SELECT last_access, 1, scope, bytes FROM lists
+                   ORDER BY 1 LIMIT ?1";
+        let mut statement = self.connection.prepare_cached(sql)?;
+        let rows = statement.query_map([EVICTION_BATCH], |row| {
+            Ok((
+                row.get::<_, i64>(1)? == 1,
+                row.get::<_, String>(2)?,
+                as_u64(row.get(3)?),
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn apply_delta(&mut self, delta: &Delta) {
+        self.totals.entries = self.totals.entries.saturating_add_signed(delta.entries);
+        self.totals.bytes = self.totals.bytes.saturating_add_signed(delta.bytes);
+    }
+}
+
+fn check_integrity(connection: &Connection) -> Result<(), StoreError> {
+    let verdict: String = connection.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
+    if verdict == "ok" {
+        return Ok(());
+    }
+    Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+        Some(format!("quick_check: {verdict}")),
+    )))
+}
+
+fn rebuild_schema(connection: &Connection, found: i64) -> Result<(), StoreError> {
+    if found != 0 {
+        log::info!(
+            "cache database schema {found} differs from {SCHEMA_VERSION}; rebuilding it empty"
+        );
+    }
+    connection.execute_batch(
+        "DROP TABLE IF EXISTS items; DROP TABLE IF EXISTS lists; DROP TABLE IF EXISTS entries;
+         PRAGMA auto_vacuum=INCREMENTAL; VACUUM;",
+    )?;
+    connection.execute_batch(&format!(
+        "BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+    ))?;
+    Ok(())
+}
+
+/// Renames the database (and its WAL files, which must not be replayed into a new one) aside.
+fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let aside = PathBuf::from(format!("{}.corrupt-{seconds}", path.display()));
+    std::fs::rename(path, &aside)?;
+    for suffix in ["-wal", "-shm"] {
+        let companion = PathBuf::from(format!("{}{suffix}", path.display()));
+        if companion.exists() {
+            std::fs::rename(&companion, format!("{}{suffix}", aside.display()))?;
+        }
+    }
+    Ok(aside)
+}
+
+fn apply_change(
+    tx: &Transaction<'_>,
+    change: Change,
+    now: i64,
+    delta: &mut Delta,
+) -> Result<(), StoreError> {
+    match change {
+        Change::PutEntry {
+            key,
+            owner,
+            response,
+        } => {
+            remove_entry(tx, &key, delta)?;
+            let bytes = entry_bytes(&key, &response);
+            tx.prepare_cached(
+                "INSERT INTO entries(key, identity, resource, status, content_type, body, bytes, last_access)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                key,
+                owner.identity,
+                owner.resource,
+                response.status,
+                response.content_type,
+                response.body,
+                as_i64(bytes),
+                now
+            ])?;
+            delta.add(1, bytes, 0);
+        }
+        Change::RemoveEntry { key } => remove_entry(tx, &key, delta)?,
+        Change::RemoveList { scope } => remove_list(tx, &scope, delta)?,
+        Change::PutList {
+            scope,
+            owner,
+            head,
+            items,
+        } => {
+            remove_list(tx, &scope, delta)?;
+            let bytes = head_bytes(&scope, &head) + items.iter().map(item_bytes).sum::<u64>();
+            tx.prepare_cached(
+                "INSERT INTO lists(scope, identity, resource, content_type, envelope, items_at, resource_version, bytes, last_access)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                scope,
+                owner.identity,
+                owner.resource,
+                head.content_type,
+                head.envelope,
+                as_i64(head.items_at as u64),
+                head.resource_version,
+                as_i64(bytes),
+                now
+            ])?;
+            for item in &items {
+                insert_item(tx, &scope, item)?;
+            }
+            delta.add(1, bytes, 0);
+        }
+        Change::PutItem { scope, item } => {
+            if list_exists(tx, &scope)? {
+                let removed = remove_item(tx, &scope, &item.key)?;
+                insert_item(tx, &scope, &item)?;
+                adjust_list_bytes(tx, &scope, item_bytes(&item), removed, delta)?;
+            }
+        }
+        Change::RemoveItem { scope, key } => {
+            let removed = remove_item(tx, &scope, &key)?;
+            adjust_list_bytes(tx, &scope, 0, removed, delta)?;
+        }
+        Change::SetListVersion {
+            scope,
+            resource_version,
+        } => {
+            let old: Option<String> = tx
+                .prepare_cached("SELECT resource_version FROM lists WHERE scope = ?1")?
+                .query_row([&scope], |row| row.get(0))
+                .optional()?;
+            if let Some(old) = old {
+                tx.prepare_cached("UPDATE lists SET resource_version = ?2 WHERE scope = ?1")?
+                    .execute(params![scope, resource_version])?;
+                adjust_list_bytes(
+                    tx,
+                    &scope,
+                    resource_version.len() as u64,
+                    old.len() as u64,
+                    delta,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_entry(tx: &Transaction<'_>, key: &str, delta: &mut Delta) -> Result<(), StoreError> {
+    let old: Option<i64> = tx
+        .prepare_cached("DELETE FROM entries WHERE key = ?1 RETURNING bytes")?
+        .query_row([key], |row| row.get(0))
+        .optional()?;
+    if let Some(old) = old {
+        delta.add(-1, 0, as_u64(old));
+    }
+    Ok(())
+}
+
+fn remove_list(tx: &Transaction<'_>, scope: &str, delta: &mut Delta) -> Result<(), StoreError> {
+    let old: Option<i64> = tx
+        .prepare_cached("DELETE FROM lists WHERE scope = ?1 RETURNING bytes")?
+        .query_row([scope], |row| row.get(0))
+        .optional()?;
+    tx.prepare_cached("DELETE FROM items WHERE scope = ?1")?
+        .execute([scope])?;
+    if let Some(old) = old {
+        delta.add(-1, 0, as_u64(old));
+    }
+    Ok(())
+}
+
+fn list_exists(tx: &Transaction<'_>, scope: &str) -> Result<bool, StoreError> {
+    let found: Option<i64> = tx
+        .prepare_cached("SELECT 1 FROM lists WHERE scope = ?1")?
+        .query_row([scope], |row| row.get(0))
+        .optional()?;
+    Ok(found.is_some())
+}
+
+fn insert_item(tx: &Transaction<'_>, scope: &str, item: &ListItem) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO items(scope, key, resource_version, json, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        scope,
+        item.key,
+        item.resource_version,
+        item.json,
+        as_i64(item_bytes(item))
+    ])?;
+    Ok(())
+}
+
+/// Deletes one item, returning the bytes it held.
+fn remove_item(tx: &Transaction<'_>, scope: &str, key: &str) -> Result<u64, StoreError> {
+    let old: Option<i64> = tx
+        .prepare_cached("DELETE FROM items WHERE scope = ?1 AND key = ?2 RETURNING bytes")?
+        .query_row([scope, key], |row| row.get(0))
+        .optional()?;
+    Ok(old.map_or(0, as_u64))
+}
+
+fn adjust_list_bytes(
+    tx: &Transaction<'_>,
+    scope: &str,
+    added: u64,
+    removed: u64,
+    delta: &mut Delta,
+) -> Result<(), StoreError> {
+    let change = as_i64(added) - as_i64(removed);
+    if change != 0 {
+        tx.prepare_cached("UPDATE lists SET bytes = bytes + ?2 WHERE scope = ?1")?
+            .execute(params![scope, change])?;
+        delta.add(0, added, removed);
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn entry(&mut self, key: &str, touch: bool) -> Result<Option<CachedResponse>, StoreError> {
+        let found = self
+            .connection
+            .prepare_cached("SELECT status, content_type, body FROM entries WHERE key = ?1")?
+            .query_row([key], |row| {
+                Ok(CachedResponse {
+                    status: row.get(0)?,
+                    content_type: row.get(1)?,
+                    body: row.get(2)?,
+                })
+            })
+            .optional()?;
+        if touch && found.is_some() {
+            self.touch("UPDATE entries SET last_access = ?1 WHERE key = ?2", key);
+        }
+        Ok(found)
+    }
+
+    fn list_head(&mut self, scope: &str, touch: bool) -> Result<Option<ListHead>, StoreError> {
+        let found = self
+            .connection
+            .prepare_cached("SELECT content_type, envelope, items_at, resource_version FROM lists WHERE scope = ?1")?
+            .query_row([scope], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?, row.get::<_, i64>(2)?, row.get::<_, String>(3)?))
+            })
+            .optional()?;
+        let head = found.and_then(|(content_type, envelope, items_at, resource_version)| {
+            // A head whose split point lies outside its envelope is unusable, not a panic.
+            let items_at = usize::try_from(items_at)
+                .ok()
+                .filter(|at| *at <= envelope.len())?;
+            Some(ListHead {
+                content_type,
+                envelope,
+                items_at,
+                resource_version,
+            })
+        });
+        if touch && head.is_some() {
+            self.touch("UPDATE lists SET last_access = ?1 WHERE scope = ?2", scope);
+        }
+        Ok(head)
+    }
+
+    fn list_items(&mut self, scope: &str) -> Result<Vec<ListItem>, StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT key, resource_version, json FROM items WHERE scope = ?1 ORDER BY key",
+        )?;
+        let rows = statement.query_map([scope], |row| {
+            Ok(ListItem {
+                key: row.get(0)?,
+                resource_version: row.get(1)?,
+                json: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn item_version(&mut self, scope: &str, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .connection
+            .prepare_cached("SELECT resource_version FROM items WHERE scope = ?1 AND key = ?2")?
+            .query_row([scope, key], |row| row.get(0))
+            .optional()?)
+    }
+
+    fn apply(&mut self, changes: Vec<Change>) -> Result<(), StoreError> {
+        let delta = self.commit(changes)?;
+        self.apply_delta(&delta);
+        Ok(())
+    }
+
+    fn evict_to(&mut self, target_bytes: u64) -> Result<u64, StoreError> {
+        let mut evicted = 0;
+        while self.totals.bytes > target_bytes {
+            let victims = self.oldest()?;
+            if victims.is_empty() {
+                break;
+            }
+            let mut excess = self.totals.bytes - target_bytes;
+            let mut changes = Vec::new();
+            for (is_list, key, bytes) in victims {
+                if excess == 0 {
+                    break;
+                }
+                excess = excess.saturating_sub(bytes);
+                changes.push(if is_list {
+                    Change::RemoveList { scope: key }
+                } else {
+                    Change::RemoveEntry { key }
+                });
+            }
+            evicted += changes.len() as u64;
+            self.apply(changes)?;
+        }
+        if evicted > 0 {
+            // Hands freed pages back to the file system so the file shrinks with the cache.
+            self.connection.execute_batch("PRAGMA incremental_vacuum")?;
+        }
+        Ok(evicted)
+    }
+
+    fn totals(&self) -> Totals {
+        self.totals
+    }
+
+    fn summary(&mut self) -> Result<Vec<SummaryRow>, StoreError> {
+        let sql = "SELECT identity, resource, COUNT(*), 0, 0, SUM(bytes) FROM entries GROUP BY identity, resource
+                   UNION ALL
+                   SELECT identity, resource, 0, COUNT(*), SUM((SELECT COUNT(*) FROM items i WHERE i.scope = l.scope)), SUM(bytes)
+                   FROM lists l GROUP BY identity, resource";
+        let mut statement = self.connection.prepare(sql)?;
+        let rows = statement.query_map([], |row| {
+            Ok(SummaryRow {
+                identity: row.get(0)?,
+                resource: row.get(1)?,
+                entries: as_u64(row.get(2)?),
+                lists: as_u64(row.get(3)?),
+                list_items: as_u64(row.get(4)?),
+                bytes: as_u64(row.get(5)?),
+            })
+        })?;
+        let mut merged: Vec<SummaryRow> = Vec::new();
+        for row in rows {
+            let row = row?;
+            match merged
+                .iter_mut()
+                .find(|m| m.identity == row.identity && m.resource == row.resource)
+            {
+                Some(existing) => {
+                    existing.entries += row.entries;
+                    existing.lists += row.lists;
+                    existing.list_items += row.list_items;
+                    existing.bytes += row.bytes;
+                }
+                None => merged.push(row),
+            }
+        }
+        Ok(merged)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::cache::store::suite;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A fresh directory under the system temp dir, unique per test run and call.
+    pub fn temp_dir(name: &str) -> PathBuf {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("lite-apiserver-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn passes_the_store_suite() {
+        suite::run_all(|| SqliteStore::open(&temp_dir("suite")).expect("open"));
+    }
+
+    #[test]
+    fn data_survives_reopen() {
+        let dir = temp_dir("reopen");
+        let mut store = SqliteStore::open(&dir).expect("open");
+        let entry = Change::PutEntry {
+            key: "k".into(),
+            owner: suite::owner("a"),
+            response: suite::response("body"),
+        };
+        store.apply(vec![entry]).expect("put");
+        let totals = store.totals();
+        drop(store);
+        let mut store = SqliteStore::open(&dir).expect("reopen");
+        assert_eq!(
+            store.entry("k", true).expect("read"),
+            Some(suite::response("body"))
+        );
+        assert_eq!(store.totals(), totals);
+    }
+
+    #[test]
+    fn files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("modes");
+        let _store = SqliteStore::open(&dir).expect("open");
+        let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(FILE_NAME)), 0o600);
+    }
+
+    #[test]
+    fn corrupt_file_is_moved_aside() {
+        let dir = temp_dir("corrupt");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join(FILE_NAME), vec![0x5a; 8192]).expect("garbage");
+        let mut store = SqliteStore::open(&dir).expect("open despite garbage");
+        assert_eq!(store.totals(), Totals::default());
+        store
+            .apply(vec![Change::RemoveEntry { key: "k".into() }])
+            .expect("usable");
+        let aside = std::fs::read_dir(&dir)
+            .expect("list")
+            .filter_map(Result::ok)
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("cache.db.corrupt-")
+            });
+        assert!(aside, "the garbage file is kept aside");
+    }
+
+    #[test]
+    fn other_schema_version_is_rebuilt() {
+        let dir = temp_dir("schema");
+        let mut store = SqliteStore::open(&dir).expect("open");
+        let entry = Change::PutEntry {
+            key: "k".into(),
+            owner: suite::owner("a"),
+            response: suite::response("body"),
+        };
+        store.apply(vec![entry]).expect("put");
+        store
+            .connection
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .expect("bump");
+        drop(store);
+        let mut store = SqliteStore::open(&dir).expect("reopen");
+        assert_eq!(store.entry("k", false).expect("read"), None);
+        assert_eq!(store.totals(), Totals::default());
+    }
+
+    #[test]
+    fn write_errors_are_reported_not_panicked() {
+        let dir = temp_dir("readonly");
+        let mut store = SqliteStore::open(&dir).expect("open");
+        store
+            .connection
+            .pragma_update(None, "query_only", true)
+            .expect("query_only");
+        let entry = Change::PutEntry {
+            key: "k".into(),
+            owner: suite::owner("a"),
+            response: suite::response("body"),
+        };
+        let error = store.apply(vec![entry]).expect_err("read-only");
+        assert!(!error.kind().is_empty());
+        assert_eq!(store.totals(), Totals::default());
+    }
+}

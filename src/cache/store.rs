@@ -1,0 +1,439 @@
+//! The storage trait both backends implement (SQLite on disk, memory), the changes it applies
+//! atomically, and the test suite every backend must pass.
+
+use std::fmt;
+
+use super::CachedResponse;
+use super::list::{ListHead, ListItem};
+
+/// Who an entry belongs to, for /debug/cache and eviction bookkeeping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub identity: String,
+    pub resource: String,
+}
+
+/// One change; a `Vec<Change>` is applied as one transaction.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// Stores (or replaces) an exact answer.
+    PutEntry {
+        key: String,
+        owner: Owner,
+        response: CachedResponse,
+    },
+    RemoveEntry {
+        key: String,
+    },
+    /// Stores (or replaces, items included) the complete list of a scope.
+    PutList {
+        scope: String,
+        owner: Owner,
+        head: ListHead,
+        items: Vec<ListItem>,
+    },
+    /// Removes a list and its items.
+    RemoveList {
+        scope: String,
+    },
+    /// Upserts one item of an existing list (no-op when the list is absent).
+    PutItem {
+        scope: String,
+        item: ListItem,
+    },
+    RemoveItem {
+        scope: String,
+        key: String,
+    },
+    SetListVersion {
+        scope: String,
+        resource_version: String,
+    },
+}
+
+/// Entry (exact answers + lists) and byte counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// One line of /debug/cache.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SummaryRow {
+    pub identity: String,
+    pub resource: String,
+    pub entries: u64,
+    pub lists: u64,
+    pub list_items: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug)]
+pub enum StoreError {
+    Sqlite(rusqlite::Error),
+    Io(std::io::Error),
+}
+
+impl StoreError {
+    /// A short name for the kind of failure, used to rate-limit warnings.
+    pub fn kind(&self) -> String {
+        match self {
+            StoreError::Sqlite(e) => match e.sqlite_error_code() {
+                Some(code) => format!("sqlite {code:?}"),
+                None => "sqlite".to_string(),
+            },
+            StoreError::Io(e) => format!("io {:?}", e.kind()),
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Sqlite(e) => write!(f, "sqlite: {e}"),
+            StoreError::Io(e) => write!(f, "io: {e}"),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(e)
+    }
+}
+
+/// A cache backend. Reads with `touch` count as an access for least-recently-used eviction.
+pub trait Store {
+    fn entry(&mut self, key: &str, touch: bool) -> Result<Option<CachedResponse>, StoreError>;
+    fn list_head(&mut self, scope: &str, touch: bool) -> Result<Option<ListHead>, StoreError>;
+    /// The list's items in key order.
+    fn list_items(&mut self, scope: &str) -> Result<Vec<ListItem>, StoreError>;
+    fn item_version(&mut self, scope: &str, key: &str) -> Result<Option<String>, StoreError>;
+    /// Applies all changes or none.
+    fn apply(&mut self, changes: Vec<Change>) -> Result<(), StoreError>;
+    /// Removes least-recently-used entries and lists until at most `target_bytes` remain.
+    fn evict_to(&mut self, target_bytes: u64) -> Result<u64, StoreError>;
+    fn totals(&self) -> Totals;
+    fn summary(&mut self) -> Result<Vec<SummaryRow>, StoreError>;
+}
+
+/// Bytes an exact entry accounts for.
+pub fn entry_bytes(key: &str, response: &CachedResponse) -> u64 {
+    (key.len() + response.content_type.len() + response.body.len()) as u64
+}
+
+/// Bytes a list head accounts for (its items add their JSON length).
+pub fn head_bytes(scope: &str, head: &ListHead) -> u64 {
+    (scope.len() + head.content_type.len() + head.envelope.len() + head.resource_version.len())
+        as u64
+}
+
+pub fn item_bytes(item: &ListItem) -> u64 {
+    (item.key.len() + item.resource_version.len() + item.json.len()) as u64
+}
+
+/// The suite every backend passes: `run_all(|| make a fresh store)`.
+#[cfg(test)]
+pub mod suite {
+    use super::*;
+
+    pub fn owner(identity: &str) -> Owner {
+        Owner {
+            identity: identity.to_string(),
+            resource: "pods".to_string(),
+        }
+    }
+
+    pub fn response(body: &str) -> CachedResponse {
+        CachedResponse {
+            status: 200,
+            content_type: "application/json".into(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    pub fn item(key: &str, rv: &str) -> ListItem {
+        ListItem {
+            key: key.into(),
+            resource_version: rv.into(),
+            json: format!("{{\"k\":\"{key}\"}}").into_bytes(),
+        }
+    }
+
+    pub fn head(rv: &str) -> ListHead {
+        ListHead {
+            content_type: "application/json".into(),
+            envelope: br#"{"metadata":{},"items":[]}"#.to_vec(),
+            items_at: 24,
+            resource_version: rv.into(),
+        }
+    }
+
+    fn put_list(scope: &str, identity: &str, items: Vec<ListItem>) -> Change {
+        Change::PutList {
+            scope: scope.into(),
+            owner: owner(identity),
+            head: head("1"),
+            items,
+        }
+    }
+
+    pub fn run_all<S: Store>(make: impl Fn() -> S) {
+        entries_round_trip(&mut make());
+        lists_round_trip_in_key_order(&mut make());
+        item_changes_apply(&mut make());
+        put_list_replaces_items(&mut make());
+        item_changes_need_a_list(&mut make());
+        totals_follow_changes(&mut make());
+        eviction_removes_least_recently_used(&mut make());
+        summary_counts_per_identity(&mut make());
+    }
+
+    fn entries_round_trip<S: Store>(store: &mut S) {
+        let change = Change::PutEntry {
+            key: "k1".into(),
+            owner: owner("a"),
+            response: response("one"),
+        };
+        store.apply(vec![change]).expect("put");
+        assert_eq!(
+            store.entry("k1", true).expect("read"),
+            Some(response("one"))
+        );
+        assert_eq!(store.entry("k2", true).expect("read"), None);
+        let change = Change::PutEntry {
+            key: "k1".into(),
+            owner: owner("a"),
+            response: response("two"),
+        };
+        store.apply(vec![change]).expect("replace");
+        assert_eq!(
+            store.entry("k1", false).expect("read"),
+            Some(response("two"))
+        );
+        store
+            .apply(vec![Change::RemoveEntry { key: "k1".into() }])
+            .expect("remove");
+        assert_eq!(store.entry("k1", false).expect("read"), None);
+    }
+
+    fn lists_round_trip_in_key_order<S: Store>(store: &mut S) {
+        let items = vec![item("b/x", "3"), item("a/y", "2"), item("a-b/z", "4")];
+        store
+            .apply(vec![put_list("s", "a", items)])
+            .expect("put list");
+        assert_eq!(store.list_head("s", true).expect("head"), Some(head("1")));
+        let keys: Vec<String> = store
+            .list_items("s")
+            .expect("items")
+            .into_iter()
+            .map(|i| i.key)
+            .collect();
+        assert_eq!(keys, ["a-b/z", "a/y", "b/x"]);
+        assert_eq!(
+            store.item_version("s", "a/y").expect("rv").as_deref(),
+            Some("2")
+        );
+        assert_eq!(store.list_head("other", true).expect("head"), None);
+    }
+
+    fn item_changes_apply<S: Store>(store: &mut S) {
+        store
+            .apply(vec![put_list(
+                "s",
+                "a",
+                vec![item("n/a", "1"), item("n/b", "1")],
+            )])
+            .expect("put");
+        store
+            .apply(vec![
+                Change::PutItem {
+                    scope: "s".into(),
+                    item: item("n/c", "5"),
+                },
+                Change::PutItem {
+                    scope: "s".into(),
+                    item: item("n/a", "6"),
+                },
+                Change::RemoveItem {
+                    scope: "s".into(),
+                    key: "n/b".into(),
+                },
+                Change::SetListVersion {
+                    scope: "s".into(),
+                    resource_version: "6".into(),
+                },
+            ])
+            .expect("changes");
+        let items = store.list_items("s").expect("items");
+        assert_eq!(items, vec![item("n/a", "6"), item("n/c", "5")]);
+        assert_eq!(
+            store
+                .list_head("s", false)
+                .expect("head")
+                .map(|h| h.resource_version)
+                .as_deref(),
+            Some("6")
+        );
+    }
+
+    fn put_list_replaces_items<S: Store>(store: &mut S) {
+        store
+            .apply(vec![put_list(
+                "s",
+                "a",
+                vec![item("n/a", "1"), item("n/b", "1")],
+            )])
+            .expect("put");
+        store
+            .apply(vec![put_list("s", "a", vec![item("n/c", "2")])])
+            .expect("replace");
+        assert_eq!(
+            store.list_items("s").expect("items"),
+            vec![item("n/c", "2")]
+        );
+        assert_eq!(store.totals().entries, 1);
+    }
+
+    fn item_changes_need_a_list<S: Store>(store: &mut S) {
+        store
+            .apply(vec![
+                Change::PutItem {
+                    scope: "none".into(),
+                    item: item("n/a", "1"),
+                },
+                Change::SetListVersion {
+                    scope: "none".into(),
+                    resource_version: "6".into(),
+                },
+            ])
+            .expect("no-op");
+        assert_eq!(store.list_head("none", false).expect("head"), None);
+        assert!(store.list_items("none").expect("items").is_empty());
+        assert_eq!(store.totals(), Totals::default());
+    }
+
+    fn totals_follow_changes<S: Store>(store: &mut S) {
+        let entry = Change::PutEntry {
+            key: "k".into(),
+            owner: owner("a"),
+            response: response("body"),
+        };
+        store
+            .apply(vec![entry, put_list("s", "a", vec![item("n/a", "1")])])
+            .expect("put");
+        let expected = entry_bytes("k", &response("body"))
+            + head_bytes("s", &head("1"))
+            + item_bytes(&item("n/a", "1"));
+        assert_eq!(
+            store.totals(),
+            Totals {
+                entries: 2,
+                bytes: expected
+            }
+        );
+        store
+            .apply(vec![Change::PutItem {
+                scope: "s".into(),
+                item: item("n/b", "1"),
+            }])
+            .expect("item");
+        assert_eq!(
+            store.totals().bytes,
+            expected + item_bytes(&item("n/b", "1"))
+        );
+        store
+            .apply(vec![
+                Change::RemoveEntry { key: "k".into() },
+                Change::RemoveItem {
+                    scope: "s".into(),
+                    key: "n/a".into(),
+                },
+            ])
+            .expect("remove");
+        assert_eq!(
+            store.totals(),
+            Totals {
+                entries: 1,
+                bytes: head_bytes("s", &head("1")) + item_bytes(&item("n/b", "1"))
+            }
+        );
+    }
+
+    fn eviction_removes_least_recently_used<S: Store>(store: &mut S) {
+        for key in ["old", "mid", "new"] {
+            let change = Change::PutEntry {
+                key: key.into(),
+                owner: owner("a"),
+                response: response(&"x".repeat(100)),
+            };
+            store.apply(vec![change]).expect("put");
+        }
+        store
+            .apply(vec![put_list("list", "a", vec![item("n/a", "1")])])
+            .expect("list");
+        assert!(store.entry("old", true).expect("touch").is_some());
+        let per_entry = entry_bytes("old", &response(&"x".repeat(100)));
+        let target = store.totals().bytes - per_entry;
+        let evicted = store.evict_to(target).expect("evict");
+        assert_eq!(evicted, 1);
+        assert!(
+            store.entry("mid", false).expect("read").is_none(),
+            "mid was least recently used"
+        );
+        assert!(
+            store.entry("old", false).expect("read").is_some(),
+            "old was touched"
+        );
+        store.evict_to(0).expect("evict all");
+        assert_eq!(store.totals(), Totals::default());
+        assert!(store.list_head("list", false).expect("head").is_none());
+        assert!(store.list_items("list").expect("items").is_empty());
+    }
+
+    fn summary_counts_per_identity<S: Store>(store: &mut S) {
+        store
+            .apply(vec![
+                Change::PutEntry {
+                    key: "k1".into(),
+                    owner: owner("a"),
+                    response: response("1"),
+                },
+                Change::PutEntry {
+                    key: "k2".into(),
+                    owner: owner("a"),
+                    response: response("2"),
+                },
+                Change::PutEntry {
+                    key: "k3".into(),
+                    owner: owner("b"),
+                    response: response("3"),
+                },
+                put_list("s", "a", vec![item("n/a", "1"), item("n/b", "1")]),
+            ])
+            .expect("put");
+        let mut rows = store.summary().expect("summary");
+        rows.sort_by(|x, y| x.identity.cmp(&y.identity));
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (
+                rows[0].identity.as_str(),
+                rows[0].entries,
+                rows[0].lists,
+                rows[0].list_items
+            ),
+            ("a", 2, 1, 2)
+        );
+        assert_eq!(
+            (rows[1].identity.as_str(), rows[1].entries, rows[1].lists),
+            ("b", 1, 0)
+        );
+    }
+}

@@ -1,0 +1,419 @@
+//! The cache helper thread and the reactor's handle to it. The reactor only ever takes a
+//! mutex held for a queue push/pop: writes that do not fit the bounded queue are dropped and
+//! counted, lookups that do not fit are refused, replies come back through the mio waker.
+//! Lookups are served before queued writes, so an offline read never waits behind them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::engine::Engine;
+use super::key::{ReadKey, WatchRequest};
+use super::store::{Store, StoreError, SummaryRow, Totals};
+use super::{CacheError, CacheStats, Lookup, Reply};
+
+/// Bytes waiting in the queue beyond which further writes are dropped (one larger body is
+/// still accepted when the queue is empty: large responses are stored, not truncated).
+const QUEUED_BYTES_CAP: usize = 64 << 20;
+
+/// How often an unchanged or busy cache refreshes its /debug/cache snapshot at most.
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// One warning per kind of write failure per this interval.
+const WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+enum Job {
+    Store {
+        key: ReadKey,
+        content_type: String,
+        body: Vec<u8>,
+    },
+    WatchOpened {
+        watch_id: u64,
+        request: WatchRequest,
+    },
+    WatchBytes {
+        watch_id: u64,
+        bytes: Vec<u8>,
+    },
+    WatchInterrupted {
+        watch_id: u64,
+    },
+    WatchClosed {
+        watch_id: u64,
+    },
+}
+
+impl Job {
+    fn payload_len(&self) -> usize {
+        match self {
+            Job::Store { body, .. } => body.len(),
+            Job::WatchBytes { bytes, .. } => bytes.len(),
+            _ => 0,
+        }
+    }
+}
+
+enum Work {
+    Lookup(u64, Lookup),
+    Job(Job),
+    Idle,
+}
+
+#[derive(Default)]
+struct Queues {
+    lookups: VecDeque<(u64, Lookup)>,
+    jobs: VecDeque<Job>,
+    queued_bytes: usize,
+    stopping: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stored: AtomicU64,
+    dropped_writes: AtomicU64,
+    write_errors: AtomicU64,
+    entries: AtomicU64,
+    bytes: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+struct Shared {
+    queues: Mutex<Queues>,
+    work_ready: Condvar,
+    replies: Mutex<Vec<(u64, Reply)>>,
+    counters: Counters,
+    summary: Mutex<String>,
+    waker: Arc<mio::Waker>,
+    queue_len: usize,
+}
+
+/// A poisoned lock only means another thread panicked mid-push; the data is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    /// Queues a data-carrying write, or refuses it when the queue is full.
+    fn try_push(&self, job: Job) -> bool {
+        let mut queues = lock(&self.queues);
+        let len = job.payload_len();
+        let fits_bytes = queues.queued_bytes == 0 || queues.queued_bytes + len <= QUEUED_BYTES_CAP;
+        if queues.jobs.len() >= self.queue_len || !fits_bytes {
+            return false;
+        }
+        queues.queued_bytes += len;
+        queues.jobs.push_back(job);
+        self.work_ready.notify_one();
+        true
+    }
+
+    /// Queues a small control message; these are never dropped so streams stay consistent.
+    fn push_control(&self, job: Job) {
+        lock(&self.queues).jobs.push_back(job);
+        self.work_ready.notify_one();
+    }
+
+    /// Blocks the cache thread until there is work; None once stopping and drained.
+    fn next_work(&self) -> Option<Work> {
+        let mut queues = lock(&self.queues);
+        loop {
+            if let Some((id, lookup)) = queues.lookups.pop_front() {
+                return Some(Work::Lookup(id, lookup));
+            }
+            if let Some(job) = queues.jobs.pop_front() {
+                queues.queued_bytes -= job.payload_len();
+                return Some(Work::Job(job));
+            }
+            if queues.stopping {
+                return None;
+            }
+            let (guard, timeout) = self
+                .work_ready
+                .wait_timeout(queues, SUMMARY_INTERVAL)
+                .unwrap_or_else(PoisonError::into_inner);
+            queues = guard;
+            if timeout.timed_out() && queues.lookups.is_empty() && queues.jobs.is_empty() {
+                return Some(Work::Idle);
+            }
+        }
+    }
+
+    fn reply(&self, request_id: u64, reply: Reply) {
+        lock(&self.replies).push((request_id, reply));
+        if let Err(error) = self.waker.wake() {
+            log::warn!("cache: waking the reactor failed: {error}");
+        }
+    }
+
+    fn publish_totals(&self, totals: Totals) {
+        self.counters
+            .entries
+            .store(totals.entries, Ordering::Relaxed);
+        self.counters.bytes.store(totals.bytes, Ordering::Relaxed);
+    }
+}
+
+/// The reactor's side of the cache. Every method returns without waiting for SQLite.
+pub struct CacheHandle {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    /// Open JSON watch streams → whether their bytes were dropped (then the rest are too).
+    watches: Mutex<HashMap<u64, bool>>,
+}
+
+impl CacheHandle {
+    pub(super) fn spawn<S: Store + Send + 'static>(
+        store: S,
+        max_bytes: u64,
+        queue_len: usize,
+        waker: Arc<mio::Waker>,
+    ) -> Result<CacheHandle, CacheError> {
+        let shared = Arc::new(Shared {
+            queues: Mutex::new(Queues::default()),
+            work_ready: Condvar::new(),
+            replies: Mutex::new(Vec::new()),
+            counters: Counters::default(),
+            summary: Mutex::new(String::from("{}")),
+            waker,
+            queue_len: queue_len.max(1),
+        });
+        let mut engine = Engine::new(store, max_bytes);
+        shared.publish_totals(engine.totals());
+        publish_summary(&shared, &mut engine);
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("cache".to_string())
+            .spawn(move || run(&thread_shared, engine))
+            .map_err(|e| CacheError::Spawn(e.to_string()))?;
+        Ok(CacheHandle {
+            shared,
+            thread: Some(thread),
+            watches: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Hands a complete 200 response to the writer; dropped (and counted) when the queue is full.
+    pub fn store(&self, key: ReadKey, content_type: &str, body: Vec<u8>) {
+        let job = Job::Store {
+            key,
+            content_type: content_type.to_string(),
+            body,
+        };
+        if !self.shared.try_push(job) {
+            bump(&self.shared.counters.dropped_writes);
+        }
+    }
+
+    /// A JSON watch stream for `request` started; its events will update the cached list.
+    pub fn watch_opened(&self, watch_id: u64, request: &WatchRequest) {
+        if !request.scope.is_json() {
+            return;
+        }
+        lock(&self.watches).insert(watch_id, false);
+        self.shared.push_control(Job::WatchOpened {
+            watch_id,
+            request: request.clone(),
+        });
+    }
+
+    /// De-chunked body bytes of an opened watch, in order, any boundaries. When the queue is
+    /// full they are dropped and the stream stops updating the cache (a gap would corrupt it).
+    pub fn watch_bytes(&self, watch_id: u64, bytes: &[u8]) {
+        let mut watches = lock(&self.watches);
+        let Some(interrupted) = watches.get_mut(&watch_id) else {
+            return;
+        };
+        if *interrupted {
+            return;
+        }
+        if !self.shared.try_push(Job::WatchBytes {
+            watch_id,
+            bytes: bytes.to_vec(),
+        }) {
+            *interrupted = true;
+            bump(&self.shared.counters.dropped_writes);
+            self.shared.push_control(Job::WatchInterrupted { watch_id });
+        }
+    }
+
+    pub fn watch_closed(&self, watch_id: u64) {
+        if lock(&self.watches).remove(&watch_id).is_some() {
+            self.shared.push_control(Job::WatchClosed { watch_id });
+        }
+    }
+
+    /// Asks for an answer from cache; it arrives through `take_replies` after the waker fires.
+    pub fn lookup(&self, request_id: u64, lookup: Lookup) -> Result<(), CacheError> {
+        let mut queues = lock(&self.shared.queues);
+        if queues.lookups.len() >= self.shared.queue_len {
+            return Err(CacheError::QueueFull);
+        }
+        queues.lookups.push_back((request_id, lookup));
+        self.shared.work_ready.notify_one();
+        Ok(())
+    }
+
+    /// Replies that are ready (call after the waker fired).
+    pub fn take_replies(&self) -> Vec<(u64, Reply)> {
+        std::mem::take(&mut *lock(&self.shared.replies))
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let counters = &self.shared.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        CacheStats {
+            hits: read(&counters.hits),
+            misses: read(&counters.misses),
+            stored: read(&counters.stored),
+            dropped_writes: read(&counters.dropped_writes),
+            write_errors: read(&counters.write_errors),
+            entries: read(&counters.entries),
+            bytes: read(&counters.bytes),
+        }
+    }
+
+    /// JSON for /debug/cache: counts and bytes per identity and resource, refreshed by the
+    /// cache thread at most every couple of seconds. Never bodies.
+    pub fn debug_summary(&self) -> String {
+        lock(&self.shared.summary).clone()
+    }
+
+    /// Stops the thread after it has written everything already queued.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        lock(&self.shared.queues).stopping = true;
+        self.shared.work_ready.notify_one();
+        if thread.join().is_err() {
+            log::error!("cache: the cache thread panicked");
+        }
+    }
+}
+
+impl Drop for CacheHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The cache thread's loop.
+fn run<S: Store>(shared: &Shared, mut engine: Engine<S>) {
+    let mut warnings = WarningLimiter::default();
+    let mut summary_dirty = false;
+    let mut summary_at = Instant::now();
+    while let Some(work) = shared.next_work() {
+        match work {
+            Work::Lookup(request_id, lookup) => {
+                let reply = engine.answer(&lookup).unwrap_or_else(|error| {
+                    warnings.warn("cache read", &error);
+                    Reply::Failed(error.to_string())
+                });
+                let hit = matches!(
+                    reply,
+                    Reply::Hit(_) | Reply::WatchReplay { .. } | Reply::WatchExpired
+                );
+                bump(if hit {
+                    &shared.counters.hits
+                } else {
+                    &shared.counters.misses
+                });
+                shared.reply(request_id, reply);
+            }
+            Work::Job(job) => {
+                if let Err(error) = run_job(shared, &mut engine, job) {
+                    bump(&shared.counters.write_errors);
+                    warnings.warn("cache write", &error);
+                }
+                summary_dirty = true;
+            }
+            Work::Idle => {}
+        }
+        shared.publish_totals(engine.totals());
+        if summary_dirty && summary_at.elapsed() >= SUMMARY_INTERVAL {
+            publish_summary(shared, &mut engine);
+            summary_dirty = false;
+            summary_at = Instant::now();
+        }
+    }
+    publish_summary(shared, &mut engine);
+}
+
+fn run_job<S: Store>(shared: &Shared, engine: &mut Engine<S>, job: Job) -> Result<(), StoreError> {
+    match job {
+        Job::Store {
+            key,
+            content_type,
+            body,
+        } => {
+            engine.store_response(&key, &content_type, body)?;
+            bump(&shared.counters.stored);
+        }
+        Job::WatchOpened { watch_id, request } => engine.watch_opened(watch_id, &request),
+        Job::WatchBytes { watch_id, bytes } => engine.watch_bytes(watch_id, &bytes)?,
+        Job::WatchInterrupted { watch_id } => engine.watch_interrupted(watch_id),
+        Job::WatchClosed { watch_id } => engine.watch_closed(watch_id),
+    }
+    Ok(())
+}
+
+fn publish_summary<S: Store>(shared: &Shared, engine: &mut Engine<S>) {
+    match engine.summary() {
+        Ok(rows) => *lock(&shared.summary) = summary_json(engine.totals(), &rows),
+        Err(error) => log::debug!("cache: summary failed: {error}"),
+    }
+}
+
+fn summary_json(totals: Totals, rows: &[SummaryRow]) -> String {
+    let mut identities = serde_json::Map::new();
+    for row in rows {
+        let resources = identities
+            .entry(row.identity.clone())
+            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        if let Some(resources) = resources.as_object_mut() {
+            resources.insert(
+                row.resource.clone(),
+                serde_json::json!({
+                    "entries": row.entries, "lists": row.lists, "list_items": row.list_items, "bytes": row.bytes,
+                }),
+            );
+        }
+    }
+    serde_json::json!({"entries": totals.entries, "bytes": totals.bytes, "identities": identities})
+        .to_string()
+}
+
+/// Logs each distinct kind of failure at most once per `WARNING_INTERVAL`.
+#[derive(Default)]
+struct WarningLimiter {
+    last: HashMap<String, Instant>,
+}
+
+impl WarningLimiter {
+    fn warn(&mut self, what: &str, error: &StoreError) {
+        let kind = format!("{what}: {}", error.kind());
+        let due = self
+            .last
+            .get(&kind)
+            .is_none_or(|at| at.elapsed() >= WARNING_INTERVAL);
+        if due {
+            log::warn!(
+                "{what} failed: {error} (further {} errors are not logged for a minute)",
+                error.kind()
+            );
+            self.last.insert(kind, Instant::now());
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! Command-line flags: parsing and validation.
+//!
+//! Flag names, defaults and meanings follow SuperEdge's lite-apiserver so that an
+//! existing edgeadm systemd unit starts this binary unchanged. Parsing follows Go's
+//! `flag` package conventions (`--flag value`, `--flag=value`, `-flag`, booleans only
+//! as `--flag` or `--flag=bool`), because that is what those units were written for.
+//! Every error is one line naming the flag; `main` prints it and exits with status 2.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which cache store backs the proxy (`--cache-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheType {
+    /// SQLite on disk under `--file-cache-path` (SuperEdge's `file`).
+    File,
+    /// In memory only: lost on restart.
+    Memory,
+}
+
+/// The validated configuration of one lite-apiserver process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub ca_file: PathBuf,
+    pub apiserver_ca_file: Option<PathBuf>,
+    pub tls_cert_file: PathBuf,
+    pub tls_private_key_file: PathBuf,
+    pub addresses: Vec<IpAddr>,
+    pub port: u16,
+    pub upstream_host: String,
+    pub upstream_port: u16,
+    pub tls_config_file: Option<PathBuf>,
+    pub timeout: Duration,
+    pub insecure: bool,
+    pub file_cache_path: PathBuf,
+    pub cache_type: CacheType,
+    pub cache_max_bytes: u64,
+    pub sync_duration: Duration,
+    pub modify_request_accept: bool,
+    /// `--log-level` when given; otherwise `RUST_LOG`, then info.
+    pub log_level: Option<log::LevelFilter>,
+    pub diagnostics_port: u16,
+    pub max_connections: usize,
+    /// SuperEdge flags we accept and ignore, reported as a warning once logging is up.
+    pub ignored_flags: Vec<String>,
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Box<Config>),
+    Help,
+    Version,
+}
+
+/// A command-line error: always names the flag at fault.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    UnknownFlag(String),
+    MissingValue(String),
+    InvalidValue { flag: String, value: String, reason: String },
+    Required(&'static str),
+    UnexpectedArgument(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::UnknownFlag(flag) => write!(f, "unknown flag --{flag} (see --help)"),
+            ConfigError::MissingValue(flag) => write!(f, "flag --{flag} needs a value"),
+            ConfigError::InvalidValue { flag, value, reason } => {
+                write!(f, "invalid value {value:?} for flag --{flag}: {reason}")
+            }
+            ConfigError::Required(flag) => write!(f, "flag --{flag} is required"),
+            ConfigError::UnexpectedArgument(arg) => {
+                write!(f, "unexpected argument {arg:?}: flags start with --")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub const USAGE: &str = "\
+Usage: lite-apiserver [flags]
+
+A caching mTLS proxy for the Kubernetes apiserver on edge nodes.
+
+Flags:
+  --ca-file PATH                 CA bundle verifying client certificates (and the cloud
+                                 apiserver unless --apiserver-ca-file is set) [required]
+  --apiserver-ca-file PATH       CA bundle for the cloud apiserver's serving certificate
+  --tls-cert-file PATH           serving certificate [required]
+  --tls-private-key-file PATH    serving private key [required]
+  --address IP                   listen address, repeatable (default 127.0.0.1)
+  --port N                       listen port (default 51003)
+  --kube-apiserver-url URL       cloud apiserver: host or https://host[:port] [required]
+  --kube-apiserver-port N        cloud apiserver port when the url has none (default 443)
+  --tls-config-file PATH         JSON [{\"cert\":..,\"key\":..}]: upstream identities by CN
+  --timeout SECONDS              connect timeout to the cloud (default 3)
+  --insecure                     do not verify the cloud apiserver's certificate
+  --file-cache-path DIR          cache directory (default /data/lite-apiserver/cache)
+  --cache-type file|memory       cache store (default file: SQLite on disk)
+  --cache-max-bytes N            cache size cap, LRU eviction (default 268435456)
+  --sync-duration SECONDS        certificate reload period (default 60)
+  --modify-request-accept BOOL   ask the cloud for JSON on cacheable GETs (default true)
+  --diagnostics-port N           plain-HTTP diagnostics on 127.0.0.1, 0 disables (default 51004)
+  --max-connections N            client connections at most; 503 beyond (default 1024)
+  --log-level LEVEL              error|warn|info|debug|trace (default info; RUST_LOG too)
+  --help, --version
+";
+
+/// SuperEdge flags that have no meaning here; accepted with a warning so old units start.
+const IGNORED_FLAGS: &[&str] = &[
+    "network-interface",
+    "url-mux-cache",
+    "profiling",
+    "badger-cache-path",
+    "bolt-cache-path",
+    "backend-timeout",
+];
+
+/// Parses the arguments after the program name.
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigError> {
+    let mut builder = Builder::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let Some(flag) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
+            return Err(ConfigError::UnexpectedArgument(arg));
+        };
+        let (name, inline_value) = match flag.split_once('=') {
+            Some((name, value)) => (name.to_string(), Some(value.to_string())),
+            None => (flag.to_string(), None),
+        };
+        match name.as_str() {
+            "help" | "h" => return Ok(Command::Help),
+            "version" => return Ok(Command::Version),
+            _ => {}
+        }
+        if is_bool_flag(&name) {
+            let value = inline_value.unwrap_or_else(|| "true".to_string());
+            builder.set_bool(&name, &value)?;
+            continue;
+        }
+        let value = match inline_value {
+            Some(value) => value,
+            None => args.next().ok_or_else(|| ConfigError::MissingValue(name.clone()))?,
+        };
+        builder.set(&name, value)?;
+    }
+    builder.build().map(|config| Command::Run(Box::new(config)))
+}
+
+fn is_bool_flag(name: &str) -> bool {
+    matches!(name, "insecure" | "modify-request-accept" | "profiling" | "url-mux-cache")
+}
+
+#[derive(Default)]
+struct Builder {
+    ca_file: Option<PathBuf>,
+    apiserver_ca_file: Option<PathBuf>,
+    tls_cert_file: Option<PathBuf>,
+    tls_private_key_file: Option<PathBuf>,
+    addresses: Vec<IpAddr>,
+    port: Option<u16>,
+    url: Option<String>,
+    upstream_port: Option<u16>,
+    tls_config_file: Option<PathBuf>,
+    timeout: Option<u64>,
+    insecure: bool,
+    file_cache_path: Option<PathBuf>,
+    cache_type: Option<CacheType>,
+    cache_max_bytes: Option<u64>,
+    sync_duration: Option<u64>,
+    modify_request_accept: Option<bool>,
+    log_level: Option<log::LevelFilter>,
+    diagnostics_port: Option<u16>,
+    max_connections: Option<usize>,
+    ignored_flags: Vec<String>,
+}
+
+impl Builder {
+    fn set(&mut self, name: &str, value: String) -> Result<(), ConfigError> {
+        match name {
+            "ca-file" => self.ca_file = Some(path(name, value)?),
+            "apiserver-ca-file" => self.apiserver_ca_file = Some(path(name, value)?),
+            "tls-cert-file" => self.tls_cert_file = Some(path(name, value)?),
+            "tls-private-key-file" => self.tls_private_key_file = Some(path(name, value)?),
+            "address" => self.addresses.push(number(name, &value, "an IP address")?),
+            "port" => self.port = Some(number(name, &value, "a port number 0-65535")?),
+            "kube-apiserver-url" => self.url = Some(value),
+            "kube-apiserver-port" => {
+                self.upstream_port = Some(number(name, &value, "a port number 1-65535")?)
+            }
+            "tls-config-file" => self.tls_config_file = Some(path(name, value)?),
+            "timeout" => self.timeout = Some(positive(name, &value)?),
+            "file-cache-path" => self.file_cache_path = Some(path(name, value)?),
+            "cache-type" => self.cache_type = Some(cache_type(&value)?),
+            "cache-max-bytes" => self.cache_max_bytes = Some(number(name, &value, "a byte count")?),
+            "sync-duration" => self.sync_duration = Some(positive(name, &value)?),
+            "log-level" => self.log_level = Some(log_level(&value)?),
+            "diagnostics-port" => {
+                self.diagnostics_port = Some(number(name, &value, "a port number 0-65535")?)
+            }
+            "max-connections" => self.max_connections = Some(positive(name, &value)? as usize),
+            _ if IGNORED_FLAGS.contains(&name) => self.ignored_flags.push(name.to_string()),
+            _ => return Err(ConfigError::UnknownFlag(name.to_string())),
+        }
+        Ok(())
+    }
+
+    fn set_bool(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
+        let parsed = match value {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+            _ => return Err(invalid(name, value, "expected true or false")),
+        };
+        match name {
+            "insecure" => self.insecure = parsed,
+            "modify-request-accept" => self.modify_request_accept = Some(parsed),
+            _ => self.ignored_flags.push(name.to_string()),
+        }
+        Ok(())
+    }
+
+    fn build(self) -> Result<Config, ConfigError> {
+        let url = self.url.ok_or(ConfigError::Required("kube-apiserver-url"))?;
+        let (upstream_host, url_port) = parse_upstream_url(&url)?;
+        let addresses = if self.addresses.is_empty() {
+            vec![IpAddr::from([127, 0, 0, 1])]
+        } else {
+            self.addresses
+        };
+        Ok(Config {
+            ca_file: self.ca_file.ok_or(ConfigError::Required("ca-file"))?,
+            apiserver_ca_file: self.apiserver_ca_file,
+            tls_cert_file: self.tls_cert_file.ok_or(ConfigError::Required("tls-cert-file"))?,
+            tls_private_key_file: self
+                .tls_private_key_file
+                .ok_or(ConfigError::Required("tls-private-key-file"))?,
+            addresses,
+            port: self.port.unwrap_or(51003),
+            upstream_host,
+            upstream_port: url_port.or(self.upstream_port).unwrap_or(443),
+            tls_config_file: self.tls_config_file,
+            timeout: Duration::from_secs(self.timeout.unwrap_or(3)),
+            insecure: self.insecure,
+            file_cache_path: self
+                .file_cache_path
+                .unwrap_or_else(|| PathBuf::from("/data/lite-apiserver/cache")),
+            cache_type: self.cache_type.unwrap_or(CacheType::File),
+            cache_max_bytes: self.cache_max_bytes.unwrap_or(256 << 20),
+            sync_duration: Duration::from_secs(self.sync_duration.unwrap_or(60)),
+            modify_request_accept: self.modify_request_accept.unwrap_or(true),
+            log_level: self.log_level,
+            diagnostics_port: self.diagnostics_port.unwrap_or(51004),
+            max_connections: self.max_connections.unwrap_or(1024),
+            ignored_flags: self.ignored_flags,
+        })
+    }
+}
+
+/// Splits `--kube-apiserver-url` into host and optional port. Accepts `host`,
+/// `host:port`, `https://host[:port][/]` and bracketed IPv6 literals.
+fn parse_upstream_url(url: &str) -> Result<(String, Option<u16>), ConfigError> {
+    let bad = |reason: &str| invalid("kube-apiserver-url", url, reason);
+    if url.starts_with("http://") {
+        return Err(bad("the cloud apiserver is only reached over https"));
+    }
+    let rest = url.strip_prefix("https://").unwrap_or(url);
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') {
+        return Err(bad("expected host, host:port or https://host[:port]"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, tail) = v6.split_once(']').ok_or_else(|| bad("unclosed [ in IPv6 address"))?;
+        (host, tail.strip_prefix(':'))
+    } else if authority.matches(':').count() > 1 {
+        (authority, None) // a bare IPv6 literal
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("empty host"));
+    }
+    let port = match port {
+        Some(port) => Some(port.parse::<u16>().map_err(|_| bad("invalid port"))?),
+        None => None,
+    };
+    Ok((host.to_string(), port))
+}
+
+fn invalid(flag: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::InvalidValue {
+        flag: flag.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn path(flag: &str, value: String) -> Result<PathBuf, ConfigError> {
+    if value.is_empty() {
+        return Err(invalid(flag, &value, "expected a path"));
+    }
+    Ok(PathBuf::from(value))
+}
+
+fn number<T: std::str::FromStr>(flag: &str, value: &str, what: &str) -> Result<T, ConfigError> {
+    value.parse().map_err(|_| invalid(flag, value, &format!("expected {what}")))
+}
+
+fn positive(flag: &str, value: &str) -> Result<u64, ConfigError> {
+    match value.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(invalid(flag, value, "expected a whole number above 0")),
+    }
+}
+
+fn cache_type(value: &str) -> Result<CacheType, ConfigError> {
+    match value {
+        "file" | "sqlite" => Ok(CacheType::File),
+        "memory" => Ok(CacheType::Memory),
+        _ => Err(invalid("cache-type", value, "supported cache types are file and memory")),
+    }
+}
+
+fn log_level(value: &str) -> Result<log::LevelFilter, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| invalid("log-level", value, "expected error, warn, info, debug or trace"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    const REQUIRED: &[&str] = &[
+        "--ca-file=/ca",
+        "--tls-cert-file",
+        "/crt",
+        "--tls-private-key-file=/key",
+        "--kube-apiserver-url=10.0.0.1",
+    ];
+
+    fn run(extra: &[&str]) -> Result<Config, ConfigError> {
+        let mut all = args(REQUIRED);
+        all.extend(args(extra));
+        match parse(all)? {
+            Command::Run(config) => Ok(*config),
+            other => panic!("expected a run command, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_superedge() {
+        let config = run(&[]).expect("valid");
+        assert_eq!(config.port, 51003);
+        assert_eq!(config.upstream_port, 443);
+        assert_eq!(config.addresses, vec![IpAddr::from([127, 0, 0, 1])]);
+        assert_eq!(config.timeout, Duration::from_secs(3));
+        assert_eq!(config.sync_duration, Duration::from_secs(60));
+        assert!(config.modify_request_accept);
+        assert!(!config.insecure);
+    }
+
+    #[test]
+    fn url_forms() {
+        assert_eq!(parse_upstream_url("1.2.3.4"), Ok(("1.2.3.4".into(), None)));
+        assert_eq!(parse_upstream_url("https://k8s:6443/"), Ok(("k8s".into(), Some(6443))));
+        assert_eq!(parse_upstream_url("[::1]:6443"), Ok(("::1".into(), Some(6443))));
+        assert!(parse_upstream_url("http://k8s").is_err());
+        assert!(parse_upstream_url("https://k8s:99999").is_err());
+        let config = run(&["--kube-apiserver-url=https://k:7443", "--kube-apiserver-port=6443"]);
+        assert_eq!(config.expect("valid").upstream_port, 7443);
+    }
+
+    #[test]
+    fn booleans_go_style() {
+        assert!(run(&["--insecure"]).expect("valid").insecure);
+        assert!(!run(&["--modify-request-accept=false"]).expect("valid").modify_request_accept);
+        assert!(run(&["--insecure=maybe"]).is_err());
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        let err = run(&["--bogus=1"]).expect_err("unknown");
+        assert_eq!(err.to_string(), "unknown flag --bogus (see --help)");
+        let err = run(&["--port=http"]).expect_err("bad port");
+        assert!(err.to_string().contains("--port"), "{err}");
+        let err = parse(args(&["--ca-file=/x"])).expect_err("missing");
+        assert!(err.to_string().contains("--kube-apiserver-url"), "{err}");
+        assert_eq!(run(&["--timeout"]).expect_err("no value"), ConfigError::MissingValue("timeout".into()));
+        assert!(run(&["--cache-type=badger"]).expect_err("badger").to_string().contains("file and memory"));
+    }
+
+    #[test]
+    fn superedge_only_flags_are_accepted() {
+        let config = run(&["--network-interface=eth0", "--profiling"]).expect("valid");
+        assert_eq!(config.ignored_flags, vec!["network-interface", "profiling"]);
+    }
+}

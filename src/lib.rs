@@ -1,0 +1,28 @@
+//! lite-apiserver: a caching mTLS proxy for the Kubernetes apiserver on edge nodes.
+//!
+//! One thread runs a mio event loop (`reactor`) over client connections (`client`)
+//! and connections to the cloud (`upstream`), moving each request through an
+//! exchange (`proxy`) or answering it from the cache (`offline`, `cache`). Helper
+//! threads write the cache, probe the cloud (`health`) and reload certificates
+//! (`certs`); `server` wires them together.
+
+pub mod body;
+pub mod cache;
+pub mod certs;
+pub mod client;
+pub mod config;
+pub mod health;
+pub mod http1;
+pub mod metrics;
+pub mod offline;
+pub mod proxy;
+pub mod reactor;
+pub mod server;
+pub mod signals;
+pub mod slab;
+pub mod status;
+pub mod timer;
+pub mod tls;
+pub mod transport;
+pub mod upstream;
+pub mod x509;

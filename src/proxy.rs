@@ -1,0 +1,372 @@
+//! One request/response exchange between a client and the cloud: forwards the
+//! request body up and streams the response down, never holding more than one
+//! read's worth in each direction (backpressure: a side is read only when the other
+//! side's queue is empty).
+//!
+//! While the response streams by, its payload is teed to the cache: whole bodies of
+//! cacheable GETs (handed over when complete) and watch events as they arrive.
+
+use std::time::Instant;
+
+use crate::body::BodyTracker;
+use crate::cache::{CacheHandle, Classified, ReadKey};
+use crate::client::{ClientConn, OutQueue};
+use crate::http1::{self, Framing, HttpError, RequestHead, ResponseHead};
+use crate::transport::ReadOutcome;
+use crate::upstream::UpstreamConn;
+
+/// Largest response body copied to the cache; bigger ones are proxied, not cached.
+const MAX_CACHED_BODY: usize = 64 << 20;
+/// Read from a source only while the destination queue is below this.
+const QUEUE_HIGH_WATER: usize = 16 * 1024;
+
+enum ResponseState {
+    AwaitingHead(Vec<u8>),
+    Body(BodyState),
+}
+
+struct BodyState {
+    tracker: BodyTracker,
+    status: u16,
+    /// The client speaks HTTP/1.0: chunked payload is sent de-chunked, then closed.
+    dechunk: bool,
+    close_client: bool,
+    upstream_reusable: bool,
+    /// Payload collected for the cache (cacheable 200s only): key, content type, bytes.
+    cache_copy: Option<(ReadKey, String, Vec<u8>)>,
+    watch_id: Option<u64>,
+}
+
+pub enum PumpOutcome {
+    Progress,
+    Wait,
+    /// The response is complete.
+    Finished { upstream_reusable: bool, client_keep_alive: bool },
+    /// The upstream failed before any response byte: the caller retries or falls back.
+    UpstreamFailed { reason: String, timeout: bool },
+    /// `101 Switching Protocols` was forwarded: the connection becomes a tunnel.
+    Upgraded,
+    /// Broken mid-response: nothing more can be said to the client.
+    Abort(String),
+}
+
+pub struct Exchange {
+    pub request: RequestHead,
+    pub route: Classified,
+    pub upstream: UpstreamConn,
+    pub upstream_slot: usize,
+    /// The head as sent upstream, kept to retry on a fresh connection.
+    pub upstream_head: Vec<u8>,
+    request_body: BodyTracker,
+    to_upstream: OutQueue,
+    /// Already retried once after a pooled connection turned out dead.
+    pub retried: bool,
+    response: ResponseState,
+    pub started: Instant,
+    pub last_activity: Instant,
+    next_watch_id: u64,
+}
+
+impl Exchange {
+    pub fn new(request: RequestHead, route: Classified, upstream: UpstreamConn, upstream_slot: usize, upstream_head: Vec<u8>, watch_id: u64) -> Result<Exchange, HttpError> {
+        let request_body = BodyTracker::new(request.framing()?);
+        let mut to_upstream = OutQueue::default();
+        to_upstream.push(&upstream_head);
+        let now = Instant::now();
+        Ok(Exchange {
+            request,
+            route,
+            upstream,
+            upstream_slot,
+            upstream_head,
+            request_body,
+            to_upstream,
+            retried: false,
+            response: ResponseState::AwaitingHead(Vec::new()),
+            started: now,
+            last_activity: now,
+            next_watch_id: watch_id,
+        })
+    }
+
+    /// Re-sends the request on a fresh connection (only for bodiless requests).
+    pub fn retry_on(&mut self, upstream: UpstreamConn, slot: usize) -> UpstreamConn {
+        self.retried = true;
+        self.to_upstream = OutQueue::default();
+        self.to_upstream.push(&self.upstream_head);
+        self.upstream_slot = slot;
+        std::mem::replace(&mut self.upstream, upstream)
+    }
+
+    /// Safe to send again: nothing of the response arrived and no body was sent.
+    pub fn can_retry(&self) -> bool {
+        !self.retried && self.upstream.reused && self.request.framing() == Ok(Framing::None) && self.response_not_started()
+    }
+
+    pub fn response_not_started(&self) -> bool {
+        matches!(&self.response, ResponseState::AwaitingHead(buf) if buf.is_empty())
+    }
+
+    pub fn is_watch(&self) -> bool {
+        matches!(self.route, Classified::Watch(_))
+    }
+
+    pub fn is_streaming_watch(&self) -> bool {
+        matches!(&self.response, ResponseState::Body(body) if body.watch_id.is_some())
+    }
+
+    /// Does all the work possible now, in both directions.
+    pub fn pump(&mut self, client: &mut ClientConn, cache: Option<&CacheHandle>, scratch: &mut [u8]) -> PumpOutcome {
+        match self.upstream.poll_connected() {
+            Ok(true) => {}
+            Ok(false) => return PumpOutcome::Wait,
+            Err(e) => return self.failed(format!("connect to the cloud apiserver failed: {e}")),
+        }
+        if let Err(e) = self.upstream.transport.drive() {
+            return self.failed(format!("TLS with the cloud apiserver failed: {e}"));
+        }
+        let mut progressed = false;
+        match self.forward_request(client, scratch) {
+            Ok(moved) => progressed |= moved,
+            Err(outcome) => return outcome,
+        }
+        match self.forward_response(client, cache, scratch) {
+            Ok(moved) => progressed |= moved,
+            Err(outcome) => return outcome,
+        }
+        if let Err(e) = client.flush() {
+            return PumpOutcome::Abort(format!("client write failed: {e}"));
+        }
+        if let Some(done) = self.finished(client) {
+            return done;
+        }
+        if progressed {
+            self.last_activity = Instant::now();
+            PumpOutcome::Progress
+        } else {
+            PumpOutcome::Wait
+        }
+    }
+
+    fn failed(&self, reason: String) -> PumpOutcome {
+        if self.response_not_started() {
+            PumpOutcome::UpstreamFailed { reason, timeout: false }
+        } else {
+            PumpOutcome::Abort(reason)
+        }
+    }
+
+    /// Request head and body, client → cloud.
+    fn forward_request(&mut self, client: &mut ClientConn, scratch: &mut [u8]) -> Result<bool, PumpOutcome> {
+        let mut progressed = false;
+        loop {
+            let moved = self.to_upstream.drain_into(&mut self.upstream.transport).map_err(|e| self.failed(format!("write to the cloud failed: {e}")))?;
+            progressed |= moved > 0;
+            if !self.to_upstream.is_empty() || self.request_body.is_done() {
+                return Ok(progressed);
+            }
+            if client.inbuf.is_empty() {
+                match client.transport.read_plain(scratch) {
+                    Ok(ReadOutcome::Data(n)) => client.inbuf.extend_from_slice(&scratch[..n]),
+                    Ok(ReadOutcome::WouldBlock) => return Ok(progressed),
+                    Ok(ReadOutcome::Eof) => return Err(PumpOutcome::Abort("client closed mid-request".into())),
+                    Err(e) => return Err(PumpOutcome::Abort(format!("client read failed: {e}"))),
+                }
+            }
+            let to_upstream = &mut self.to_upstream;
+            let progress = self
+                .request_body
+                .feed(&client.inbuf, &mut |_| {})
+                .map_err(|e| PumpOutcome::Abort(format!("bad request body: {e}")))?;
+            to_upstream.push(&client.inbuf[..progress.consumed]);
+            client.inbuf.drain(..progress.consumed);
+            progressed = true;
+        }
+    }
+
+    /// Response head and body, cloud → client, teeing payload to the cache.
+    fn forward_response(&mut self, client: &mut ClientConn, cache: Option<&CacheHandle>, scratch: &mut [u8]) -> Result<bool, PumpOutcome> {
+        let mut progressed = false;
+        while client.out.len() < QUEUE_HIGH_WATER && !self.response_complete() {
+            let n = match self.upstream.transport.read_plain(scratch) {
+                Ok(ReadOutcome::Data(n)) => n,
+                Ok(ReadOutcome::WouldBlock) => break,
+                Ok(ReadOutcome::Eof) => return self.upstream_eof(cache).map(|()| true),
+                Err(e) => return Err(self.failed(format!("read from the cloud failed: {e}"))),
+            };
+            progressed = true;
+            let bytes = &scratch[..n];
+            match &mut self.response {
+                ResponseState::AwaitingHead(buf) => {
+                    buf.extend_from_slice(bytes);
+                    self.try_response_head(client, cache)?;
+                }
+                ResponseState::Body(body) => body.consume(bytes, client, cache)?,
+            }
+            if let Err(e) = client.flush() {
+                return Err(PumpOutcome::Abort(format!("client write failed: {e}")));
+            }
+        }
+        Ok(progressed)
+    }
+
+    fn response_complete(&self) -> bool {
+        matches!(&self.response, ResponseState::Body(body) if body.tracker.is_done())
+    }
+
+    fn try_response_head(&mut self, client: &mut ClientConn, cache: Option<&CacheHandle>) -> Result<(), PumpOutcome> {
+        let ResponseState::AwaitingHead(buf) = &mut self.response else { return Ok(()) };
+        let (head, length) = match http1::parse_response(buf) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(PumpOutcome::UpstreamFailed { reason: format!("bad response from the cloud: {e}"), timeout: false }),
+        };
+        let rest = buf.split_off(length);
+        if (100..200).contains(&head.status) && head.status != 101 {
+            // Interim response (100 Continue): pass it on and wait for the final one.
+            client.out.push(&head.to_client_bytes(client.minor_version, false, false, &[]));
+            *buf = rest;
+            return self.try_response_head(client, cache);
+        }
+        let framing = head.framing(&self.request.method).map_err(|e| PumpOutcome::Abort(format!("bad response framing: {e}")))?;
+        let mut body = self.body_state(&head, framing, client.minor_version, cache);
+        client.out.push(&head.to_client_bytes(client.minor_version, body.close_client, body.dechunk, &[]));
+        if head.status == 101 {
+            client.out.push(&rest);
+            return Err(PumpOutcome::Upgraded);
+        }
+        body.consume(&rest, client, cache)?;
+        self.response = ResponseState::Body(body);
+        Ok(())
+    }
+
+    fn body_state(&mut self, head: &ResponseHead, framing: Framing, client_minor: u8, cache: Option<&CacheHandle>) -> BodyState {
+        let dechunk = client_minor == 0 && framing == Framing::Chunked;
+        let close_client = !self.request.keep_alive() || framing == Framing::UntilClose || dechunk;
+        let content_type = head.header_str("content-type").unwrap_or("").to_string();
+        let ok = head.status == 200;
+        let cache_copy = match (&self.route, cache) {
+            (Classified::Read(key), Some(_)) if ok => Some((key.clone(), content_type.clone(), Vec::new())),
+            _ => None,
+        };
+        let watch_id = match (&self.route, cache) {
+            (Classified::Watch(request), Some(cache)) if ok && content_type.starts_with("application/json") => {
+                cache.watch_opened(self.next_watch_id, request);
+                Some(self.next_watch_id)
+            }
+            _ => None,
+        };
+        BodyState {
+            tracker: BodyTracker::new(framing),
+            status: head.status,
+            dechunk,
+            close_client,
+            upstream_reusable: head.keep_alive() && framing != Framing::UntilClose,
+            cache_copy,
+            watch_id,
+        }
+    }
+
+    fn upstream_eof(&mut self, cache: Option<&CacheHandle>) -> Result<(), PumpOutcome> {
+        match &mut self.response {
+            ResponseState::AwaitingHead(_) => Err(self.failed("the cloud apiserver closed the connection".into())),
+            ResponseState::Body(body) if body.tracker.until_close() => {
+                body.upstream_reusable = false;
+                body.tracker = BodyTracker::new(Framing::None);
+                body.finish(cache);
+                Ok(())
+            }
+            ResponseState::Body(body) => {
+                body.abandon(cache);
+                Err(PumpOutcome::Abort("the cloud apiserver closed mid-response".into()))
+            }
+        }
+    }
+
+    fn finished(&mut self, client: &ClientConn) -> Option<PumpOutcome> {
+        let ResponseState::Body(body) = &self.response else { return None };
+        if !body.tracker.is_done() || !client.out.is_empty() {
+            return None;
+        }
+        let request_done = self.request_body.is_done();
+        Some(PumpOutcome::Finished {
+            upstream_reusable: body.upstream_reusable && request_done && self.upstream.transport.is_flushed(),
+            client_keep_alive: !body.close_client && request_done,
+        })
+    }
+
+    /// Stops teeing when the exchange ends early (client gone, timeout).
+    pub fn abandon(&mut self, cache: Option<&CacheHandle>) {
+        if let ResponseState::Body(body) = &mut self.response {
+            body.abandon(cache);
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match &self.response {
+            ResponseState::Body(body) => Some(body.status),
+            ResponseState::AwaitingHead(_) => None,
+        }
+    }
+}
+
+impl BodyState {
+    /// Body bytes from the cloud: to the client (raw, or de-chunked for HTTP/1.0) and the cache.
+    fn consume(&mut self, mut bytes: &[u8], client: &mut ClientConn, cache: Option<&CacheHandle>) -> Result<(), PumpOutcome> {
+        while !bytes.is_empty() && !self.tracker.is_done() {
+            let dechunk = self.dechunk;
+            let cache_copy = &mut self.cache_copy;
+            let watch = self.watch_id.zip(cache);
+            let out = &mut client.out;
+            let progress = self
+                .tracker
+                .feed(bytes, &mut |payload| {
+                    if dechunk {
+                        out.push(payload);
+                    }
+                    if let Some((_, _, copy)) = cache_copy {
+                        copy.extend_from_slice(payload);
+                    }
+                    if let Some((id, cache)) = watch {
+                        cache.watch_bytes(id, payload);
+                    }
+                })
+                .map_err(|e| PumpOutcome::Abort(format!("bad response body from the cloud: {e}")))?;
+            if !dechunk {
+                client.out.push(&bytes[..progress.consumed]);
+            }
+            if self.cache_copy.as_ref().is_some_and(|(_, _, copy)| copy.len() > MAX_CACHED_BODY) {
+                self.cache_copy = None;
+            }
+            bytes = &bytes[progress.consumed..];
+            if progress.consumed == 0 {
+                break;
+            }
+        }
+        if !bytes.is_empty() {
+            // Bytes after the end of the response: the connection can't be trusted.
+            self.upstream_reusable = false;
+        }
+        if self.tracker.is_done() {
+            self.finish(cache);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, cache: Option<&CacheHandle>) {
+        let Some(cache) = cache else { return };
+        if let Some(id) = self.watch_id.take() {
+            cache.watch_closed(id);
+        }
+        if let Some((key, content_type, body)) = self.cache_copy.take() {
+            cache.store(key, &content_type, body);
+        }
+    }
+
+    fn abandon(&mut self, cache: Option<&CacheHandle>) {
+        self.cache_copy = None;
+        if let (Some(id), Some(cache)) = (self.watch_id.take(), cache) {
+            cache.watch_closed(id);
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Start-up: turns a validated `Config` into running parts — listeners, the cache
+//! thread, the cloud prober, the certificate reloader — and hands them to the
+//! reactor. Every failure here is a one-line error for `main` to print.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use mio::net::TcpListener;
+
+use crate::cache::{self, CacheConfig, CacheKind};
+use crate::certs::{self, CertsSnapshot, ReloadContext};
+use crate::config::{CacheType, Config};
+use crate::health::{self, ProbeTarget};
+use crate::metrics::Metrics;
+use crate::reactor::{self, Cloud, Inbox, Reactor, ReactorParts};
+use crate::signals::Signals;
+use crate::tls;
+
+#[derive(Debug)]
+pub enum StartError {
+    /// Bad TLS material named by a flag.
+    Tls(tls::TlsError),
+    Listen { addr: SocketAddr, source: std::io::Error },
+    Cache(cache::CacheError),
+    Io(&'static str, std::io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Tls(e) => write!(f, "{e}"),
+            StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Cache(e) => write!(f, "{e}"),
+            StartError::Io(what, e) => write!(f, "{what}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl StartError {
+    /// Configuration problems exit 2 (like a bad flag); the rest exit 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Tls(_) | StartError::Listen { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Loads everything, binds the listeners and runs until shut down.
+pub fn run(config: Config) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    for flag in &config.ignored_flags {
+        log::warn!("flag --{flag} is accepted for SuperEdge compatibility and ignored");
+    }
+    let mut loaded = certs::load(&config).map_err(StartError::Tls)?;
+    let listeners = bind(&config)?;
+    let (poll, waker) = reactor::new_poll().map_err(|e| StartError::Io("cannot create the event loop", e))?;
+    let metrics = Arc::new(Metrics::default());
+    let signals = Signals::install().map_err(|e| StartError::Io("cannot install signal handlers", e))?;
+
+    let cache = cache::start(cache_config(&config), waker.clone()).map_err(StartError::Cache)?;
+
+    let (health_tx, health_rx) = mpsc::channel();
+    let server_name = tls::upstream_server_name(&config.upstream_host).map_err(StartError::Tls)?;
+    let probe_target = ProbeTarget {
+        host: config.upstream_host.clone(),
+        port: config.upstream_port,
+        server_name: server_name.clone(),
+        config: loaded.identities.default.config.clone(),
+        timeout: config.timeout,
+    };
+    let first_addr = initial_address(&config);
+    let prober_waker = waker.clone();
+    let prober = health::spawn(probe_target, health_tx, move || {
+        let _ = prober_waker.wake();
+    })
+    .map_err(|e| StartError::Io("cannot start the cloud prober", e))?;
+
+    let (certs_tx, certs_rx) = mpsc::channel();
+    let snapshot: CertsSnapshot = Arc::new(Mutex::new(serde_json::Value::Null));
+    let reload_waker = waker.clone();
+    let reloader = certs::spawn(
+        &mut loaded,
+        ReloadContext {
+            config: config.clone(),
+            updates: certs_tx,
+            metrics: metrics.clone(),
+            snapshot: snapshot.clone(),
+            wake: Box::new(move || {
+                let _ = reload_waker.wake();
+            }),
+        },
+    )
+    .map_err(|e| StartError::Io("cannot start the certificate reloader", e))?;
+
+    let cloud = Cloud {
+        up: first_addr.is_some(),
+        addr: first_addr,
+        server_name,
+        host_header: health::host_header(&config.upstream_host, config.upstream_port),
+        prober,
+    };
+    metrics.cloud_down.store(!cloud.up, std::sync::atomic::Ordering::Relaxed);
+    for listener in &listeners {
+        if let Ok(addr) = listener.local_addr() {
+            log::info!("serving on https://{addr}, cloud apiserver {}", cloud.host_header);
+        }
+    }
+    let reactor = Reactor::new(ReactorParts {
+        poll,
+        listeners,
+        identities: loaded.identities.clone(),
+        server_config: loaded.server_config.clone(),
+        cache: Some(cache),
+        cloud,
+        inbox: Inbox { health: health_rx, certs: certs_rx },
+        signals,
+        reloader,
+        metrics,
+        config,
+    })
+    .map_err(|e| StartError::Io("cannot start the event loop", e))?;
+    reactor.run().map_err(|e| StartError::Io("event loop failed", e))
+}
+
+fn cache_config(config: &Config) -> CacheConfig {
+    let kind = match config.cache_type {
+        CacheType::File => CacheKind::Sqlite { dir: config.file_cache_path.clone() },
+        CacheType::Memory => {
+            log::info!("--cache-type=memory: the cache is lost when lite-apiserver restarts");
+            CacheKind::Memory
+        }
+    };
+    CacheConfig { max_bytes: config.cache_max_bytes, ..CacheConfig::new(kind) }
+}
+
+fn bind(config: &Config) -> Result<Vec<TcpListener>, StartError> {
+    config
+        .addresses
+        .iter()
+        .map(|ip| {
+            let addr = SocketAddr::new(*ip, config.port);
+            if !ip.is_loopback() {
+                log::warn!("listening on {addr}, beyond loopback: any host that can reach it may connect");
+            }
+            TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, source })
+        })
+        .collect()
+}
+
+/// The cloud's address at start. An IP needs no lookup; a name is resolved once
+/// here (the prober keeps it fresh). Failing that, start offline: a node that
+/// reboots while cut off must still serve from its cache.
+fn initial_address(config: &Config) -> Option<SocketAddr> {
+    match (config.upstream_host.as_str(), config.upstream_port).to_socket_addrs() {
+        Ok(mut addrs) => addrs.next(),
+        Err(e) => {
+            log::warn!("cannot resolve {} yet ({e}): starting offline", config.upstream_host);
+            None
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! rustls over a non-blocking mio `TcpStream`, the same for both sides (the client
+//! connection we serve and the upstream connection we open).
+//!
+//! Readiness is edge-triggered, so this type remembers whether the socket may still
+//! have bytes (`readable`) or room (`writable`) and clears those flags only on
+//! `WouldBlock`. rustls is treated as a bounded buffer: plaintext writes are refused
+//! once its send buffer holds `SEND_BUFFER_LIMIT` bytes, which is how backpressure
+//! reaches the other side of the proxy.
+
+use std::io::{self, Read, Write};
+
+use mio::net::TcpStream;
+use rustls::Connection;
+
+/// Most bytes rustls may hold for sending (plaintext plus records) per connection.
+const SEND_BUFFER_LIMIT: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub enum TransportError {
+    Io(io::Error),
+    Tls(rustls::Error),
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransportError::Io(e) => write!(f, "socket error: {e}"),
+            TransportError::Tls(e) => write!(f, "TLS error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+/// What one plaintext read produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    Data(usize),
+    /// Nothing more until the next readiness event.
+    WouldBlock,
+    /// The peer finished sending (close_notify or TCP FIN).
+    Eof,
+}
+
+pub struct Transport {
+    pub socket: TcpStream,
+    tls: Connection,
+    readable: bool,
+    writable: bool,
+    peer_closed: bool,
+}
+
+impl Transport {
+    pub fn new(socket: TcpStream, mut tls: Connection) -> Transport {
+        tls.set_buffer_limit(Some(SEND_BUFFER_LIMIT));
+        Transport { socket, tls, readable: false, writable: false, peer_closed: false }
+    }
+
+    pub fn tls(&self) -> &Connection {
+        &self.tls
+    }
+
+    /// Records readiness from a poll event.
+    pub fn mark_ready(&mut self, readable: bool, writable: bool) {
+        self.readable |= readable;
+        self.writable |= writable;
+    }
+
+    pub fn is_handshaking(&self) -> bool {
+        self.tls.is_handshaking()
+    }
+
+    pub fn may_read(&self) -> bool {
+        self.readable && !self.peer_closed
+    }
+
+    /// Reads decrypted bytes into `buf`, pulling records from the socket as needed.
+    pub fn read_plain(&mut self, buf: &mut [u8]) -> Result<ReadOutcome, TransportError> {
+        loop {
+            match self.tls.reader().read(buf) {
+                Ok(0) => return Ok(ReadOutcome::Eof),
+                Ok(n) => return Ok(ReadOutcome::Data(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(ReadOutcome::Eof),
+                Err(e) => return Err(TransportError::Io(e)),
+            }
+            if self.peer_closed {
+                return Ok(ReadOutcome::Eof);
+            }
+            if !self.readable {
+                return Ok(ReadOutcome::WouldBlock);
+            }
+            self.pull_records()?;
+        }
+    }
+
+    /// Drives the handshake (or any pending TLS work) without reading plaintext.
+    pub fn drive(&mut self) -> Result<(), TransportError> {
+        while self.tls.is_handshaking() && self.readable && !self.peer_closed {
+            self.flush()?;
+            self.pull_records()?;
+        }
+        self.flush()
+    }
+
+    /// One `read_tls` + `process_new_packets`.
+    fn pull_records(&mut self) -> Result<(), TransportError> {
+        match self.tls.read_tls(&mut self.socket) {
+            Ok(0) => self.peer_closed = true,
+            Ok(_) => {
+                if let Err(error) = self.tls.process_new_packets() {
+                    // Send the alert rustls queued, then report the failure.
+                    let _ = self.flush();
+                    return Err(TransportError::Tls(error));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(TransportError::Io(e)),
+        }
+        Ok(())
+    }
+
+    /// Queues plaintext; returns how many bytes rustls accepted (0 when its buffer is full).
+    pub fn write_plain(&mut self, data: &[u8]) -> Result<usize, TransportError> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        match self.tls.writer().write(data) {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(TransportError::Io(e)),
+        }
+    }
+
+    /// Writes queued records to the socket while it takes them.
+    pub fn flush(&mut self) -> Result<(), TransportError> {
+        while self.tls.wants_write() && self.writable {
+            match self.tls.write_tls(&mut self.socket) {
+                Ok(0) => return Err(TransportError::Io(io::ErrorKind::WriteZero.into())),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(TransportError::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything queued has reached the socket.
+    pub fn is_flushed(&self) -> bool {
+        !self.tls.wants_write()
+    }
+
+    /// Whether rustls will take more plaintext now.
+    pub fn has_send_room(&self) -> bool {
+        !self.tls.wants_write() || self.writable
+    }
+
+    pub fn send_close_notify(&mut self) {
+        self.tls.send_close_notify();
+        let _ = self.flush();
+    }
+
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+}
