@@ -112,15 +112,26 @@ Flags:
   --help, --version
 ";
 
-/// SuperEdge flags that have no meaning here; accepted with a warning so old units start.
+/// SuperEdge (and its klog logging) flags that have no meaning here; accepted with a
+/// warning so existing units start.
 const IGNORED_FLAGS: &[&str] = &[
     "network-interface",
     "url-mux-cache",
-    "profiling",
     "badger-cache-path",
     "bolt-cache-path",
     "backend-timeout",
+    "v",
+    "vmodule",
+    "log-dir",
+    "log_dir",
+    "log-file",
+    "log_file",
+    "stderrthreshold",
 ];
+
+/// Ignored flags that are booleans (they never take the next argument as a value).
+const IGNORED_BOOL_FLAGS: &[&str] =
+    &["profiling", "url-mux-cache", "logtostderr", "alsologtostderr", "add_dir_header", "skip_headers", "one_output"];
 
 /// Parses the arguments after the program name.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigError> {
@@ -154,7 +165,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigE
 }
 
 fn is_bool_flag(name: &str) -> bool {
-    matches!(name, "insecure" | "modify-request-accept" | "profiling" | "url-mux-cache")
+    matches!(name, "insecure" | "modify-request-accept") || IGNORED_BOOL_FLAGS.contains(&name)
 }
 
 #[derive(Default)]
@@ -404,7 +415,7 @@ mod tests {
 
     #[test]
     fn superedge_only_flags_are_accepted() {
-        let config = run(&["--network-interface=eth0", "--profiling"]).expect("valid");
-        assert_eq!(config.ignored_flags, vec!["network-interface", "profiling"]);
+        let config = run(&["--network-interface=eth0", "--profiling", "--v", "4", "--logtostderr"]).expect("valid");
+        assert_eq!(config.ignored_flags, vec!["network-interface", "profiling", "v", "logtostderr"]);
     }
 }

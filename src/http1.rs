@@ -221,7 +221,8 @@ impl RequestHead {
 
     /// The head as sent upstream: always HTTP/1.1 and keep-alive, hop-by-hop headers
     /// dropped (except `Connection: Upgrade` + `Upgrade` for an upgrade), `Host` set
-    /// to the cloud apiserver, and `replace` applied (name → new value).
+    /// to the cloud apiserver, and `replace` applied (name → new value; an empty
+    /// value removes the header).
     pub fn to_upstream_bytes(&self, host: &str, replace: &[(&str, &str)]) -> Vec<u8> {
         let upgrade = self.is_upgrade();
         let mut out = Vec::with_capacity(512);
@@ -229,10 +230,8 @@ impl RequestHead {
         let connection_named = header_tokens(&self.headers, "connection");
         for (name, value) in &self.headers {
             let lower = name.to_ascii_lowercase();
-            if lower == "host" || is_hop_by_hop(&lower, &connection_named) {
-                continue;
-            }
-            if lower == "upgrade" && !upgrade {
+            let kept_upgrade = upgrade && lower == "upgrade";
+            if lower == "host" || (is_hop_by_hop(&lower, &connection_named) && !kept_upgrade) {
                 continue;
             }
             if replace.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
@@ -240,7 +239,7 @@ impl RequestHead {
             }
             push_header(&mut out, name, value);
         }
-        for (name, value) in replace {
+        for (name, value) in replace.iter().filter(|(_, value)| !value.is_empty()) {
             push_header(&mut out, name, value.as_bytes());
         }
         if upgrade {

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod certs;
 pub mod client;
 pub mod config;
+pub mod diagnostics;
 pub mod health;
 pub mod http1;
 pub mod metrics;

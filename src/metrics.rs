@@ -1,6 +1,7 @@
 //! Counters the reactor keeps and the diagnostics listener prints (Prometheus text).
 //! Plain atomics: the reactor writes them, the diagnostics thread reads them.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Where a response came from.
@@ -23,6 +24,8 @@ pub struct Metrics {
     pub rejected_connections: AtomicU64,
     pub upstream_failures: AtomicU64,
     pub cloud_down: AtomicBool,
+    /// Why the cloud is considered down (for /readyz).
+    cloud_reason: Mutex<String>,
     pub cert_reload_failures: AtomicU64,
 }
 
@@ -30,6 +33,17 @@ impl Metrics {
     pub fn count_response(&self, source: Source, status: u16) {
         let class = usize::from(status / 100).clamp(1, CODE_CLASSES) - 1;
         self.responses[source as usize][class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_cloud(&self, up: bool, reason: &str) {
+        self.cloud_down.store(!up, Ordering::Relaxed);
+        if let Ok(mut current) = self.cloud_reason.lock() {
+            *current = reason.to_string();
+        }
+    }
+
+    pub fn cloud_reason(&self) -> String {
+        self.cloud_reason.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     pub fn gauge_add(gauge: &AtomicU64, delta: i64) {

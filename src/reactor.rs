@@ -398,7 +398,11 @@ impl Reactor {
             self.serve_offline(slot, client, head, route, "the cloud apiserver is unreachable");
             return;
         }
-        let replace: Vec<(&str, &str)> = accept.as_deref().map(|a| vec![("Accept", a)]).unwrap_or_default();
+        let mut replace: Vec<(&str, &str)> = accept.as_deref().map(|a| vec![("Accept", a)]).unwrap_or_default();
+        if !matches!(route, Classified::Uncacheable) {
+            // The cache stores and splits plain bodies: no gzip on what it will keep.
+            replace.push(("Accept-Encoding", ""));
+        }
         let upstream_head = head.to_upstream_bytes(&self.cloud.host_header, &replace);
         match self.checkout_upstream(&identity, slot) {
             Ok((upstream, upstream_slot)) => {
@@ -543,7 +547,7 @@ impl Reactor {
         self.metrics.upstream_failures.fetch_add(1, Ordering::Relaxed);
         if self.cloud.up {
             log::warn!("cloud apiserver unreachable, serving from cache: {reason}");
-            self.set_cloud_up(false);
+            self.set_cloud_up(false, reason);
         }
         self.cloud.prober.kick();
     }
@@ -624,13 +628,13 @@ impl Reactor {
                     if !self.cloud.up {
                         log::info!("cloud apiserver reachable again at {addr}: proxying");
                     }
-                    self.set_cloud_up(true);
+                    self.set_cloud_up(true, "");
                 }
                 HealthReport::Down(reason) => {
                     if self.cloud.up {
                         log::warn!("cloud apiserver unreachable, serving from cache: {reason}");
                     }
-                    self.set_cloud_up(false);
+                    self.set_cloud_up(false, &reason);
                 }
             }
         }
@@ -640,12 +644,12 @@ impl Reactor {
         self.deliver_cache_replies();
     }
 
-    fn set_cloud_up(&mut self, up: bool) {
+    fn set_cloud_up(&mut self, up: bool, reason: &str) {
         if self.cloud.up == up {
             return;
         }
         self.cloud.up = up;
-        self.metrics.cloud_down.store(!up, Ordering::Relaxed);
+        self.metrics.set_cloud(up, reason);
         if up {
             self.end_offline_watches();
         } else {

@@ -12,6 +12,7 @@ use mio::net::TcpListener;
 use crate::cache::{self, CacheConfig, CacheKind};
 use crate::certs::{self, CertsSnapshot, ReloadContext};
 use crate::config::{CacheType, Config};
+use crate::diagnostics::{self, Sources};
 use crate::health::{self, ProbeTarget};
 use crate::metrics::Metrics;
 use crate::reactor::{self, Cloud, Inbox, Reactor, ReactorParts};
@@ -97,6 +98,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
     )
     .map_err(|e| StartError::Io("cannot start the certificate reloader", e))?;
 
+    if config.diagnostics_port != 0 {
+        let sources = Sources { metrics: metrics.clone(), certs: snapshot, cache: Some(Box::new(cache.reporter())) };
+        let addr = diagnostics::spawn(config.diagnostics_port, sources)
+            .map_err(|e| StartError::Io("cannot listen on --diagnostics-port", e))?;
+        log::info!("diagnostics on http://{addr} (/healthz /readyz /metrics /debug/cache /debug/certs)");
+    }
     let cloud = Cloud {
         up: first_addr.is_some(),
         addr: first_addr,
@@ -104,7 +111,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         host_header: health::host_header(&config.upstream_host, config.upstream_port),
         prober,
     };
-    metrics.cloud_down.store(!cloud.up, std::sync::atomic::Ordering::Relaxed);
+    metrics.set_cloud(cloud.up, "the cloud apiserver address is not resolved yet");
     for listener in &listeners {
         if let Ok(addr) = listener.local_addr() {
             log::info!("serving on https://{addr}, cloud apiserver {}", cloud.host_header);

@@ -16,14 +16,17 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// flags removed for each name in `without`.
 fn valid_args(env: &TestEnv, without: &[&str]) -> Vec<String> {
     let args = Lite::default_args(&env.pki, free_port(), free_port(), &env.dir.join("cache"));
-    args.into_iter().filter(|arg| !without.iter().any(|name| arg.starts_with(&format!("--{name}=")))).collect()
+    args.into_iter()
+        .filter(|arg| !without.iter().any(|name| arg.starts_with(&format!("--{name}="))))
+        .collect()
 }
 
 /// Runs the binary with `args` and checks it exits 2 printing exactly one non-empty stderr
 /// line that contains `needle`.
 fn assert_config_error(args: &[String], needle: &str) {
     let (status, stdout, stderr) = run_lite(args, EXIT_TIMEOUT);
-    let status = status.unwrap_or_else(|| panic!("still running after {EXIT_TIMEOUT:?} with {args:?}; stderr:\n{stderr}"));
+    let status = status
+        .unwrap_or_else(|| panic!("still running after {EXIT_TIMEOUT:?} with {args:?}; stderr:\n{stderr}"));
     assert_eq!(status.code(), Some(2), "exit status for {args:?}; stdout:\n{stdout}\nstderr:\n{stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|line| !line.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one stderr line, got:\n{stderr}");
@@ -99,10 +102,16 @@ fn version_prints_version_and_exits_zero() {
 fn superedge_only_flags_are_accepted_with_a_warning() {
     let env = TestEnv::new("flag-superedge");
     let fake = env.fake(&[]);
-    let extra = ["--network-interface=eth0", "--url-mux-cache=true", "--profiling=false", "--badger-cache-path=/tmp/x"];
+    let extra = [
+        "--network-interface=eth0",
+        "--url-mux-cache=true",
+        "--profiling=false",
+        "--badger-cache-path=/tmp/x",
+    ];
     let lite = env.lite(fake.port, &extra);
     env.client(lite.port, Some("kubelet")).get("/version").expect_status(200);
-    let warned = wait_for(Duration::from_secs(2), || lite.stderr().contains("network-interface").then_some(()));
+    let warned =
+        wait_for(Duration::from_secs(2), || lite.stderr().contains("network-interface").then_some(()));
     assert!(warned.is_some(), "no warning naming --network-interface; stderr:\n{}", lite.stderr());
 }
 
@@ -116,15 +125,24 @@ fn edgeadm_unit_command_line_starts_a_working_proxy() {
     let cache = TempDir::new("edgeadm-cache");
     let path = |file: &str| env.pki.path(file).display().to_string();
     let args: Vec<String> = [
-        "--ca-file", &path("ca.crt"),
-        "--tls-cert-file", &path("server.crt"),
-        "--tls-private-key-file", &path("server.key"),
-        "--kube-apiserver-url", "127.0.0.1",
-        "--kube-apiserver-port", &fake.port.to_string(),
-        "--port", &port.to_string(),
-        "--address", "127.0.0.1",
-        "--tls-config-file", &path("tls.json"),
-        "--file-cache-path", &cache.path().display().to_string(),
+        "--ca-file",
+        &path("ca.crt"),
+        "--tls-cert-file",
+        &path("server.crt"),
+        "--tls-private-key-file",
+        &path("server.key"),
+        "--kube-apiserver-url",
+        "127.0.0.1",
+        "--kube-apiserver-port",
+        &fake.port.to_string(),
+        "--port",
+        &port.to_string(),
+        "--address",
+        "127.0.0.1",
+        "--tls-config-file",
+        &path("tls.json"),
+        "--file-cache-path",
+        &cache.path().display().to_string(),
         "--sync-duration=120",
         "--timeout=3",
         "--v=4",

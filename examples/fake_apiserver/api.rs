@@ -17,6 +17,8 @@ use crate::watch::{self, WatchSpec};
 
 /// kube-apiserver picks 30–60 minutes when a watch has no `timeoutSeconds`.
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Longer requested timeouts are cut to this (and `Instant + timeout` cannot overflow).
+const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 pub enum Reply {
     Full(Response),
@@ -219,7 +221,8 @@ fn watch_reply(request: &Request, target: &Target) -> Result<Reply, ApiError> {
         None | Some("") => DEFAULT_WATCH_TIMEOUT,
         Some(text) => Duration::from_secs(
             text.parse().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {text:?}")))?,
-        ),
+        )
+        .min(MAX_WATCH_TIMEOUT),
     };
     Ok(Reply::Watch(Box::new(WatchSpec {
         resource: target.resource,
@@ -247,20 +250,23 @@ fn body_object(request: &Request) -> Result<Value, ApiError> {
     }
 }
 
-/// Checks kind/apiVersion against the target and fills them (and `metadata`) if absent.
+/// Checks kind/apiVersion against the target and fills them if absent; `metadata` must be
+/// an object (an empty one is added if missing), so later field writes cannot fail.
 fn check_type(object: &mut Value, target: &Target) -> Result<(), ApiError> {
     let type_ = target.type_();
     for (field, expected) in [("kind", type_.kind.to_string()), ("apiVersion", type_.api_version())] {
-        match object[field].as_str() {
-            None | Some("") => object[field] = json!(expected),
-            Some(actual) if actual == expected => {}
-            Some(actual) => {
-                return Err(ApiError::bad_request(format!("the {field} {actual:?} does not match the expected {expected:?}")));
+        match &object[field] {
+            Value::Null => object[field] = json!(expected),
+            Value::String(actual) if *actual == expected => {}
+            actual => {
+                return Err(ApiError::bad_request(format!("the {field} {actual} does not match the expected {expected:?}")));
             }
         }
     }
-    if !object["metadata"].is_object() {
-        object["metadata"] = Value::Object(Map::new());
+    match &object["metadata"] {
+        Value::Null => object["metadata"] = Value::Object(Map::new()),
+        Value::Object(_) => {}
+        _ => return Err(ApiError::bad_request("metadata must be an object")),
     }
     Ok(())
 }
@@ -329,8 +335,9 @@ fn default_status(object: &mut Value, type_: &ResourceType) {
         "Namespace" => "Active",
         _ => return,
     };
-    if object["status"]["phase"].as_str().is_none() {
-        object["status"]["phase"] = json!(phase);
+    let Some(fields) = object.as_object_mut() else { return };
+    if let Some(status) = fields.entry("status").or_insert_with(|| json!({})).as_object_mut() {
+        status.entry("phase").or_insert_with(|| json!(phase));
     }
 }
 
@@ -364,10 +371,10 @@ fn patch(request: &Request, shared: &Shared, target: &Target, name: &str) -> Res
         let current = store.get(&key).ok_or_else(|| ApiError::not_found(&target.type_().qualified_name(), name))?;
         let mut object = current.clone();
         merge_patch(&mut object, &patch);
-        for (field, value) in [("name", &current["metadata"]["name"]), ("namespace", &current["metadata"]["namespace"])] {
-            object["metadata"][field] = value.clone();
-        }
         check_type(&mut object, target)?;
+        for field in ["name", "namespace"] {
+            object["metadata"][field] = current["metadata"][field].clone();
+        }
         store.replace(key.clone(), object)
     })?;
     object_reply(request, target, 200, &patched)

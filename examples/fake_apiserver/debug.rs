@@ -23,6 +23,7 @@ const BLOB_PIECE: usize = 16 * 1024;
 const BLOB_PATTERN_LEN: usize = 1 << 20;
 const MAX_ECHOED_BODY: usize = 1 << 20;
 const HANG_TIME: Duration = Duration::from_secs(60);
+const MAX_SLOW_MS: u64 = 10 * 60 * 1000;
 
 /// What the router should do with the connection after a debug endpoint.
 pub enum After {
@@ -132,7 +133,7 @@ fn slow(request: &Request, conn: &mut Conn, include_body: bool) -> io::Result<Af
         Ok(ms) => ms,
         Err(error) => return send(conn, &error.to_response(), include_body),
     };
-    thread::sleep(Duration::from_millis(ms));
+    thread::sleep(Duration::from_millis(ms.min(MAX_SLOW_MS)));
     send(conn, &Response::json(200, &json!({ "slept_ms": ms })), include_body)
 }
 

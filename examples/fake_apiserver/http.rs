@@ -187,7 +187,7 @@ impl Conn {
                 while !self.take_line()?.is_empty() {}
                 return Ok(body);
             }
-            if body.len() + size > MAX_BODY_BYTES {
+            if size > MAX_BODY_BYTES - body.len() {
                 return Err(ReadError::Bad { status: 413, message: "request body too large".into() });
             }
             body.extend(self.take_exact(size)?);

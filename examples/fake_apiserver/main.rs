@@ -46,6 +46,9 @@ use store::Shared;
 /// Enough for the deepest JSON serde_json accepts (128 levels) and the recursive merge patch.
 const CONNECTION_STACK: usize = 512 * 1024;
 
+/// Keeps `Instant + interval` far from overflowing.
+const MAX_BOOKMARK_INTERVAL_MS: u64 = 24 * 3600 * 1000;
+
 struct Options {
     cert: String,
     key: String,
@@ -81,7 +84,9 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
             "--client-ca" => options.client_ca = value,
             "--address" => options.address = value,
             "--port" => options.port = value.parse().map_err(|_| format!("--port: bad port {value}"))?,
-            "--bookmark-interval-ms" => options.bookmark_interval = Duration::from_millis(number(&flag)?.max(1)),
+            "--bookmark-interval-ms" => {
+                options.bookmark_interval = Duration::from_millis(number(&flag)?.clamp(1, MAX_BOOKMARK_INTERVAL_MS))
+            }
             "--history" => options.history = number(&flag)? as usize,
             "--token" => {
                 let (token, user) = value.split_once('=').ok_or("--token wants TOKEN=USER")?;

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use key::{Classified, ListScope, ReadKey, Representation, WatchRequest, classify};
-pub use thread::CacheHandle;
+pub use thread::{CacheHandle, CacheReporter};
 pub use watch::{bookmark_event, expired_event};
 
 /// Default cap on stored bytes.
@@ -256,7 +256,7 @@ mod tests {
             "{replies:?}"
         );
         let summary: serde_json::Value =
-            serde_json::from_str(&cache.debug_summary()).expect("summary json");
+            serde_json::from_str(&cache.reporter().debug_summary()).expect("summary json");
         assert_eq!(summary["identities"]["cn:kubelet"]["pods"]["lists"], 1);
     }
 

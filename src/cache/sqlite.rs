@@ -596,6 +596,24 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn pragmas_are_durable_and_shrinkable() {
+        let store = SqliteStore::open(&temp_dir("pragmas")).expect("open");
+        let pragma = |name: &str| -> String {
+            store
+                .connection
+                .query_row(&format!("PRAGMA {name}"), [], |row| {
+                    row.get::<_, rusqlite::types::Value>(0)
+                })
+                .map(|v| format!("{v:?}"))
+                .expect("pragma")
+        };
+        assert_eq!(pragma("journal_mode"), "Text(\"wal\")");
+        assert_eq!(pragma("synchronous"), "Integer(1)", "NORMAL");
+        assert_eq!(pragma("auto_vacuum"), "Integer(2)", "INCREMENTAL");
+        assert_eq!(pragma("user_version"), format!("Integer({SCHEMA_VERSION})"));
+    }
+
+    #[test]
     fn corrupt_file_is_moved_aside() {
         let dir = temp_dir("corrupt");
         std::fs::create_dir_all(&dir).expect("dir");

@@ -267,23 +267,12 @@ impl CacheHandle {
     }
 
     pub fn stats(&self) -> CacheStats {
-        let counters = &self.shared.counters;
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        CacheStats {
-            hits: read(&counters.hits),
-            misses: read(&counters.misses),
-            stored: read(&counters.stored),
-            dropped_writes: read(&counters.dropped_writes),
-            write_errors: read(&counters.write_errors),
-            entries: read(&counters.entries),
-            bytes: read(&counters.bytes),
-        }
+        self.reporter().stats()
     }
 
-    /// JSON for /debug/cache: counts and bytes per identity and resource, refreshed by the
-    /// cache thread at most every couple of seconds. Never bodies.
-    pub fn debug_summary(&self) -> String {
-        lock(&self.shared.summary).clone()
+    /// A read-only view of the counters and summary for other threads (diagnostics).
+    pub fn reporter(&self) -> CacheReporter {
+        CacheReporter { shared: Arc::clone(&self.shared) }
     }
 
     /// Stops the thread after it has written everything already queued.
@@ -415,5 +404,33 @@ impl WarningLimiter {
             );
             self.last.insert(kind, Instant::now());
         }
+    }
+}
+
+/// Counters and the /debug/cache summary, readable from any thread.
+#[derive(Clone)]
+pub struct CacheReporter {
+    shared: Arc<Shared>,
+}
+
+impl CacheReporter {
+    pub fn stats(&self) -> CacheStats {
+        let counters = &self.shared.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        CacheStats {
+            hits: read(&counters.hits),
+            misses: read(&counters.misses),
+            stored: read(&counters.stored),
+            dropped_writes: read(&counters.dropped_writes),
+            write_errors: read(&counters.write_errors),
+            entries: read(&counters.entries),
+            bytes: read(&counters.bytes),
+        }
+    }
+
+    /// JSON for /debug/cache: counts and bytes per identity and resource, refreshed by the
+    /// cache thread at most every couple of seconds. Never bodies.
+    pub fn debug_summary(&self) -> String {
+        lock(&self.shared.summary).clone()
     }
 }

@@ -80,13 +80,19 @@ impl Client {
     ) -> io::Result<Response> {
         let deadline = Instant::now() + self.timeout;
         let mut conn = self.connection()?;
-        conn.send_request(method, path, self.port, headers, body)?;
-        let head = conn.read_final_head(deadline)?;
+        let sent = conn.send_request(method, path, self.port, headers, body);
+        // A server may answer early (e.g. an error) and close while the body is still being
+        // written: report its answer rather than the broken pipe, as curl does.
+        let head = match conn.read_final_head(deadline) {
+            Ok(head) => head,
+            Err(read_error) => return Err(sent.err().unwrap_or(read_error)),
+        };
         let framing = framing(&head, method)?;
         let body = conn.read_body(framing, deadline)?;
-        let client_closes = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("connection") && v.contains("close"));
+        let client_closes =
+            headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("connection") && v.contains("close"));
         let reusable = framing != Framing::UntilClose && !head.headers.has_token("connection", "close");
-        if reusable && !client_closes {
+        if reusable && !client_closes && sent.is_ok() {
             self.conn = Some(conn);
         }
         Ok(Response { status: head.status, headers: head.headers, body })
@@ -97,7 +103,14 @@ impl Client {
         self.try_watch(path, &[]).unwrap_or_else(|e| panic!("watch {path} failed: {e}"))
     }
 
-    /// Opens a watch; a non-200 answer is returned as `Err` with the status and body.
+    /// Sends a GET and reads only the response head, leaving the body to be read
+    /// incrementally (e.g. to play a client that stops reading); panics unless 200.
+    pub fn stream(&mut self, path: &str) -> WatchStream {
+        self.try_watch(path, &[]).unwrap_or_else(|e| panic!("GET {path} failed: {e}"))
+    }
+
+    /// Opens a watch (or any streamed GET); a non-200 answer is returned as `Err` with the
+    /// status and body.
     pub fn try_watch(&mut self, path: &str, headers: &[(&str, &str)]) -> io::Result<WatchStream> {
         let deadline = Instant::now() + self.timeout;
         let mut conn = self.connection()?;
@@ -112,12 +125,24 @@ impl Client {
                 String::from_utf8_lossy(&body)
             )));
         }
-        Ok(WatchStream { conn, head, framing, decoder: ChunkDecoder::default(), lines: Vec::new(), closed: false })
+        Ok(WatchStream {
+            conn,
+            head,
+            framing,
+            decoder: ChunkDecoder::default(),
+            lines: Vec::new(),
+            closed: false,
+        })
     }
 
     /// Sends an upgrade request; returns the response head (with any body it had, for a
     /// refusal) and, on `101`, the connection as a raw tunnel.
-    pub fn upgrade(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> (Response, Option<Tunnel>) {
+    pub fn upgrade(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (Response, Option<Tunnel>) {
         let deadline = Instant::now() + self.timeout;
         let result: io::Result<_> = (|| {
             let mut conn = self.connection()?;
@@ -162,7 +187,8 @@ impl Client {
     }
 }
 
-/// A watch response read incrementally, one newline-delimited JSON event at a time.
+/// A response body read incrementally: a watch, one newline-delimited JSON event at a time,
+/// or any streamed body.
 pub struct WatchStream {
     conn: Conn,
     pub head: Head,
@@ -213,6 +239,16 @@ impl WatchStream {
         assert!(!self.closed, "watch stream closed, expected it to stay open");
     }
 
+    /// Reads the rest of the body (raw bytes, not events) until it ends.
+    pub fn read_to_end(&mut self, timeout: Duration) -> io::Result<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        while !self.closed {
+            self.pump(deadline)
+                .map_err(|e| io::Error::new(e.kind(), format!("{e} after {} bytes", self.lines.len())))?;
+        }
+        Ok(std::mem::take(&mut self.lines))
+    }
+
     /// Waits up to `timeout` for the stream to end; returns whether it did.
     pub fn wait_closed(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -242,9 +278,14 @@ impl WatchStream {
         }
     }
 
-    /// Moves bytes from the socket through the body framing into `lines`; sets `closed` at
-    /// the end of the body. Errors with `TimedOut` when nothing arrives before `deadline`.
+    /// Moves bytes from the socket through the body framing into `lines` (`framing` counts
+    /// down what is left of a Content-Length body); sets `closed` at the end of the body.
+    /// Errors with `TimedOut` when nothing arrives before `deadline`.
     fn pump(&mut self, deadline: Instant) -> io::Result<()> {
+        if matches!(self.framing, Framing::None | Framing::Length(0)) {
+            self.closed = true;
+            return Ok(());
+        }
         if self.conn.buf.is_empty() && self.conn.fill(deadline)? == 0 {
             self.closed = true;
             return Ok(());
@@ -255,7 +296,14 @@ impl WatchStream {
                 self.conn.buf.drain(..used);
                 self.closed = self.decoder.is_done();
             }
-            _ => self.lines.append(&mut self.conn.buf),
+            Framing::Length(remaining) => {
+                let take = remaining.min(self.conn.buf.len());
+                self.lines.extend(self.conn.buf.drain(..take));
+                self.framing = Framing::Length(remaining - take);
+                self.closed = remaining == take;
+            }
+            Framing::UntilClose => self.lines.append(&mut self.conn.buf),
+            Framing::None => self.closed = true,
         }
         Ok(())
     }

@@ -51,6 +51,11 @@ impl Proc {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Both streams, for failure messages (a logger may write to either).
+    pub fn output(&self) -> String {
+        format!("[stderr]\n{}[stdout]\n{}", self.stderr(), self.stdout())
+    }
+
     /// The exit status if the process has ended.
     pub fn exit_status(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
@@ -75,6 +80,19 @@ impl Proc {
         Some(status)
     }
 
+    /// Resident set size, from `/proc/<pid>/status`.
+    pub fn rss_bytes(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let kib = status
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()
+            })
+            .unwrap_or_else(|| panic!("no VmRSS in {path}"));
+        kib * 1024
+    }
+
     /// Sends `signal` (e.g. `libc::SIGTERM`).
     pub fn signal(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
@@ -97,12 +115,12 @@ impl Proc {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let ready = wait_for(START_TIMEOUT, || {
             if let Some(status) = self.exit_status() {
-                panic!("{} exited ({status}) before listening on {port}; stderr:\n{}", self.name, self.stderr());
+                panic!("{} exited ({status}) before listening on {port}:\n{}", self.name, self.output());
             }
             TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok().map(|_| ())
         });
         if ready.is_none() {
-            panic!("{} not listening on {port} after {START_TIMEOUT:?}; stderr:\n{}", self.name, self.stderr());
+            panic!("{} not listening on {port} after {START_TIMEOUT:?}:\n{}", self.name, self.output());
         }
     }
 }
@@ -220,14 +238,19 @@ impl FakeApiserver {
 impl Drop for FakeApiserver {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- fake_apiserver stderr ---\n{}", self.stderr());
+            eprintln!(
+                "--- fake_apiserver output ---\n{}",
+                self.proc.as_ref().map(Proc::output).unwrap_or_default()
+            );
         }
     }
 }
 
 /// The port of a `listening on 127.0.0.1:<port>` line.
 fn listening_port(stdout: &str) -> Option<u16> {
-    stdout.lines().find_map(|line| line.trim().strip_prefix("listening on ")?.rsplit(':').next()?.parse().ok())
+    stdout
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("listening on ")?.rsplit(':').next()?.parse().ok())
 }
 
 /// A lite-apiserver process, its port and its cache directory (kept across restarts).
@@ -290,7 +313,7 @@ impl Lite {
     pub fn assert_alive(&mut self) {
         let proc = self.proc();
         if let Some(status) = proc.exit_status() {
-            panic!("lite-apiserver exited ({status}); stderr:\n{}", proc.stderr());
+            panic!("lite-apiserver exited ({status}):\n{}", proc.output());
         }
     }
 
@@ -320,7 +343,10 @@ impl Lite {
 impl Drop for Lite {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- lite-apiserver stderr ---\n{}", self.stderr());
+            eprintln!(
+                "--- lite-apiserver output ---\n{}",
+                self.proc.as_ref().map(Proc::output).unwrap_or_default()
+            );
         }
         self.kill9();
     }

@@ -47,7 +47,13 @@ impl Response {
 
     /// Panics (showing the body) unless the status is `expected`.
     pub fn expect_status(self, expected: u16) -> Response {
-        assert_eq!(self.status, expected, "unexpected status; headers {:?}; body: {}", self.headers, self.text());
+        assert_eq!(
+            self.status,
+            expected,
+            "unexpected status; headers {:?}; body: {}",
+            self.headers,
+            self.text()
+        );
         self
     }
 }
@@ -92,18 +98,22 @@ pub enum Framing {
 }
 
 pub fn framing(head: &Head, request_method: &str) -> io::Result<Framing> {
-    if request_method.eq_ignore_ascii_case("HEAD") || head.status < 200 || head.status == 204 || head.status == 304 {
+    if request_method.eq_ignore_ascii_case("HEAD")
+        || head.status < 200
+        || head.status == 204
+        || head.status == 304
+    {
         return Ok(Framing::None);
     }
     if head.headers.has_token("transfer-encoding", "chunked") {
         return Ok(Framing::Chunked);
     }
     match head.headers.get("content-length") {
-        Some(value) => value
-            .trim()
-            .parse()
-            .map(Framing::Length)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad Content-Length {value:?}"))),
+        Some(value) => {
+            value.trim().parse().map(Framing::Length).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("bad Content-Length {value:?}"))
+            })
+        }
         None => Ok(Framing::UntilClose),
     }
 }
@@ -147,7 +157,11 @@ impl ChunkDecoder {
                 ChunkState::Data(remaining) => {
                     let take = remaining.min(rest.len());
                     out.extend_from_slice(&rest[..take]);
-                    self.state = if take == remaining { ChunkState::DataEnd } else { ChunkState::Data(remaining - take) };
+                    self.state = if take == remaining {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(remaining - take)
+                    };
                     take
                 }
                 _ => self.feed_line(rest)?,

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit tests, and integration tests that start the real
+# binary, the bundled fake kube-apiserver and real clients (kubectl, the Python
+# client) on loopback. Installs what the tests need when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+missing=()
+command -v kubectl >/dev/null || missing+=(kubectl)
+command -v curl >/dev/null || missing+=(curl)
+if ((${#missing[@]})) && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq >/dev/null || true
+  apt-get install -y -qq "${missing[@]}" >/dev/null || echo "warning: could not install ${missing[*]}" >&2
+fi
+
+cargo test --release "$@"
