@@ -10,6 +10,7 @@
 //! bench_client watch-count --addr A --path COLLECTION --ca F [--identity ..] --events N [--timeout 60]
 //! bench_client write       --addr A --path COLLECTION --ca F [--identity ..] --method POST|PUT
 //!                          --count N [--connections 4] [--prefix cm-] [--bytes 256] [--tag T]
+//!                          [--rate PER_SEC]
 //! bench_client cold-start  --addr A --path P --ca F [--identity ..] --log FILE -- CMD ARGS...
 //! bench_client identities  --pki DIR --count N --out tls.json
 //! ```
@@ -445,10 +446,10 @@ fn load(args: &Args) -> Result<Value> {
 fn load_worker(plan: &LoadPlan, index: usize) -> WorkerReport {
     let mut report = WorkerReport::default();
     let mut conn = plan.target.connect(index, Some(IO_TIMEOUT)).ok();
-    if let Some(c) = conn.as_mut() {
-        if c.request("GET", &plan.path, b"").is_err() {
-            conn = None;
-        }
+    if let Some(c) = conn.as_mut()
+        && c.request("GET", &plan.path, b"").is_err()
+    {
+        conn = None;
     }
     plan.start.wait();
     let deadline = Instant::now() + plan.duration;
@@ -619,10 +620,10 @@ fn run_watcher(target: &Target, index: usize, watch_path: &str, fan: &FanOut) {
             return;
         }
     };
-    if let Ok(socket) = conn.socket_handle() {
-        if let Ok(mut sockets) = fan.sockets.lock() {
-            sockets.push(socket);
-        }
+    if let Ok(socket) = conn.socket_handle()
+        && let Ok(mut sockets) = fan.sockets.lock()
+    {
+        sockets.push(socket);
     }
     fan.ready.fetch_add(1, Ordering::Relaxed);
     let mut lines = LineSplitter::default();
@@ -639,10 +640,10 @@ fn note_fan_out_event(fan: &FanOut, index: usize, line: &[u8]) {
     let Ok(event) = serde_json::from_slice::<Value>(line) else { return };
     let name = event["object"]["metadata"]["name"].as_str().unwrap_or_default();
     let round = name.strip_prefix(&fan.name_prefix).and_then(|r| r.parse::<usize>().ok());
-    if let (Some(round), Some("ADDED")) = (round, event["type"].as_str()) {
-        if let Some(slot) = fan.seen.get(round).and_then(|r| r.get(index)) {
-            slot.store((fan.epoch.elapsed().as_nanos() as u64).max(1), Ordering::Relaxed);
-        }
+    if let (Some(round), Some("ADDED")) = (round, event["type"].as_str())
+        && let Some(slot) = fan.seen.get(round).and_then(|r| r.get(index))
+    {
+        slot.store((fan.epoch.elapsed().as_nanos() as u64).max(1), Ordering::Relaxed);
     }
 }
 
@@ -730,7 +731,8 @@ fn watch_count(args: &Args) -> Result<Value> {
 // ---------------------------------------------------------------------------------------
 // write
 
-/// POSTs (creates) or PUTs (replaces) `--count` ConfigMaps named `<prefix><i>`.
+/// POSTs (creates) or PUTs (replaces) `--count` ConfigMaps named `<prefix><i>`, as fast as
+/// the server answers or paced at `--rate` writes per second.
 fn write_objects(args: &Args) -> Result<Value> {
     let target = Target::from_args(args, "addr", "identity")?;
     let path = args.required("path")?.to_string();
@@ -741,6 +743,7 @@ fn write_objects(args: &Args) -> Result<Value> {
     let filler = "x".repeat(args.number("bytes", 256)?);
     let tag = args.get("tag").unwrap_or("0").to_string();
     let namespace = path.split('/').skip_while(|s| *s != "namespaces").nth(1).ok_or("--path has no namespace")?.to_string();
+    let rate: f64 = args.number("rate", 0.0)?;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..connections)
@@ -754,6 +757,10 @@ fn write_objects(args: &Args) -> Result<Value> {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= count {
                         return (ok, failed);
+                    }
+                    if rate > 0.0 {
+                        let due = started + Duration::from_secs_f64(i as f64 / rate);
+                        thread::sleep(due.saturating_duration_since(Instant::now()));
                     }
                     let name = format!("{prefix}{i:05}");
                     let object = json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -803,10 +810,10 @@ fn cold_start(args: &Args) -> Result<Value> {
         attempts += 1;
         if let Ok(mut conn) = target.connect(0, Some(IO_TIMEOUT)) {
             first_connect_ms.get_or_insert(started.elapsed().as_secs_f64() * 1e3);
-            if let Ok((head, _)) = timed_get(&mut conn, path) {
-                if head.status == 200 {
-                    break;
-                }
+            if let Ok((head, _)) = timed_get(&mut conn, path)
+                && head.status == 200
+            {
+                break;
             }
         }
         if started.elapsed() > COLD_START_TIMEOUT {

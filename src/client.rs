@@ -43,16 +43,20 @@ impl OutQueue {
     }
 
     /// Moves queued bytes into `transport` and flushes it; returns bytes moved.
+    /// Flushing comes first each round: it is what makes room in rustls.
     pub fn drain_into(&mut self, transport: &mut Transport) -> Result<usize, TransportError> {
         let mut moved = 0;
         loop {
-            let accepted = transport.write_plain(&self.buf[self.pos..])?;
-            moved += accepted;
-            self.pos += accepted;
             transport.flush()?;
-            if accepted == 0 || self.is_empty() {
+            if self.is_empty() {
                 break;
             }
+            let accepted = transport.write_plain(&self.buf[self.pos..])?;
+            if accepted == 0 {
+                break;
+            }
+            moved += accepted;
+            self.pos += accepted;
         }
         if self.is_empty() {
             // Give back the memory of a large response once it is gone.

@@ -230,8 +230,9 @@ impl RequestHead {
         let connection_named = header_tokens(&self.headers, "connection");
         for (name, value) in &self.headers {
             let lower = name.to_ascii_lowercase();
-            let kept_upgrade = upgrade && lower == "upgrade";
-            if lower == "host" || (is_hop_by_hop(&lower, &connection_named) && !kept_upgrade) {
+            // The body is forwarded as framed, so its framing header goes with it.
+            let kept = (upgrade && lower == "upgrade") || lower == "transfer-encoding";
+            if lower == "host" || (is_hop_by_hop(&lower, &connection_named) && !kept) {
                 continue;
             }
             if replace.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {

@@ -125,7 +125,12 @@ impl Exchange {
         if let Err(e) = self.upstream.transport.drive() {
             return self.failed(format!("TLS with the cloud apiserver failed: {e}"));
         }
-        let mut progressed = false;
+        // Output first: room it makes lets this turn read more from the cloud, and no
+        // new readiness event would come for bytes the cloud already sent.
+        let mut progressed = match client.flush() {
+            Ok(moved) => moved > 0,
+            Err(e) => return PumpOutcome::Abort(format!("client write failed: {e}")),
+        };
         match self.forward_request(client, scratch) {
             Ok(moved) => progressed |= moved,
             Err(outcome) => return outcome,
@@ -134,8 +139,9 @@ impl Exchange {
             Ok(moved) => progressed |= moved,
             Err(outcome) => return outcome,
         }
-        if let Err(e) = client.flush() {
-            return PumpOutcome::Abort(format!("client write failed: {e}"));
+        match client.flush() {
+            Ok(moved) => progressed |= moved > 0,
+            Err(e) => return PumpOutcome::Abort(format!("client write failed: {e}")),
         }
         if let Some(done) = self.finished(client) {
             return done;

@@ -444,7 +444,7 @@ impl Reactor {
     fn checkout_upstream(&mut self, identity: &Arc<Identity>, client_slot: usize) -> io::Result<(UpstreamConn, usize)> {
         while let Some(slot) = self.pool.take(&identity.name) {
             match self.conns.take(slot) {
-                Some(Conn::IdleUpstream(mut upstream)) if upstream.identity.generation == identity.generation => {
+                Some(Conn::IdleUpstream(mut upstream)) if upstream.identity.generation == identity.generation && upstream.looks_open() => {
                     upstream.reused = true;
                     self.conns.put(slot, Conn::BusyUpstream { client: client_slot });
                     return Ok((*upstream, slot));
@@ -517,6 +517,7 @@ impl Reactor {
     /// The cloud failed before answering: retry a stale pooled connection once,
     /// else answer from the cache (reads) or with a `Status` (writes, bad answers).
     fn exchange_failed(&mut self, slot: usize, client: &mut ClientConn, mut exchange: Box<Exchange>, reason: &str, timeout: bool) -> Step {
+        log::debug!("{} {}: {reason}", exchange.request.method, exchange.request.target);
         if exchange.can_retry() {
             let identity = exchange.upstream.identity.clone();
             if let Ok((fresh, fresh_slot)) = self.connect_upstream(&identity, slot) {
@@ -529,6 +530,7 @@ impl Reactor {
             }
         }
         let Exchange { request, route, upstream, upstream_slot, .. } = *exchange;
+        let reused = upstream.reused;
         self.drop_upstream(upstream_slot, upstream);
         if reason.starts_with("bad response") {
             log::warn!("{} {}: {reason}", request.method, request.target);
@@ -536,7 +538,10 @@ impl Reactor {
             self.respond_local(client, &response, request.method == "HEAD");
             return Step::Again;
         }
-        self.cloud_failed(reason);
+        if !reused || timeout {
+            // A pooled connection dying says little about the cloud; a fresh one failing does.
+            self.cloud_failed(reason);
+        }
         let why = if timeout { "timed out waiting for the cloud apiserver" } else { "the cloud apiserver is unreachable" };
         self.serve_offline(slot, client, request, route, why);
         Step::Again

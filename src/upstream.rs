@@ -61,6 +61,13 @@ impl UpstreamConn {
         }
     }
 
+    /// An idle connection the cloud has not closed: nothing to read (no FIN, no
+    /// stray bytes). Checked before reuse, since the close may not have been polled yet.
+    pub fn looks_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.transport.socket.peek(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
     /// TCP and TLS are both up.
     pub fn is_established(&self) -> bool {
         self.connected && !self.transport.is_handshaking()

@@ -33,8 +33,8 @@ pub fn handle(request: &Request) -> Option<Response> {
 /// before plain JSON.
 fn aggregated_version(accept: Option<&str>) -> Option<&'static str> {
     for range in parse_accept(accept?) {
-        let wants_aggregated =
-            range.param("as") == Some("APIGroupDiscoveryList") && range.param("g") == Some("apidiscovery.k8s.io");
+        let wants_aggregated = range.param("as") == Some("APIGroupDiscoveryList")
+            && range.param("g") == Some("apidiscovery.k8s.io");
         match range.param("v") {
             Some("v2") if wants_aggregated && range.is_json() => return Some("v2"),
             Some("v2beta1") if wants_aggregated && range.is_json() => return Some("v2beta1"),
@@ -50,7 +50,9 @@ fn aggregated_version(accept: Option<&str>) -> Option<&'static str> {
 /// the empty byte string.
 fn openapi_v2(request: &Request) -> Response {
     const PROTOBUF_V2: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
-    let wants_protobuf = request.header("Accept").is_some_and(|accept| accept.contains(PROTOBUF_V2));
+    let wants_protobuf = request
+        .header("Accept")
+        .is_some_and(|accept| accept.contains(PROTOBUF_V2));
     if wants_protobuf {
         // kube labels it octet-stream: Go cannot parse the `@` in the requested media type.
         return Response::new(200, "application/octet-stream", Vec::new());
@@ -118,11 +120,16 @@ fn group_list() -> Value {
 }
 
 fn types_in(group: &str, version: &str) -> impl Iterator<Item = &'static ResourceType> {
-    RESOURCES.iter().filter(move |r| r.group == group && r.version == version)
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
 }
 
 /// What a subresource answers with, and the verbs it allows.
-fn subresource_kind_and_verbs(resource: &ResourceType, subresource: &str) -> (String, &'static [&'static str]) {
+fn subresource_kind_and_verbs(
+    resource: &ResourceType,
+    subresource: &str,
+) -> (String, &'static [&'static str]) {
     match subresource {
         "exec" => ("PodExecOptions".into(), &["create", "get"]),
         "attach" => ("PodAttachOptions".into(), &["create", "get"]),
@@ -157,19 +164,28 @@ fn resource_list(group: &str, version: &str) -> Value {
             }));
         }
     }
-    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries })
 }
 
 fn aggregated_response(discovery_version: &str, groups: &[(&str, &str)]) -> Response {
-    let items: Vec<Value> = groups.iter().map(|(group, version)| group_discovery(group, version)).collect();
+    let items: Vec<Value> = groups
+        .iter()
+        .map(|(group, version)| group_discovery(group, version))
+        .collect();
     let body = json!({
         "kind": "APIGroupDiscoveryList",
         "apiVersion": format!("apidiscovery.k8s.io/{discovery_version}"),
         "metadata": {},
         "items": items,
     });
-    let content_type = format!("application/json;g=apidiscovery.k8s.io;v={discovery_version};as=APIGroupDiscoveryList");
+    let content_type = format!(
+        "application/json;g=apidiscovery.k8s.io;v={discovery_version};as=APIGroupDiscoveryList"
+    );
     Response::new(200, &content_type, crate::http::json_bytes(&body))
 }
 

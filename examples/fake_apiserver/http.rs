@@ -28,11 +28,17 @@ pub struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// `true` for `1`/`true` (the forms client-go and kubectl send).
@@ -42,7 +48,8 @@ impl Request {
 
     /// Whether a comma-separated header (e.g. `Connection`) contains `token`.
     pub fn header_has_token(&self, name: &str, token: &str) -> bool {
-        self.header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        self.header(name)
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     }
 }
 
@@ -55,7 +62,11 @@ pub struct Response {
 
 impl Response {
     pub fn new(status: u16, content_type: &str, body: Vec<u8>) -> Response {
-        Response { status, headers: vec![("Content-Type".into(), content_type.into())], body }
+        Response {
+            status,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body,
+        }
     }
 
     pub fn json(status: u16, value: &serde_json::Value) -> Response {
@@ -63,7 +74,11 @@ impl Response {
     }
 
     pub fn text(status: u16, text: &str) -> Response {
-        Response::new(status, "text/plain; charset=utf-8", text.as_bytes().to_vec())
+        Response::new(
+            status,
+            "text/plain; charset=utf-8",
+            text.as_bytes().to_vec(),
+        )
     }
 }
 
@@ -86,24 +101,31 @@ impl From<io::Error> for ReadError {
 }
 
 fn bad(message: impl Into<String>) -> ReadError {
-    ReadError::Bad { status: 400, message: message.into() }
+    ReadError::Bad {
+        status: 400,
+        message: message.into(),
+    }
 }
 
 /// A client connection: the TLS stream plus bytes read but not yet consumed (pipelining),
-/// and the identity headers added to every response.
+/// and the headers added to every response of the current request (identity, `Connection`).
 pub struct Conn {
     stream: TlsStream,
     pending: Vec<u8>,
-    identity_headers: Vec<(String, String)>,
+    common_headers: Vec<(String, String)>,
 }
 
 impl Conn {
     pub fn new(stream: TlsStream) -> Conn {
-        Conn { stream, pending: Vec::new(), identity_headers: Vec::new() }
+        Conn {
+            stream,
+            pending: Vec::new(),
+            common_headers: Vec::new(),
+        }
     }
 
-    pub fn set_identity_headers(&mut self, headers: Vec<(String, String)>) {
-        self.identity_headers = headers;
+    pub fn set_common_headers(&mut self, headers: Vec<(String, String)>) {
+        self.common_headers = headers;
     }
 
     pub fn read_request(&mut self) -> Result<Request, ReadError> {
@@ -112,14 +134,20 @@ impl Conn {
                 break parsed;
             }
             if self.pending.len() > MAX_HEAD_BYTES {
-                return Err(ReadError::Bad { status: 431, message: "request head too large".into() });
+                return Err(ReadError::Bad {
+                    status: 431,
+                    message: "request head too large".into(),
+                });
             }
             if self.fill()? == 0 {
                 return Err(ReadError::Closed);
             }
         };
         self.pending.drain(..head_len);
-        if request.header("Expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        if request
+            .header("Expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+        {
             self.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
         request.body = if chunked {
@@ -152,7 +180,10 @@ impl Conn {
 
     fn take_exact(&mut self, len: usize) -> Result<Vec<u8>, ReadError> {
         if len > MAX_BODY_BYTES {
-            return Err(ReadError::Bad { status: 413, message: "request body too large".into() });
+            return Err(ReadError::Bad {
+                status: 413,
+                message: "request body too large".into(),
+            });
         }
         while self.pending.len() < len {
             if self.fill()? == 0 {
@@ -188,7 +219,10 @@ impl Conn {
                 return Ok(body);
             }
             if size > MAX_BODY_BYTES - body.len() {
-                return Err(ReadError::Bad { status: 413, message: "request body too large".into() });
+                return Err(ReadError::Bad {
+                    status: 413,
+                    message: "request body too large".into(),
+                });
             }
             body.extend(self.take_exact(size)?);
             if !self.take_line()?.is_empty() {
@@ -213,11 +247,11 @@ impl Conn {
         self.write_all(&bytes)
     }
 
-    /// Writes a head with the given headers plus the identity headers, without the final
+    /// Writes a head with the given headers plus the common headers, without the final
     /// empty line, so callers add the framing header.
     pub fn head(&self, status: u16, headers: &[(String, String)]) -> String {
         let mut head = format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status));
-        for (name, value) in headers.iter().chain(&self.identity_headers) {
+        for (name, value) in headers.iter().chain(&self.common_headers) {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head
@@ -260,7 +294,11 @@ impl Conn {
             Ok(0) => true,
             Ok(_) => match self.stream.conn.read_tls(&mut self.stream.sock) {
                 Ok(0) => true,
-                Ok(_) => self.stream.conn.process_new_packets().map_or(true, |state| state.peer_has_closed()),
+                Ok(_) => self
+                    .stream
+                    .conn
+                    .process_new_packets()
+                    .map_or(true, |state| state.peer_has_closed()),
                 Err(e) => !is_transient(&e),
             },
             Err(e) => !is_transient(&e),
@@ -289,7 +327,12 @@ fn parse_head(bytes: &[u8]) -> Result<Option<ParsedHead>, ReadError> {
     let headers: Vec<(String, String)> = parsed
         .headers
         .iter()
-        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
         .collect();
     let mut request = Request {
         method,
@@ -305,7 +348,11 @@ fn parse_head(bytes: &[u8]) -> Result<Option<ParsedHead>, ReadError> {
     }
     let chunked = request.header_has_token("Transfer-Encoding", "chunked");
     let content_length = match request.header("Content-Length") {
-        Some(v) => Some(v.trim().parse::<usize>().map_err(|_| bad("bad Content-Length"))?),
+        Some(v) => Some(
+            v.trim()
+                .parse::<usize>()
+                .map_err(|_| bad("bad Content-Length"))?,
+        ),
         None => None,
     };
     Ok(Some((request, head_len, chunked, content_length)))
@@ -322,7 +369,10 @@ pub fn parse_query(raw: &str) -> Vec<(String, String)> {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(&name.replace('+', " ")), percent_decode(&value.replace('+', " ")))
+            (
+                percent_decode(&name.replace('+', " ")),
+                percent_decode(&value.replace('+', " ")),
+            )
         })
         .collect()
 }

@@ -26,6 +26,7 @@ mod status;
 mod store;
 mod table;
 mod watch;
+mod writes;
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -77,15 +78,24 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
     let mut args = args;
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let number = |what: &str| value.parse::<u64>().map_err(|_| format!("{what}: not a number: {value}"));
+        let number = |what: &str| {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{what}: not a number: {value}"))
+        };
         match flag.as_str() {
             "--cert" => options.cert = value,
             "--key" => options.key = value,
             "--client-ca" => options.client_ca = value,
             "--address" => options.address = value,
-            "--port" => options.port = value.parse().map_err(|_| format!("--port: bad port {value}"))?,
+            "--port" => {
+                options.port = value
+                    .parse()
+                    .map_err(|_| format!("--port: bad port {value}"))?
+            }
             "--bookmark-interval-ms" => {
-                options.bookmark_interval = Duration::from_millis(number(&flag)?.clamp(1, MAX_BOOKMARK_INTERVAL_MS))
+                options.bookmark_interval =
+                    Duration::from_millis(number(&flag)?.clamp(1, MAX_BOOKMARK_INTERVAL_MS))
             }
             "--history" => options.history = number(&flag)? as usize,
             "--token" => {
@@ -103,7 +113,8 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
 
 fn tls_config(options: &Options) -> Result<Arc<ServerConfig>, Box<dyn Error>> {
     let provider = Arc::new(default_provider());
-    let certs = rustls_pemfile::certs(&mut BufReader::new(File::open(&options.cert)?)).collect::<Result<Vec<_>, _>>()?;
+    let certs = rustls_pemfile::certs(&mut BufReader::new(File::open(&options.cert)?))
+        .collect::<Result<Vec<_>, _>>()?;
     let key = rustls_pemfile::private_key(&mut BufReader::new(File::open(&options.key)?))?
         .ok_or_else(|| format!("no private key in {}", options.key))?;
     let mut roots = RootCertStore::empty();
@@ -125,8 +136,12 @@ fn tls_config(options: &Options) -> Result<Arc<ServerConfig>, Box<dyn Error>> {
 fn run(options: Options) -> Result<(), Box<dyn Error>> {
     let tls = tls_config(&options)?;
     let shared = Shared::new(options.history);
-    api::load_seed(&shared).map_err(|e| e.message)?;
-    let server = Arc::new(Server { shared, tokens: options.tokens, bookmark_interval: options.bookmark_interval });
+    writes::load_seed(&shared).map_err(|e| e.message)?;
+    let server = Arc::new(Server {
+        shared,
+        tokens: options.tokens,
+        bookmark_interval: options.bookmark_interval,
+    });
 
     let listener = TcpListener::bind((options.address.as_str(), options.port))?;
     let mut stdout = std::io::stdout();
@@ -170,12 +185,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr (stdout carries only the `listening on` line).
+/// Logs to stderr (stdout carries only the `listening on` line). Dependencies (rustls)
+/// only get to say warnings and errors.
 struct StderrLogger;
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::max_level()
+        let ours = metadata.target().starts_with(env!("CARGO_CRATE_NAME"));
+        metadata.level() <= log::max_level() && (ours || metadata.level() <= log::Level::Warn)
     }
 
     fn log(&self, record: &log::Record) {
@@ -188,7 +205,10 @@ impl log::Log for StderrLogger {
 }
 
 fn init_logging() {
-    let level = std::env::var("FAKE_APISERVER_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(log::LevelFilter::Info);
+    let level = std::env::var("FAKE_APISERVER_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(log::LevelFilter::Info);
     if log::set_logger(&StderrLogger).is_ok() {
         log::set_max_level(level);
     }

@@ -23,7 +23,10 @@ pub struct MediaRange<'a> {
 
 impl MediaRange<'_> {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+        self.params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
     }
 
     pub fn is_json(&self) -> bool {
@@ -39,7 +42,10 @@ pub fn parse_accept(accept: &str) -> Vec<MediaRange<'_>> {
         .filter_map(|entry| {
             let mut parts = entry.split(';').map(str::trim);
             let mime = parts.next().filter(|m| !m.is_empty())?;
-            let params = parts.filter_map(|p| p.split_once('=')).map(|(n, v)| (n.trim(), v.trim())).collect();
+            let params = parts
+                .filter_map(|p| p.split_once('='))
+                .map(|(n, v)| (n.trim(), v.trim()))
+                .collect();
             Some(MediaRange { mime, params })
         })
         .collect()
@@ -56,17 +62,31 @@ pub enum Repr {
 
 /// Picks the first representation in `accept` that this fake can produce for `resource`;
 /// no `Accept` means JSON, and nothing acceptable is 406 NotAcceptable.
-pub fn negotiate(accept: Option<&str>, resource: &ResourceType, include_object: Option<&str>) -> Result<Repr, ApiError> {
+pub fn negotiate(
+    accept: Option<&str>,
+    resource: &ResourceType,
+    include_object: Option<&str>,
+) -> Result<Repr, ApiError> {
     let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
         return Ok(Repr::Json);
     };
     parse_accept(accept)
         .iter()
         .find_map(|range| choose(range, resource, include_object))
-        .ok_or_else(|| ApiError::new(406, "NotAcceptable", format!("only the following media types are accepted: {JSON}, {PROTOBUF}")))
+        .ok_or_else(|| {
+            ApiError::new(
+                406,
+                "NotAcceptable",
+                format!("only the following media types are accepted: {JSON}, {PROTOBUF}"),
+            )
+        })
 }
 
-fn choose(range: &MediaRange, resource: &ResourceType, include_object: Option<&str>) -> Option<Repr> {
+fn choose(
+    range: &MediaRange,
+    resource: &ResourceType,
+    include_object: Option<&str>,
+) -> Option<Repr> {
     let meta_version = match (range.param("g"), range.param("v")) {
         (Some("meta.k8s.io"), Some("v1")) => Some("v1"),
         (Some("meta.k8s.io"), Some("v1beta1")) => Some("v1beta1"),
@@ -79,7 +99,9 @@ fn choose(range: &MediaRange, resource: &ResourceType, include_object: Option<&s
             let include = IncludeObject::parse(include_object);
             meta_version.map(|version| Repr::Table(TableOptions { version, include }))
         }
-        (_, Some("PartialObjectMetadata" | "PartialObjectMetadataList")) if range.is_json() => meta_version.map(Repr::Metadata),
+        (_, Some("PartialObjectMetadata" | "PartialObjectMetadataList")) if range.is_json() => {
+            meta_version.map(Repr::Metadata)
+        }
         _ => None,
     }
 }
@@ -90,9 +112,16 @@ impl Repr {
         match self {
             Repr::Json => JSON.into(),
             Repr::Protobuf => PROTOBUF.into(),
-            Repr::Table(options) => format!("application/json;as=Table;v={};g=meta.k8s.io", options.version),
+            Repr::Table(options) => format!(
+                "application/json;as=Table;v={};g=meta.k8s.io",
+                options.version
+            ),
             Repr::Metadata(version) => {
-                let kind = if list { "PartialObjectMetadataList" } else { "PartialObjectMetadata" };
+                let kind = if list {
+                    "PartialObjectMetadataList"
+                } else {
+                    "PartialObjectMetadata"
+                };
                 format!("application/json;as={kind};v={version};g=meta.k8s.io")
             }
         }
@@ -119,7 +148,9 @@ impl Repr {
                 "metadata": list_metadata,
                 "items": objects.iter().map(|o| list_item(resource, o)).collect::<Vec<_>>(),
             }),
-            Repr::Table(options) => table::render(resource.kind, objects, list_metadata, options, true),
+            Repr::Table(options) => {
+                table::render(resource.kind, objects, list_metadata, options, true)
+            }
             Repr::Metadata(version) => json!({
                 "kind": "PartialObjectMetadataList",
                 "apiVersion": format!("meta.k8s.io/{version}"),

@@ -20,7 +20,11 @@ pub struct ResourceType {
 impl ResourceType {
     /// `v1` for the core group, `group/version` otherwise.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     pub fn list_kind(&self) -> String {
@@ -29,11 +33,24 @@ impl ResourceType {
 
     /// The name kube uses in messages such as `pods "x" not found` (`widgets.example.com`).
     pub fn qualified_name(&self) -> String {
-        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
     }
 }
 
-pub const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+pub const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 const fn core(
     plural: &'static str,
@@ -60,18 +77,49 @@ const fn core(
 pub static RESOURCES: [ResourceType; 9] = [
     ResourceType {
         categories: &["all"],
-        ..core("pods", "pod", "Pod", true, &["po"], &["status", "log", "exec", "attach", "portforward"])
+        ..core(
+            "pods",
+            "pod",
+            "Pod",
+            true,
+            &["po"],
+            &["status", "log", "exec", "attach", "portforward"],
+        )
     },
-    core("namespaces", "namespace", "Namespace", false, &["ns"], &["status", "finalize"]),
+    core(
+        "namespaces",
+        "namespace",
+        "Namespace",
+        false,
+        &["ns"],
+        &["status", "finalize"],
+    ),
     core("configmaps", "configmap", "ConfigMap", true, &["cm"], &[]),
     core("secrets", "secret", "Secret", true, &[], &[]),
-    ResourceType { categories: &["all"], ..core("services", "service", "Service", true, &["svc"], &["status"]) },
+    ResourceType {
+        categories: &["all"],
+        ..core(
+            "services",
+            "service",
+            "Service",
+            true,
+            &["svc"],
+            &["status"],
+        )
+    },
     core("nodes", "node", "Node", false, &["no"], &["status"]),
     core("events", "event", "Event", true, &["ev"], &[]),
     ResourceType {
         group: "apps",
         categories: &["all"],
-        ..core("deployments", "deployment", "Deployment", true, &["deploy"], &["status", "scale"])
+        ..core(
+            "deployments",
+            "deployment",
+            "Deployment",
+            true,
+            &["deploy"],
+            &["status", "scale"],
+        )
     },
     ResourceType {
         group: "example.com",
@@ -84,7 +132,9 @@ pub static RESOURCES: [ResourceType; 9] = [
 pub type ResourceId = usize;
 
 pub fn find(group: &str, version: &str, plural: &str) -> Option<ResourceId> {
-    RESOURCES.iter().position(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES
+        .iter()
+        .position(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// Plurals are unique across the groups served here.

@@ -19,7 +19,11 @@ pub struct LabelSelector(Vec<LabelTerm>);
 
 impl LabelSelector {
     pub fn parse(text: &str) -> Result<LabelSelector, ApiError> {
-        split_terms(text).into_iter().map(parse_label_term).collect::<Result<_, _>>().map(LabelSelector)
+        split_terms(text)
+            .into_iter()
+            .map(parse_label_term)
+            .collect::<Result<_, _>>()
+            .map(LabelSelector)
     }
 
     pub fn matches(&self, object: &Value) -> bool {
@@ -52,22 +56,39 @@ fn split_terms(text: &str) -> Vec<&str> {
         }
     }
     terms.push(&text[start..]);
-    terms.into_iter().map(str::trim).filter(|t| !t.is_empty()).collect()
+    terms
+        .into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 fn parse_label_term(term: &str) -> Result<LabelTerm, ApiError> {
-    let invalid = || ApiError::bad_request(format!("unable to parse requirement: invalid label selector term {term:?}"));
+    let invalid = || {
+        ApiError::bad_request(format!(
+            "unable to parse requirement: invalid label selector term {term:?}"
+        ))
+    };
     if let Some((key, value)) = term.split_once("!=") {
-        return Ok(LabelTerm::NotEquals(valid_key(key)?, value.trim().to_string()));
+        return Ok(LabelTerm::NotEquals(
+            valid_key(key)?,
+            value.trim().to_string(),
+        ));
     }
     if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
         return Ok(LabelTerm::Equals(valid_key(key)?, value.trim().to_string()));
     }
     if let Some((key, values)) = term.split_once(" notin ") {
-        return Ok(LabelTerm::NotIn(valid_key(key)?, parse_set(values).ok_or_else(invalid)?));
+        return Ok(LabelTerm::NotIn(
+            valid_key(key)?,
+            parse_set(values).ok_or_else(invalid)?,
+        ));
     }
     if let Some((key, values)) = term.split_once(" in ") {
-        return Ok(LabelTerm::In(valid_key(key)?, parse_set(values).ok_or_else(invalid)?));
+        return Ok(LabelTerm::In(
+            valid_key(key)?,
+            parse_set(values).ok_or_else(invalid)?,
+        ));
     }
     match term.strip_prefix('!') {
         Some(key) => Ok(LabelTerm::NotExists(valid_key(key)?)),
@@ -77,7 +98,13 @@ fn parse_label_term(term: &str) -> Result<LabelTerm, ApiError> {
 
 fn parse_set(text: &str) -> Option<Vec<String>> {
     let inner = text.trim().strip_prefix('(')?.strip_suffix(')')?;
-    Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Some(
+        inner
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect(),
+    )
 }
 
 fn valid_key(key: &str) -> Result<String, ApiError> {
@@ -104,7 +131,9 @@ impl FieldSelector {
             } else if let Some((p, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
                 (p, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid field selector: {term:?}")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid field selector: {term:?}"
+                )));
             };
             terms.push((path.trim().to_string(), equal, value.trim().to_string()));
         }
@@ -112,12 +141,15 @@ impl FieldSelector {
     }
 
     pub fn with_name(mut self, name: &str) -> FieldSelector {
-        self.0.push(("metadata.name".into(), true, name.to_string()));
+        self.0
+            .push(("metadata.name".into(), true, name.to_string()));
         self
     }
 
     pub fn matches(&self, object: &Value) -> bool {
-        self.0.iter().all(|(path, equal, value)| (field_text(object, path) == *value) == *equal)
+        self.0
+            .iter()
+            .all(|(path, equal, value)| (field_text(object, path) == *value) == *equal)
     }
 }
 

@@ -30,7 +30,9 @@ pub struct Server {
 }
 
 pub fn serve_connection(tcp: TcpStream, tls: Arc<ServerConfig>, server: &Server) {
-    let peer = tcp.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let peer = tcp
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
     match run_connection(tcp, tls, server) {
         Ok(()) => log::debug!("{peer}: connection closed"),
         Err(e) => log::debug!("{peer}: connection ended: {e}"),
@@ -52,7 +54,12 @@ fn run_connection(mut tcp: TcpStream, tls: Arc<ServerConfig>, server: &Server) -
             Ok(request) => request,
             Err(ReadError::Closed) => return Ok(()),
             Err(ReadError::Bad { status, message }) => {
-                let reason = if status == 400 { "BadRequest" } else { "RequestEntityTooLarge" };
+                let reason = if status == 400 {
+                    "BadRequest"
+                } else {
+                    "RequestEntityTooLarge"
+                };
+                conn.set_common_headers(vec![connection_close()]);
                 conn.send(&ApiError::new(status, reason, message).to_response(), true)?;
                 return Ok(());
             }
@@ -64,36 +71,59 @@ fn run_connection(mut tcp: TcpStream, tls: Arc<ServerConfig>, server: &Server) -
     }
 }
 
-fn serve_request(conn: &mut Conn, request: &Request, certificate: Option<&Identity>, server: &Server) -> io::Result<After> {
+fn serve_request(
+    conn: &mut Conn,
+    request: &Request,
+    certificate: Option<&Identity>,
+    server: &Server,
+) -> io::Result<After> {
     let include_body = request.method != "HEAD";
     let identity = identity::authenticate(certificate, request, &server.tokens);
-    let user = identity.as_ref().map_or("<unauthorized>", |i| i.user.as_str()).to_string();
-    log::debug!("{user} {} {}?{}", request.method, request.path, request.raw_query);
-    let identity = match identity {
-        Ok(identity) => identity,
-        Err(error) => {
-            conn.set_identity_headers(Vec::new());
-            return conn.send(&error.to_response(), include_body).map(|()| After::KeepAlive);
-        }
-    };
-    conn.set_identity_headers(identity.headers());
+    let user = identity
+        .as_ref()
+        .map_or("<unauthorized>", |i| i.user.as_str())
+        .to_string();
+    log::debug!(
+        "{user} {} {}?{}",
+        request.method,
+        request.path,
+        request.raw_query
+    );
+    let mut common_headers = identity.as_ref().map(Identity::headers).unwrap_or_default();
+    if !request.keep_alive {
+        common_headers.push(connection_close());
+    }
+    conn.set_common_headers(common_headers);
+    if let Err(error) = identity {
+        return conn
+            .send(&error.to_response(), include_body)
+            .map(|()| After::KeepAlive);
+    }
 
     if let Some(result) = debug::handle(request, conn, include_body) {
         return result;
     }
     let reply = route(request, server);
     match reply {
-        Reply::Full(response) => conn.send(&response, include_body).map(|()| After::KeepAlive),
-        Reply::Watch(spec) => {
-            watch::serve(conn, &server.shared, &spec, server.bookmark_interval).map(|()| After::KeepAlive)
-        }
+        Reply::Full(response) => conn
+            .send(&response, include_body)
+            .map(|()| After::KeepAlive),
+        Reply::Watch(spec) => watch::serve(conn, &server.shared, &spec, server.bookmark_interval)
+            .map(|()| After::KeepAlive),
         Reply::Upgrade => debug::upgrade_echo(request, conn),
     }
 }
 
+fn connection_close() -> (String, String) {
+    ("Connection".to_string(), "close".to_string())
+}
+
 fn route(request: &Request, server: &Server) -> Reply {
     let path = request.path.as_str();
-    if ["/healthz", "/livez", "/readyz"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/"))) {
+    if ["/healthz", "/livez", "/readyz"]
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    {
         return Reply::Full(Response::text(200, "ok"));
     }
     if let Some(response) = discovery::handle(request) {

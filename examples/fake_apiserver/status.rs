@@ -16,7 +16,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -24,16 +29,26 @@ impl ApiError {
     }
 
     pub fn not_found_path() -> ApiError {
-        ApiError::new(404, "NotFound", "the server could not find the requested resource")
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     /// `pods "x" not found`, with details, as kube words it.
     pub fn not_found(resource: &str, name: &str) -> ApiError {
-        ApiError::new(404, "NotFound", format!("{resource} \"{name}\" not found")).about(resource, name)
+        ApiError::new(404, "NotFound", format!("{resource} \"{name}\" not found"))
+            .about(resource, name)
     }
 
     pub fn already_exists(resource: &str, name: &str) -> ApiError {
-        ApiError::new(409, "AlreadyExists", format!("{resource} \"{name}\" already exists")).about(resource, name)
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{resource} \"{name}\" already exists"),
+        )
+        .about(resource, name)
     }
 
     pub fn conflict(resource: &str, name: &str) -> ApiError {
@@ -45,11 +60,19 @@ impl ApiError {
     }
 
     pub fn expired(requested: u64, oldest: u64) -> ApiError {
-        ApiError::new(410, "Expired", format!("too old resource version: {requested} ({oldest})"))
+        ApiError::new(
+            410,
+            "Expired",
+            format!("too old resource version: {requested} ({oldest})"),
+        )
     }
 
     pub fn method_not_allowed(method: &str) -> ApiError {
-        ApiError::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource ({method})"))
+        ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource ({method})"),
+        )
     }
 
     fn about(mut self, resource: &str, name: &str) -> ApiError {

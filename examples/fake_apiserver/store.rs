@@ -68,11 +68,21 @@ impl Store {
     }
 
     /// Objects of one resource, optionally in one namespace, sorted by namespace then name.
-    pub fn list(&self, resource: ResourceId, namespace: Option<&str>) -> impl Iterator<Item = &Value> {
-        let from = Key { resource, namespace: namespace.unwrap_or("").to_string(), name: String::new() };
+    pub fn list(
+        &self,
+        resource: ResourceId,
+        namespace: Option<&str>,
+    ) -> impl Iterator<Item = &Value> {
+        let from = Key {
+            resource,
+            namespace: namespace.unwrap_or("").to_string(),
+            name: String::new(),
+        };
         self.objects
             .range(from..)
-            .take_while(move |(key, _)| key.resource == resource && namespace.is_none_or(|ns| key.namespace == ns))
+            .take_while(move |(key, _)| {
+                key.resource == resource && namespace.is_none_or(|ns| key.namespace == ns)
+            })
             .map(|(_, object)| object)
     }
 
@@ -80,7 +90,10 @@ impl Store {
     /// resourceVersion. The caller has set name, namespace, kind and apiVersion.
     pub fn create(&mut self, key: Key, mut object: Value, created: i64) -> Result<Value, ApiError> {
         if self.objects.contains_key(&key) {
-            return Err(ApiError::already_exists(&resources::get(key.resource).qualified_name(), &key.name));
+            return Err(ApiError::already_exists(
+                &resources::get(key.resource).qualified_name(),
+                &key.name,
+            ));
         }
         let metadata = &mut object["metadata"];
         metadata["uid"] = json!(random_uid());
@@ -96,7 +109,12 @@ impl Store {
             return Err(ApiError::not_found(&resource, &key.name));
         };
         let expected = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
-        if !expected.is_empty() && expected != current["metadata"]["resourceVersion"].as_str().unwrap_or("") {
+        if !expected.is_empty()
+            && expected
+                != current["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("")
+        {
             return Err(ApiError::conflict(&resource, &key.name));
         }
         for field in ["uid", "creationTimestamp"] {
@@ -108,7 +126,10 @@ impl Store {
 
     pub fn delete(&mut self, key: &Key) -> Result<Value, ApiError> {
         let Some(object) = self.objects.remove(key) else {
-            return Err(ApiError::not_found(&resources::get(key.resource).qualified_name(), &key.name));
+            return Err(ApiError::not_found(
+                &resources::get(key.resource).qualified_name(),
+                &key.name,
+            ));
         };
         self.rv += 1;
         let mut object = object;
@@ -128,7 +149,13 @@ impl Store {
         Ok(self.history.range(start..).cloned().collect())
     }
 
-    fn commit(&mut self, key: Key, kind: EventType, mut object: Value, previous: Option<Value>) -> Value {
+    fn commit(
+        &mut self,
+        key: Key,
+        kind: EventType,
+        mut object: Value,
+        previous: Option<Value>,
+    ) -> Value {
         self.rv += 1;
         object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         self.objects.insert(key.clone(), object.clone());
@@ -136,8 +163,20 @@ impl Store {
         object
     }
 
-    fn record(&mut self, resource: ResourceId, kind: EventType, object: Value, previous: Option<Value>) {
-        self.history.push_back(Arc::new(Event { rv: self.rv, resource, kind, object, previous }));
+    fn record(
+        &mut self,
+        resource: ResourceId,
+        kind: EventType,
+        object: Value,
+        previous: Option<Value>,
+    ) {
+        self.history.push_back(Arc::new(Event {
+            rv: self.rv,
+            resource,
+            kind,
+            object,
+            previous,
+        }));
         while self.history.len() > self.history_limit {
             self.history.pop_front();
         }
@@ -147,7 +186,11 @@ impl Store {
 fn namespace_key(name: &str) -> Key {
     // `find` cannot fail for a type listed in RESOURCES.
     let resource = resources::find_by_plural("namespaces").unwrap_or_default();
-    Key { resource, namespace: String::new(), name: name.to_string() }
+    Key {
+        resource,
+        namespace: String::new(),
+        name: name.to_string(),
+    }
 }
 
 /// A random RFC 4122 version-4 UUID.
@@ -158,7 +201,14 @@ pub fn random_uid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// The store shared by all connection threads; writers notify watchers through `changed`.
@@ -169,8 +219,16 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(history_limit: usize) -> Shared {
-        let store = Store { rv: 0, objects: BTreeMap::new(), history: VecDeque::new(), history_limit };
-        Shared { store: Mutex::new(store), changed: Condvar::new() }
+        let store = Store {
+            rv: 0,
+            objects: BTreeMap::new(),
+            history: VecDeque::new(),
+            history_limit,
+        };
+        Shared {
+            store: Mutex::new(store),
+            changed: Condvar::new(),
+        }
     }
 
     /// A read-only view. A panicking thread cannot leave the store half-written (every

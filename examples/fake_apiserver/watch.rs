@@ -34,7 +34,10 @@ pub struct WatchSpec {
 
 impl WatchSpec {
     fn in_scope(&self, object: &Value) -> bool {
-        let namespace_matches = self.namespace.as_deref().is_none_or(|ns| object["metadata"]["namespace"] == ns);
+        let namespace_matches = self
+            .namespace
+            .as_deref()
+            .is_none_or(|ns| object["metadata"]["namespace"] == ns);
         namespace_matches && self.selector.matches(object)
     }
 
@@ -46,8 +49,14 @@ impl WatchSpec {
             return None;
         }
         let now = self.in_scope(&event.object);
-        match (event.kind, event.previous.as_ref().map(|p| self.in_scope(p)), now) {
-            (EventType::Modified, Some(false), true) => Some((EventType::Added, event.object.clone())),
+        match (
+            event.kind,
+            event.previous.as_ref().map(|p| self.in_scope(p)),
+            now,
+        ) {
+            (EventType::Modified, Some(false), true) => {
+                Some((EventType::Added, event.object.clone()))
+            }
             (EventType::Modified, Some(true), false) => event.previous.as_ref().map(|previous| {
                 let mut object = previous.clone();
                 object["metadata"]["resourceVersion"] = json!(event.rv.to_string());
@@ -72,7 +81,9 @@ impl Watcher<'_> {
         let frame = match self.repr {
             Repr::Protobuf => {
                 let payload = self.repr.encode(&event);
-                let length = u32::try_from(payload.len()).unwrap_or(u32::MAX).to_be_bytes();
+                let length = u32::try_from(payload.len())
+                    .unwrap_or(u32::MAX)
+                    .to_be_bytes();
                 [&length[..], &payload].concat()
             }
             _ => [json_bytes(&event), b"\n".to_vec()].concat(),
@@ -99,10 +110,24 @@ impl Watcher<'_> {
 
 /// Streams the watch until its timeout (then ends the body cleanly), an Expired history
 /// (after the ERROR event), or the client going away (an `Err`, or `Ok` when noticed idle).
-pub fn serve(conn: &mut Conn, shared: &Shared, spec: &WatchSpec, bookmark_interval: Duration) -> io::Result<()> {
-    let content_type = if spec.repr == Repr::Protobuf { format!("{PROTOBUF};stream=watch") } else { "application/json".into() };
+pub fn serve(
+    conn: &mut Conn,
+    shared: &Shared,
+    spec: &WatchSpec,
+    bookmark_interval: Duration,
+) -> io::Result<()> {
+    let content_type = if spec.repr == Repr::Protobuf {
+        format!("{PROTOBUF};stream=watch")
+    } else {
+        "application/json".into()
+    };
     conn.start_chunked(200, &content_type)?;
-    let mut watcher = Watcher { conn, resource: resources::get(spec.resource), repr: spec.repr, table_headers_sent: false };
+    let mut watcher = Watcher {
+        conn,
+        resource: resources::get(spec.resource),
+        repr: spec.repr,
+        table_headers_sent: false,
+    };
 
     let mut cursor = match spec.start_after {
         Some(rv) => rv,
@@ -118,7 +143,11 @@ pub fn serve(conn: &mut Conn, shared: &Shared, spec: &WatchSpec, bookmark_interv
         if now >= deadline {
             break;
         }
-        let wake_at = if spec.bookmarks { deadline.min(next_bookmark) } else { deadline };
+        let wake_at = if spec.bookmarks {
+            deadline.min(next_bookmark)
+        } else {
+            deadline
+        };
         let wait = wake_at.saturating_duration_since(now).min(MAX_IDLE_WAIT);
         let batch = shared.wait_past(cursor, wait).events_after(cursor);
         match batch {
@@ -141,8 +170,11 @@ pub fn serve(conn: &mut Conn, shared: &Shared, spec: &WatchSpec, bookmark_interv
 fn send_current_state(watcher: &mut Watcher, shared: &Shared, spec: &WatchSpec) -> io::Result<u64> {
     let (objects, rv) = {
         let store = shared.read();
-        let objects: Vec<Value> =
-            store.list(spec.resource, spec.namespace.as_deref()).filter(|o| spec.selector.matches(o)).cloned().collect();
+        let objects: Vec<Value> = store
+            .list(spec.resource, spec.namespace.as_deref())
+            .filter(|o| spec.selector.matches(o))
+            .cloned()
+            .collect();
         (objects, store.rv())
     };
     for object in &objects {
@@ -152,7 +184,12 @@ fn send_current_state(watcher: &mut Watcher, shared: &Shared, spec: &WatchSpec) 
 }
 
 /// Sends the events this watcher should see; returns the new cursor.
-fn send_events(watcher: &mut Watcher, spec: &WatchSpec, events: &[Arc<Event>], mut cursor: u64) -> io::Result<u64> {
+fn send_events(
+    watcher: &mut Watcher,
+    spec: &WatchSpec,
+    events: &[Arc<Event>],
+    mut cursor: u64,
+) -> io::Result<u64> {
     for event in events {
         if let Some((kind, object)) = spec.translate(event) {
             watcher.send_object(kind, &object)?;

@@ -156,7 +156,8 @@ pub fn fake_apiserver_bin() -> PathBuf {
     let bin = profile_dir.join("examples").join("fake_apiserver");
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build --examples` (cargo test builds it too)",
+        "{} is missing: run `cargo build --examples` (with --release for release tests); \
+         a plain `cargo test` builds it, `cargo test --test <name>` does not",
         bin.display()
     );
     bin
