@@ -88,7 +88,7 @@ pub enum Phase {
     ReadHead { started: Option<Instant> },
     Exchange(Box<Exchange>),
     /// A cache lookup is in flight on the cache thread.
-    AwaitCache { request_id: u64, head: Box<RequestHead>, route: Classified },
+    AwaitCache { request_id: u64, head: Box<RequestHead>, route: Box<Classified> },
     OfflineWatch(Box<OfflineWatch>),
     /// Raw bytes both ways after `101 Switching Protocols`.
     Tunnel(Box<Tunnel>),

@@ -25,17 +25,17 @@ impl Reactor {
     /// anything else with `503`.
     pub(crate) fn serve_offline(&mut self, slot: usize, client: &mut ClientConn, head: RequestHead, route: Classified, why: &str) {
         // An unread request body can't be skipped reliably: close after answering.
-        let has_body = head.framing().map_or(true, |f| f != Framing::None);
+        let has_body = !matches!(head.framing(), Ok(Framing::None));
         let lookup = match &route {
             Classified::Read(key) => Some(Lookup::Read(key.clone())),
             Classified::Watch(request) => Some(Lookup::WatchStart(request.clone())),
             Classified::Uncacheable => None,
         };
-        if let Some(lookup) = lookup.filter(|_| !has_body) {
-            if let Some(request_id) = self.lookup(slot, lookup) {
-                client.set_phase(Phase::AwaitCache { request_id, head: Box::new(head), route });
-                return;
-            }
+        if let Some(lookup) = lookup.filter(|_| !has_body)
+            && let Some(request_id) = self.lookup(slot, lookup)
+        {
+            client.set_phase(Phase::AwaitCache { request_id, head: Box::new(head), route: Box::new(route) });
+            return;
         }
         let message = format!("{why}; {} {} needs the cloud and cannot be answered from the cache", head.method, head.path());
         let mut response = LocalResponse::cloud_unavailable(&message);
@@ -51,7 +51,7 @@ impl Reactor {
             let Some(Conn::Client(mut client)) = self.conns.take(slot) else { continue };
             match std::mem::replace(&mut client.phase, Phase::Closing) {
                 Phase::AwaitCache { request_id: waiting, head, route } if waiting == request_id => {
-                    self.answer_from_cache(&mut client, &head, route, reply);
+                    self.answer_from_cache(&mut client, &head, *route, reply);
                 }
                 other => client.phase = other,
             }

@@ -22,7 +22,7 @@ const QUEUE_HIGH_WATER: usize = 16 * 1024;
 
 enum ResponseState {
     AwaitingHead(Vec<u8>),
-    Body(BodyState),
+    Body(Box<BodyState>),
 }
 
 struct BodyState {
@@ -242,7 +242,7 @@ impl Exchange {
             return Err(PumpOutcome::Upgraded);
         }
         body.consume(&rest, client, cache)?;
-        self.response = ResponseState::Body(body);
+        self.response = ResponseState::Body(Box::new(body));
         Ok(())
     }
 

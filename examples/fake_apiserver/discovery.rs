@@ -169,7 +169,12 @@ fn resource_list(group: &str, version: &str) -> Value {
     } else {
         format!("{group}/{version}")
     };
-    json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries })
+    json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": entries,
+    })
 }
 
 fn aggregated_response(discovery_version: &str, groups: &[(&str, &str)]) -> Response {
@@ -198,7 +203,11 @@ fn group_discovery(group: &str, version: &str) -> Value {
                 .iter()
                 .map(|sub| {
                     let (kind, verbs) = subresource_kind_and_verbs(r, sub);
-                    json!({ "subresource": sub, "responseKind": response_kind(&kind), "verbs": verbs })
+                    json!({
+                        "subresource": sub,
+                        "responseKind": response_kind(&kind),
+                        "verbs": verbs,
+                    })
                 })
                 .collect();
             json!({

@@ -61,8 +61,9 @@ struct Options {
     history: usize,
 }
 
-const USAGE: &str = "usage: fake_apiserver --cert F --key F --client-ca F [--address 127.0.0.1] [--port 0] \
-                     [--token TOKEN=USER]... [--bookmark-interval-ms 1000] [--history 1000]";
+const USAGE: &str = "usage: fake_apiserver --cert F --key F --client-ca F [--address 127.0.0.1] \
+                     [--port 0] [--token TOKEN=USER]... [--bookmark-interval-ms 1000] \
+                     [--history 1000]";
 
 fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut options = Options {

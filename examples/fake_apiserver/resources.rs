@@ -160,58 +160,102 @@ pub fn groups() -> Vec<(&'static str, &'static str)> {
 /// Seed objects as `(resource, age in seconds, object)`. Metadata such as uid and
 /// resourceVersion is filled in by the store.
 pub fn seed() -> Vec<(&'static str, i64, Value)> {
-    let hour = 3600;
+    const HOUR: i64 = 3600;
+    const DAY: i64 = 24 * HOUR;
     vec![
-        ("namespaces", 30 * 86_400, namespace("default")),
-        ("namespaces", 30 * 86_400, namespace("kube-system")),
-        ("namespaces", 7 * 86_400, namespace("edge")),
-        ("nodes", 7 * 86_400, node("edge-1")),
-        ("pods", 2 * hour, pod("web-1", "web", "edge-1")),
-        ("pods", 2 * hour, pod("web-2", "web", "edge-2")),
-        ("pods", hour, pod("db-1", "db", "edge-1")),
+        ("namespaces", 30 * DAY, namespace("default")),
+        ("namespaces", 30 * DAY, namespace("kube-system")),
+        ("namespaces", 7 * DAY, namespace("edge")),
+        ("nodes", 7 * DAY, node("edge-1")),
         (
-            "configmaps",
-            86_400,
-            json!({"apiVersion": "v1", "kind": "ConfigMap",
-                   "metadata": {"name": "app-config", "namespace": "default", "labels": {"app": "web"}},
-                   "data": {"greeting": "hello from the cloud", "replicas": "2"}}),
+            "pods",
+            2 * HOUR,
+            pod("web-1", "web", "edge-1", "10.244.1.7"),
         ),
         (
-            "secrets",
-            86_400,
-            json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                   "metadata": {"name": "db-password", "namespace": "kube-system"},
-                   "data": {"password": "czNjcjN0"}}),
+            "pods",
+            2 * HOUR,
+            pod("web-2", "web", "edge-2", "10.244.2.4"),
         ),
-        (
-            "widgets",
-            hour,
-            json!({"apiVersion": "example.com/v1", "kind": "Widget",
-                   "metadata": {"name": "sprocket", "namespace": "default", "labels": {"app": "web"}},
-                   "spec": {"size": 3, "color": "blue"}}),
-        ),
+        ("pods", HOUR, pod("db-1", "db", "edge-1", "10.244.1.9")),
+        ("configmaps", DAY, config_map()),
+        ("secrets", DAY, secret()),
+        ("widgets", HOUR, widget()),
     ]
 }
 
 fn namespace(name: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Namespace",
-           "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
-           "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+    json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": { "name": name, "labels": { "kubernetes.io/metadata.name": name } },
+        "spec": { "finalizers": ["kubernetes"] },
+        "status": { "phase": "Active" },
+    })
 }
 
 fn node(name: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Node",
-           "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "node-role.kubernetes.io/edge": ""}},
-           "spec": {"podCIDR": "10.244.1.0/24"},
-           "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
-                      "addresses": [{"type": "InternalIP", "address": "192.168.1.10"}],
-                      "nodeInfo": {"kubeletVersion": "v1.30.0", "osImage": "Fake Linux", "architecture": "amd64"}}})
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": { "kubernetes.io/hostname": name, "node-role.kubernetes.io/edge": "" },
+        },
+        "spec": { "podCIDR": "10.244.1.0/24" },
+        "status": {
+            "conditions": [{ "type": "Ready", "status": "True", "reason": "KubeletReady" }],
+            "addresses": [{ "type": "InternalIP", "address": "192.168.1.10" }],
+            "nodeInfo": {
+                "kubeletVersion": "v1.30.0",
+                "osImage": "Fake Linux",
+                "architecture": "amd64",
+            },
+        },
+    })
 }
 
-fn pod(name: &str, app: &str, node: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
-           "spec": {"nodeName": node, "containers": [{"name": app, "image": format!("registry.example/{app}:1.0")}]},
-           "status": {"phase": "Running", "podIP": "10.244.1.7",
-                      "containerStatuses": [{"name": app, "ready": true, "restartCount": 0}]}})
+fn pod(name: &str, app: &str, node: &str, ip: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name, "namespace": "default", "labels": { "app": app } },
+        "spec": {
+            "nodeName": node,
+            "containers": [{ "name": app, "image": format!("registry.example/{app}:1.0") }],
+        },
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "containerStatuses": [{ "name": app, "ready": true, "restartCount": 0 }],
+        },
+    })
+}
+
+fn config_map() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": { "name": "app-config", "namespace": "default", "labels": { "app": "web" } },
+        "data": { "greeting": "hello from the cloud", "replicas": "2" },
+    })
+}
+
+fn secret() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": { "name": "db-password", "namespace": "kube-system" },
+        "data": { "password": "czNjcjN0" },
+    })
+}
+
+fn widget() -> Value {
+    json!({
+        "apiVersion": "example.com/v1",
+        "kind": "Widget",
+        "metadata": { "name": "sprocket", "namespace": "default", "labels": { "app": "web" } },
+        "spec": { "size": 3, "color": "blue" },
+    })
 }

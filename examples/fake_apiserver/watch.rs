@@ -103,7 +103,11 @@ impl Watcher<'_> {
         if initial_events_end {
             metadata["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
         }
-        let object = json!({ "kind": self.resource.kind, "apiVersion": self.resource.api_version(), "metadata": metadata });
+        let object = json!({
+            "kind": self.resource.kind,
+            "apiVersion": self.resource.api_version(),
+            "metadata": metadata,
+        });
         self.send("BOOKMARK", object)
     }
 }

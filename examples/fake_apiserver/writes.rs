@@ -72,7 +72,8 @@ fn apply_namespace(object: &mut Value, target: &Target) -> Result<(), ApiError> 
             Some(given) if given == ns => {}
             Some(_) => {
                 return Err(ApiError::bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request",
+                    "the namespace of the provided object does not match the namespace sent on \
+                     the request",
                 ));
             }
         },
@@ -180,7 +181,9 @@ pub(crate) fn patch(
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json (got {content_type:?})"
+                "the body of the request was in an unknown format - accepted media types include: \
+                 application/merge-patch+json, application/strategic-merge-patch+json \
+                 (got {content_type:?})"
             ),
         ));
     }
