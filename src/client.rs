@@ -155,7 +155,7 @@ impl ClientConn {
 
     pub fn is_watching(&self) -> bool {
         match &self.phase {
-            Phase::Exchange(exchange) => exchange.is_watch(),
+            Phase::Exchange(exchange) => exchange.is_long_running(),
             Phase::OfflineWatch(_) | Phase::Tunnel(_) => true,
             _ => false,
         }

@@ -107,12 +107,19 @@ impl Exchange {
         matches!(&self.response, ResponseState::AwaitingHead(buf) if buf.is_empty())
     }
 
-    pub fn is_watch(&self) -> bool {
-        matches!(self.route, Classified::Watch(_))
+    /// A long-running request (kube-apiserver's term): a watch, a followed log, an
+    /// exec/attach/port-forward or proxy stream. These may be silent for long
+    /// stretches, so no idle timeout applies; their own timeouts end them.
+    pub fn is_long_running(&self) -> bool {
+        let query_is = |name: &str, values: &[&str]| http1::query_param(&self.request.target, name).is_some_and(|v| values.contains(&v));
+        let path = self.request.path();
+        let streaming_subresource = ["/exec", "/attach", "/portforward", "/proxy"].iter().any(|s| path.ends_with(s)) || path.contains("/proxy/");
+        matches!(self.route, Classified::Watch(_)) || query_is("watch", &["true", "1"]) || query_is("follow", &["true", "1"]) || streaming_subresource
     }
 
-    pub fn is_streaming_watch(&self) -> bool {
-        matches!(&self.response, ResponseState::Body(body) if body.watch_id.is_some())
+    /// A long-running response is streaming to the client.
+    pub fn is_streaming(&self) -> bool {
+        matches!(self.response, ResponseState::Body(_)) && self.is_long_running()
     }
 
     /// Does all the work possible now, in both directions.

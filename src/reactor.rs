@@ -662,11 +662,11 @@ impl Reactor {
         }
     }
 
-    /// When the cloud is lost, proxied watches may hang on a dead link: close them
-    /// so their clients re-watch and get served from the cache.
+    /// When the cloud is lost, proxied streams may hang on a dead link: close them
+    /// so watch clients re-watch and get served from the cache.
     fn end_proxied_watches(&mut self) {
         for slot in self.conns.slots() {
-            let streaming = matches!(self.conns.get(slot), Some(Conn::Client(c)) if matches!(&c.phase, Phase::Exchange(e) if e.is_streaming_watch()));
+            let streaming = matches!(self.conns.get(slot), Some(Conn::Client(c)) if matches!(&c.phase, Phase::Exchange(e) if e.is_streaming()));
             if streaming && let Some(Conn::Client(client)) = self.conns.take(slot) {
                 self.close_client(slot, client);
             }
@@ -873,7 +873,7 @@ fn client_deadline(client: &ClientConn, connect_timeout: Duration) -> Option<Ins
         Phase::ReadHead { started: Some(started) } => Some(*started + HEAD_READ_TIMEOUT),
         Phase::ReadHead { started: None } => Some(client.phase_since + IDLE_KEEP_ALIVE),
         Phase::Exchange(exchange) if !exchange.upstream.is_established() => Some(exchange.started + connect_timeout),
-        Phase::Exchange(exchange) if exchange.is_watch() => None,
+        Phase::Exchange(exchange) if exchange.is_long_running() => None,
         Phase::Exchange(exchange) => Some(exchange.last_activity + EXCHANGE_IDLE_TIMEOUT),
         Phase::AwaitCache { .. } => Some(client.phase_since + CACHE_LOOKUP_TIMEOUT),
         Phase::OfflineWatch(watch) => Some(watch.next_bookmark.map_or(watch.ends_at, |b| b.min(watch.ends_at))),

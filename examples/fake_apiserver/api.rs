@@ -34,7 +34,7 @@ impl From<ApiError> for Reply {
 }
 
 /// What a resource path names.
-pub(crate) struct Target {
+pub struct Target {
     pub resource: ResourceId,
     pub namespace: Option<String>,
     pub name: Option<String>,
@@ -68,48 +68,51 @@ pub fn handle(request: &Request, shared: &Shared) -> Option<Reply> {
 
 fn parse_target(path: &str) -> Option<Result<Target, ApiError>> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, version, mut rest) = match segments.as_slice() {
+    let (group, version, rest) = match segments.as_slice() {
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return None,
     };
-    if rest.is_empty() {
-        return None;
-    }
-    let legacy_watch = rest[0] == "watch";
-    if legacy_watch {
-        rest = &rest[1..];
-    }
-    let (namespace, rest) = match rest {
-        ["namespaces", ns, resource, tail @ ..] if !matches!(*resource, "status" | "finalize") => {
-            (Some(ns.to_string()), [&[*resource][..], tail].concat())
-        }
-        _ => (None, rest.to_vec()),
+    (!rest.is_empty()).then(|| resolve_target(group, version, rest))
+}
+
+/// Resolves what follows the group-version:
+/// `[watch/][namespaces/{ns}/]{plural}[/{name}[/{subresource}]]`.
+fn resolve_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
+    let (legacy_watch, rest) = match rest {
+        ["watch", tail @ ..] => (true, tail),
+        _ => (false, rest),
     };
-    let target = (|| {
-        let (plural, name, subresource) = match rest.as_slice() {
-            [plural] => (*plural, None, None),
-            [plural, name] => (*plural, Some(name.to_string()), None),
-            [plural, name, sub] => (*plural, Some(name.to_string()), Some(sub.to_string())),
-            _ => return Err(ApiError::not_found_path()),
-        };
-        let resource =
-            resources::find(group, version, plural).ok_or_else(ApiError::not_found_path)?;
-        let namespaced = resources::get(resource).namespaced;
-        if (namespace.is_some() && !namespaced)
-            || (namespace.is_none() && namespaced && name.is_some())
-        {
-            return Err(ApiError::not_found_path());
+    let (namespace, rest) = match rest {
+        // `namespaces/{name}/status` is a subresource of a namespace, not a resource in it.
+        ["namespaces", ns, plural, ..] if !matches!(*plural, "status" | "finalize") => {
+            (Some(ns.to_string()), &rest[2..])
         }
-        Ok(Target {
-            resource,
-            namespace: namespace.clone(),
-            name,
-            subresource,
-            legacy_watch,
-        })
-    })();
-    Some(target)
+        _ => (None, rest),
+    };
+    let (plural, name, subresource) = match rest {
+        [plural] => (*plural, None, None),
+        [plural, name] => (*plural, Some(name.to_string()), None),
+        [plural, name, sub] => (*plural, Some(name.to_string()), Some(sub.to_string())),
+        _ => return Err(ApiError::not_found_path()),
+    };
+    let resource = resources::find(group, version, plural).ok_or_else(ApiError::not_found_path)?;
+    let namespaced = resources::get(resource).namespaced;
+    let misplaced = if namespaced {
+        namespace.is_none() && name.is_some()
+    } else {
+        namespace.is_some()
+    };
+    if misplaced {
+        return Err(ApiError::not_found_path());
+    }
+    Ok(Target {
+        resource,
+        namespace,
+        name,
+        subresource,
+        legacy_watch,
+    })
 }
 
 fn dispatch(request: &Request, shared: &Shared, target: &Target) -> Result<Reply, ApiError> {
@@ -171,7 +174,7 @@ fn subresource_reply(
     }
 }
 
-pub(crate) fn negotiate(request: &Request, target: &Target) -> Result<Repr, ApiError> {
+pub fn negotiate(request: &Request, target: &Target) -> Result<Repr, ApiError> {
     repr::negotiate(
         request.header("Accept"),
         target.type_(),
@@ -179,7 +182,7 @@ pub(crate) fn negotiate(request: &Request, target: &Target) -> Result<Repr, ApiE
     )
 }
 
-pub(crate) fn object_reply(
+pub fn object_reply(
     request: &Request,
     target: &Target,
     status: u16,
@@ -194,7 +197,7 @@ pub(crate) fn object_reply(
     )))
 }
 
-pub(crate) fn selector(request: &Request) -> Result<Selector, ApiError> {
+pub fn selector(request: &Request) -> Result<Selector, ApiError> {
     Ok(Selector {
         labels: LabelSelector::parse(request.query_param("labelSelector").unwrap_or_default())?,
         fields: FieldSelector::parse(request.query_param("fieldSelector").unwrap_or_default())?,
@@ -253,7 +256,7 @@ fn list(request: &Request, shared: &Shared, target: &Target) -> Result<Reply, Ap
 }
 
 /// `(namespace, name)`: the list order, and what a continue token remembers.
-pub(crate) fn object_position(object: &Value) -> (String, String) {
+pub fn object_position(object: &Value) -> (String, String) {
     let text = |field: &str| {
         object["metadata"][field]
             .as_str()

@@ -81,11 +81,7 @@ fn apply_namespace(object: &mut Value, target: &Target) -> Result<(), ApiError> 
     Ok(())
 }
 
-pub(crate) fn create(
-    request: &Request,
-    shared: &Shared,
-    target: &Target,
-) -> Result<Reply, ApiError> {
+pub fn create(request: &Request, shared: &Shared, target: &Target) -> Result<Reply, ApiError> {
     let mut object = body_object(request)?;
     check_type(&mut object, target)?;
     apply_namespace(&mut object, target)?;
@@ -143,7 +139,7 @@ fn default_status(object: &mut Value, type_: &ResourceType) {
     }
 }
 
-pub(crate) fn update(
+pub fn update(
     request: &Request,
     shared: &Shared,
     target: &Target,
@@ -165,7 +161,7 @@ pub(crate) fn update(
     object_reply(request, target, 200, &updated)
 }
 
-pub(crate) fn patch(
+pub fn patch(
     request: &Request,
     shared: &Shared,
     target: &Target,
@@ -197,9 +193,8 @@ pub(crate) fn patch(
         let mut object = current.clone();
         merge_patch(&mut object, &patch);
         check_type(&mut object, target)?;
-        for field in ["name", "namespace"] {
-            object["metadata"][field] = current["metadata"][field].clone();
-        }
+        apply_namespace(&mut object, target)?;
+        object["metadata"]["name"] = json!(name);
         store.replace(key.clone(), object)
     })?;
     object_reply(request, target, 200, &patched)
@@ -228,7 +223,7 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-pub(crate) fn delete(
+pub fn delete(
     request: &Request,
     shared: &Shared,
     target: &Target,
@@ -240,7 +235,7 @@ pub(crate) fn delete(
 
 /// DELETE on a collection: removes every object matching the selectors and answers the list
 /// of deleted objects.
-pub(crate) fn delete_collection(
+pub fn delete_collection(
     request: &Request,
     shared: &Shared,
     target: &Target,
