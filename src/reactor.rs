@@ -222,9 +222,8 @@ impl Reactor {
                 self.drive_client(client_slot);
             }
             Some(Conn::IdleUpstream(upstream)) => {
-                // An idle connection has nothing to say: data or EOF means it is done.
                 upstream.transport.mark_ready(readable, writable);
-                if readable {
+                if readable && !upstream.still_idle() {
                     self.close_idle_upstream(slot);
                 }
             }
@@ -444,12 +443,15 @@ impl Reactor {
     fn checkout_upstream(&mut self, identity: &Arc<Identity>, client_slot: usize) -> io::Result<(UpstreamConn, usize)> {
         while let Some(slot) = self.pool.take(&identity.name) {
             match self.conns.take(slot) {
-                Some(Conn::IdleUpstream(mut upstream)) if upstream.identity.generation == identity.generation && upstream.looks_open() => {
+                Some(Conn::IdleUpstream(mut upstream)) => {
+                    if upstream.identity.generation != identity.generation || !upstream.still_idle() {
+                        self.drop_upstream(slot, *upstream);
+                        continue;
+                    }
                     upstream.reused = true;
                     self.conns.put(slot, Conn::BusyUpstream { client: client_slot });
                     return Ok((*upstream, slot));
                 }
-                Some(Conn::IdleUpstream(upstream)) => self.drop_upstream(slot, *upstream),
                 Some(other) => self.conns.put(slot, other),
                 None => {}
             }

@@ -39,11 +39,7 @@ pub fn notify_to(socket: &str, state: &str) -> io::Result<()> {
     let addr = socket_addr(socket)?;
     let sender = UnixDatagram::unbound()?;
     let sent = sender.send_to_addr(state.as_bytes(), &addr)?;
-    if sent == state.len() {
-        Ok(())
-    } else {
-        Err(io::Error::new(io::ErrorKind::WriteZero, "short datagram"))
-    }
+    if sent == state.len() { Ok(()) } else { Err(io::Error::new(io::ErrorKind::WriteZero, "short datagram")) }
 }
 
 fn socket_addr(socket: &str) -> io::Result<SocketAddr> {

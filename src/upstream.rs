@@ -14,7 +14,7 @@ use mio::net::TcpStream;
 use rustls::pki_types::ServerName;
 
 use crate::tls::Identity;
-use crate::transport::Transport;
+use crate::transport::{ReadOutcome, Transport};
 
 /// Idle connections kept per identity.
 const MAX_IDLE_PER_IDENTITY: usize = 8;
@@ -61,11 +61,12 @@ impl UpstreamConn {
         }
     }
 
-    /// An idle connection the cloud has not closed: nothing to read (no FIN, no
-    /// stray bytes). Checked before reuse, since the close may not have been polled yet.
-    pub fn looks_open(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.transport.socket.peek(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    /// Whether an idle connection is still usable: reading it finds nothing (TLS
+    /// housekeeping such as session tickets is absorbed) — no plaintext, no close.
+    /// Checked before reuse too, since the cloud's close may not have been polled yet.
+    pub fn still_idle(&mut self) -> bool {
+        self.transport.mark_ready(true, false);
+        matches!(self.transport.read_plain(&mut [0u8; 1]), Ok(ReadOutcome::WouldBlock))
     }
 
     /// TCP and TLS are both up.

@@ -143,7 +143,10 @@ fn unit_passes_systemd_analyze_verify() {
         return;
     };
     // verify checks that ExecStart= is executable: point it at the binary under test.
-    let unit = read_repo_file(UNIT).replace("ExecStart=/usr/bin/lite-apiserver", &format!("ExecStart={}", lite_apiserver_bin().display()));
+    let unit = read_repo_file(UNIT).replace(
+        "ExecStart=/usr/bin/lite-apiserver",
+        &format!("ExecStart={}", lite_apiserver_bin().display()),
+    );
     let dir = TempDir::new("unit");
     let path = dir.join("lite-apiserver.service");
     fs::write(&path, unit).expect("write unit copy");
@@ -195,7 +198,12 @@ fn unit_command_line_parses_to_the_documented_defaults() {
     let args = expand_exec_start(exec_start, &env);
     assert_eq!(args[0], "/usr/bin/lite-apiserver");
     let unit = parse_flags(args[1..].to_vec());
-    let binary = parse_flags(strings(&["--ca-file=/c", "--tls-cert-file=/c", "--tls-private-key-file=/k", "--kube-apiserver-url=10.0.0.1"]));
+    let binary = parse_flags(strings(&[
+        "--ca-file=/c",
+        "--tls-cert-file=/c",
+        "--tls-private-key-file=/k",
+        "--kube-apiserver-url=10.0.0.1",
+    ]));
     assert_eq!(unit.upstream_host, "10.0.0.1");
     assert_eq!(unit.upstream_port, binary.upstream_port);
     assert_eq!(unit.addresses, binary.addresses);
@@ -217,7 +225,10 @@ fn unit_command_line_parses_to_the_documented_defaults() {
 #[test]
 fn conf_documents_every_flag_and_agrees_with_the_unit() {
     let conf = read_repo_file(CONF);
-    let flags = USAGE.split_whitespace().filter_map(|word| word.strip_prefix("--")).map(|flag| flag.trim_end_matches(','));
+    let flags = USAGE
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix("--"))
+        .map(|flag| flag.trim_end_matches(','));
     for flag in flags.filter(|flag| !matches!(*flag, "help" | "version")) {
         assert!(conf.contains(&format!("--{flag}")), "{CONF} does not document --{flag}");
     }
@@ -225,7 +236,10 @@ fn conf_documents_every_flag_and_agrees_with_the_unit() {
     let (set, documented) = conf_variables(&conf);
     for (name, unit_default) in &unit_env {
         if let Some(default) = documented.get(name) {
-            assert_eq!(default, unit_default, "{CONF} documents #{name}={default}, the unit defaults to {unit_default}");
+            assert_eq!(
+                default, unit_default,
+                "{CONF} documents #{name}={default}, the unit defaults to {unit_default}"
+            );
         } else {
             assert!(set.contains_key(name), "{CONF} does not mention {name}, used by the unit");
         }
@@ -234,10 +248,14 @@ fn conf_documents_every_flag_and_agrees_with_the_unit() {
 
 #[test]
 fn tls_json_and_kubeconfig_examples_are_usable() {
-    let tls: serde_json::Value = serde_json::from_str(&read_repo_file("conf/tls.json")).expect("tls.json is JSON");
+    let tls: serde_json::Value =
+        serde_json::from_str(&read_repo_file("conf/tls.json")).expect("tls.json is JSON");
     let pairs = tls.as_array().expect("tls.json is a list");
     let kubelet = "/var/lib/kubelet/pki/kubelet-client-current.pem";
-    assert!(pairs.iter().any(|pair| pair["cert"] == kubelet && pair["key"] == kubelet), "kubelet identity in tls.json");
+    assert!(
+        pairs.iter().any(|pair| pair["cert"] == kubelet && pair["key"] == kubelet),
+        "kubelet identity in tls.json"
+    );
     assert!(pairs.iter().any(|pair| pair["cert"].as_str().is_some_and(|cert| cert.contains("kube-proxy"))));
     assert!(pairs.iter().all(|pair| pair["cert"].is_string() && pair["key"].is_string()));
     let kubeconfig = read_repo_file("conf/kubelet.kubeconfig");
@@ -320,7 +338,8 @@ fn systemd_is_notified_when_serving_and_when_stopping() {
     let cache = TempDir::new("notify-cache");
     // NOTIFY_SOCKET goes to the child only (through env(1), which execs in place): the
     // test process's environment is shared by every test thread.
-    let mut args = vec![format!("NOTIFY_SOCKET={}", socket_path.display()), lite_apiserver_bin().display().to_string()];
+    let mut args =
+        vec![format!("NOTIFY_SOCKET={}", socket_path.display()), lite_apiserver_bin().display().to_string()];
     args.extend(Lite::default_args(&env.pki, fake.port, port, cache.path()));
     let mut proc = Proc::spawn(Path::new("/usr/bin/env"), &args);
 
@@ -331,7 +350,11 @@ fn systemd_is_notified_when_serving_and_when_stopping() {
 
     proc.signal(libc::SIGTERM);
     assert_eq!(receive_notification(&socket, &proc), "STOPPING=1");
-    assert!(proc.wait_exit(Duration::from_secs(10)).is_some_and(|status| status.success()), "{}", proc.output());
+    assert!(
+        proc.wait_exit(Duration::from_secs(10)).is_some_and(|status| status.success()),
+        "{}",
+        proc.output()
+    );
 }
 
 fn receive_notification(socket: &UnixDatagram, proc: &Proc) -> String {
@@ -356,7 +379,11 @@ fn run_install(destdir: &Path, extra_args: &[&str]) -> String {
         .output()
         .expect("run install.sh");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "install.sh failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "install.sh failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     stdout
 }
 
@@ -383,8 +410,14 @@ fn install_sh_puts_files_in_place_with_their_modes() {
     }
     let installed = fs::read(root.join("usr/bin/lite-apiserver")).expect("installed binary");
     assert!(installed == fs::read(lite_apiserver_bin()).expect("built binary"), "binary copied unchanged");
-    assert_eq!(fs::read_to_string(root.join("etc/systemd/system/lite-apiserver.service")).expect("unit"), read_repo_file(UNIT));
-    assert!(stdout.contains("To uninstall:") && stdout.contains("systemctl disable --now lite-apiserver"), "{stdout}");
+    assert_eq!(
+        fs::read_to_string(root.join("etc/systemd/system/lite-apiserver.service")).expect("unit"),
+        read_repo_file(UNIT)
+    );
+    assert!(
+        stdout.contains("To uninstall:") && stdout.contains("systemctl disable --now lite-apiserver"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -395,7 +428,10 @@ fn install_sh_keeps_edited_config_and_follows_the_prefix() {
     fs::write(&conf, "KUBE_APISERVER_URL=https://cloud.example:6443\n").expect("edit conf");
     run_install(root.path(), &["--prefix=/usr/local"]);
     assert_eq!(fs::read_to_string(&conf).expect("conf"), "KUBE_APISERVER_URL=https://cloud.example:6443\n");
-    assert_eq!(fs::read_to_string(root.join("etc/kubernetes/edge/lite-apiserver.conf.new")).expect(".new"), read_repo_file(CONF));
+    assert_eq!(
+        fs::read_to_string(root.join("etc/kubernetes/edge/lite-apiserver.conf.new")).expect(".new"),
+        read_repo_file(CONF)
+    );
     assert!(!root.join("etc/kubernetes/edge/tls.json.new").exists(), "an unchanged tls.json is left alone");
     let unit = fs::read_to_string(root.join("etc/systemd/system/lite-apiserver.service")).expect("unit");
     assert!(unit.contains("ExecStart=/usr/local/bin/lite-apiserver \\\n"), "ExecStart follows --prefix");
@@ -417,7 +453,8 @@ fn has_elf_interpreter(path: &Path) -> bool {
         if big_endian { bytes.iter().fold(0, fold) } else { bytes.iter().rev().fold(0, fold) }
     };
     // (e_phoff, its width, e_phentsize, e_phnum) for ELFCLASS32 and ELFCLASS64.
-    let (phoff, phoff_width, phentsize, phnum) = if elf[4] == 2 { (0x20, 8, 0x36, 0x38) } else { (0x1c, 4, 0x2a, 0x2c) };
+    let (phoff, phoff_width, phentsize, phnum) =
+        if elf[4] == 2 { (0x20, 8, 0x36, 0x38) } else { (0x1c, 4, 0x2a, 0x2c) };
     let table = number(phoff, phoff_width);
     let entry_size = number(phentsize, 2);
     (0..number(phnum, 2)).any(|i| number(table + i * entry_size, 4) == PT_INTERP as usize)
@@ -440,7 +477,11 @@ fn static_binary_is_static_small_and_resolves_names() {
     };
     assert!(!has_elf_interpreter(&binary), "{} has an ELF interpreter: not static", binary.display());
     let size = fs::metadata(&binary).expect("static binary").len();
-    assert!(size < MAX_STATIC_BINARY_BYTES, "{} is {size} bytes, over {MAX_STATIC_BINARY_BYTES}", binary.display());
+    assert!(
+        size < MAX_STATIC_BINARY_BYTES,
+        "{} is {size} bytes, over {MAX_STATIC_BINARY_BYTES}",
+        binary.display()
+    );
 
     let env = TestEnv::new("static");
     let fake = env.fake(&[]);

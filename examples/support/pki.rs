@@ -57,24 +57,14 @@ impl Pki {
     ///   three client identities.
     pub fn generate(dir: &Path) -> Result<Pki> {
         fs::create_dir_all(dir)?;
-        let pki = Pki {
-            dir: fs::canonicalize(dir)?,
-        };
+        let pki = Pki { dir: fs::canonicalize(dir)? };
         pki.write_ca("ca", CLUSTER_CA_CN)?;
         pki.reissue_server()?;
         for (name, cn, org) in CLIENT_IDENTITIES {
-            pki.issue(
-                "ca",
-                name,
-                &leaf_params(cn, org, ExtendedKeyUsagePurpose::ClientAuth)?,
-            )?;
+            pki.issue("ca", name, &leaf_params(cn, org, ExtendedKeyUsagePurpose::ClientAuth)?)?;
         }
         pki.write_ca("rogue-ca", ROGUE_CA_CN)?;
-        pki.issue(
-            "rogue-ca",
-            "rogue",
-            &leaf_params("admin", None, ExtendedKeyUsagePurpose::ClientAuth)?,
-        )?;
+        pki.issue("rogue-ca", "rogue", &leaf_params("admin", None, ExtendedKeyUsagePurpose::ClientAuth)?)?;
         pki.write_tls_json()?;
         Ok(pki)
     }
@@ -83,19 +73,14 @@ impl Pki {
     /// the given CN, signed by the CA in `dir` (its key is read back from `ca.key`). Returns the
     /// serial in the [`serial_hex`] format.
     pub fn issue_client(&self, name: &str, cn: &str) -> Result<String> {
-        self.issue(
-            "ca",
-            name,
-            &leaf_params(cn, None, ExtendedKeyUsagePurpose::ClientAuth)?,
-        )
+        self.issue("ca", name, &leaf_params(cn, None, ExtendedKeyUsagePurpose::ClientAuth)?)
     }
 
     /// Re-issues `server.crt`/`server.key` with a new key and serial (serving-cert rotation);
     /// returns the serial in the [`serial_hex`] format.
     pub fn reissue_server(&self) -> Result<String> {
         let mut params = leaf_params(SERVER_CN, None, ExtendedKeyUsagePurpose::ServerAuth)?;
-        params.subject_alt_names =
-            CertificateParams::new(SERVER_SANS.map(String::from))?.subject_alt_names;
+        params.subject_alt_names = CertificateParams::new(SERVER_SANS.map(String::from))?.subject_alt_names;
         self.issue("ca", "server", &params)
     }
 
@@ -126,27 +111,15 @@ impl Pki {
     /// subject is rebuilt from the same parameters `write_ca` used; only the key is read back.
     fn load_issuer(&self, ca: &str) -> Result<Issuer<'static, KeyPair>> {
         let key = KeyPair::from_pem(&fs::read_to_string(self.path(&format!("{ca}.key")))?)?;
-        let cn = if ca == "rogue-ca" {
-            ROGUE_CA_CN
-        } else {
-            CLUSTER_CA_CN
-        };
+        let cn = if ca == "rogue-ca" { ROGUE_CA_CN } else { CLUSTER_CA_CN };
         Ok(Issuer::new(ca_params(cn)?, key))
     }
 
     /// Writes the key first and the certificate second, each through a rename, so a reader
     /// never sees a half-written file (it may briefly see a new key with the old cert).
     fn write_pair(&self, name: &str, cert_pem: &str, key_pem: &str) -> Result<()> {
-        write_atomically(
-            &self.path(&format!("{name}.key")),
-            key_pem.as_bytes(),
-            0o600,
-        )?;
-        write_atomically(
-            &self.path(&format!("{name}.crt")),
-            cert_pem.as_bytes(),
-            0o644,
-        )
+        write_atomically(&self.path(&format!("{name}.key")), key_pem.as_bytes(), 0o600)?;
+        write_atomically(&self.path(&format!("{name}.crt")), cert_pem.as_bytes(), 0o644)
     }
 
     fn write_tls_json(&self) -> Result<()> {
@@ -169,11 +142,7 @@ impl Pki {
 pub fn serial_hex(bytes: &[u8]) -> String {
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let trimmed = hex.trim_start_matches('0');
-    if trimmed.is_empty() {
-        "0".to_string()
-    } else {
-        trimmed.to_string()
-    }
+    if trimmed.is_empty() { "0".to_string() } else { trimmed.to_string() }
 }
 
 fn ca_params(cn: &str) -> Result<CertificateParams> {
@@ -181,32 +150,20 @@ fn ca_params(cn: &str) -> Result<CertificateParams> {
     params.distinguished_name.remove(DnType::CommonName);
     params.distinguished_name.push(DnType::CommonName, cn);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     set_validity(&mut params)?;
     Ok(params)
 }
 
-fn leaf_params(
-    cn: &str,
-    org: Option<&str>,
-    usage: ExtendedKeyUsagePurpose,
-) -> Result<CertificateParams> {
+fn leaf_params(cn: &str, org: Option<&str>, usage: ExtendedKeyUsagePurpose) -> Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::new())?;
     params.distinguished_name.remove(DnType::CommonName);
     if let Some(org) = org {
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, org);
+        params.distinguished_name.push(DnType::OrganizationName, org);
     }
     params.distinguished_name.push(DnType::CommonName, cn);
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = vec![usage];
     params.use_authority_key_identifier_extension = true;
     set_validity(&mut params)?;
@@ -226,9 +183,7 @@ fn set_validity(params: &mut CertificateParams) -> Result<()> {
 /// exactly these bytes and [`serial_hex`] is always 32 digits.
 fn random_serial() -> Result<[u8; 16]> {
     let mut serial = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut serial)
-        .map_err(|_| "system random generator failed")?;
+    SystemRandom::new().fill(&mut serial).map_err(|_| "system random generator failed")?;
     serial[0] = 0x10 + serial[0] % 0x70;
     Ok(serial)
 }
@@ -236,12 +191,7 @@ fn random_serial() -> Result<[u8; 16]> {
 fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
+    let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
     file.write_all(contents)?;
     file.sync_all()?;
     fs::rename(&tmp, path)?;

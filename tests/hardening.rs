@@ -1,0 +1,920 @@
+//! Hardening tests (issue 7): the real lite-apiserver binary in front of the fake
+//! kube-apiserver, attacked with malformed HTTP, non-TLS bytes, smuggling attempts, stalled
+//! and vanishing peers, connection floods and a misbehaving upstream. After every abuse the
+//! proxy must still answer a good request, and its open file descriptors and connection
+//! gauges (read from `/metrics` on the diagnostics port) must return to their baseline.
+//!
+//! Tests that wait out a built-in timeout (head read 30 s, exchange idle 60 s, keep-alive
+//! 90 s) are `#[ignore]`d so CI stays fast; run them with `--ignored`.
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::wire::{self, ChunkDecoder, Framing};
+use common::*;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+/// How long a single raw read or a clean-up may take before the test fails.
+const IO_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the proxy gets to release connections and descriptors after an abuse.
+const SETTLE: Duration = Duration::from_secs(15);
+/// The proxy's TLS handshake timeout (reactor.rs), plus slack.
+const HANDSHAKE_CUTOFF: Duration = Duration::from_secs(10 + 8);
+
+// ---------------------------------------------------------------------------------------
+// The rig: fake + proxy with a diagnostics port, and the leak check.
+// ---------------------------------------------------------------------------------------
+
+/// A fake apiserver behind a lite-apiserver whose diagnostics listener is on `diag`.
+/// Fields drop in order: the proxy, the fake, then the PKI directory.
+struct Rig {
+    lite: Lite,
+    fake: FakeApiserver,
+    diag: u16,
+    env: TestEnv,
+}
+
+/// What "nothing leaked" means for one proxy: with no client connected, its descriptors are
+/// this constant plus one per open (busy or pooled) upstream connection.
+struct Baseline {
+    fds_without_upstreams: i64,
+}
+
+/// The proxy's gauges and fd count at one moment.
+#[derive(Debug)]
+struct Snapshot {
+    clients: u64,
+    upstreams: u64,
+    watches: u64,
+    fds: i64,
+}
+
+impl Rig {
+    fn start(label: &str, fake_args: &[&str], lite_args: &[&str]) -> Rig {
+        let env = TestEnv::new(label);
+        let fake = env.fake(fake_args);
+        let diag = free_port();
+        let mut args = vec![format!("--diagnostics-port={diag}")];
+        args.extend(lite_args.iter().map(|a| a.to_string()));
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let lite = env.lite(fake.port, &arg_refs);
+        let rig = Rig { lite, fake, diag, env };
+        wait_for(IO_DEADLINE, || diagnostics_get(rig.diag, "/healthz").ok())
+            .expect("diagnostics listener answers");
+        rig
+    }
+
+    fn client(&self, cert: Option<&str>) -> Client {
+        self.env.client(self.lite.port, cert)
+    }
+
+    /// A TLS connection to the proxy presenting `kubelet.crt`.
+    fn raw(&self) -> RawTls {
+        RawTls::open(&self.env.pki, self.lite.port, Some("kubelet")).expect("TLS connection to the proxy")
+    }
+
+    fn metrics(&self) -> String {
+        diagnostics_get(self.diag, "/metrics").expect("GET /metrics")
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        metric_value(&self.metrics(), name).unwrap_or_else(|| panic!("no {name} in /metrics"))
+    }
+
+    fn snapshot(&mut self) -> Snapshot {
+        let metrics = self.metrics();
+        let gauge = |name: &str| metric_value(&metrics, name).unwrap_or_else(|| panic!("no {name}:\n{metrics}"));
+        let pid = self.lite.proc().pid();
+        Snapshot {
+            clients: gauge("lite_apiserver_open_client_connections"),
+            upstreams: gauge("lite_apiserver_open_upstream_connections"),
+            watches: gauge("lite_apiserver_open_watches"),
+            fds: open_fds(pid),
+        }
+    }
+
+    /// One good GET through the proxy, on a fresh connection that is closed afterwards.
+    fn good_request(&mut self) {
+        self.lite.assert_alive();
+        let response = self.client(Some("kubelet")).get(PODS);
+        assert_eq!(response.status, 200, "good request after abuse: {}", response.text());
+    }
+
+    /// Snapshot once a good request has run and every client connection is gone.
+    fn baseline(&mut self) -> Baseline {
+        self.good_request();
+        let settled = wait_for(SETTLE, || {
+            let first = self.snapshot();
+            let second = self.snapshot();
+            let quiet = first.clients == 0 && first.fds - first.upstreams as i64 == second.fds - second.upstreams as i64;
+            quiet.then_some(first)
+        })
+        .expect("the proxy settles after one good request");
+        Baseline { fds_without_upstreams: settled.fds - settled.upstreams as i64 }
+    }
+
+    /// The proxy is alive, answers a good request, and holds no client connection, watch or
+    /// descriptor beyond the baseline (pooled upstream connections are allowed).
+    fn assert_recovered(&mut self, baseline: &Baseline, after: &str) {
+        self.good_request();
+        let mut last = None;
+        let settled = wait_for(SETTLE, || {
+            let now = self.snapshot();
+            let clean = now.clients == 0
+                && now.watches == 0
+                && now.fds - now.upstreams as i64 == baseline.fds_without_upstreams;
+            last = Some(now);
+            clean.then_some(())
+        });
+        assert!(
+            settled.is_some(),
+            "after {after}: leaked — last {last:?}, expected 0 clients, 0 watches and {} fds + upstreams",
+            baseline.fds_without_upstreams
+        );
+    }
+}
+
+/// Plain HTTP GET on the diagnostics listener; returns the body.
+fn diagnostics_get(port: u16, path: &str) -> io::Result<String> {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+    stream.set_read_timeout(Some(IO_DEADLINE))?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    match text.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+        _ => Err(io::Error::other(format!("diagnostics {path}: {text}"))),
+    }
+}
+
+/// The value of an unlabelled Prometheus sample.
+fn metric_value(metrics: &str, name: &str) -> Option<u64> {
+    metrics.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn open_fds(pid: u32) -> i64 {
+    let dir = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("list {dir}: {e}")).count() as i64
+}
+
+// ---------------------------------------------------------------------------------------
+// A raw TLS connection: exact bytes out, responses and EOF observed.
+// ---------------------------------------------------------------------------------------
+
+/// A TLS client that writes exactly the bytes it is given, so the tests can send what no
+/// well-behaved client would, then read responses or wait for the proxy to hang up.
+struct RawTls {
+    tls: StreamOwned<ClientConnection, TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl RawTls {
+    fn open(pki: &Pki, port: u16, cert: Option<&str>) -> io::Result<RawTls> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut sock = TcpStream::connect_timeout(&addr, IO_DEADLINE)?;
+        sock.set_read_timeout(Some(IO_DEADLINE))?;
+        sock.set_write_timeout(Some(IO_DEADLINE))?;
+        let name = ServerName::try_from("localhost").expect("server name");
+        let mut tls = ClientConnection::new(client_tls_config(pki, cert), name).map_err(io::Error::other)?;
+        while tls.is_handshaking() {
+            tls.complete_io(&mut sock)?;
+        }
+        Ok(RawTls { tls: StreamOwned::new(tls, sock), buf: Vec::new() })
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.tls.write_all(bytes)?;
+        self.tls.flush()
+    }
+
+    /// Reads more bytes; `Ok(0)` at end of stream (with or without close_notify).
+    fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+        }
+        self.tls.sock.set_read_timeout(Some(remaining))?;
+        let mut chunk = [0u8; 16 * 1024];
+        match self.tls.read(&mut chunk) {
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, "no data before the deadline"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads one complete response to a request with `method`.
+    fn response(&mut self, method: &str) -> io::Result<Response> {
+        let deadline = Instant::now() + IO_DEADLINE;
+        let head = loop {
+            if let Some((head, len)) = wire::parse_head(&self.buf)? {
+                self.buf.drain(..len);
+                break head;
+            }
+            if self.fill(deadline)? == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a response head"));
+            }
+        };
+        let body = match wire::framing(&head, method)? {
+            Framing::None => Vec::new(),
+            Framing::Length(len) => {
+                while self.buf.len() < len {
+                    if self.fill(deadline)? == 0 {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body cut short"));
+                    }
+                }
+                self.buf.drain(..len).collect()
+            }
+            Framing::Chunked => {
+                let mut decoder = ChunkDecoder::default();
+                let mut body = Vec::new();
+                loop {
+                    let used = decoder.feed(&self.buf, &mut body)?;
+                    self.buf.drain(..used);
+                    if decoder.is_done() {
+                        break body;
+                    }
+                    if self.fill(deadline)? == 0 {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "chunked body cut short"));
+                    }
+                }
+            }
+            Framing::UntilClose => {
+                while self.fill(deadline)? > 0 {}
+                std::mem::take(&mut self.buf)
+            }
+        };
+        Ok(Response { status: head.status, headers: head.headers, body })
+    }
+
+    /// Whether the proxy ends the connection within `timeout` (anything it sends meanwhile
+    /// is kept in `buf`). A reset counts as closed.
+    fn closed_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.fill(deadline) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return false,
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+fn client_tls_config(pki: &Pki, cert: Option<&str>) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for ca in pem_certs(&pki.path("ca.crt")) {
+        roots.add(ca).expect("CA certificate");
+    }
+    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots);
+    let config = match cert {
+        None => builder.with_no_client_auth(),
+        Some(name) => {
+            let key_path = pki.path(&format!("{name}.key"));
+            let key = rustls_pemfile::private_key(&mut io::BufReader::new(std::fs::File::open(&key_path).expect("key file")))
+                .expect("parse key")
+                .expect("a private key");
+            builder.with_client_auth_cert(pem_certs(&pki.path(&format!("{name}.crt"))), key).expect("client cert")
+        }
+    };
+    Arc::new(config)
+}
+
+fn pem_certs(path: &Path) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    rustls_pemfile::certs(&mut io::BufReader::new(file)).collect::<Result<_, _>>().expect("parse PEM certificates")
+}
+
+/// The first TLS flight of a real client (its ClientHello record).
+fn client_hello(pki: &Pki) -> Vec<u8> {
+    let name = ServerName::try_from("localhost").expect("server name");
+    let mut tls = ClientConnection::new(client_tls_config(pki, None), name).expect("client connection");
+    let mut hello = Vec::new();
+    while tls.wants_write() {
+        tls.write_tls(&mut hello).expect("ClientHello");
+    }
+    hello
+}
+
+/// Writes `bytes` on a plain TCP connection to `port`, optionally half-closes, and reports
+/// whether the peer hung up within `timeout`, with whatever it sent back.
+fn plain_tcp_abuse(port: u16, bytes: &[u8], half_close: bool, timeout: Duration) -> (bool, Vec<u8>) {
+    let mut sock = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+    sock.write_all(bytes).expect("write");
+    if half_close {
+        sock.shutdown(Shutdown::Write).expect("half-close");
+    }
+    let deadline = Instant::now() + timeout;
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return (false, received);
+        }
+        sock.set_read_timeout(Some(remaining)).expect("timeout");
+        match sock.read(&mut chunk) {
+            Ok(0) => return (true, received),
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return (false, received),
+            Err(_) => return (true, received),
+        }
+    }
+}
+
+/// `len` bytes from a fixed-seed xorshift: the same garbage every run.
+fn garbage(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+/// Sends `request` on a fresh connection and expects a `code` Status written by the proxy
+/// itself (the fake stamps `X-Fake-User` on its answers), then the connection closing.
+fn expect_local_rejection(rig: &Rig, request: &[u8], code: u16) {
+    let shown = String::from_utf8_lossy(&request[..request.len().min(120)]).into_owned();
+    let mut conn = rig.raw();
+    conn.send(request).unwrap_or_else(|e| panic!("send {shown:?}: {e}"));
+    let response = conn.response("GET").unwrap_or_else(|e| panic!("no answer to {shown:?}: {e}"));
+    assert_status_body(&response, code);
+    assert!(response.header("x-fake-user").is_none(), "{shown:?} reached the fake: {:?}", response.headers);
+    assert!(conn.closed_within(IO_DEADLINE), "connection left open after rejecting {shown:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Protocol abuse.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn malformed_request_heads_get_a_400_status_and_a_close() {
+    let mut rig = Rig::start("malformed", &[], &[]);
+    let baseline = rig.baseline();
+    let cases: &[&[u8]] = &[
+        b"GARBAGE\r\n\r\n",
+        b"GET /api HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET /api HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+        b"GET /a\x00pi HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /api HTTP/1.1\r\nX-Nul: a\x00b\r\n\r\n",
+        b"GET /api HTTP/1.1\r\nX-Ctl: a\x01b\r\n\r\n",
+        b"GET /api HTTP/1.1\r\nBad Name: v\r\n\r\n",
+        b"GET /api HTTP/1.1\r\nX\x7fDel: v\r\n\r\n",
+        b"GET /api HTTP/1.1\r\n: no name\r\n\r\n",
+        b"GET /api HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n",
+        b"GET /api HTTP/1.1\r\nX-Folded: a\r\n  b\r\n\r\n",
+        b"G\xc3\x89T /api HTTP/1.1\r\n\r\n",
+        b"\x00\x00\x00\x00\r\n\r\n",
+    ];
+    for case in cases {
+        expect_local_rejection(&rig, case, 400);
+    }
+    rig.assert_recovered(&baseline, "malformed heads");
+}
+
+#[test]
+fn an_oversized_head_gets_431_and_one_within_limits_is_proxied() {
+    let mut rig = Rig::start("bighead", &[], &[]);
+    let baseline = rig.baseline();
+    let mut big = b"GET /debug/echo HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    big.resize(70 * 1024, b'a');
+    big.extend_from_slice(b"\r\n\r\n");
+    expect_local_rejection(&rig, &big, 431);
+
+    // Many medium headers adding up past the limit, sent slowly in pieces.
+    let mut conn = rig.raw();
+    for i in 0..100 {
+        let line = format!("X-Filler-{i}: {}\r\n", "b".repeat(1000));
+        let bytes = if i == 0 { format!("GET /debug/echo HTTP/1.1\r\nHost: x\r\n{line}") } else { line };
+        if conn.send(bytes.as_bytes()).is_err() {
+            break; // the proxy answered and hung up mid-head: fine
+        }
+    }
+    let response = conn.response("GET").expect("an answer to a head growing past 64 KiB");
+    assert_status_body(&response, 431);
+
+    // 40 KiB of headers is within the limit: forwarded and echoed intact.
+    let value = "c".repeat(40 * 1024);
+    let echo = rig.client(Some("kubelet")).request("GET", "/debug/echo", &[("X-Large", &value)], b"").expect_status(200).json();
+    assert_eq!(echo_header(&echo, "x-large"), vec![value]);
+    rig.assert_recovered(&baseline, "oversized heads");
+}
+
+#[test]
+fn too_many_headers_get_a_4xx_status() {
+    let mut rig = Rig::start("manyheaders", &[], &[]);
+    let baseline = rig.baseline();
+    let mut request = b"GET /debug/echo HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..300 {
+        request.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+    }
+    request.extend_from_slice(b"\r\n");
+    let mut conn = rig.raw();
+    conn.send(&request).expect("send");
+    let response = conn.response("GET").expect("an answer");
+    assert!(matches!(response.status, 400 | 431), "300 headers answered {}", response.status);
+    assert_status_body(&response, response.status);
+    assert!(conn.closed_within(IO_DEADLINE));
+    rig.assert_recovered(&baseline, "too many headers");
+}
+
+#[test]
+fn ambiguous_body_framing_is_refused_before_reaching_the_cloud() {
+    let mut rig = Rig::start("smuggling", &[], &[]);
+    let baseline = rig.baseline();
+    let cases: &[&[u8]] = &[
+        b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\nhello!",
+        b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+        b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\nhello",
+        b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n",
+        b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        b"POST /debug/echo HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ];
+    for case in cases {
+        expect_local_rejection(&rig, case, 400);
+    }
+    // Repeated identical lengths are not ambiguous.
+    let mut conn = rig.raw();
+    conn.send(b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello").expect("send");
+    let echo = conn.response("POST").expect("answer").expect_status(200).json();
+    assert_eq!(echo["body"], "hello");
+    drop(conn);
+    rig.assert_recovered(&baseline, "smuggling attempts");
+}
+
+#[test]
+fn bad_chunked_request_bodies_get_a_400_status() {
+    let mut rig = Rig::start("badchunks", &[], &[]);
+    let baseline = rig.baseline();
+    let head = b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let long_extension = format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(5000));
+    let huge_trailer = format!("0\r\nX-T: {}\r\n\r\n", "t".repeat(70 * 1024));
+    let bodies: Vec<Vec<u8>> = vec![
+        b"zz\r\nhello\r\n0\r\n\r\n".to_vec(),
+        b"5\r\nhelloXX0\r\n\r\n".to_vec(),
+        b"\r\n\r\n".to_vec(),
+        b"11111111111111111\r\n".to_vec(),
+        b"-5\r\nhello\r\n0\r\n\r\n".to_vec(),
+        b"5\rhello\r\n0\r\n\r\n".to_vec(),
+        b"0\r\n\r\x00".to_vec(),
+        long_extension.into_bytes(),
+        huge_trailer.into_bytes(),
+    ];
+    for body in &bodies {
+        let mut request = head.to_vec();
+        request.extend_from_slice(body);
+        let shown = String::from_utf8_lossy(&body[..body.len().min(40)]).into_owned();
+        let mut conn = rig.raw();
+        let _ = conn.send(&request); // the proxy may hang up while a long body is being sent
+        match conn.response("POST") {
+            Ok(response) => {
+                assert_status_body(&response, 400);
+                assert!(conn.closed_within(IO_DEADLINE), "open after bad chunked body {shown:?}");
+            }
+            Err(e) => panic!("bad chunked body {shown:?}: no 400 Status ({e})"),
+        }
+    }
+    rig.assert_recovered(&baseline, "bad chunked bodies");
+}
+
+#[test]
+fn valid_chunked_request_bodies_with_extensions_and_trailers_are_forwarded() {
+    let mut rig = Rig::start("goodchunks", &[], &[]);
+    let baseline = rig.baseline();
+    let mut conn = rig.raw();
+    conn.send(b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nhel\r\n2\r\nlo\r\n0\r\nX-Trailer: t\r\n\r\n")
+        .expect("send");
+    let echo = conn.response("POST").expect("answer").expect_status(200).json();
+    assert_eq!(echo["body"], "hello");
+    drop(conn);
+    rig.assert_recovered(&baseline, "chunked body with extensions and trailers");
+}
+
+#[test]
+fn a_body_shorter_than_announced_then_close_frees_everything() {
+    let mut rig = Rig::start("shortbody", &[], &[]);
+    let baseline = rig.baseline();
+    for request in [
+        &b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789"[..],
+        b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100\r\nabc",
+        b"PUT /api/v1/namespaces/default/pods/p HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"kind\"",
+    ] {
+        let mut conn = rig.raw();
+        conn.send(request).expect("send");
+        std::thread::sleep(Duration::from_millis(200)); // let the head reach the cloud
+        drop(conn);
+    }
+    rig.assert_recovered(&baseline, "short bodies");
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let mut rig = Rig::start("pipeline", &[], &[]);
+    let baseline = rig.baseline();
+    let mut conn = rig.raw();
+    conn.send(
+        b"GET /debug/echo?n=1 HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /debug/echo?n=2 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+          GET /debug/blob?bytes=100000&chunked=1 HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /debug/echo?n=4 HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /debug/echo?n=5 HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP\r\n\r\n",
+    )
+    .expect("send pipeline");
+    let first = conn.response("GET").expect("1st").expect_status(200).json();
+    assert_eq!(first["query"], "n=1");
+    let second = conn.response("POST").expect("2nd").expect_status(200).json();
+    assert_eq!((second["query"].as_str(), second["body"].as_str()), (Some("n=2"), Some("hello")));
+    let blob = conn.response("GET").expect("3rd").expect_status(200);
+    assert_eq!(blob.body.len(), 100_000);
+    for n in [4, 5] {
+        let echo = conn.response("GET").unwrap_or_else(|e| panic!("response {n}: {e}")).expect_status(200).json();
+        assert_eq!(echo["query"], format!("n={n}"));
+    }
+    let refusal = conn.response("GET").expect("an answer to the garbage at the end");
+    assert_status_body(&refusal, 400);
+    assert!(conn.closed_within(IO_DEADLINE));
+    rig.assert_recovered(&baseline, "pipelining");
+}
+
+#[test]
+fn http_1_0_closes_by_default_and_gets_chunked_answers_dechunked() {
+    let mut rig = Rig::start("http10", &[], &[]);
+    let baseline = rig.baseline();
+
+    let mut conn = rig.raw();
+    conn.send(b"GET /debug/echo HTTP/1.0\r\nHost: x\r\n\r\n").expect("send");
+    let response = conn.response("GET").expect("answer").expect_status(200);
+    assert!(response.headers.has_token("connection", "close"), "{:?}", response.headers);
+    assert!(conn.closed_within(IO_DEADLINE), "HTTP/1.0 without keep-alive must be closed");
+
+    let mut conn = rig.raw();
+    conn.send(b"GET /debug/echo?n=1 HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n").expect("send");
+    let response = conn.response("GET").expect("answer").expect_status(200);
+    assert!(response.headers.has_token("connection", "keep-alive"), "{:?}", response.headers);
+    conn.send(b"GET /debug/echo?n=2 HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n").expect("send 2nd");
+    assert_eq!(conn.response("GET").expect("2nd answer").expect_status(200).json()["query"], "n=2");
+    drop(conn);
+
+    let direct = rig.env.client(rig.fake.port, Some("kubelet")).get("/debug/blob?bytes=300000&chunked=1").expect_status(200);
+    let mut conn = rig.raw();
+    conn.send(b"GET /debug/blob?bytes=300000&chunked=1 HTTP/1.0\r\nHost: x\r\n\r\n").expect("send");
+    let response = conn.response("GET").expect("answer").expect_status(200);
+    assert!(response.header("transfer-encoding").is_none(), "chunked sent to HTTP/1.0: {:?}", response.headers);
+    assert_eq!(sha256_hex(&response.body), sha256_hex(&direct.body), "de-chunked body differs ({} bytes)", response.body.len());
+    rig.assert_recovered(&baseline, "HTTP/1.0");
+}
+
+#[test]
+fn absolute_form_authority_form_and_asterisk_targets_get_400() {
+    let mut rig = Rig::start("targets", &[], &[]);
+    let baseline = rig.baseline();
+    for case in [
+        &b"GET https://localhost/api HTTP/1.1\r\nHost: localhost\r\n\r\n"[..],
+        b"GET http://evil.example/api HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"CONNECT 10.0.0.1:443 HTTP/1.1\r\nHost: 10.0.0.1:443\r\n\r\n",
+        b"GET api/v1/pods HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        expect_local_rejection(&rig, case, 400);
+    }
+    rig.assert_recovered(&baseline, "odd request targets");
+}
+
+#[test]
+fn traversal_and_percent_encoding_pass_through_verbatim() {
+    let mut rig = Rig::start("traversal", &[], &[]);
+    let baseline = rig.baseline();
+    let mut client = rig.client(Some("kubelet"));
+    // The query reaches the cloud byte for byte.
+    let query = "p=../../etc/passwd&q=%2e%2e%2F%2e%2e&r=%00&s=a+b";
+    let echo = client.get(&format!("/debug/echo?{query}")).expect_status(200).json();
+    assert_eq!(echo["query"], query);
+    // Paths are not normalized or decoded: had the proxy collapsed `..` (or decoded and then
+    // collapsed `%2e%2e`), these would reach /debug/echo and answer 200.
+    for path in ["/debug/x/../echo", "/debug/x/%2e%2e/echo", "/debug/x/%2E%2E/echo", "/debug/./echo", "/debug//echo"] {
+        let response = client.get(path);
+        assert_ne!(response.status, 200, "{path} was normalized to /debug/echo: {}", response.text());
+        assert!(response.header("x-fake-user").is_some(), "{path} was answered by the proxy, not the cloud: {}", response.text());
+    }
+    drop(client);
+    rig.assert_recovered(&baseline, "traversal paths");
+}
+
+#[test]
+fn plain_http_and_garbage_on_the_tls_port_are_closed() {
+    let mut rig = Rig::start("nontls", &[], &[]);
+    let baseline = rig.baseline();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("plain HTTP", b"GET /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec()),
+        ("random bytes", garbage(4096, 7)),
+        ("zeros", vec![0; 1024]),
+        ("TLS record of impossible length", b"\x16\x03\x01\xff\xff".to_vec()),
+        ("TLS record with junk inside", [&b"\x16\x03\x01\x00\x20"[..], &garbage(32, 9)].concat()),
+        ("SSLv2-style hello", b"\x80\x2e\x01\x00\x02\x00\x15\x00\x00\x00\x10".to_vec()),
+    ];
+    for (what, bytes) in &cases {
+        let (closed, reply) = plain_tcp_abuse(rig.lite.port, bytes, false, HANDSHAKE_CUTOFF);
+        assert!(closed, "{what}: connection left open");
+        assert!(!String::from_utf8_lossy(&reply).contains("HTTP/"), "{what}: answered in plain HTTP");
+    }
+    rig.assert_recovered(&baseline, "non-TLS bytes");
+}
+
+#[test]
+fn truncated_tls_handshakes_are_closed() {
+    let mut rig = Rig::start("truncatedtls", &[], &[]);
+    let baseline = rig.baseline();
+    let hello = client_hello(&rig.env.pki);
+    assert!(hello.len() > 10, "ClientHello is {} bytes", hello.len());
+    // Half a ClientHello, then the client hangs up its sending side.
+    let (closed, _) = plain_tcp_abuse(rig.lite.port, &hello[..hello.len() / 2], true, IO_DEADLINE);
+    assert!(closed, "half a ClientHello + FIN: left open");
+    // Half a ClientHello, then silence: the handshake timeout ends it.
+    let (closed, _) = plain_tcp_abuse(rig.lite.port, &hello[..hello.len() / 2], false, HANDSHAKE_CUTOFF);
+    assert!(closed, "half a ClientHello + silence: left open past the handshake timeout");
+    // A whole ClientHello and nothing more.
+    let (closed, _) = plain_tcp_abuse(rig.lite.port, &hello, false, HANDSHAKE_CUTOFF);
+    assert!(closed, "ClientHello then silence: left open past the handshake timeout");
+    // Connect and say nothing at all.
+    let (closed, _) = plain_tcp_abuse(rig.lite.port, b"", false, HANDSHAKE_CUTOFF);
+    assert!(closed, "silent TCP connection: left open past the handshake timeout");
+    rig.assert_recovered(&baseline, "truncated handshakes");
+}
+
+// ---------------------------------------------------------------------------------------
+// Exhaustion.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn many_stalled_partial_heads_do_not_stop_good_requests() {
+    let mut rig = Rig::start("stalled", &[], &[]);
+    let baseline = rig.baseline();
+    let mut stalled: Vec<RawTls> = (0..40)
+        .map(|i| {
+            let mut conn = rig.raw();
+            conn.send(format!("GET {PODS}?n={i} HTTP/1.1\r\nHost: x\r\nX-Slow: ").as_bytes()).expect("partial head");
+            conn
+        })
+        .collect();
+    for _ in 0..3 {
+        rig.good_request();
+    }
+    assert_eq!(rig.snapshot().clients, 40, "stalled connections are counted");
+    stalled.clear();
+    rig.assert_recovered(&baseline, "40 stalled partial heads");
+}
+
+#[test]
+#[ignore = "slow: waits out the 30 s head-read timeout"]
+fn slowloris_head_is_cut_off_by_the_head_read_timeout() {
+    let mut rig = Rig::start("slowloris", &[], &[]);
+    let baseline = rig.baseline();
+    let mut conn = rig.raw();
+    conn.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n").as_bytes()).expect("partial head");
+    let started = Instant::now();
+    let mut closed = false;
+    // One byte every two seconds: each keeps the connection busy, none completes the head.
+    while started.elapsed() < Duration::from_secs(45) {
+        if conn.send(b"X").is_err() || conn.closed_within(Duration::from_secs(2)) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a head dripping one byte every 2 s was still open after {:?}", started.elapsed());
+    eprintln!("slowloris connection closed after {:?}", started.elapsed());
+    rig.assert_recovered(&baseline, "slowloris");
+}
+
+#[test]
+#[ignore = "slow: waits out the 90 s idle keep-alive timeout"]
+fn idle_keep_alive_connections_are_closed() {
+    let mut rig = Rig::start("idle", &[], &[]);
+    let baseline = rig.baseline();
+    let mut conn = rig.raw();
+    conn.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).expect("send");
+    conn.response("GET").expect("answer").expect_status(200);
+    let started = Instant::now();
+    assert!(conn.closed_within(Duration::from_secs(110)), "idle connection open after {:?}", started.elapsed());
+    eprintln!("idle keep-alive connection closed after {:?}", started.elapsed());
+    rig.assert_recovered(&baseline, "idle keep-alive");
+}
+
+#[test]
+fn connections_beyond_max_connections_are_refused_and_the_first_ones_keep_working() {
+    const LIMIT: usize = 3;
+    let mut rig = Rig::start("maxconn", &[], &[&format!("--max-connections={LIMIT}")]);
+    let baseline = rig.baseline();
+    let mut held: Vec<RawTls> = (0..LIMIT).map(|_| rig.raw()).collect();
+    let rejected_before = rig.metric("lite_apiserver_rejected_connections_total");
+    let refused = match RawTls::open(&rig.env.pki, rig.lite.port, Some("kubelet")) {
+        Err(_) => true,
+        Ok(mut extra) => extra.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).is_err() || extra.response("GET").is_err(),
+    };
+    assert!(refused, "connection {} of a {LIMIT}-connection limit was served", LIMIT + 1);
+    assert!(rig.metric("lite_apiserver_rejected_connections_total") > rejected_before);
+    for (i, conn) in held.iter_mut().enumerate() {
+        conn.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).expect("send on a held connection");
+        let response = conn.response("GET").unwrap_or_else(|e| panic!("held connection {i}: {e}"));
+        assert_eq!(response.status, 200, "held connection {i}");
+    }
+    // A freed slot is usable again.
+    held.pop();
+    let reopened = wait_for(IO_DEADLINE, || {
+        let mut conn = RawTls::open(&rig.env.pki, rig.lite.port, Some("kubelet")).ok()?;
+        conn.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).ok()?;
+        conn.response("GET").ok().filter(|r| r.status == 200)
+    });
+    assert!(reopened.is_some(), "no connection accepted after one of {LIMIT} closed");
+    held.clear();
+    rig.assert_recovered(&baseline, "--max-connections flood");
+}
+
+/// Opens a watch through the proxy, waits until it is proxied, then drops the client without
+/// a word and checks the proxy lets go of the client and the upstream connection.
+fn vanishing_watch_client(label: &str, query: &str) {
+    let mut rig = Rig::start(label, &["--bookmark-interval-ms", "500"], &[]);
+    let baseline = rig.baseline();
+    let upstreams_before = rig.snapshot().upstreams;
+    let mut conn = rig.raw();
+    conn.send(format!("GET {PODS}?watch=true&timeoutSeconds=600{query} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .expect("send watch");
+    let deadline = Instant::now() + IO_DEADLINE;
+    while wire::parse_head(&conn.buf).expect("response head").is_none() {
+        assert!(conn.fill(deadline).expect("watch response head") > 0, "watch closed");
+    }
+    assert_eq!(rig.snapshot().clients, 1);
+    drop(conn);
+    let mut last = None;
+    let released = wait_for(SETTLE, || {
+        let now = rig.snapshot();
+        let done = now.clients == 0 && now.upstreams <= upstreams_before;
+        last = Some(now);
+        done.then_some(())
+    });
+    assert!(
+        released.is_some(),
+        "a vanished watch client is still held: {last:?} (upstreams before the watch: {upstreams_before})"
+    );
+    rig.assert_recovered(&baseline, "a vanished watch client");
+}
+
+#[test]
+fn a_watch_client_that_vanishes_while_events_flow_releases_the_upstream() {
+    vanishing_watch_client("vanish-busy", "&allowWatchBookmarks=true");
+}
+
+#[test]
+fn a_watch_client_that_vanishes_on_a_quiet_watch_releases_the_upstream() {
+    vanishing_watch_client("vanish-quiet", "");
+}
+
+#[test]
+#[ignore = "slow: waits out the 60 s exchange idle timeout (or the fake's 60 s hang)"]
+fn an_upstream_hanging_mid_body_ends_the_client_connection_and_caches_nothing() {
+    let mut rig = Rig::start("hangbody", &[], &[]);
+    let baseline = rig.baseline();
+    let stored_before = rig.metric("lite_apiserver_cache_stored_total");
+    let mut conn = rig.raw();
+    conn.send(b"GET /debug/hang-body HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    let started = Instant::now();
+    assert!(conn.closed_within(Duration::from_secs(80)), "client still open {:?} into a hung body", started.elapsed());
+    eprintln!("hung body: client closed after {:?}", started.elapsed());
+    let text = String::from_utf8_lossy(&conn.buf).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("0123456789"), "unexpected bytes: {text:?}");
+    assert_eq!(rig.metric("lite_apiserver_cache_stored_total"), stored_before, "a truncated body was cached");
+    rig.assert_recovered(&baseline, "an upstream hanging mid-body");
+}
+
+#[test]
+fn an_upstream_answering_garbage_gets_a_502_status() {
+    let mut rig = Rig::start("garbage", &[], &[]);
+    let baseline = rig.baseline();
+    let mut client = rig.client(Some("kubelet"));
+    assert_status_body(&client.get("/debug/garbage"), 502);
+    let posted = client.request("POST", "/debug/garbage", &[("Content-Type", "application/json")], b"{}");
+    assert_status_body(&posted, 502);
+    drop(client);
+    rig.assert_recovered(&baseline, "garbage from the upstream");
+}
+
+// ---------------------------------------------------------------------------------------
+// Security of what is kept and logged.
+// ---------------------------------------------------------------------------------------
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+/// Waits until the cache thread has stored at least `count` answers.
+fn wait_stored(rig: &Rig, count: u64) {
+    let stored = wait_for(IO_DEADLINE, || (rig.metric("lite_apiserver_cache_stored_total") >= count).then_some(()));
+    assert!(stored.is_some(), "the cache stored fewer than {count} answers:\n{}", rig.metrics());
+}
+
+#[test]
+fn cache_files_and_directory_are_private() {
+    let env_dir = TempDir::new("modes");
+    let fresh = env_dir.join("var/lib/lite-apiserver/cache");
+    let mut rig = Rig::start("modes", &[], &[&format!("--file-cache-path={}", fresh.display())]);
+    rig.good_request();
+    wait_stored(&rig, 1);
+    assert_eq!(mode(&fresh), 0o700, "cache directory {}", fresh.display());
+    for file in ["cache.db", "cache.db-wal", "cache.db-shm"] {
+        let path = fresh.join(file);
+        if path.exists() || file == "cache.db" {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+    // A directory that already exists (here 0755 from the test harness) keeps its mode, but
+    // the files in it are still private.
+    let mut rig = Rig::start("modes-existing", &[], &[]);
+    rig.good_request();
+    wait_stored(&rig, 1);
+    let dir = rig.lite.cache_dir().to_path_buf();
+    eprintln!("pre-existing cache directory mode: {:o}", mode(&dir));
+    assert_eq!(mode(&dir.join("cache.db")), 0o600);
+}
+
+#[test]
+fn bearer_tokens_are_never_logged_or_stored() {
+    const TOKEN: &str = "hardening-SECRET-token-4f1c9e";
+    let token_arg = format!("{TOKEN}=alice");
+    let mut rig = Rig::start("tokens", &["--token", &token_arg], &["--log-level=debug"]);
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("Authorization", bearer.as_str())];
+    let mut client = rig.client(None);
+    let listed = client.request("GET", PODS, &auth, b"").expect_status(200);
+    assert_eq!(listed.header("x-fake-user"), Some("alice"), "the token reached the cloud");
+    client.request("GET", "/api/v1/namespaces/default/configmaps", &auth, b"").expect_status(200);
+    client.request("GET", "/api/v1/nodes/absent", &auth, b"");
+    drop(client);
+    // A watch, a malformed request and a smuggling attempt, all carrying the token.
+    let mut conn = RawTls::open(&rig.env.pki, rig.lite.port, None).expect("connect");
+    conn.send(format!("GET {PODS}?watch=true&timeoutSeconds=2 HTTP/1.1\r\nHost: x\r\nAuthorization: {bearer}\r\n\r\n").as_bytes())
+        .expect("watch");
+    conn.response("GET").expect("watch ends after timeoutSeconds");
+    let mut conn = RawTls::open(&rig.env.pki, rig.lite.port, None).expect("connect");
+    conn.send(format!("GET /api HTTP/1.1\r\nAuthorization: {bearer}\r\nX-Bad\x01: v\r\n\r\n").as_bytes()).expect("send");
+    assert_status_body(&conn.response("GET").expect("answer"), 400);
+    let mut conn = RawTls::open(&rig.env.pki, rig.lite.port, None).expect("connect");
+    conn.send(format!("POST /debug/echo HTTP/1.1\r\nAuthorization: {bearer}\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n").as_bytes())
+        .expect("send");
+    assert_status_body(&conn.response("POST").expect("answer"), 400);
+    wait_stored(&rig, 2);
+    // Offline: the cached list is found under the token's hash.
+    rig.fake.stop();
+    let offline = wait_for(Duration::from_secs(20), || {
+        let response = rig.client(None).try_request("GET", PODS, &auth, b"").ok()?;
+        (response.status == 200 && response.header("x-fake-user").is_none()).then_some(response)
+    });
+    assert!(offline.is_some(), "the token's cached list was not served offline");
+
+    let debug_cache = diagnostics_get(rig.diag, "/debug/cache").expect("/debug/cache");
+    let metrics = rig.metrics();
+    rig.lite.sigterm();
+    rig.lite.proc().wait_output(Duration::from_secs(15)).expect("lite-apiserver exits on SIGTERM");
+    let stderr = rig.lite.proc().output();
+    assert!(stderr.contains("DEBUG"), "debug logging was not on:\n{stderr}");
+    for (place, text) in [("the log", &stderr), ("/debug/cache", &debug_cache), ("/metrics", &metrics)] {
+        assert!(!text.contains(TOKEN), "the bearer token appears in {place}:\n{text}");
+    }
+    let mut files = 0;
+    for entry in std::fs::read_dir(rig.lite.cache_dir()).expect("cache dir") {
+        let path = entry.expect("entry").path();
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        assert!(!contains(&bytes, TOKEN.as_bytes()), "the bearer token is stored in {}", path.display());
+        files += 1;
+    }
+    assert!(files > 0, "no cache files to inspect");
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
