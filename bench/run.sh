@@ -9,11 +9,13 @@
 #   peer    nginx, 1 worker, mTLS reverse proxy (proxy_ssl_certificate) -> up
 # and measures with examples/bench_client (rustls, presents client certs).
 #
-# Knobs (environment): BENCH_DURATION (s per load run, 4), BENCH_CONNECTIONS (8),
+# Knobs (environment): BENCH_DURATION (s per load run, 3), BENCH_REPEAT (3: runs per
+# figure in (1) and (2), interleaved, median taken), BENCH_CONNECTIONS (8),
 # BENCH_WATCHERS (500), BENCH_CONFIGMAPS (5000), BENCH_EVENTS (5000 per churn round),
 # BENCH_EVENT_RATE (1000 paced events/s),
 # BENCH_UPSTREAM_VERIFY (optional|on|off), BENCH_WORK (scratch dir), BENCH_DOC (output
-# markdown, docs/BENCHMARKS.md), BENCH_PROFILE=1 (also perf-record lite-apiserver, built
+# markdown, docs/BENCHMARKS.md), BENCH_REPORT_ONLY=1 (with BENCH_WORK of a finished run:
+# only re-render its tables), BENCH_PROFILE=1 (also perf-record lite-apiserver, built
 # with line tables, during the GET and LIST runs), CARGO_TARGET_DIR.
 set -euo pipefail
 
@@ -23,7 +25,8 @@ source "$ROOT/bench/lib.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-DURATION=${BENCH_DURATION:-4}
+DURATION=${BENCH_DURATION:-3}
+REPEAT=${BENCH_REPEAT:-3}
 CONNS=${BENCH_CONNECTIONS:-8}
 WATCHERS=${BENCH_WATCHERS:-500}
 CONFIGMAPS=${BENCH_CONFIGMAPS:-5000}
@@ -191,15 +194,39 @@ path_of() {
     esac
 }
 
+# repeated LABEL TARGETS REQUEST CONNS: $REPEAT rounds over the targets (interleaved, so
+# a noisy moment hits all of them), then the median of each figure per target.
+repeated() {
+    local label=$1 targets=$2 request=$3 conns=$4 rep target
+    for ((rep = 1; rep <= REPEAT; rep++)); do
+        for target in $targets; do
+            load "$request-c$conns-$label$target-r$rep" "$(addr_of "$target")" "$(path_of "$request")" "$conns" --identity "$KUBELET"
+        done
+    done
+    for target in $targets; do
+        aggregate "$request-c$conns-$label$target"
+    done
+}
+
+# aggregate NAME: NAME-r*.json -> NAME.json with medians; totals and CPU ticks summed.
+aggregate() {
+    jq -s 'def median: sort | .[length / 2 | floor];
+        . as $runs
+        | reduce ($runs[0] | with_entries(select(.value | type == "number")) | keys[]) as $k
+            ({}; .[$k] = ([$runs[][$k]] | median))
+        | .reps = ($runs | length)
+        | .totals = {requests: ([$runs[].requests] | add), ok: ([$runs[].ok] | add), errors: ([$runs[].errors] | add)}
+        | .cpu_ticks = (reduce ($runs[0].cpu_ticks | keys[]) as $c ({}; .[$c] = ([$runs[].cpu_ticks[$c]] | add)))' \
+        "$RES/$1"-r*.json >"$RES/$1.json"
+}
+
 # (1) and (5): the same requests direct, through lite-apiserver and through nginx.
 measure_proxying() {
-    local request conns target
+    local request conns
     for request in get list100k list1m; do
         for conns in "$CONNS" 1; do
             [[ $request == list1m && $conns == 1 ]] && continue
-            for target in direct lite nginx; do
-                load "$request-c$conns-$target" "$(addr_of $target)" "$(path_of $request)" "$conns" --identity "$KUBELET"
-            done
+            repeated "" "direct lite nginx" "$request" "$conns"
         done
     done
     # The load generator itself, against wrk on the same direct requests (no client cert).
@@ -279,7 +306,8 @@ measure_fanout() {
 # (7): a cached LIST of $CONFIGMAPS objects, a watch through lite, PUTs at the fake apiserver.
 #   A: $EVENTS events paced at $EVENT_RATE/s: cache-thread CPU per event (-> events/s capacity);
 #   B: the same again while GETs run through lite: their p99 against a quiet run (reactor stall);
-#   C: $EVENTS events as fast as the fake takes them: does the cache keep up or drop the stream?
+#   C: a fresh LIST and watch, then $EVENTS events as fast as the fake takes them: does the
+#      cache keep up or drop the stream?
 measure_cache_writes() {
     "$BENCH" write --addr "127.0.0.1:$FAKE_PORT" --path "$CM_PATH" --ca "$PKI/ca.crt" --identity "$ADMIN" \
         --method POST --count "$CONFIGMAPS" --connections 4 --tag created >"$RES/cm-create.json"
@@ -288,15 +316,7 @@ measure_cache_writes() {
     calc "($EPOCHREALTIME - $t0) * 1000" 1 >"$RES/cm-list.ms"
     wait_thread_idle "$LITE_PID" cache 60 >/dev/null
 
-    local watch_out=$RES/cm-watch.out
-    "$BENCH" watch-count --addr "$(addr_of lite)" --path "$CM_PATH" --ca "$PKI/ca.crt" --identity "$KUBELET" \
-        --events $((3 * EVENTS)) --timeout 120 >"$watch_out" &
-    local watcher=$! i
-    for ((i = 0; i < 200; i++)); do
-        grep -q '"ready"' "$watch_out" 2>/dev/null && break
-        sleep 0.05
-    done
-
+    watch_configmaps ab $((2 * EVENTS))
     churn_round a --rate "$EVENT_RATE"
     local churn_secs
     churn_secs=$(calc "$EVENTS / $EVENT_RATE" 1)
@@ -305,14 +325,39 @@ measure_cache_writes() {
     local churn=$!
     LOAD_SECS=$churn_secs load cm-get-events "$(addr_of lite)" "$GET_PATH" 2 --identity "$KUBELET"
     wait "$churn"
+    end_watch
+    grep -c 'no longer updating' "$WORK/lite.log" >"$RES/cm-streams-stopped-ab.count" || true
+
+    lite_curl -o /dev/null "https://127.0.0.1:$LITE_PORT$CM_PATH"
+    wait_thread_idle "$LITE_PID" cache 60 >/dev/null
+    watch_configmaps c "$EVENTS"
     churn_round c
+    end_watch
+    grep -c 'no longer updating' "$WORK/lite.log" >"$RES/cm-streams-stopped.count" || true
+}
+
+# watch_configmaps NAME EVENTS: a watch through lite that counts EVENTS events (background).
+watch_configmaps() {
+    WATCH_OUT=$RES/cm-watch-$1.out
+    "$BENCH" watch-count --addr "$(addr_of lite)" --path "$CM_PATH" --ca "$PKI/ca.crt" --identity "$KUBELET" \
+        --events "$2" --timeout 120 >"$WATCH_OUT" &
+    WATCHER=$!
+    local i
+    for ((i = 0; i < 200; i++)); do
+        grep -q '"ready"' "$WATCH_OUT" 2>/dev/null && break
+        sleep 0.05
+    done
+}
+
+# Lets the watch see its last events (10 s at most), then ends it.
+end_watch() {
+    local i
     for ((i = 0; i < 100; i++)); do
-        kill -0 "$watcher" 2>/dev/null || break
+        kill -0 "$WATCHER" 2>/dev/null || break
         sleep 0.1
     done
-    stop_pid "$watcher"
-    wait "$watcher" 2>/dev/null || true
-    grep -c 'no longer updating' "$WORK/lite.log" >"$RES/cm-streams-stopped.count" || true
+    stop_pid "$WATCHER"
+    wait "$WATCHER" 2>/dev/null || true
 }
 
 # churn_round NAME [write flags]: PUTs every ConfigMap once (tag churn-NAME) and records the
@@ -350,7 +395,7 @@ measure_offline() {
     for request in get list100k list1m; do
         for conns in "$CONNS" 1; do
             [[ $request == list1m && $conns == 1 ]] && continue
-            load "$request-c$conns-offline" "$(addr_of lite)" "$(path_of $request)" "$conns" --identity "$KUBELET"
+            repeated offline- lite "$request" "$conns"
         done
     done
     # Which of the (7) updates reached the cached list: items per tag (each round PUTs every item).
@@ -385,7 +430,7 @@ report() {
     local wrk_rps
     wrk_rps=$(awk '/^Requests\/sec:/ { print $2 }' "$RES/wrk-get-direct.txt")
     echo "Load generator check: wrk (no client cert) ${wrk_rps:-n/a} req/s vs bench_client $(r get-c$CONNS-direct .rps) req/s on the direct GET, $CONNS connections."
-    echo "Errors or non-200 answers in these runs: $(jq -s 'map(.errors + .requests - .ok) | add' "$RES"/*-c*-{direct,lite,nginx}.json)."
+    echo "Figures are medians of $REPEAT interleaved runs of $DURATION s. Errors or non-200 answers in these runs: $(jq -s 'map(.totals.errors + .totals.requests - .totals.ok) | add' "$RES"/*-c*-{direct,lite,nginx}.json)."
     echo
 
     echo "### 5. CPU cost (CPU-seconds per 10k requests, from /proc/<pid>/stat utime+stime, $CONNS connections)"
@@ -395,9 +440,9 @@ report() {
     for request in get list100k list1m; do
         local l=$request-c$CONNS-lite n=$request-c$CONNS-nginx
         local lite_cpu peer_cpu
-        lite_cpu=$(per10k "$(r $l .cpu_ticks.lite)" "$(r $l .requests)")
-        peer_cpu=$(per10k "$(r $n .cpu_ticks.peer)" "$(r $n .requests)")
-        echo "| $(request_label $request) | $lite_cpu | $(per10k "$(r $l .cpu_ticks.lite_cache_thread)" "$(r $l .requests)") | $peer_cpu | **$(ratio "$lite_cpu" "$peer_cpu")** | $(per10k "$(r $l .cpu_ticks.upstream)" "$(r $l .requests)") / $(per10k "$(r $n .cpu_ticks.upstream)" "$(r $n .requests)") |"
+        lite_cpu=$(per10k "$(r $l .cpu_ticks.lite)" "$(r $l .totals.requests)")
+        peer_cpu=$(per10k "$(r $n .cpu_ticks.peer)" "$(r $n .totals.requests)")
+        echo "| $(request_label $request) | $lite_cpu | $(per10k "$(r $l .cpu_ticks.lite_cache_thread)" "$(r $l .totals.requests)") | $peer_cpu | **$(ratio "$lite_cpu" "$peer_cpu")** | $(per10k "$(r $l .cpu_ticks.upstream)" "$(r $l .totals.requests)") / $(per10k "$(r $n .cpu_ticks.upstream)" "$(r $n .totals.requests)") |"
     done
     echo
 
@@ -408,8 +453,8 @@ report() {
     for request in get list100k list1m; do
         for conns in "$CONNS" 1; do
             [[ $request == list1m && $conns == 1 ]] && continue
-            local on=$request-c$conns-lite off=$request-c$conns-offline
-            echo "| $(request_label $request) | $conns | $(r $on .rps) | $(r $off .rps) | **$(ratio "$(r $off .rps)" "$(r $on .rps)")** | $(r $on .p50_ms) / $(r $off .p50_ms) | $(r $on .p99_ms) / $(r $off .p99_ms) | $(r $off '.requests - .ok + .errors') |"
+            local on=$request-c$conns-lite off=$request-c$conns-offline-lite
+            echo "| $(request_label $request) | $conns | $(r $on .rps) | $(r $off .rps) | **$(ratio "$(r $off .rps)" "$(r $on .rps)")** | $(r $on .p50_ms) / $(r $off .p50_ms) | $(r $on .p99_ms) / $(r $off .p99_ms) | $(r $off '.totals.requests - .totals.ok + .totals.errors') |"
         done
     done
     echo
@@ -436,8 +481,10 @@ report() {
     echo "|---|---|---|---|---|---|---|"
     local target
     for target in fake direct lite nginx; do
-        echo "| $(target_label $target) | $(r fanout-$target .ready)/$WATCHERS in $(r fanout-$target .open_secs) s | $(r fanout-$target .p50_ms) | $(r fanout-$target .p99_ms) | $(r fanout-$target .max_ms) | $(r fanout-$target .missed) | $(ratio "$(r fanout-$target .p99_ms)" "$(r fanout-direct .p99_ms)") |"
+        echo "| $(target_label $target) | $(r fanout-$target .ready)/$WATCHERS in $(r fanout-$target .open_secs) s | $(r fanout-$target .p50_ms) | $(r fanout-$target .p99_ms) | $(r fanout-$target .max_ms) | $(r fanout-$target .missed) of $(r fanout-$target '.watchers * .rounds') | $(ratio "$(r fanout-$target .p99_ms)" "$(r fanout-direct .p99_ms)") |"
     done
+    echo
+    echo "Percentiles are over the watchers that saw the change within 10 s; \"missed\" counts the others. lite-apiserver declared the cloud down on its own $(unplanned_outages) time(s) during the run (not counting the offline phase): $(grep 'cloud apiserver unreachable' "$WORK/lite.log" | grep -v 'Connection refused' | sed 's/^.*serving from cache: //' | sort | uniq -c | sed 's/^ *//' | tr '\n' ';')"
     echo
 
     echo "### 6. Binary and start"
@@ -461,16 +508,19 @@ report() {
         case $round in
             a) desc="A: paced, nothing else" ;;
             b) desc="B: paced, with GET load" ;;
-            c) desc="C: burst, unpaced" ;;
+            c) desc="C: burst, unpaced (fresh LIST and watch)" ;;
         esac
         local f=cm-churn-$round cache_secs
         cache_secs=$(calc "$(r $f .cache_ticks) / $CLK_TCK" 2)
-        echo "| $desc | $(r $f .ok) in $(r $f .secs) s ($(r $f .per_sec)/s) | $cache_secs s | $( [[ $round == b ]] && echo "(shared with the GETs' stores)" || echo "**$(ratio "$(r $f .ok)" "$cache_secs" | cut -d. -f1)**") | $(calc "($(r $f .lite_ticks) - $(r $f .cache_ticks)) / $CLK_TCK" 2) s | $(r $f .applied_within_secs) s | $(r $f .dropped_writes) |"
+        local capacity="**$(ratio "$(r $f .ok)" "$cache_secs" | cut -d. -f1)**"
+        [[ $round == b ]] && capacity="(shared with storing the GETs)"
+        [[ $(r $f .dropped_writes) != 0 && $round != b ]] && capacity="n/a: events dropped, stream stopped"
+        echo "| $desc | $(r $f .ok) in $(r $f .secs) s ($(r $f .per_sec)/s) | $cache_secs s | $capacity | $(calc "($(r $f .lite_ticks) - $(r $f .cache_ticks)) / $CLK_TCK" 2) s | $(r $f .applied_within_secs) s | $(r $f .dropped_writes) |"
     done
     echo
     echo "Reactor stall (GET Pod through lite, 2 connections, $(calc "$EVENTS / $EVENT_RATE" 1) s each): quiet p50 / p99 / max $(r cm-get-quiet .p50_ms) / $(r cm-get-quiet .p99_ms) / $(r cm-get-quiet .max_ms) ms at $(r cm-get-quiet .rps) req/s; during round B $(r cm-get-events .p50_ms) / $(r cm-get-events .p99_ms) / $(r cm-get-events .max_ms) ms at $(r cm-get-events .rps) req/s — **p99 ×$(ratio "$(r cm-get-events .p99_ms)" "$(r cm-get-quiet .p99_ms)")**."
     echo
-    echo "Events seen by the watching client through lite: $(tail -1 "$RES/cm-watch.out" | jq -r '.events // "n/a"') of $((3 * EVENTS)). Watch streams the cache stopped following (\"no longer updating\" in lite's log): $(cat "$RES/cm-streams-stopped.count" 2>/dev/null || echo 0). The cached list read offline at the end: $(r cm-offline .items) items, by last update $(jq -c .tags "$RES/cm-offline.json") (all \"churn-c\" = every event applied)."
+    echo "Events seen by the watching clients through lite: A+B $(tail -1 "$RES/cm-watch-ab.out" | jq -r '.events // "n/a"') of $((2 * EVENTS)), C $(tail -1 "$RES/cm-watch-c.out" | jq -r '.events // "n/a"') of $EVENTS. Watch streams the cache stopped following (\"no longer updating\" in lite's log, a stream stops when one of its events is dropped): $(cat "$RES/cm-streams-stopped-ab.count" 2>/dev/null || echo 0) after A+B, $(cat "$RES/cm-streams-stopped.count" 2>/dev/null || echo 0) after C. The cached list read offline at the end: $(r cm-offline .items) items, by last update $(jq -c .tags "$RES/cm-offline.json") (all \"churn-c\" = every event of C applied)."
     echo
 
     echo "### Targets from issue 8"
@@ -478,19 +528,29 @@ report() {
     local get_ratio list_ratio offline_ratio idle peak bin fan
     get_ratio=$(ratio "$(r get-c$CONNS-lite .rps)" "$(r get-c$CONNS-nginx .rps)")
     list_ratio=$(ratio "$(r list100k-c$CONNS-lite .rps)" "$(r list100k-c$CONNS-nginx .rps)")
-    offline_ratio=$(ratio "$(r get-c$CONNS-offline .rps)" "$(r get-c$CONNS-lite .rps)")
+    offline_ratio=$(ratio "$(r get-c$CONNS-offline-lite .rps)" "$(r get-c$CONNS-lite .rps)")
     idle=$(mib "$(cat "$RES/idle-lite.kb")")
     peak=$(mib "$(cat "$RES/mem-lite-peak.kb")")
     bin=$(mib $((size / 1024)))
     fan=$(r fanout-lite .p99_ms)
+    local fan_missed
+    fan_missed=$(r fanout-lite .missed)
     echo "| target | measured | met |"
     echo "|---|---|---|"
     echo "| throughput ≥ nginx one worker (GET / LIST 100 KB, $CONNS conns) | ×$get_ratio / ×$list_ratio | $(yes_no "$get_ratio >= 1 && $list_ratio >= 1") |"
-    echo "| offline cache-hit throughput ≥ online (GET, LIST 100 KB) | ×$offline_ratio / ×$(ratio "$(r list100k-c$CONNS-offline .rps)" "$(r list100k-c$CONNS-lite .rps)") | $(yes_no "$offline_ratio >= 1 && $(ratio "$(r list100k-c$CONNS-offline .rps)" "$(r list100k-c$CONNS-lite .rps)") >= 1") |"
+    local offline_list_ratio
+    offline_list_ratio=$(ratio "$(r list100k-c$CONNS-offline-lite .rps)" "$(r list100k-c$CONNS-lite .rps)")
+    echo "| offline cache-hit throughput ≥ online (GET, LIST 100 KB) | ×$offline_ratio / ×$offline_list_ratio | $(yes_no "$offline_ratio >= 1 && $offline_list_ratio >= 1") |"
     echo "| idle RSS < 5 MiB | $idle MiB | $(yes_no "$idle < 5") |"
     echo "| peak RSS < 32 MiB at $WATCHERS watches | $peak MiB | $(yes_no "$peak < 32") |"
     echo "| binary < 5 MiB | $bin MiB | $(yes_no "$bin < 5") |"
-    echo "| p99 watch fan-out < 50 ms | $fan ms | $(yes_no "${fan:-1e9} < 50") |"
+    echo "| p99 watch fan-out < 50 ms (and none missed) | $fan ms, $fan_missed missed | $(yes_no "${fan:-1e9} < 50 && $fan_missed == 0") |"
+}
+
+# Times lite-apiserver went offline other than when the upstream was stopped on purpose
+# (that one logs "Connection refused").
+unplanned_outages() {
+    grep 'cloud apiserver unreachable' "$WORK/lite.log" | grep -vc 'Connection refused' || true
 }
 
 request_label() {
@@ -514,7 +574,7 @@ machine() {
     echo "- CPU: $(nproc) × $(lscpu | sed -n 's/^Model name: *//p' | head -1) ($(lscpu | sed -n 's/^Hypervisor vendor: *//p' | head -1 | sed 's/^\(.\)/virtualized, \1/'))"
     echo "- Memory: $(free -h | awk '/^Mem:/ { print $2 " total, " $7 " available at start" }')"
     echo "- Kernel: $(uname -r); $(nginx -v 2>&1 | sed 's/^nginx version: //'); $(rustc --version 2>/dev/null); wrk $(wrk -v 2>&1 | head -1 | awk '{ print $2 }')"
-    echo "- lite-apiserver at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)'); run $(date -u '+%Y-%m-%d %H:%M UTC'), $((SECONDS - RUN_STARTED)) s"
+    echo "- lite-apiserver at $(cat "$RES/run-commit"); run $(cat "$RES/run-date"), $(cat "$RES/run-secs") s"
     echo "- Everything on one machine: the load generator, lite-apiserver, both nginx and the fake apiserver share the $(nproc) CPUs, so absolute numbers are low and noisy; compare the ratios, which come from the same run."
 }
 
@@ -535,15 +595,17 @@ load generator). Machines here are shared and small: read the ratios.
 ## How to re-run
 
 ```sh
-bash bench/run.sh                  # ~5 minutes; installs nginx, wrk, jq with apt-get if missing
-BENCH_DURATION=10 bash bench/run.sh                  # longer load runs
+bash bench/run.sh                  # ~6 minutes plus the build; installs nginx, wrk, jq if missing
+BENCH_DURATION=10 bash bench/run.sh                   # longer load runs
 BENCH_PROFILE=1 bash bench/run.sh                    # also perf-record lite-apiserver (GET, LIST)
 BENCH_DOC=/tmp/b.md BENCH_WORK=/tmp/bw bash bench/run.sh   # write elsewhere, keep the scratch dir
+BENCH_REPORT_ONLY=1 BENCH_WORK=/tmp/bw bash bench/run.sh   # re-render the tables of that run
 ```
 
-Other knobs: `BENCH_CONNECTIONS` (8), `BENCH_WATCHERS` (500), `BENCH_CONFIGMAPS` (5000),
-`BENCH_EVENTS` (5000), `BENCH_UPSTREAM_VERIFY` (`optional`, `on`, `off`: client-cert check
-at the upstream). Raw results (one JSON per run, nginx configs, logs) stay in the scratch
+Other knobs: `BENCH_REPEAT` (3 interleaved runs per figure, median reported),
+`BENCH_CONNECTIONS` (8), `BENCH_WATCHERS` (500), `BENCH_CONFIGMAPS` (5000), `BENCH_EVENTS`
+(5000 per round), `BENCH_EVENT_RATE` (1000/s for the paced rounds), `BENCH_UPSTREAM_VERIFY`
+(`optional`, `on`, `off`: client-cert check at the upstream), `CARGO_TARGET_DIR`. Raw results (one JSON per run, nginx configs, logs) stay in the scratch
 directory printed at the end. Nothing here asserts timings; the "met" column is a report.
 
 ## Latest results
@@ -561,7 +623,26 @@ EOF
 
 # ---------------------------------------------------------------------------------------
 
+# Renders the tables from $RES (a finished run) to stdout and $DOC.
+render() {
+    local table
+    table=$(report)
+    echo
+    echo "$table"
+    echo
+    machine
+    write_doc "$table"
+    log "wrote $DOC; raw results in $RES"
+}
+
 main() {
+    if [[ -n ${BENCH_REPORT_ONLY:-} ]]; then
+        [[ -d $RES && -n ${BENCH_WORK:-} ]] || die "BENCH_REPORT_ONLY=1 needs BENCH_WORK=<scratch dir of a finished run>"
+        render
+        return
+    fi
+    echo "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')" >"$RES/run-commit"
+    date -u '+%Y-%m-%d %H:%M UTC' >"$RES/run-date"
     ensure_tools
     build
     make_pki
@@ -597,14 +678,8 @@ main() {
     measure_offline
     profile_lite offline get list100k
 
-    local table
-    table=$(report)
-    echo
-    echo "$table"
-    echo
-    machine
-    write_doc "$table"
-    log "wrote $DOC; raw results in $RES"
+    echo $((SECONDS - RUN_STARTED)) >"$RES/run-secs"
+    render
 }
 
 main "$@"

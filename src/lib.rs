@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod offline;
 pub mod proxy;
 pub mod reactor;
+pub mod sdnotify;
 pub mod server;
 pub mod signals;
 pub mod slab;

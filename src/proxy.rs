@@ -17,6 +17,8 @@ use crate::upstream::UpstreamConn;
 
 /// Largest response body copied to the cache; bigger ones are proxied, not cached.
 const MAX_CACHED_BODY: usize = 64 << 20;
+/// Most bytes held in cache copies at once, over all exchanges.
+const MAX_COPY_BYTES_IN_FLIGHT: usize = 64 << 20;
 /// Read from a source only while the destination queue is below this.
 const QUEUE_HIGH_WATER: usize = 16 * 1024;
 
@@ -123,7 +125,7 @@ impl Exchange {
     }
 
     /// Does all the work possible now, in both directions.
-    pub fn pump(&mut self, client: &mut ClientConn, cache: Option<&CacheHandle>, scratch: &mut [u8]) -> PumpOutcome {
+    pub fn pump(&mut self, client: &mut ClientConn, tee: &mut Tee<'_>, scratch: &mut [u8]) -> PumpOutcome {
         match self.upstream.poll_connected() {
             Ok(true) => {}
             Ok(false) => return PumpOutcome::Wait,
@@ -142,7 +144,7 @@ impl Exchange {
             Ok(moved) => progressed |= moved,
             Err(outcome) => return outcome,
         }
-        match self.forward_response(client, cache, scratch) {
+        match self.forward_response(client, tee, scratch) {
             Ok(moved) => progressed |= moved,
             Err(outcome) => return outcome,
         }
@@ -198,13 +200,13 @@ impl Exchange {
     }
 
     /// Response head and body, cloud → client, teeing payload to the cache.
-    fn forward_response(&mut self, client: &mut ClientConn, cache: Option<&CacheHandle>, scratch: &mut [u8]) -> Result<bool, PumpOutcome> {
+    fn forward_response(&mut self, client: &mut ClientConn, tee: &mut Tee<'_>, scratch: &mut [u8]) -> Result<bool, PumpOutcome> {
         let mut progressed = false;
         while client.out.len() < QUEUE_HIGH_WATER && !self.response_complete() {
             let n = match self.upstream.transport.read_plain(scratch) {
                 Ok(ReadOutcome::Data(n)) => n,
                 Ok(ReadOutcome::WouldBlock) => break,
-                Ok(ReadOutcome::Eof) => return self.upstream_eof(cache).map(|()| true),
+                Ok(ReadOutcome::Eof) => return self.upstream_eof(tee).map(|()| true),
                 Err(e) => return Err(self.failed(format!("read from the cloud failed: {e}"))),
             };
             progressed = true;
@@ -212,9 +214,9 @@ impl Exchange {
             match &mut self.response {
                 ResponseState::AwaitingHead(buf) => {
                     buf.extend_from_slice(bytes);
-                    self.try_response_head(client, cache)?;
+                    self.try_response_head(client, tee)?;
                 }
-                ResponseState::Body(body) => body.consume(bytes, client, cache)?,
+                ResponseState::Body(body) => body.consume(bytes, client, tee)?,
             }
             if let Err(e) = client.flush() {
                 return Err(PumpOutcome::Abort(format!("client write failed: {e}")));
@@ -227,7 +229,7 @@ impl Exchange {
         matches!(&self.response, ResponseState::Body(body) if body.tracker.is_done())
     }
 
-    fn try_response_head(&mut self, client: &mut ClientConn, cache: Option<&CacheHandle>) -> Result<(), PumpOutcome> {
+    fn try_response_head(&mut self, client: &mut ClientConn, tee: &mut Tee<'_>) -> Result<(), PumpOutcome> {
         let ResponseState::AwaitingHead(buf) = &mut self.response else { return Ok(()) };
         let (head, length) = match http1::parse_response(buf) {
             Ok(Some(parsed)) => parsed,
@@ -239,30 +241,30 @@ impl Exchange {
             // Interim response (100 Continue): pass it on and wait for the final one.
             client.out.push(&head.to_client_bytes(client.minor_version, false, false, &[]));
             *buf = rest;
-            return self.try_response_head(client, cache);
+            return self.try_response_head(client, tee);
         }
         let framing = head.framing(&self.request.method).map_err(|e| PumpOutcome::Abort(format!("bad response framing: {e}")))?;
-        let mut body = self.body_state(&head, framing, client.minor_version, cache);
+        let mut body = self.body_state(&head, framing, client.minor_version, tee);
         client.out.push(&head.to_client_bytes(client.minor_version, body.close_client, body.dechunk, &[]));
         if head.status == 101 {
             client.out.push(&rest);
             return Err(PumpOutcome::Upgraded);
         }
-        body.consume(&rest, client, cache)?;
+        body.consume(&rest, client, tee)?;
         self.response = ResponseState::Body(Box::new(body));
         Ok(())
     }
 
-    fn body_state(&mut self, head: &ResponseHead, framing: Framing, client_minor: u8, cache: Option<&CacheHandle>) -> BodyState {
+    fn body_state(&mut self, head: &ResponseHead, framing: Framing, client_minor: u8, tee: &mut Tee<'_>) -> BodyState {
         let dechunk = client_minor == 0 && framing == Framing::Chunked;
         let close_client = !self.request.keep_alive() || framing == Framing::UntilClose || dechunk;
         let content_type = head.header_str("content-type").unwrap_or("").to_string();
         let ok = head.status == 200;
-        let cache_copy = match (&self.route, cache) {
+        let cache_copy = match (&self.route, tee.cache) {
             (Classified::Read(key), Some(_)) if ok => Some((key.clone(), content_type.clone(), Vec::new())),
             _ => None,
         };
-        let watch_id = match (&self.route, cache) {
+        let watch_id = match (&self.route, tee.cache) {
             (Classified::Watch(request), Some(cache)) if ok && content_type.starts_with("application/json") => {
                 cache.watch_opened(self.next_watch_id, request);
                 Some(self.next_watch_id)
@@ -280,17 +282,17 @@ impl Exchange {
         }
     }
 
-    fn upstream_eof(&mut self, cache: Option<&CacheHandle>) -> Result<(), PumpOutcome> {
+    fn upstream_eof(&mut self, tee: &mut Tee<'_>) -> Result<(), PumpOutcome> {
         match &mut self.response {
             ResponseState::AwaitingHead(_) => Err(self.failed("the cloud apiserver closed the connection".into())),
             ResponseState::Body(body) if body.tracker.until_close() => {
                 body.upstream_reusable = false;
                 body.tracker = BodyTracker::new(Framing::None);
-                body.finish(cache);
+                body.finish(tee);
                 Ok(())
             }
             ResponseState::Body(body) => {
-                body.abandon(cache);
+                body.abandon(tee);
                 Err(PumpOutcome::Abort("the cloud apiserver closed mid-response".into()))
             }
         }
@@ -309,9 +311,9 @@ impl Exchange {
     }
 
     /// Stops teeing when the exchange ends early (client gone, timeout).
-    pub fn abandon(&mut self, cache: Option<&CacheHandle>) {
+    pub fn abandon(&mut self, tee: &mut Tee<'_>) {
         if let ResponseState::Body(body) = &mut self.response {
-            body.abandon(cache);
+            body.abandon(tee);
         }
     }
 
@@ -325,12 +327,13 @@ impl Exchange {
 
 impl BodyState {
     /// Body bytes from the cloud: to the client (raw, or de-chunked for HTTP/1.0) and the cache.
-    fn consume(&mut self, mut bytes: &[u8], client: &mut ClientConn, cache: Option<&CacheHandle>) -> Result<(), PumpOutcome> {
+    fn consume(&mut self, mut bytes: &[u8], client: &mut ClientConn, tee: &mut Tee<'_>) -> Result<(), PumpOutcome> {
         while !bytes.is_empty() && !self.tracker.is_done() {
             let dechunk = self.dechunk;
             let cache_copy = &mut self.cache_copy;
-            let watch = self.watch_id.zip(cache);
+            let watch = self.watch_id.zip(tee.cache);
             let out = &mut client.out;
+            let mut copied = 0;
             let progress = self
                 .tracker
                 .feed(bytes, &mut |payload| {
@@ -339,6 +342,7 @@ impl BodyState {
                     }
                     if let Some((_, _, copy)) = cache_copy {
                         copy.extend_from_slice(payload);
+                        copied += payload.len();
                     }
                     if let Some((id, cache)) = watch {
                         cache.watch_bytes(id, payload);
@@ -348,8 +352,10 @@ impl BodyState {
             if !dechunk {
                 client.out.push(&bytes[..progress.consumed]);
             }
-            if self.cache_copy.as_ref().is_some_and(|(_, _, copy)| copy.len() > MAX_CACHED_BODY) {
-                self.cache_copy = None;
+            tee.budget.used += copied;
+            let too_big = self.cache_copy.as_ref().is_some_and(|(_, _, copy)| copy.len() > MAX_CACHED_BODY);
+            if too_big || tee.budget.used > MAX_COPY_BYTES_IN_FLIGHT {
+                self.drop_copy(tee);
             }
             bytes = &bytes[progress.consumed..];
             if progress.consumed == 0 {
@@ -361,25 +367,51 @@ impl BodyState {
             self.upstream_reusable = false;
         }
         if self.tracker.is_done() {
-            self.finish(cache);
+            self.finish(tee);
         }
         Ok(())
     }
 
-    fn finish(&mut self, cache: Option<&CacheHandle>) {
-        let Some(cache) = cache else { return };
+    fn finish(&mut self, tee: &mut Tee<'_>) {
+        let Some(cache) = tee.cache else { return };
         if let Some(id) = self.watch_id.take() {
             cache.watch_closed(id);
         }
         if let Some((key, content_type, body)) = self.cache_copy.take() {
+            tee.budget.release(body.len());
             cache.store(key, &content_type, body);
         }
     }
 
-    fn abandon(&mut self, cache: Option<&CacheHandle>) {
-        self.cache_copy = None;
-        if let (Some(id), Some(cache)) = (self.watch_id.take(), cache) {
+    fn abandon(&mut self, tee: &mut Tee<'_>) {
+        self.drop_copy(tee);
+        if let (Some(id), Some(cache)) = (self.watch_id.take(), tee.cache) {
             cache.watch_closed(id);
         }
+    }
+
+    fn drop_copy(&mut self, tee: &mut Tee<'_>) {
+        if let Some((_, _, copy)) = self.cache_copy.take() {
+            tee.budget.release(copy.len());
+        }
+    }
+}
+
+/// Where response payload is teed: the cache, and the budget for copies in flight.
+pub struct Tee<'a> {
+    pub cache: Option<&'a CacheHandle>,
+    pub budget: &'a mut CopyBudget,
+}
+
+/// Bytes of response bodies being copied for the cache, across all exchanges: one
+/// cap, so N clients listing a large resource at once do not hold N copies.
+#[derive(Default)]
+pub struct CopyBudget {
+    used: usize,
+}
+
+impl CopyBudget {
+    fn release(&mut self, bytes: usize) {
+        self.used = self.used.saturating_sub(bytes);
     }
 }

@@ -30,7 +30,8 @@ use crate::config::Config;
 use crate::health::{HealthReport, Prober};
 use crate::http1::{self, RequestHead};
 use crate::metrics::{Metrics, Source};
-use crate::proxy::{Exchange, PumpOutcome};
+use crate::proxy::{CopyBudget, Exchange, PumpOutcome, Tee};
+use crate::sdnotify;
 use crate::signals::{Signal, Signals};
 use crate::slab::Slab;
 use crate::status::LocalResponse;
@@ -105,6 +106,7 @@ pub struct Reactor {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: Arc<Config>,
     scratch: Vec<u8>,
+    copy_budget: CopyBudget,
     /// Slots that stopped only to let others run; they continue without an event.
     ready: Vec<usize>,
     shutdown_deadline: Option<Instant>,
@@ -157,6 +159,7 @@ impl Reactor {
             metrics: parts.metrics,
             config: parts.config,
             scratch: vec![0; SCRATCH_BYTES],
+            copy_budget: CopyBudget::default(),
             ready: Vec::new(),
             shutdown_deadline: None,
             clients: 0,
@@ -476,7 +479,8 @@ impl Reactor {
         let Phase::Exchange(mut exchange) = std::mem::replace(&mut client.phase, Phase::Closing) else {
             return Step::Close;
         };
-        let outcome = exchange.pump(client, self.cache.as_ref(), &mut self.scratch);
+        let mut tee = Tee { cache: self.cache.as_ref(), budget: &mut self.copy_budget };
+        let outcome = exchange.pump(client, &mut tee, &mut self.scratch);
         match outcome {
             PumpOutcome::Progress => {
                 client.phase = Phase::Exchange(exchange);
@@ -503,11 +507,15 @@ impl Reactor {
             }
             PumpOutcome::Abort(reason) => {
                 log::debug!("exchange aborted: {reason}");
-                exchange.abandon(self.cache.as_ref());
+                exchange.abandon(&mut self.tee());
                 client.phase = Phase::Exchange(exchange);
                 Step::Close
             }
         }
+    }
+
+    fn tee(&mut self) -> Tee<'_> {
+        Tee { cache: self.cache.as_ref(), budget: &mut self.copy_budget }
     }
 
     fn count_exchange(&self, exchange: &Exchange) {
@@ -704,6 +712,7 @@ impl Reactor {
     /// Stops accepting, closes idle and streaming connections, and gives in-flight
     /// requests a few seconds to finish.
     fn begin_shutdown(&mut self) {
+        sdnotify::stopping();
         log::info!("shutting down: finishing in-flight requests for up to {}s", SHUTDOWN_GRACE.as_secs());
         self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
         for listener in &mut self.listeners {
@@ -771,7 +780,7 @@ impl Reactor {
             }
             Phase::Exchange(mut exchange) => {
                 log::debug!("{} {}: no progress for {}s, closing", exchange.request.method, exchange.request.target, EXCHANGE_IDLE_TIMEOUT.as_secs());
-                exchange.abandon(self.cache.as_ref());
+                exchange.abandon(&mut self.tee());
                 client.phase = Phase::Exchange(exchange);
                 false
             }
@@ -799,7 +808,7 @@ impl Reactor {
     pub(crate) fn close_client(&mut self, slot: usize, mut client: Box<ClientConn>) {
         match std::mem::replace(&mut client.phase, Phase::Closing) {
             Phase::Exchange(mut exchange) => {
-                exchange.abandon(self.cache.as_ref());
+                exchange.abandon(&mut self.tee());
                 let Exchange { upstream, upstream_slot, .. } = *exchange;
                 self.drop_upstream(upstream_slot, upstream);
             }

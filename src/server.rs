@@ -16,6 +16,7 @@ use crate::diagnostics::{self, Sources};
 use crate::health::{self, ProbeTarget};
 use crate::metrics::Metrics;
 use crate::reactor::{self, Cloud, Inbox, Reactor, ReactorParts};
+use crate::sdnotify;
 use crate::signals::Signals;
 use crate::tls;
 
@@ -131,6 +132,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config,
     })
     .map_err(|e| StartError::Io("cannot start the event loop", e))?;
+    sdnotify::ready();
     reactor.run().map_err(|e| StartError::Io("event loop failed", e))
 }
 

@@ -470,6 +470,32 @@ fn ambiguous_body_framing_is_refused_before_reaching_the_cloud() {
 }
 
 #[test]
+fn a_connection_header_cannot_strip_the_body_framing() {
+    let mut rig = Rig::start("connframing", &[], &[]);
+    let baseline = rig.baseline();
+    // Were Content-Length dropped as "named by Connection", the cloud would read the body as
+    // the start of a second request on a connection the proxy pools and shares.
+    let smuggled = "GET /debug/echo?smuggled=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    let request = format!(
+        "POST /debug/echo HTTP/1.1\r\nHost: x\r\nConnection: Content-Length\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let mut conn = rig.raw();
+    conn.send(request.as_bytes()).expect("send");
+    let response = conn.response("POST").expect("an answer");
+    if response.status == 200 {
+        let echo = response.json();
+        assert_eq!(echo["body_len"], smuggled.len(), "the body did not reach the cloud as a body: {echo}");
+    } else {
+        assert_status_body(&response, 400);
+    }
+    drop(conn);
+    let next = rig.client(Some("kubelet")).get("/debug/echo?after=1").expect_status(200).json();
+    assert_eq!(next["query"], "after=1", "a pooled upstream connection answered a smuggled request");
+    rig.assert_recovered(&baseline, "Connection: Content-Length");
+}
+
+#[test]
 fn bad_chunked_request_bodies_get_a_400_status() {
     let mut rig = Rig::start("badchunks", &[], &[]);
     let baseline = rig.baseline();
@@ -917,4 +943,109 @@ fn bearer_tokens_are_never_logged_or_stored() {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+// ---------------------------------------------------------------------------------------
+// Parser properties (the cargo-fuzz targets' checks) on seeded random inputs.
+// ---------------------------------------------------------------------------------------
+
+#[path = "../fuzz/checks.rs"]
+mod checks;
+
+/// The files of `fuzz/<dir>/<target>/`, sorted (hidden files skipped).
+fn fuzz_inputs(dir: &str, target: &str) -> Vec<Vec<u8>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(dir).join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&path)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|f| !f.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')));
+    files.sort();
+    files.iter().map(|f| std::fs::read(f).unwrap_or_else(|e| panic!("read {}: {e}", f.display()))).collect()
+}
+
+/// The quoted entries of `fuzz/dict/<target>.dict` (libFuzzer format), unescaped.
+fn fuzz_tokens(target: &str) -> Vec<Vec<u8>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fuzz/dict/{target}.dict"));
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut tokens: Vec<Vec<u8>> = text
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix('"')?.strip_suffix('"').map(unescape))
+        .collect();
+    tokens.push(b"\r\n".to_vec());
+    tokens
+}
+
+fn unescape(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x'))
+            .then(|| std::str::from_utf8(bytes.get(i + 2..i + 4)?).ok())
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (hex, bytes[i], bytes.get(i + 1)) {
+            (Some(byte), _, _) => {
+                out.push(byte);
+                i += 4;
+            }
+            (None, b'\\', Some(&next)) => {
+                out.push(next);
+                i += 2;
+            }
+            (None, byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Runs `check` on the target's regression inputs, its seeds, and `iterations` mutations of
+/// them from a fixed-seed generator; returns how many inputs ran.
+fn stress(target: &str, check: fn(&[u8]), iterations: usize) -> usize {
+    let regressions = fuzz_inputs("regressions", target);
+    let seeds = fuzz_inputs("seeds", target);
+    assert!(!seeds.is_empty(), "no seeds in fuzz/seeds/{target}");
+    let tokens = fuzz_tokens(target);
+    let token_refs: Vec<&[u8]> = tokens.iter().map(Vec::as_slice).collect();
+    for input in regressions.iter().chain(&seeds) {
+        check(input);
+    }
+    let mut rng = checks::Prng::new(0x5eed_0000 + target.len() as u64);
+    let mut pool = seeds.clone();
+    for _ in 0..iterations {
+        let parent = pool[rng.below(pool.len())].clone();
+        let child = rng.mutate(&parent, &token_refs);
+        check(&child);
+        if pool.len() < 256 && rng.below(4) == 0 {
+            pool.push(child); // keep some children so mutations stack up
+        }
+    }
+    regressions.len() + seeds.len() + iterations
+}
+
+/// Every regression input and seed of the fuzz targets, plus a few thousand seeded mutations:
+/// cheap enough for CI.
+#[test]
+fn fuzz_regressions_and_seeded_stress() {
+    stress("request_head", checks::request_head, 20_000);
+    stress("chunked_body", checks::chunked_body, 20_000);
+    stress("flags", checks::flags, 5_000);
+    stress("watch_stream", checks::watch_stream, 200);
+}
+
+/// The same with a hundred times more inputs (minutes), for machines where cargo-fuzz does
+/// not run. `STRESS_SCALE` multiplies the counts further.
+#[test]
+#[ignore = "long: millions of seeded inputs"]
+fn seeded_stress_long() {
+    let scale: usize = std::env::var("STRESS_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let mut total = 0;
+    total += stress("request_head", checks::request_head, 2_000_000 * scale);
+    total += stress("chunked_body", checks::chunked_body, 2_000_000 * scale);
+    total += stress("flags", checks::flags, 500_000 * scale);
+    total += stress("watch_stream", checks::watch_stream, 20_000 * scale);
+    eprintln!("seeded stress: {total} inputs, no property broken");
 }

@@ -216,18 +216,28 @@ fn node(name: &str) -> Value {
 }
 
 fn pod(name: &str, app: &str, node: &str, ip: &str) -> Value {
+    let image = format!("registry.example/{app}:1.0");
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": { "name": name, "namespace": "default", "labels": { "app": app } },
         "spec": {
             "nodeName": node,
-            "containers": [{ "name": app, "image": format!("registry.example/{app}:1.0") }],
+            "containers": [{ "name": app, "image": image }],
         },
         "status": {
             "phase": "Running",
             "podIP": ip,
-            "containerStatuses": [{ "name": app, "ready": true, "restartCount": 0 }],
+            // kube always sets image and imageID; typed clients (the Python one) require them.
+            "containerStatuses": [{
+                "name": app,
+                "ready": true,
+                "restartCount": 0,
+                "image": image,
+                "imageID": format!("{image}@sha256:{}", "0".repeat(64)),
+                "started": true,
+                "state": { "running": {} },
+            }],
         },
     })
 }

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::engine::Engine;
-use super::key::{ReadKey, WatchRequest};
+use super::key::{ListScope, ReadKey, WatchRequest};
 use super::store::{Store, StoreError, SummaryRow, Totals};
 use super::{CacheError, CacheStats, Lookup, Reply};
 
@@ -165,8 +165,9 @@ impl Shared {
 pub struct CacheHandle {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
-    /// Open JSON watch streams → whether their bytes were dropped (then the rest are too).
-    watches: Mutex<HashMap<u64, bool>>,
+    /// Open JSON watch streams → their scope, and whether their bytes were dropped
+    /// (then the rest are too).
+    watches: Mutex<HashMap<u64, (ListScope, bool)>>,
 }
 
 impl CacheHandle {
@@ -217,7 +218,14 @@ impl CacheHandle {
         if !request.scope.is_json() {
             return;
         }
-        lock(&self.watches).insert(watch_id, false);
+        let mut watches = lock(&self.watches);
+        // One stream per scope keeps the list current; more would only repeat its events
+        // (200 kubelet-like watches of one scope would otherwise flood the queue).
+        if watches.values().any(|(scope, _)| *scope == request.scope) {
+            return;
+        }
+        watches.insert(watch_id, (request.scope.clone(), false));
+        drop(watches);
         self.shared.push_control(Job::WatchOpened {
             watch_id,
             request: request.clone(),
@@ -228,7 +236,7 @@ impl CacheHandle {
     /// full they are dropped and the stream stops updating the cache (a gap would corrupt it).
     pub fn watch_bytes(&self, watch_id: u64, bytes: &[u8]) {
         let mut watches = lock(&self.watches);
-        let Some(interrupted) = watches.get_mut(&watch_id) else {
+        let Some((_, interrupted)) = watches.get_mut(&watch_id) else {
             return;
         };
         if *interrupted {

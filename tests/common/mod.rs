@@ -11,6 +11,7 @@ pub mod pki;
 pub mod client;
 pub mod kube;
 pub mod process;
+pub mod rotation;
 pub mod wire;
 
 use std::net::{Ipv4Addr, TcpListener};

@@ -1,0 +1,880 @@
+//! Integration tests of edge autonomy (issue 3): the real lite-apiserver binary in front of the
+//! fake kube-apiserver caches what it proxies, then the fake is stopped (the cloud link is cut)
+//! and the node keeps getting its last answers from the cache, across restarts, per identity,
+//! kept current by watches; the cloud coming back means fresh data again.
+//!
+//! The cache thread writes asynchronously (and lookups overtake queued writes), so every test
+//! waits for `lite_apiserver_cache_stored_total` on the diagnostics port before cutting the link.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+const SECRET: &str = "/api/v1/namespaces/kube-system/secrets/db-password";
+/// The seed secret's `data.password` (base64 of `s3cr3t`): must never leak to another identity.
+const SECRET_DATA: &str = "czNjcjN0";
+const CACHE_HEADER: &str = "x-lite-apiserver-cache";
+/// What kubelet and kube-proxy send.
+const KUBELET_ACCEPT: &str = "application/vnd.kubernetes.protobuf,application/json";
+/// What kubectl sends for `kubectl get`.
+const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+/// What newer kubectl sends for `/api` and `/apis`.
+const AGGREGATED_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+const TOKEN: &str = "pod-t0ken-4f2a";
+/// Generous bound for anything asynchronous (cache writes, prober, watch events).
+const SETTLE: Duration = Duration::from_secs(15);
+
+// ---------------------------------------------------------------------------------------
+// The world of one test: a fake cloud, an edge proxy with diagnostics, clients.
+// ---------------------------------------------------------------------------------------
+
+/// A fake apiserver with a lite-apiserver (diagnostics on) in front of it. Fields drop in
+/// order: the proxy, then the fake, then the PKI directory.
+struct Edge {
+    lite: Lite,
+    fake: FakeApiserver,
+    diagnostics: u16,
+    env: TestEnv,
+}
+
+impl Edge {
+    fn start(label: &str, fake_args: &[&str], lite_args: &[&str]) -> Edge {
+        let env = TestEnv::new(label);
+        let fake = env.fake(fake_args);
+        let diagnostics = free_port();
+        let diagnostics_flag = format!("--diagnostics-port={diagnostics}");
+        let mut args = vec![diagnostics_flag.as_str()];
+        args.extend_from_slice(lite_args);
+        let lite = env.lite(fake.port, &args);
+        let edge = Edge { lite, fake, diagnostics, env };
+        edge.wait_diagnostics();
+        edge
+    }
+
+    /// A proxy started from `args` (built by the caller, e.g. to prepare its cache dir first).
+    fn start_with(env: TestEnv, fake: FakeApiserver, cache: TempDir, extra: &[&str]) -> Edge {
+        let port = free_port();
+        let diagnostics = free_port();
+        let mut args = Lite::default_args(&env.pki, fake.port, port, cache.path());
+        args.push(format!("--diagnostics-port={diagnostics}"));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let lite = Lite::start_with_args(port, cache, args);
+        let edge = Edge { lite, fake, diagnostics, env };
+        edge.wait_diagnostics();
+        edge
+    }
+
+    fn kubelet(&self) -> Client {
+        self.env.client(self.lite.port, Some("kubelet"))
+    }
+
+    fn client(&self, cert: Option<&str>) -> Client {
+        self.env.client(self.lite.port, cert)
+    }
+
+    /// An admin client of the fake itself, bypassing the proxy (the cloud changing on its own).
+    fn cloud_admin(&self) -> Client {
+        self.env.client(self.fake.port, Some("admin"))
+    }
+
+    /// Cuts the link: the fake is killed, its port stays reserved for [`Edge::cloud_back`].
+    fn cut_cloud(&mut self) {
+        self.fake.stop();
+    }
+
+    fn cloud_back(&mut self) {
+        let port = self.fake.port;
+        self.fake.restart();
+        assert_eq!(self.fake.port, port, "the fake must come back on the same port");
+    }
+
+    /// `GET path` on the diagnostics port: (status, body).
+    fn diag(&self, path: &str) -> (u16, String) {
+        diagnostics_get(self.diagnostics, path)
+            .unwrap_or_else(|e| panic!("diagnostics GET {path} on {} failed: {e}", self.diagnostics))
+    }
+
+    fn wait_diagnostics(&self) {
+        let up = wait_for(SETTLE, || diagnostics_get(self.diagnostics, "/healthz").ok());
+        assert!(up.is_some(), "diagnostics port {} never answered", self.diagnostics);
+    }
+
+    /// The value of one Prometheus series, e.g. `lite_apiserver_cache_hits_total` or
+    /// `lite_apiserver_responses_total{source="cache",code="2xx"}`.
+    fn metric(&self, series: &str) -> u64 {
+        let (status, text) = self.diag("/metrics");
+        assert_eq!(status, 200, "/metrics: {text}");
+        metric_value(&text, series).unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
+    }
+
+    /// Waits until the cache thread has stored at least `count` answers in total.
+    fn wait_stored(&self, count: u64) {
+        let stored = wait_for(SETTLE, || {
+            let stored = self.metric("lite_apiserver_cache_stored_total");
+            (stored >= count).then_some(stored)
+        });
+        assert!(
+            stored.is_some(),
+            "the cache stored {} answers, expected {count}",
+            self.metric("lite_apiserver_cache_stored_total")
+        );
+    }
+
+    /// `/debug/cache` as JSON, once `ready` accepts it (the summary is refreshed lazily).
+    fn wait_cache_summary(&self, ready: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        let found = wait_for(SETTLE, || {
+            let (status, body) = self.diag("/debug/cache");
+            assert_eq!(status, 200, "/debug/cache: {body}");
+            last = serde_json::from_str(&body).unwrap_or_else(|e| panic!("/debug/cache is not JSON ({e}): {body}"));
+            ready(&last).then(|| last.clone())
+        });
+        found.unwrap_or_else(|| panic!("/debug/cache never showed the expected entries: {last}"))
+    }
+}
+
+/// A plain-HTTP GET on 127.0.0.1:`port` (the diagnostics listener).
+fn diagnostics_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:?}")))?;
+    Ok((status, body.to_string()))
+}
+
+fn metric_value(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.rsplit_once(' ').filter(|(name, _)| *name == series)?.1.parse().ok())
+}
+
+// ---------------------------------------------------------------------------------------
+// Assertions about where an answer came from.
+// ---------------------------------------------------------------------------------------
+
+/// An answer proxied from the cloud (the fake stamps its identity header; no cache header).
+fn assert_from_cloud(resp: &Response) {
+    assert!(resp.header("x-fake-user").is_some(), "not from the cloud: {:?}\n{}", resp.headers, resp.text());
+    assert!(resp.header(CACHE_HEADER).is_none(), "a proxied answer carries the cache header: {:?}", resp.headers);
+}
+
+/// `offline` is `online` replayed from the cache: same status, Content-Type and bytes.
+fn assert_replayed(offline: &Response, online: &Response, what: &str) {
+    assert_eq!(offline.status, online.status, "{what}: status; body {}", offline.text());
+    assert_eq!(offline.header(CACHE_HEADER), Some("hit"), "{what}: no cache hit header: {:?}", offline.headers);
+    assert_eq!(offline.header("content-type"), online.header("content-type"), "{what}: Content-Type");
+    assert!(
+        offline.body == online.body,
+        "{what}: cached body differs from the online one\n online ({} bytes): {}\noffline ({} bytes): {}",
+        online.body.len(),
+        online.text(),
+        offline.body.len(),
+        offline.text()
+    );
+}
+
+/// An offline miss: `404` or `503` with a Kubernetes `Status` body, and no cached data.
+fn assert_offline_miss(resp: &Response, what: &str) {
+    assert!(resp.status == 503 || resp.status == 404, "{what}: expected a miss, got {}: {}", resp.status, resp.text());
+    assert_status_body(resp, resp.status);
+    assert_ne!(resp.header(CACHE_HEADER), Some("hit"), "{what}: a miss marked as a hit");
+}
+
+fn item_names(list: &Value) -> Vec<String> {
+    let mut names: Vec<String> = list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|item| item["metadata"]["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn item<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
+    list["items"].as_array()?.iter().find(|item| item["metadata"]["name"] == name)
+}
+
+fn rv_number(rv: &str) -> u64 {
+    rv.parse().unwrap_or_else(|_| panic!("the fake's resourceVersions are numbers, got {rv:?}"))
+}
+
+/// Waits for the next event that is not a BOOKMARK; checks its type and object name.
+fn expect_event(watch: &mut WatchStream, kind: &str, name: &str) -> Value {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let event = watch
+            .next_event(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|| panic!("no {kind} event for {name} (stream closed: {})", watch.is_closed()));
+        if event["type"] == "BOOKMARK" {
+            continue;
+        }
+        assert_eq!(event["type"], kind, "unexpected event: {event}");
+        assert_eq!(event_name(&event), name, "unexpected event: {event}");
+        return event;
+    }
+}
+
+/// All events of a response body (newline-delimited JSON).
+fn events_of(body: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("event is not JSON ({e}): {line}")))
+        .collect()
+}
+
+/// A GET written by hand on a fresh connection, read to the end of its body: `Err` unless
+/// the (chunked) body ended cleanly with its last chunk.
+fn raw_get(client: &mut Client, path: &str) -> std::io::Result<Response> {
+    client.raw(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+}
+
+fn json_body(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).expect("serialize JSON")
+}
+
+const JSON: (&str, &str) = ("Content-Type", "application/json");
+
+// ---------------------------------------------------------------------------------------
+// Cached online, served offline.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn get_and_list_are_served_offline_byte_identical() {
+    let mut edge = Edge::start("offline-bytes", &[], &[]);
+    let mut kubelet = edge.kubelet();
+    let object = kubelet.get(&format!("{PODS}/web-1")).expect_status(200);
+    let list = kubelet.get(PODS).expect_status(200);
+    let configmap = kubelet.get("/api/v1/namespaces/default/configmaps/app-config").expect_status(200);
+    let nodes = kubelet.request("GET", "/api/v1/nodes", &[("Accept", KUBELET_ACCEPT)], b"").expect_status(200);
+    let discovery = kubelet.get("/api/v1").expect_status(200);
+    for resp in [&object, &list, &configmap, &nodes, &discovery] {
+        assert_from_cloud(resp);
+    }
+    edge.wait_stored(5);
+
+    edge.cut_cloud();
+    let mut kubelet = edge.kubelet();
+    assert_replayed(&kubelet.get(&format!("{PODS}/web-1")), &object, "GET pod");
+    assert_replayed(&kubelet.get(PODS), &list, "LIST pods");
+    assert_replayed(&kubelet.get("/api/v1/namespaces/default/configmaps/app-config"), &configmap, "GET configmap");
+    let offline_nodes = kubelet.request("GET", "/api/v1/nodes", &[("Accept", KUBELET_ACCEPT)], b"");
+    assert_replayed(&offline_nodes, &nodes, "LIST nodes with kubelet's Accept");
+    assert_replayed(&kubelet.get("/api/v1"), &discovery, "discovery");
+    // Something never asked online is a miss, not a guess.
+    assert_offline_miss(&kubelet.get(&format!("{PODS}/not-a-pod")), "GET of a pod never cached");
+    assert_offline_miss(&kubelet.get("/api/v1/namespaces/default/services"), "LIST never cached");
+}
+
+#[test]
+fn selectors_and_tables_are_kept_apart_offline() {
+    let mut edge = Edge::start("offline-selectors", &[], &[]);
+    let mut kubelet = edge.kubelet();
+    let web = kubelet.get(&format!("{PODS}?labelSelector=app%3Dweb")).expect_status(200);
+    let db = kubelet.get(&format!("{PODS}?labelSelector=app%3Ddb")).expect_status(200);
+    let on_edge_1 = kubelet.get(&format!("{PODS}?fieldSelector=spec.nodeName%3Dedge-1")).expect_status(200);
+    let all = kubelet.get(PODS).expect_status(200);
+    let table = kubelet.request("GET", PODS, &[("Accept", TABLE_ACCEPT)], b"").expect_status(200);
+    let object_table =
+        kubelet.request("GET", &format!("{PODS}/web-1"), &[("Accept", TABLE_ACCEPT)], b"").expect_status(200);
+    let object = kubelet.get(&format!("{PODS}/web-1")).expect_status(200);
+    let groups = kubelet.get("/apis").expect_status(200);
+    let aggregated = kubelet.request("GET", "/apis", &[("Accept", AGGREGATED_ACCEPT)], b"").expect_status(200);
+    // The fake really filters and really answers Tables, so the answers differ.
+    assert_eq!(item_names(&web.json()), ["web-1", "web-2"]);
+    assert_eq!(item_names(&db.json()), ["db-1"]);
+    assert_eq!(item_names(&on_edge_1.json()), ["db-1", "web-1"]);
+    assert_eq!(item_names(&all.json()), ["db-1", "web-1", "web-2"]);
+    assert_eq!(table.json()["kind"], "Table", "{}", table.text());
+    assert_eq!(object_table.json()["kind"], "Table", "{}", object_table.text());
+    assert_eq!(aggregated.json()["kind"], "APIGroupDiscoveryList", "{}", aggregated.text());
+    assert_eq!(groups.json()["kind"], "APIGroupList", "{}", groups.text());
+    edge.wait_stored(9);
+
+    edge.cut_cloud();
+    let mut kubelet = edge.kubelet();
+    // Asked in the opposite order, so a cache that keeps only the last list would fail.
+    assert_replayed(&kubelet.request("GET", PODS, &[("Accept", TABLE_ACCEPT)], b""), &table, "Table list");
+    assert_replayed(&kubelet.get(PODS), &all, "plain list");
+    assert_replayed(&kubelet.get(&format!("{PODS}?fieldSelector=spec.nodeName%3Dedge-1")), &on_edge_1, "field selector");
+    assert_replayed(&kubelet.get(&format!("{PODS}?labelSelector=app%3Ddb")), &db, "app=db");
+    assert_replayed(&kubelet.get(&format!("{PODS}?labelSelector=app%3Dweb")), &web, "app=web");
+    assert_replayed(&kubelet.get(&format!("{PODS}/web-1")), &object, "plain object");
+    assert_replayed(
+        &kubelet.request("GET", &format!("{PODS}/web-1"), &[("Accept", TABLE_ACCEPT)], b""),
+        &object_table,
+        "Table object",
+    );
+    assert_replayed(&kubelet.request("GET", "/apis", &[("Accept", AGGREGATED_ACCEPT)], b""), &aggregated, "aggregated discovery");
+    assert_replayed(&kubelet.get("/apis"), &groups, "legacy discovery");
+    // Selectors and representations never asked online: no other scope's data.
+    assert_offline_miss(&kubelet.get(&format!("{PODS}?labelSelector=app%3Dcache")), "unseen label selector");
+    assert_offline_miss(&kubelet.get(&format!("{PODS}?labelSelector=app%3Dweb%2Ctier%3Dfront")), "narrower selector");
+    assert_offline_miss(&kubelet.get(&format!("{PODS}?fieldSelector=spec.nodeName%3Dedge-2")), "unseen field selector");
+    let partial = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io";
+    assert_offline_miss(&kubelet.request("GET", PODS, &[("Accept", partial)], b""), "unseen representation");
+}
+
+#[test]
+fn a_token_client_cannot_read_what_kubelet_cached() {
+    let mut edge = Edge::start("offline-isolation", &["--token", &format!("{TOKEN}=system:serviceaccount:default:app")], &[]);
+    let bearer = format!("Bearer {TOKEN}");
+    let token_auth = [("Authorization", bearer.as_str())];
+    let mut kubelet = edge.kubelet();
+    let secret = kubelet.get(SECRET).expect_status(200);
+    assert!(secret.text().contains(SECRET_DATA), "the seed secret changed: {}", secret.text());
+    let kubelet_pods = kubelet.get(PODS).expect_status(200);
+    // The pod reads its own things online, so its identity does have cache entries.
+    let mut pod = edge.client(None);
+    let own = pod.request("GET", "/api/v1/namespaces/default/configmaps/app-config", &token_auth, b"").expect_status(200);
+    assert_eq!(own.header("x-fake-user"), Some("system:serviceaccount:default:app"));
+    edge.wait_stored(3);
+
+    edge.cut_cloud();
+    assert_replayed(&edge.kubelet().get(SECRET), &secret, "kubelet's own secret");
+    let mut pod = edge.client(None);
+    let offline_own = pod.request("GET", "/api/v1/namespaces/default/configmaps/app-config", &token_auth, b"");
+    assert_replayed(&offline_own, &own, "the token client's own configmap");
+
+    let attempts: Vec<(&str, Vec<(&str, &str)>, Option<&str>)> = vec![
+        ("token client", token_auth.to_vec(), None),
+        ("token client claiming kubelet's User-Agent", vec![token_auth[0], ("User-Agent", "kubelet/v1.30.0 (linux/amd64) kubernetes/abcdef")], None),
+        ("anonymous client", vec![], None),
+        ("another token", vec![("Authorization", "Bearer someone-else")], None),
+        ("kube-proxy's certificate", vec![], Some("kube-proxy")),
+    ];
+    for (who, headers, cert) in attempts {
+        let mut client = edge.client(cert);
+        for path in [SECRET, "/api/v1/namespaces/kube-system/secrets", PODS] {
+            let resp = client.request("GET", path, &headers, b"");
+            assert!(!resp.text().contains(SECRET_DATA), "{who} read kubelet's secret offline: {}", resp.text());
+            assert_offline_miss(&resp, &format!("{who}: {path}"));
+            assert_ne!(resp.body, kubelet_pods.body, "{who} got kubelet's pod list");
+        }
+        // Nor a watch of kubelet's cached list (its synthetic ADDED events would leak it).
+        match client.try_watch(&format!("{PODS}?watch=true&timeoutSeconds=2"), &headers) {
+            Err(e) => assert!(e.to_string().contains("503") || e.to_string().contains("404"), "{who}: {e}"),
+            Ok(mut stream) => {
+                let event = stream.next_event(Duration::from_secs(5));
+                panic!("{who} watched kubelet's cached pods offline; first event {event:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn watch_events_while_online_update_the_offline_list_and_objects() {
+    let mut edge = Edge::start("offline-watch-updates", &[], &[]);
+    let mut kubelet = edge.kubelet();
+    let list = kubelet.get(PODS).expect_status(200).json();
+    kubelet.get(&format!("{PODS}/web-1")).expect_status(200);
+    kubelet.get(&format!("{PODS}/db-1")).expect_status(200);
+    edge.wait_stored(3);
+    let version = resource_version(&list);
+    let mut watch = edge.kubelet().watch(&format!("{PODS}?watch=true&resourceVersion={version}&allowWatchBookmarks=true"));
+
+    // One change through the proxy, two made by the cloud on its own.
+    let created = kubelet.request("POST", PODS, &[JSON], &json_body(&pod("born-online"))).expect_status(201);
+    assert_from_cloud(&created);
+    let mut cloud = edge.cloud_admin();
+    let patch = json!({"metadata": {"labels": {"tier": "changed-while-watched"}}});
+    cloud
+        .request("PATCH", &format!("{PODS}/web-1"), &[("Content-Type", "application/merge-patch+json")], &json_body(&patch))
+        .expect_status(200);
+    cloud.request("DELETE", &format!("{PODS}/db-1"), &[], b"").expect_status(200);
+    let added = expect_event(&mut watch, "ADDED", "born-online");
+    let modified = expect_event(&mut watch, "MODIFIED", "web-1");
+    let deleted = expect_event(&mut watch, "DELETED", "db-1");
+    let newest = [&added, &modified, &deleted].iter().map(|e| rv_number(&resource_version(&e["object"]))).max().unwrap_or(0);
+
+    edge.cut_cloud();
+    drop(watch);
+    let mut kubelet = edge.kubelet();
+    // The cache applies events on its own thread: poll until the offline list has them all.
+    let mut last = Value::Null;
+    let offline = wait_for(SETTLE, || {
+        let resp = kubelet.get(PODS);
+        if resp.status != 200 {
+            return None;
+        }
+        assert_eq!(resp.header(CACHE_HEADER), Some("hit"), "{:?}", resp.headers);
+        last = resp.json();
+        (item_names(&last) == ["born-online", "web-1", "web-2"]
+            && item(&last, "web-1").is_some_and(|p| p["metadata"]["labels"]["tier"] == "changed-while-watched"))
+        .then(|| last.clone())
+    })
+    .unwrap_or_else(|| panic!("the offline list never reflected the watch events: {last}"));
+    assert_eq!(offline["kind"], "PodList");
+    assert_eq!(item(&offline, "web-1"), Some(&modified["object"]), "web-1 as the MODIFIED event left it");
+    assert_eq!(item(&offline, "born-online"), Some(&added["object"]), "born-online as ADDED");
+    assert!(
+        rv_number(&resource_version(&offline)) >= newest,
+        "the list's resourceVersion {} is older than the events it contains ({newest})",
+        resource_version(&offline)
+    );
+    // The same scope asked with a limit, client-go style, is the same complete list.
+    let limited = kubelet.get(&format!("{PODS}?limit=500&resourceVersion=0"));
+    assert_eq!(limited.status, 200, "{}", limited.text());
+    assert_eq!(item_names(&limited.json()), ["born-online", "web-1", "web-2"]);
+    // The cached GETs of the objects follow too.
+    let web1 = kubelet.get(&format!("{PODS}/web-1"));
+    assert_eq!(web1.status, 200, "{}", web1.text());
+    assert_eq!(web1.json()["metadata"]["labels"]["tier"], "changed-while-watched", "stale cached GET: {}", web1.text());
+    let db1 = kubelet.get(&format!("{PODS}/db-1"));
+    assert_offline_miss(&db1, "GET of a pod deleted while watched");
+}
+
+#[test]
+fn client_go_list_is_answered_offline_with_any_limit() {
+    let mut edge = Edge::start("offline-limit", &[], &[]);
+    let mut kubelet = edge.kubelet();
+    let reflector_list = format!("{PODS}?limit=500&resourceVersion=0");
+    let online = kubelet.request("GET", &reflector_list, &[("Accept", KUBELET_ACCEPT)], b"").expect_status(200);
+    assert_from_cloud(&online);
+    let online_list = online.json();
+    assert!(online_list["metadata"]["continue"].as_str().unwrap_or("").is_empty(), "not a complete list: {online_list}");
+    edge.wait_stored(1);
+
+    edge.cut_cloud();
+    let mut kubelet = edge.kubelet();
+    let again = kubelet.request("GET", &reflector_list, &[("Accept", KUBELET_ACCEPT)], b"");
+    assert_replayed(&again, &online, "the reflector's own list");
+    for query in ["?limit=100", "?limit=1", "?resourceVersion=0", "", "?limit=500&resourceVersion=0&timeoutSeconds=30"] {
+        let resp = kubelet.get(&format!("{PODS}{query}"));
+        assert_eq!(resp.status, 200, "LIST {query:?} offline: {}", resp.text());
+        assert_eq!(resp.header(CACHE_HEADER), Some("hit"), "LIST {query:?}");
+        let list = resp.json();
+        assert_eq!(list["kind"], "PodList", "LIST {query:?}: {list}");
+        assert_eq!(item_names(&list), item_names(&online_list), "LIST {query:?}");
+        assert_eq!(resource_version(&list), resource_version(&online_list), "LIST {query:?}");
+        assert!(list["metadata"]["continue"].as_str().unwrap_or("").is_empty(), "a made-up continue token: {list}");
+    }
+    // A page of some other walk is not the complete list.
+    assert_offline_miss(&kubelet.get(&format!("{PODS}?limit=1&continue=ZGVmYXVsdC93ZWItMQ")), "a continue page never cached");
+}
+
+#[test]
+fn protobuf_is_replayed_as_opaque_bytes_without_modify_request_accept() {
+    let mut edge = Edge::start("offline-protobuf", &[], &["--modify-request-accept=false"]);
+    let mut kubelet = edge.kubelet();
+    let accept = [("Accept", KUBELET_ACCEPT)];
+    let list = kubelet.request("GET", PODS, &accept, b"").expect_status(200);
+    let object = kubelet.request("GET", &format!("{PODS}/web-1"), &accept, b"").expect_status(200);
+    for resp in [&list, &object] {
+        let content_type = resp.header("content-type").unwrap_or_default();
+        assert!(content_type.starts_with("application/vnd.kubernetes.protobuf"), "the fake answered {content_type}");
+    }
+    let json_list = kubelet.get(PODS).expect_status(200);
+    edge.wait_stored(3);
+
+    edge.cut_cloud();
+    let mut kubelet = edge.kubelet();
+    assert_replayed(&kubelet.request("GET", PODS, &accept, b""), &list, "protobuf list");
+    assert_replayed(&kubelet.request("GET", &format!("{PODS}/web-1"), &accept, b""), &object, "protobuf object");
+    assert_replayed(&kubelet.get(PODS), &json_list, "JSON list kept apart from protobuf");
+}
+
+#[test]
+fn large_answers_are_stored_whole() {
+    let mut edge = Edge::start("offline-large", &[], &[]);
+    let big = "x".repeat(3 << 20);
+    let configmap = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "big", "namespace": "default"},
+        "data": {"blob": big},
+    });
+    edge.cloud_admin()
+        .request("POST", "/api/v1/namespaces/default/configmaps", &[JSON], &json_body(&configmap))
+        .expect_status(201);
+    let mut kubelet = edge.kubelet();
+    let object = kubelet.get("/api/v1/namespaces/default/configmaps/big").expect_status(200);
+    let list = kubelet.get("/api/v1/namespaces/default/configmaps").expect_status(200);
+    assert!(object.body.len() > 3 << 20 && list.body.len() > 3 << 20);
+    edge.wait_stored(2);
+
+    edge.cut_cloud();
+    let mut kubelet = edge.kubelet();
+    assert_replayed(&kubelet.get("/api/v1/namespaces/default/configmaps/big"), &object, "3 MiB object");
+    assert_replayed(&kubelet.get("/api/v1/namespaces/default/configmaps"), &list, "3 MiB list");
+}
+
+// ---------------------------------------------------------------------------------------
+// Restarts and the database file.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn kill_9_and_restart_while_offline_serves_the_same_bytes() {
+    let mut edge = Edge::start("offline-kill9", &[], &[]);
+    let mut kubelet = edge.kubelet();
+    let object = kubelet.get(&format!("{PODS}/web-1")).expect_status(200);
+    let list = kubelet.get(&format!("{PODS}?limit=500&resourceVersion=0")).expect_status(200);
+    let secret = kubelet.get(SECRET).expect_status(200);
+    edge.wait_stored(3);
+    edge.cut_cloud();
+    assert_replayed(&edge.kubelet().get(PODS), &list, "LIST before the restart");
+
+    for round in 1..=2 {
+        edge.lite.restart(); // kill -9, then start again with the same cache dir
+        edge.wait_diagnostics();
+        let mut kubelet = edge.kubelet();
+        assert_replayed(&kubelet.get(&format!("{PODS}/web-1")), &object, &format!("GET after kill -9 #{round}"));
+        assert_replayed(
+            &kubelet.get(&format!("{PODS}?limit=500&resourceVersion=0")),
+            &list,
+            &format!("LIST after kill -9 #{round}"),
+        );
+        assert_replayed(&kubelet.get(SECRET), &secret, &format!("secret after kill -9 #{round}"));
+        assert_offline_miss(&edge.client(None).get(SECRET), "anonymous after restart");
+    }
+}
+
+/// Writes `garbage` as `<cache dir>/cache.db`, starts the proxy on it, and checks that it
+/// proxies, moved the bad file aside (bytes intact) and caches into a fresh database.
+fn corrupt_database_is_moved_aside(label: &str, garbage: Vec<u8>) {
+    let env = TestEnv::new(label);
+    let fake = env.fake(&[]);
+    let cache = TempDir::new("corrupt-cache");
+    std::fs::write(cache.join("cache.db"), &garbage).expect("write garbage");
+    let cache_dir = cache.path().to_path_buf();
+    let mut edge = Edge::start_with(env, fake, cache, &[]);
+
+    let mut kubelet = edge.kubelet();
+    let online = kubelet.get(PODS).expect_status(200);
+    assert_from_cloud(&online);
+    let aside = files_named(&cache_dir, "cache.db.corrupt-");
+    assert_eq!(aside.len(), 1, "expected one moved-aside file in {}: {aside:?}", cache_dir.display());
+    assert!(std::fs::read(&aside[0]).expect("read moved-aside file") == garbage, "the bad file was altered");
+    edge.wait_stored(1);
+    let fresh = std::fs::read(cache_dir.join("cache.db")).expect("a fresh cache.db");
+    assert!(fresh.starts_with(b"SQLite format 3\0"), "cache.db is not a fresh SQLite database");
+
+    edge.cut_cloud();
+    assert_replayed(&edge.kubelet().get(PODS), &online, "served from the fresh database");
+}
+
+fn files_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("read cache dir")
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|path| path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+        .filter(|path| !path.to_string_lossy().ends_with("-wal") && !path.to_string_lossy().ends_with("-shm"))
+        .collect()
+}
+
+#[test]
+fn a_garbage_database_file_is_moved_aside() {
+    corrupt_database_is_moved_aside("corrupt-garbage", pattern_bytes(64 * 1024));
+}
+
+#[test]
+fn a_database_with_a_valid_header_and_garbage_pages_is_moved_aside() {
+    let mut garbage = b"SQLite format 3\0".to_vec();
+    garbage.extend_from_slice(&[0x10, 0x00, 0x01, 0x01, 0x00, 0x40, 0x20, 0x20]); // 4096-byte pages
+    garbage.extend(pattern_bytes(4 * 4096 - garbage.len()));
+    corrupt_database_is_moved_aside("corrupt-pages", garbage);
+}
+
+#[test]
+fn memory_cache_serves_offline_but_forgets_on_restart() {
+    let mut edge = Edge::start("offline-memory", &[], &["--cache-type=memory"]);
+    let mut kubelet = edge.kubelet();
+    let list = kubelet.get(PODS).expect_status(200);
+    let object = kubelet.get(&format!("{PODS}/web-1")).expect_status(200);
+    edge.wait_stored(2);
+    edge.cut_cloud();
+    let mut kubelet = edge.kubelet();
+    assert_replayed(&kubelet.get(PODS), &list, "memory LIST");
+    assert_replayed(&kubelet.get(&format!("{PODS}/web-1")), &object, "memory GET");
+    assert!(!edge.lite.cache_dir().join("cache.db").exists(), "--cache-type=memory wrote a database file");
+
+    edge.lite.restart();
+    edge.wait_diagnostics();
+    let mut kubelet = edge.kubelet();
+    assert_offline_miss(&kubelet.get(PODS), "LIST after a restart of the memory cache");
+    assert_offline_miss(&kubelet.get(&format!("{PODS}/web-1")), "GET after a restart of the memory cache");
+    assert_eq!(edge.metric("lite_apiserver_cache_entries"), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Offline watches.
+// ---------------------------------------------------------------------------------------
+
+/// LISTs the pods online (cached), cuts the cloud, and returns the list.
+fn cached_pod_list_then_offline(edge: &mut Edge) -> Value {
+    let list = edge.kubelet().get(PODS).expect_status(200).json();
+    edge.wait_stored(1);
+    edge.cut_cloud();
+    list
+}
+
+#[test]
+fn offline_watch_stays_open_and_ends_cleanly_at_timeout_seconds() {
+    let mut edge = Edge::start("offline-watch-timeout", &[], &[]);
+    let list = cached_pod_list_then_offline(&mut edge);
+    let version = resource_version(&list);
+    let path = format!("{PODS}?watch=true&resourceVersion={version}&timeoutSeconds=3");
+
+    let mut watch = edge.kubelet().watch(&path);
+    assert_eq!(watch.head.headers.get(CACHE_HEADER), Some("hit"), "{:?}", watch.head);
+    assert!(watch.head.headers.has_token("transfer-encoding", "chunked"), "{:?}", watch.head);
+    watch.assert_open_for(Duration::from_millis(1500));
+    assert!(watch.wait_closed(SETTLE), "the offline watch outlived its timeoutSeconds by far");
+
+    // The same watch read to its end: the body must end with the last chunk (a clean end the
+    // client re-lists after), not a dropped connection; from the list's version, no events.
+    let started = Instant::now();
+    let mut kubelet = edge.kubelet().timeout(SETTLE);
+    let ended = raw_get(&mut kubelet, &path).unwrap_or_else(|e| panic!("the offline watch did not end cleanly: {e}"));
+    assert!(started.elapsed() >= Duration::from_secs(2), "the offline watch closed early, after {:?}", started.elapsed());
+    assert_eq!(ended.status, 200);
+    assert!(events_of(&ended.body).iter().all(|e| e["type"] == "BOOKMARK"), "unexpected events: {}", ended.text());
+    // The connection stays usable after a clean end.
+    let next = kubelet.get(PODS);
+    assert_eq!(next.status, 200, "{}", next.text());
+    assert_eq!(edge.metric("lite_apiserver_open_watches"), 0, "finished watches still counted");
+}
+
+#[test]
+fn offline_watch_without_version_replays_the_cached_list() {
+    let mut edge = Edge::start("offline-watch-replay", &[], &[]);
+    let list = cached_pod_list_then_offline(&mut edge);
+    let mut kubelet = edge.kubelet().timeout(SETTLE);
+    let resp = raw_get(&mut kubelet, &format!("{PODS}?watch=true&timeoutSeconds=2"))
+        .unwrap_or_else(|e| panic!("offline watch: {e}"));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let events = events_of(&resp.body);
+    assert!(events.iter().all(|e| e["type"] == "ADDED"), "{}", resp.text());
+    let mut names: Vec<String> = events.iter().map(|e| event_name(e).to_string()).collect();
+    names.sort();
+    assert_eq!(names, item_names(&list), "synthetic ADDED events should be the cached list");
+    for event in &events {
+        assert_eq!(Some(&event["object"]), item(&list, event_name(event)), "ADDED object differs from the list item");
+    }
+}
+
+/// BOOKMARKs come every 15 s (`BOOKMARK_INTERVAL` in src/offline.rs), so this test waits that
+/// long; a shorter, configurable interval would make it fast (see the report).
+#[test]
+fn offline_watch_sends_bookmarks_at_the_lists_version() {
+    let mut edge = Edge::start("offline-watch-bookmarks", &[], &[]);
+    let list = cached_pod_list_then_offline(&mut edge);
+    let version = resource_version(&list);
+    let mut watch =
+        edge.kubelet().watch(&format!("{PODS}?watch=true&resourceVersion={version}&allowWatchBookmarks=true&timeoutSeconds=40"));
+    // Opened together, so the quiet one has waited as long when the bookmark arrives.
+    let mut quiet = edge.kubelet().watch(&format!("{PODS}?watch=true&resourceVersion={version}&timeoutSeconds=40"));
+    let bookmark = watch
+        .next_event(Duration::from_secs(25))
+        .unwrap_or_else(|| panic!("no BOOKMARK within 25 s (stream closed: {})", watch.is_closed()));
+    assert_eq!(bookmark["type"], "BOOKMARK", "{bookmark}");
+    assert_eq!(bookmark["object"]["kind"], "Pod", "{bookmark}");
+    assert_eq!(bookmark["object"]["apiVersion"], "v1", "{bookmark}");
+    assert_eq!(resource_version(&bookmark["object"]), version, "{bookmark}");
+    watch.assert_open_for(Duration::from_millis(500));
+
+    // Without allowWatchBookmarks, nothing is sent.
+    let event = quiet.next_event(Duration::from_secs(1));
+    assert!(event.is_none(), "unexpected event without allowWatchBookmarks: {event:?}");
+    quiet.assert_open_for(Duration::from_millis(500));
+}
+
+#[test]
+fn offline_watch_from_an_older_version_gets_410_expired() {
+    let mut edge = Edge::start("offline-watch-expired", &[], &[]);
+    let list = cached_pod_list_then_offline(&mut edge);
+    let older = rv_number(&resource_version(&list)) - 1;
+    let mut kubelet = edge.kubelet().timeout(SETTLE);
+    let resp = raw_get(&mut kubelet, &format!("{PODS}?watch=true&resourceVersion={older}&timeoutSeconds=30"))
+        .unwrap_or_else(|e| panic!("expired watch did not end cleanly: {e}"));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let events = events_of(&resp.body);
+    assert_eq!(events.len(), 1, "expected exactly one ERROR event: {}", resp.text());
+    let error = &events[0];
+    assert_eq!(error["type"], "ERROR", "{error}");
+    assert_eq!(error["object"]["kind"], "Status", "{error}");
+    assert_eq!(error["object"]["status"], "Failure", "{error}");
+    assert_eq!(error["object"]["code"], 410, "{error}");
+    assert_eq!(error["object"]["reason"], "Expired", "{error}");
+    // A watch the cache cannot serve at all (a scope never listed) is a Status, not an empty 200.
+    match kubelet.try_watch("/api/v1/namespaces/default/services?watch=true&timeoutSeconds=2", &[]) {
+        Err(e) => assert!(e.to_string().contains("503") || e.to_string().contains("404"), "{e}"),
+        Ok(mut stream) => {
+            let event = stream.next_event(Duration::from_secs(5));
+            panic!("an uncached watch answered 200 (first event {event:?}); expected a 503/404 Status");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Writes, cloud coming back, diagnostics.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn offline_writes_get_503_status_and_fake_nothing() {
+    let mut edge = Edge::start("offline-writes", &[], &[]);
+    let list = cached_pod_list_then_offline(&mut edge);
+    let mut kubelet = edge.kubelet();
+    let pod_path = format!("{PODS}/web-1");
+    let merge = ("Content-Type", "application/merge-patch+json");
+    let writes: [(&str, &str, Vec<(&str, &str)>, Vec<u8>); 5] = [
+        ("POST", PODS, vec![JSON], json_body(&pod("born-offline"))),
+        ("PUT", &pod_path, vec![JSON], json_body(&item(&list, "web-1").cloned().expect("web-1"))),
+        ("PATCH", &pod_path, vec![merge], json_body(&json!({"metadata": {"labels": {"x": "y"}}}))),
+        ("DELETE", &pod_path, vec![], Vec::new()),
+        ("DELETE", PODS, vec![], Vec::new()),
+    ];
+    for (method, path, headers, body) in &writes {
+        let resp = kubelet.request(method, path, headers, body);
+        assert_status_body(&resp, 503);
+        assert!(resp.header(CACHE_HEADER).is_none(), "{method} {path} answered as a cache hit");
+        if !resp.headers.has_token("connection", "close") {
+            continue;
+        }
+        kubelet = edge.kubelet(); // a body it did not read may close the connection
+    }
+    // Nothing was applied to the cached state either.
+    let offline = kubelet.get(PODS);
+    assert_eq!(offline.status, 200, "{}", offline.text());
+    assert_eq!(item_names(&offline.json()), item_names(&list));
+    assert_eq!(item(&offline.json(), "web-1"), item(&list, "web-1"));
+}
+
+#[test]
+fn cloud_back_means_fresh_data_and_readyz_follows() {
+    let mut edge = Edge::start("offline-cloud-back", &[], &[]);
+    assert_eq!(edge.diag("/readyz").0, 200, "cloud up at start");
+    let mut kubelet = edge.kubelet();
+    let online = kubelet.get(PODS).expect_status(200);
+    edge.wait_stored(1);
+
+    edge.cut_cloud();
+    assert_replayed(&edge.kubelet().get(PODS), &online, "offline list");
+    let readyz = wait_for(SETTLE, || {
+        let (status, body) = edge.diag("/readyz");
+        (status == 503).then_some(body)
+    });
+    let body = readyz.unwrap_or_else(|| panic!("/readyz never said 503 while the cloud was down: {:?}", edge.diag("/readyz")));
+    assert!(!body.trim().is_empty(), "/readyz 503 gives no reason");
+    assert_eq!(edge.metric("lite_apiserver_cloud_up"), 0);
+    // An offline watch with no timeout is open when the cloud returns.
+    let mut offline_watch = edge.kubelet().watch(&format!("{PODS}?watch=true&resourceVersion={}", resource_version(&online.json())));
+    assert_eq!(offline_watch.head.headers.get(CACHE_HEADER), Some("hit"));
+
+    edge.cloud_back();
+    // A change the cloud saw while the node was cut off (the fake restarts from its seed).
+    edge.cloud_admin().request("POST", PODS, &[JSON], &json_body(&pod("born-while-cut-off"))).expect_status(201);
+    let mut kubelet = edge.kubelet();
+    let mut last = None;
+    let fresh = wait_for(SETTLE, || {
+        let resp = kubelet.get(PODS);
+        let fresh = resp.status == 200
+            && resp.header(CACHE_HEADER).is_none()
+            && item_names(&resp.json()).contains(&"born-while-cut-off".to_string());
+        last = Some(resp.clone());
+        fresh.then_some(resp)
+    })
+    .unwrap_or_else(|| panic!("no fresh list after the cloud came back; last answer: {last:?}"));
+    assert_from_cloud(&fresh);
+    let readyz = wait_for(SETTLE, || (edge.diag("/readyz").0 == 200).then_some(()));
+    assert!(readyz.is_some(), "/readyz stayed {:?} with the cloud back", edge.diag("/readyz"));
+    assert_eq!(edge.metric("lite_apiserver_cloud_up"), 1);
+    assert!(offline_watch.wait_closed(SETTLE), "the offline watch stayed open after the cloud came back");
+
+    // The fresh answer replaced the cached one: cut again and it is what the cache serves.
+    edge.wait_stored(2);
+    edge.cut_cloud();
+    let mut kubelet = edge.kubelet();
+    let replay = wait_for(SETTLE, || {
+        let resp = kubelet.get(PODS);
+        (resp.status == 200 && resp.body == fresh.body).then_some(resp)
+    });
+    assert!(replay.is_some(), "the cache still serves the old list after a fresh one was proxied");
+}
+
+#[test]
+fn metrics_count_hits_and_debug_cache_shows_counts_without_bodies() {
+    let mut edge = Edge::start("offline-diagnostics", &["--token", &format!("{TOKEN}=system:serviceaccount:default:app")], &[]);
+    let mut kubelet = edge.kubelet();
+    kubelet.get(SECRET).expect_status(200);
+    kubelet.get(PODS).expect_status(200);
+    kubelet.get(&format!("{PODS}/web-1")).expect_status(200);
+    let bearer = format!("Bearer {TOKEN}");
+    edge.client(None).request("GET", PODS, &[("Authorization", &bearer)], b"").expect_status(200);
+    edge.wait_stored(4);
+
+    let kubelet_identity = "cn:system:node:edge-1";
+    let summary = edge.wait_cache_summary(|s| {
+        s["identities"][kubelet_identity]["secrets"]["entries"].as_u64() >= Some(1)
+            && s["identities"].as_object().is_some_and(|ids| ids.len() >= 2)
+    });
+    let text = summary.to_string();
+    assert!(summary["identities"][kubelet_identity]["pods"]["lists"].as_u64() >= Some(1), "{summary}");
+    assert!(summary["identities"][kubelet_identity]["pods"]["list_items"].as_u64() >= Some(3), "{summary}");
+    assert!(summary["entries"].as_u64() >= Some(3), "{summary}");
+    let token_identity = summary["identities"]
+        .as_object()
+        .and_then(|ids| ids.keys().find(|id| id.starts_with("token:")).cloned())
+        .unwrap_or_else(|| panic!("no token identity in {summary}"));
+    assert!(summary["identities"][&token_identity]["pods"].is_object(), "{summary}");
+    for forbidden in [TOKEN, SECRET_DATA, "db-password", "web-1", "10.244.1.7"] {
+        assert!(!text.contains(forbidden), "/debug/cache shows {forbidden:?}: {text}");
+    }
+
+    let hits_before = edge.metric("lite_apiserver_cache_hits_total");
+    let cache_2xx = "lite_apiserver_responses_total{source=\"cache\",code=\"2xx\"}";
+    let served_before = edge.metric(cache_2xx);
+    edge.cut_cloud();
+    let mut kubelet = edge.kubelet();
+    for _ in 0..3 {
+        assert_eq!(kubelet.get(PODS).header(CACHE_HEADER), Some("hit"));
+    }
+    assert_eq!(kubelet.get(SECRET).header(CACHE_HEADER), Some("hit"));
+    assert_offline_miss(&kubelet.get(&format!("{PODS}/never-cached")), "miss");
+    assert!(edge.metric("lite_apiserver_cache_hits_total") >= hits_before + 4, "hits not counted");
+    assert!(edge.metric("lite_apiserver_cache_misses_total") >= 1, "misses not counted");
+    assert!(edge.metric(cache_2xx) >= served_before + 4, "cache-served responses not counted");
+    let (_, metrics) = edge.diag("/metrics");
+    assert!(!metrics.contains(TOKEN) && !metrics.contains(SECRET_DATA), "/metrics leaks: {metrics}");
+}
+
+/// With a cloud that accepts connections and then says nothing (a black hole, the worst
+/// kind of outage), only the request that discovers the outage may wait for `--timeout`;
+/// later reads are answered from the cache at once.
+#[test]
+fn offline_answers_do_not_wait_for_the_cloud_timeout() {
+    let mut edge = Edge::start("offline-fast", &[], &["--timeout=10"]);
+    let mut kubelet = edge.kubelet();
+    let online = kubelet.get(PODS).expect_status(200);
+    edge.wait_stored(1);
+    edge.cut_cloud();
+    let black_hole = TcpListener::bind((Ipv4Addr::LOCALHOST, edge.fake.port)).expect("take over the fake's port");
+
+    let mut discoverer = edge.kubelet().timeout(Duration::from_secs(40));
+    assert_replayed(&discoverer.get(PODS), &online, "the request that finds the cloud gone");
+    // Well under --timeout=10 each: if every request waited for the cloud, these would fail.
+    let mut kubelet = edge.kubelet().timeout(Duration::from_secs(6));
+    for round in 0..5 {
+        let resp = kubelet.try_get(PODS).unwrap_or_else(|e| panic!("offline read #{round} did not come back quickly: {e}"));
+        assert_replayed(&resp, &online, "offline read");
+    }
+    let mut fresh_connection = edge.kubelet().timeout(Duration::from_secs(6));
+    assert_replayed(&fresh_connection.get(PODS), &online, "offline read on a new connection");
+    drop(black_hole);
+}
