@@ -53,7 +53,7 @@ struct State {
 }
 
 pub fn load(config: &Config) -> Result<Loaded, TlsError> {
-    let server_config = serving_config(config)?;
+    let (server_config, _) = serving_config(config)?;
     let trust = upstream_trust(config)?;
     let mut state = State {
         serving: serving_bytes(config),
@@ -71,9 +71,10 @@ pub fn load(config: &Config) -> Result<Loaded, TlsError> {
     Ok(Loaded { server_config, trust, identities, state })
 }
 
-fn serving_config(config: &Config) -> Result<Arc<ServerConfig>, TlsError> {
+fn serving_config(config: &Config) -> Result<(Arc<ServerConfig>, x509::CertSummary), TlsError> {
     let pair = KeyPair::load(&config.tls_cert_file, &config.tls_private_key_file)?;
-    tls::server_config(pair, tls::load_roots(&config.ca_file)?)
+    let summary = pair.summary.clone();
+    Ok((tls::server_config(pair, tls::load_roots(&config.ca_file)?)?, summary))
 }
 
 fn upstream_trust(config: &Config) -> Result<UpstreamTrust, TlsError> {
@@ -176,13 +177,20 @@ impl ReloaderThread {
         let config = &self.context.config;
         let bytes = serving_bytes(config);
         if bytes == self.state.serving {
+            // Also after a failure whose file was put back as it was: a later failure
+            // is a new change and must be logged again.
+            self.clear_failure("serving");
             return true;
         }
         match serving_config(config) {
-            Ok(server_config) => {
+            Ok((server_config, summary)) => {
                 self.state.serving = bytes;
                 self.clear_failure("serving");
-                log::info!("serving certificate or client CA changed: new handshakes use it");
+                log::info!(
+                    "serving certificate or client CA changed: new handshakes use serial {} until {}",
+                    summary.serial_hex,
+                    x509::format_unix(summary.not_after_unix)
+                );
                 self.send(CertUpdate::ServerConfig(server_config));
                 true
             }
@@ -205,6 +213,8 @@ impl ReloaderThread {
                 }
                 Err(e) => return self.failed("upstream CA", &e),
             }
+        } else {
+            self.clear_failure("upstream CA");
         }
         let list_bytes = read_or_empty(config.tls_config_file.as_deref());
         let list = match identity_list(&config) {
@@ -222,6 +232,7 @@ impl ReloaderThread {
             let current = self.identity_by_files(&files);
             match (previous, current.clone()) {
                 (Some(_), Some(identity)) => {
+                    self.clear_failure(&files.cert.display().to_string());
                     next.insert(identity.name.clone(), identity);
                     next_files.insert(files, bytes);
                 }

@@ -34,6 +34,16 @@ impl OutQueue {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Queues a buffer without copying it when nothing else is waiting.
+    pub fn push_owned(&mut self, bytes: Vec<u8>) {
+        if self.is_empty() {
+            self.buf = bytes;
+            self.pos = 0;
+        } else {
+            self.push(&bytes);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.buf.len() - self.pos
     }
@@ -134,7 +144,7 @@ impl ClientConn {
 
     /// Queues a complete local response; the phase after it is the caller's choice.
     pub fn queue_local(&mut self, response: &LocalResponse, head_only: bool) {
-        self.out.push(&response.to_bytes(self.minor_version, head_only));
+        self.out.push_owned(response.to_bytes(self.minor_version, head_only));
     }
 
     /// Moves queued output into the socket.

@@ -34,14 +34,27 @@ pub struct ProbeTarget {
     pub timeout: Duration,
 }
 
+/// What the reactor tells the prober.
+enum ProberMessage {
+    /// A request failed: probe now.
+    Kick,
+    /// The default identity was rebuilt (e.g. for a new cloud CA): probe with it from now on.
+    Config(Arc<ClientConfig>),
+}
+
 /// Handle to the prober thread: `kick` asks for a probe now.
 pub struct Prober {
-    kicks: Sender<()>,
+    kicks: Sender<ProberMessage>,
 }
 
 impl Prober {
     pub fn kick(&self) {
-        let _ = self.kicks.send(());
+        let _ = self.kicks.send(ProberMessage::Kick);
+    }
+
+    /// Probes with `config` from now on (and at once).
+    pub fn use_config(&self, config: Arc<ClientConfig>) {
+        let _ = self.kicks.send(ProberMessage::Config(config));
     }
 }
 
@@ -52,7 +65,7 @@ pub fn spawn(target: ProbeTarget, reports: Sender<HealthReport>, wake: impl Fn()
     Ok(Prober { kicks })
 }
 
-fn run(target: ProbeTarget, kicked: Receiver<()>, reports: Sender<HealthReport>, wake: impl Fn()) {
+fn run(mut target: ProbeTarget, kicked: Receiver<ProberMessage>, reports: Sender<HealthReport>, wake: impl Fn()) {
     let mut last_up: Option<bool> = None;
     loop {
         let report = probe(&target);
@@ -67,8 +80,12 @@ fn run(target: ProbeTarget, kicked: Receiver<()>, reports: Sender<HealthReport>,
         let interval = if up { INTERVAL_UP } else { INTERVAL_DOWN };
         match kicked.recv_timeout(interval) {
             Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) => {
-                while kicked.try_recv().is_ok() {}
+            Ok(message) => {
+                for message in std::iter::once(message).chain(kicked.try_iter()) {
+                    if let ProberMessage::Config(config) = message {
+                        target.config = config;
+                    }
+                }
                 // The reactor saw a failure: report the next probe even if unchanged,
                 // since the reactor may have marked the cloud down meanwhile.
                 last_up = None;

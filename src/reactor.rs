@@ -549,7 +549,7 @@ impl Reactor {
             return Step::Again;
         }
         if !reused || timeout {
-            // A pooled connection dying says little about the cloud; a fresh one failing does.
+            // A pooled connection dying says little about the cloud.
             self.cloud_failed(reason);
         }
         let why = if timeout { "timed out waiting for the cloud apiserver" } else { "the cloud apiserver is unreachable" };
@@ -557,13 +557,12 @@ impl Reactor {
         Step::Again
     }
 
-    /// The cloud looks down: stop sending requests there until the prober sees it back.
+    /// A request could not reach the cloud; it is answered from the cache. Whether the
+    /// cloud as a whole is down is the prober's call, asked for at once: one slow
+    /// connect among hundreds must not take every client offline.
     fn cloud_failed(&mut self, reason: &str) {
         self.metrics.upstream_failures.fetch_add(1, Ordering::Relaxed);
-        if self.cloud.up {
-            log::warn!("cloud apiserver unreachable, serving from cache: {reason}");
-            self.set_cloud_up(false, reason);
-        }
+        log::debug!("request to the cloud failed: {reason}; asking the prober");
         self.cloud.prober.kick();
     }
 
@@ -686,6 +685,9 @@ impl Reactor {
     fn apply_cert_update(&mut self, update: CertUpdate) {
         match update {
             CertUpdate::Identities(identities) => {
+                if !Arc::ptr_eq(&identities.default.config, &self.identities.default.config) {
+                    self.cloud.prober.use_config(identities.default.config.clone());
+                }
                 self.identities = identities;
                 // Idle connections of replaced identities go now; busy ones are not
                 // pooled again because their generation no longer matches.

@@ -54,14 +54,18 @@ impl LocalResponse {
 
     /// Head and body as bytes, for an HTTP/1.`minor_version` client.
     pub fn to_bytes(&self, minor_version: u8, head_only: bool) -> Vec<u8> {
-        let mut out = format!(
-            "HTTP/1.{minor_version} {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-cache, private\r\n",
-            self.status,
-            reason_phrase(self.status),
-            self.content_type,
-            self.body.len()
-        )
-        .into_bytes();
+        let body_len = if head_only { 0 } else { self.body.len() };
+        let mut out = Vec::with_capacity(512 + body_len);
+        out.extend_from_slice(
+            format!(
+                "HTTP/1.{minor_version} {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-cache, private\r\n",
+                self.status,
+                reason_phrase(self.status),
+                self.content_type,
+                self.body.len()
+            )
+            .as_bytes(),
+        );
         for (name, value) in &self.extra_headers {
             out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
         }

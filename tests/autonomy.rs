@@ -24,7 +24,8 @@ const CACHE_HEADER: &str = "x-lite-apiserver-cache";
 /// What kubelet and kube-proxy send.
 const KUBELET_ACCEPT: &str = "application/vnd.kubernetes.protobuf,application/json";
 /// What kubectl sends for `kubectl get`.
-const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+const TABLE_ACCEPT: &str =
+    "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
 /// What newer kubectl sends for `/api` and `/apis`.
 const AGGREGATED_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
 const TOKEN: &str = "pod-t0ken-4f2a";
@@ -252,6 +253,9 @@ fn json_body(value: &Value) -> Vec<u8> {
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 
+/// Request headers as (name, value) pairs.
+type HeaderPairs<'a> = Vec<(&'a str, &'a str)>;
+
 // ---------------------------------------------------------------------------------------
 // Cached online, served offline.
 // ---------------------------------------------------------------------------------------
@@ -313,7 +317,11 @@ fn selectors_and_tables_are_kept_apart_offline() {
     // Asked in the opposite order, so a cache that keeps only the last list would fail.
     assert_replayed(&kubelet.request("GET", PODS, &[("Accept", TABLE_ACCEPT)], b""), &table, "Table list");
     assert_replayed(&kubelet.get(PODS), &all, "plain list");
-    assert_replayed(&kubelet.get(&format!("{PODS}?fieldSelector=spec.nodeName%3Dedge-1")), &on_edge_1, "field selector");
+    assert_replayed(
+        &kubelet.get(&format!("{PODS}?fieldSelector=spec.nodeName%3Dedge-1")),
+        &on_edge_1,
+        "field selector",
+    );
     assert_replayed(&kubelet.get(&format!("{PODS}?labelSelector=app%3Ddb")), &db, "app=db");
     assert_replayed(&kubelet.get(&format!("{PODS}?labelSelector=app%3Dweb")), &web, "app=web");
     assert_replayed(&kubelet.get(&format!("{PODS}/web-1")), &object, "plain object");
@@ -322,7 +330,11 @@ fn selectors_and_tables_are_kept_apart_offline() {
         &object_table,
         "Table object",
     );
-    assert_replayed(&kubelet.request("GET", "/apis", &[("Accept", AGGREGATED_ACCEPT)], b""), &aggregated, "aggregated discovery");
+    assert_replayed(
+        &kubelet.request("GET", "/apis", &[("Accept", AGGREGATED_ACCEPT)], b""),
+        &aggregated,
+        "aggregated discovery",
+    );
     assert_replayed(&kubelet.get("/apis"), &groups, "legacy discovery");
     // Selectors and representations never asked online: no other scope's data.
     assert_offline_miss(&kubelet.get(&format!("{PODS}?labelSelector=app%3Dcache")), "unseen label selector");
@@ -334,7 +346,8 @@ fn selectors_and_tables_are_kept_apart_offline() {
 
 #[test]
 fn a_token_client_cannot_read_what_kubelet_cached() {
-    let mut edge = Edge::start("offline-isolation", &["--token", &format!("{TOKEN}=system:serviceaccount:default:app")], &[]);
+    let mut edge =
+        Edge::start("offline-isolation", &["--token", &format!("{TOKEN}=system:serviceaccount:default:app")], &[]);
     let bearer = format!("Bearer {TOKEN}");
     let token_auth = [("Authorization", bearer.as_str())];
     let mut kubelet = edge.kubelet();
@@ -343,7 +356,8 @@ fn a_token_client_cannot_read_what_kubelet_cached() {
     let kubelet_pods = kubelet.get(PODS).expect_status(200);
     // The pod reads its own things online, so its identity does have cache entries.
     let mut pod = edge.client(None);
-    let own = pod.request("GET", "/api/v1/namespaces/default/configmaps/app-config", &token_auth, b"").expect_status(200);
+    let own =
+        pod.request("GET", "/api/v1/namespaces/default/configmaps/app-config", &token_auth, b"").expect_status(200);
     assert_eq!(own.header("x-fake-user"), Some("system:serviceaccount:default:app"));
     edge.wait_stored(3);
 
@@ -353,9 +367,13 @@ fn a_token_client_cannot_read_what_kubelet_cached() {
     let offline_own = pod.request("GET", "/api/v1/namespaces/default/configmaps/app-config", &token_auth, b"");
     assert_replayed(&offline_own, &own, "the token client's own configmap");
 
-    let attempts: Vec<(&str, Vec<(&str, &str)>, Option<&str>)> = vec![
+    let attempts: Vec<(&str, HeaderPairs, Option<&str>)> = vec![
         ("token client", token_auth.to_vec(), None),
-        ("token client claiming kubelet's User-Agent", vec![token_auth[0], ("User-Agent", "kubelet/v1.30.0 (linux/amd64) kubernetes/abcdef")], None),
+        (
+            "token client claiming kubelet's User-Agent",
+            vec![token_auth[0], ("User-Agent", "kubelet/v1.30.0 (linux/amd64) kubernetes/abcdef")],
+            None,
+        ),
         ("anonymous client", vec![], None),
         ("another token", vec![("Authorization", "Bearer someone-else")], None),
         ("kube-proxy's certificate", vec![], Some("kube-proxy")),
@@ -388,7 +406,8 @@ fn watch_events_while_online_update_the_offline_list_and_objects() {
     kubelet.get(&format!("{PODS}/db-1")).expect_status(200);
     edge.wait_stored(3);
     let version = resource_version(&list);
-    let mut watch = edge.kubelet().watch(&format!("{PODS}?watch=true&resourceVersion={version}&allowWatchBookmarks=true"));
+    let mut watch =
+        edge.kubelet().watch(&format!("{PODS}?watch=true&resourceVersion={version}&allowWatchBookmarks=true"));
 
     // One change through the proxy, two made by the cloud on its own.
     let created = kubelet.request("POST", PODS, &[JSON], &json_body(&pod("born-online"))).expect_status(201);
@@ -396,13 +415,19 @@ fn watch_events_while_online_update_the_offline_list_and_objects() {
     let mut cloud = edge.cloud_admin();
     let patch = json!({"metadata": {"labels": {"tier": "changed-while-watched"}}});
     cloud
-        .request("PATCH", &format!("{PODS}/web-1"), &[("Content-Type", "application/merge-patch+json")], &json_body(&patch))
+        .request(
+            "PATCH",
+            &format!("{PODS}/web-1"),
+            &[("Content-Type", "application/merge-patch+json")],
+            &json_body(&patch),
+        )
         .expect_status(200);
     cloud.request("DELETE", &format!("{PODS}/db-1"), &[], b"").expect_status(200);
     let added = expect_event(&mut watch, "ADDED", "born-online");
     let modified = expect_event(&mut watch, "MODIFIED", "web-1");
     let deleted = expect_event(&mut watch, "DELETED", "db-1");
-    let newest = [&added, &modified, &deleted].iter().map(|e| rv_number(&resource_version(&e["object"]))).max().unwrap_or(0);
+    let newest =
+        [&added, &modified, &deleted].iter().map(|e| rv_number(&resource_version(&e["object"]))).max().unwrap_or(0);
 
     edge.cut_cloud();
     drop(watch);
@@ -441,6 +466,86 @@ fn watch_events_while_online_update_the_offline_list_and_objects() {
     assert_offline_miss(&db1, "GET of a pod deleted while watched");
 }
 
+/// client-go after an outage breaks its watch: it watches again from the last version it saw,
+/// and the proxy must serve that from the cache (no 410 loop, no hot reconnect loop).
+#[test]
+fn a_watch_broken_by_the_outage_resumes_offline_from_its_last_version() {
+    // No fake bookmarks, so nothing is in flight when the cloud dies.
+    let mut edge = Edge::start("offline-watch-resume", &["--bookmark-interval-ms", "600000"], &[]);
+    let mut kubelet = edge.kubelet();
+    let list = kubelet.get(PODS).expect_status(200).json();
+    edge.wait_stored(1);
+    let mut watch = edge
+        .kubelet()
+        .watch(&format!("{PODS}?watch=true&resourceVersion={}&allowWatchBookmarks=true", resource_version(&list)));
+    edge.cloud_admin().request("POST", PODS, &[JSON], &json_body(&pod("seen-before-outage"))).expect_status(201);
+    let added = expect_event(&mut watch, "ADDED", "seen-before-outage");
+    let last_seen = resource_version(&added["object"]);
+
+    edge.cut_cloud();
+    assert!(watch.wait_closed(SETTLE), "the proxied watch hangs after the cloud died");
+    let mut kubelet = edge.kubelet();
+    let offline_list = wait_for(SETTLE, || {
+        let list = kubelet.get(PODS);
+        (list.status == 200 && item_names(&list.json()).contains(&"seen-before-outage".to_string()))
+            .then(|| list.json())
+    })
+    .unwrap_or_else(|| panic!("the ADDED event never reached the offline list"));
+    assert_eq!(resource_version(&offline_list), last_seen, "the list's version is not the last event's");
+    let mut resumed = edge
+        .kubelet()
+        .watch(&format!("{PODS}?watch=true&resourceVersion={last_seen}&allowWatchBookmarks=true&timeoutSeconds=3"));
+    assert_eq!(resumed.head.headers.get(CACHE_HEADER), Some("hit"));
+    let event = resumed.next_event(Duration::from_millis(1500));
+    assert!(event.is_none(), "resuming from the newest version should replay nothing: {event:?}");
+    assert!(!resumed.is_closed(), "the resumed offline watch closed at once");
+    assert!(resumed.wait_closed(SETTLE), "the resumed offline watch ignored timeoutSeconds");
+}
+
+/// kubelet's own pods: a LIST and WATCH over all namespaces filtered by its node name, as
+/// client-go's reflector sends them (kubelet's Accept, `limit=500&resourceVersion=0`).
+#[test]
+fn kubelets_node_scoped_pod_watch_keeps_its_offline_list_current() {
+    let mut edge = Edge::start("offline-kubelet-flow", &[], &[]);
+    let selector = "fieldSelector=spec.nodeName%3Dedge-1";
+    let accept = [("Accept", KUBELET_ACCEPT)];
+    let mut kubelet = edge.kubelet();
+    let list = kubelet
+        .request("GET", &format!("/api/v1/pods?{selector}&limit=500&resourceVersion=0"), &accept, b"")
+        .expect_status(200)
+        .json();
+    assert_eq!(item_names(&list), ["db-1", "web-1"]);
+    edge.wait_stored(1);
+    let mut watch = edge.kubelet().watch(&format!(
+        "/api/v1/pods?allowWatchBookmarks=true&{selector}&resourceVersion={}&timeoutSeconds=400&watch=true",
+        resource_version(&list)
+    ));
+    let mut cloud = edge.cloud_admin();
+    let mut scheduled = pod("scheduled-here");
+    scheduled["spec"]["nodeName"] = json!("edge-1");
+    let mut elsewhere = pod("scheduled-elsewhere");
+    elsewhere["spec"]["nodeName"] = json!("edge-2");
+    cloud.request("POST", PODS, &[JSON], &json_body(&elsewhere)).expect_status(201);
+    cloud.request("POST", PODS, &[JSON], &json_body(&scheduled)).expect_status(201);
+    cloud.request("DELETE", &format!("{PODS}/db-1"), &[], b"").expect_status(200);
+    expect_event(&mut watch, "ADDED", "scheduled-here");
+    expect_event(&mut watch, "DELETED", "db-1");
+
+    edge.cut_cloud();
+    drop(watch);
+    let mut kubelet = edge.kubelet();
+    let mut last = Value::Null;
+    let reflected = wait_for(SETTLE, || {
+        let resp =
+            kubelet.request("GET", &format!("/api/v1/pods?{selector}&limit=500&resourceVersion=0"), &accept, b"");
+        last = if resp.status == 200 { resp.json() } else { json!({"status": resp.status, "body": resp.text()}) };
+        (resp.status == 200 && item_names(&last) == ["scheduled-here", "web-1"]).then_some(())
+    });
+    assert!(reflected.is_some(), "kubelet's offline pod list does not follow its watch: {last}");
+    // The unfiltered list was never asked: no guess from the filtered one.
+    assert_offline_miss(&kubelet.get("/api/v1/pods"), "unfiltered all-namespaces list");
+}
+
 #[test]
 fn client_go_list_is_answered_offline_with_any_limit() {
     let mut edge = Edge::start("offline-limit", &[], &[]);
@@ -449,14 +554,18 @@ fn client_go_list_is_answered_offline_with_any_limit() {
     let online = kubelet.request("GET", &reflector_list, &[("Accept", KUBELET_ACCEPT)], b"").expect_status(200);
     assert_from_cloud(&online);
     let online_list = online.json();
-    assert!(online_list["metadata"]["continue"].as_str().unwrap_or("").is_empty(), "not a complete list: {online_list}");
+    assert!(
+        online_list["metadata"]["continue"].as_str().unwrap_or("").is_empty(),
+        "not a complete list: {online_list}"
+    );
     edge.wait_stored(1);
 
     edge.cut_cloud();
     let mut kubelet = edge.kubelet();
     let again = kubelet.request("GET", &reflector_list, &[("Accept", KUBELET_ACCEPT)], b"");
     assert_replayed(&again, &online, "the reflector's own list");
-    for query in ["?limit=100", "?limit=1", "?resourceVersion=0", "", "?limit=500&resourceVersion=0&timeoutSeconds=30"] {
+    for query in ["?limit=100", "?limit=1", "?resourceVersion=0", "", "?limit=500&resourceVersion=0&timeoutSeconds=30"]
+    {
         let resp = kubelet.get(&format!("{PODS}{query}"));
         assert_eq!(resp.status, 200, "LIST {query:?} offline: {}", resp.text());
         assert_eq!(resp.header(CACHE_HEADER), Some("hit"), "LIST {query:?}");
@@ -467,7 +576,10 @@ fn client_go_list_is_answered_offline_with_any_limit() {
         assert!(list["metadata"]["continue"].as_str().unwrap_or("").is_empty(), "a made-up continue token: {list}");
     }
     // A page of some other walk is not the complete list.
-    assert_offline_miss(&kubelet.get(&format!("{PODS}?limit=1&continue=ZGVmYXVsdC93ZWItMQ")), "a continue page never cached");
+    assert_offline_miss(
+        &kubelet.get(&format!("{PODS}?limit=1&continue=ZGVmYXVsdC93ZWItMQ")),
+        "a continue page never cached",
+    );
 }
 
 #[test]
@@ -642,7 +754,11 @@ fn offline_watch_stays_open_and_ends_cleanly_at_timeout_seconds() {
     let started = Instant::now();
     let mut kubelet = edge.kubelet().timeout(SETTLE);
     let ended = raw_get(&mut kubelet, &path).unwrap_or_else(|e| panic!("the offline watch did not end cleanly: {e}"));
-    assert!(started.elapsed() >= Duration::from_secs(2), "the offline watch closed early, after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the offline watch closed early, after {:?}",
+        started.elapsed()
+    );
     assert_eq!(ended.status, 200);
     assert!(events_of(&ended.body).iter().all(|e| e["type"] == "BOOKMARK"), "unexpected events: {}", ended.text());
     // The connection stays usable after a clean end.
@@ -676,8 +792,9 @@ fn offline_watch_sends_bookmarks_at_the_lists_version() {
     let mut edge = Edge::start("offline-watch-bookmarks", &[], &[]);
     let list = cached_pod_list_then_offline(&mut edge);
     let version = resource_version(&list);
-    let mut watch =
-        edge.kubelet().watch(&format!("{PODS}?watch=true&resourceVersion={version}&allowWatchBookmarks=true&timeoutSeconds=40"));
+    let mut watch = edge
+        .kubelet()
+        .watch(&format!("{PODS}?watch=true&resourceVersion={version}&allowWatchBookmarks=true&timeoutSeconds=40"));
     // Opened together, so the quiet one has waited as long when the bookmark arrives.
     let mut quiet = edge.kubelet().watch(&format!("{PODS}?watch=true&resourceVersion={version}&timeoutSeconds=40"));
     let bookmark = watch
@@ -733,7 +850,7 @@ fn offline_writes_get_503_status_and_fake_nothing() {
     let mut kubelet = edge.kubelet();
     let pod_path = format!("{PODS}/web-1");
     let merge = ("Content-Type", "application/merge-patch+json");
-    let writes: [(&str, &str, Vec<(&str, &str)>, Vec<u8>); 5] = [
+    let writes: [(&str, &str, HeaderPairs, Vec<u8>); 5] = [
         ("POST", PODS, vec![JSON], json_body(&pod("born-offline"))),
         ("PUT", &pod_path, vec![JSON], json_body(&item(&list, "web-1").cloned().expect("web-1"))),
         ("PATCH", &pod_path, vec![merge], json_body(&json!({"metadata": {"labels": {"x": "y"}}}))),
@@ -770,11 +887,13 @@ fn cloud_back_means_fresh_data_and_readyz_follows() {
         let (status, body) = edge.diag("/readyz");
         (status == 503).then_some(body)
     });
-    let body = readyz.unwrap_or_else(|| panic!("/readyz never said 503 while the cloud was down: {:?}", edge.diag("/readyz")));
+    let body =
+        readyz.unwrap_or_else(|| panic!("/readyz never said 503 while the cloud was down: {:?}", edge.diag("/readyz")));
     assert!(!body.trim().is_empty(), "/readyz 503 gives no reason");
     assert_eq!(edge.metric("lite_apiserver_cloud_up"), 0);
     // An offline watch with no timeout is open when the cloud returns.
-    let mut offline_watch = edge.kubelet().watch(&format!("{PODS}?watch=true&resourceVersion={}", resource_version(&online.json())));
+    let mut offline_watch =
+        edge.kubelet().watch(&format!("{PODS}?watch=true&resourceVersion={}", resource_version(&online.json())));
     assert_eq!(offline_watch.head.headers.get(CACHE_HEADER), Some("hit"));
 
     edge.cloud_back();
@@ -810,7 +929,8 @@ fn cloud_back_means_fresh_data_and_readyz_follows() {
 
 #[test]
 fn metrics_count_hits_and_debug_cache_shows_counts_without_bodies() {
-    let mut edge = Edge::start("offline-diagnostics", &["--token", &format!("{TOKEN}=system:serviceaccount:default:app")], &[]);
+    let mut edge =
+        Edge::start("offline-diagnostics", &["--token", &format!("{TOKEN}=system:serviceaccount:default:app")], &[]);
     let mut kubelet = edge.kubelet();
     kubelet.get(SECRET).expect_status(200);
     kubelet.get(PODS).expect_status(200);
@@ -871,7 +991,8 @@ fn offline_answers_do_not_wait_for_the_cloud_timeout() {
     // Well under --timeout=10 each: if every request waited for the cloud, these would fail.
     let mut kubelet = edge.kubelet().timeout(Duration::from_secs(6));
     for round in 0..5 {
-        let resp = kubelet.try_get(PODS).unwrap_or_else(|e| panic!("offline read #{round} did not come back quickly: {e}"));
+        let resp =
+            kubelet.try_get(PODS).unwrap_or_else(|e| panic!("offline read #{round} did not come back quickly: {e}"));
         assert_replayed(&resp, &online, "offline read");
     }
     let mut fresh_connection = edge.kubelet().timeout(Duration::from_secs(6));

@@ -256,36 +256,52 @@ fn half_written_identity_is_not_applied_until_complete() {
     setup.eventually("the completed cert is presented upstream", || upstream_serial(&mut kubelet) == next);
 }
 
+/// Ways the kubelet identity's files can be wrong on disk.
+#[derive(Debug, Clone, Copy)]
+enum Breakage {
+    TruncatedPem,
+    KeyOfAnotherCert,
+    ExpiredCert,
+    MissingCert,
+}
+
+impl Breakage {
+    const ALL: [Breakage; 4] =
+        [Breakage::TruncatedPem, Breakage::KeyOfAnotherCert, Breakage::ExpiredCert, Breakage::MissingCert];
+
+    /// Breaks `kubelet.crt`/`kubelet.key` this way.
+    fn apply(self, pki: &Pki) {
+        let (cert_path, key_path) = (pki.path("kubelet.crt"), pki.path("kubelet.key"));
+        match self {
+            Breakage::TruncatedPem => write_in_place(&cert_path, first_half(&pki_file(pki, "kubelet.crt"))),
+            Breakage::KeyOfAnotherCert => write_in_place(&key_path, &pki_file(pki, "admin.key")),
+            Breakage::ExpiredCert => {
+                let (cert, key) = expired_client_pem(pki, KUBELET_CN);
+                // Cert first: the expiry is then the only fault the reloader ever sees.
+                write_in_place(&cert_path, cert.as_bytes());
+                write_in_place(&key_path, key.as_bytes());
+            }
+            Breakage::MissingCert => fs::remove_file(&cert_path).expect("remove kubelet.crt"),
+        }
+    }
+}
+
 #[test]
 fn broken_identity_files_keep_the_old_identity_until_fixed() {
     let setup = Rotating::start("broken-identity", &[FAST_SYNC]);
     let pki = setup.pki();
     let mut kubelet = setup.client(Some("kubelet"));
-    let (cert_path, key_path) = (pki.path("kubelet.crt"), pki.path("kubelet.key"));
-    let breakages: [(&str, Box<dyn Fn()>); 4] = [
-        ("truncated PEM", Box::new(|| write_in_place(&cert_path, first_half(&pki_file(pki, "kubelet.crt"))))),
-        ("key of another cert", Box::new(|| write_in_place(&key_path, &pki_file(pki, "admin.key")))),
-        (
-            "expired cert",
-            Box::new(|| {
-                let (cert, key) = expired_client_pem(pki, KUBELET_CN);
-                // Cert first: the expiry is then the only fault the reloader ever sees.
-                write_in_place(&cert_path, cert.as_bytes());
-                write_in_place(&key_path, key.as_bytes());
-            }),
-        ),
-        ("missing cert", Box::new(|| fs::remove_file(&cert_path).expect("remove kubelet.crt"))),
-    ];
     let mut in_use = upstream_serial(&mut kubelet);
-    for (what, break_files) in breakages {
+    for breakage in Breakage::ALL {
         let mark = setup.mark();
-        break_files();
+        breakage.apply(pki);
         setup.assert_failing_quietly(mark, || {
             let serial = upstream_serial(&mut kubelet);
-            assert_eq!(serial, in_use, "{what}: the proxy stopped presenting the old identity");
+            assert_eq!(serial, in_use, "{breakage:?}: the proxy stopped presenting the old identity");
         });
         let fixed = pki.issue_client("kubelet", KUBELET_CN).expect("re-issue kubelet cert");
-        setup.eventually(&format!("after the {what}, a fixed cert applies"), || upstream_serial(&mut kubelet) == fixed);
+        let what = format!("after {breakage:?}, a fixed cert applies");
+        setup.eventually(&what, || upstream_serial(&mut kubelet) == fixed);
         in_use = fixed;
     }
     let listed = listed_identity(&setup.debug_certs(), KUBELET_CN).expect("kubelet listed in /debug/certs");

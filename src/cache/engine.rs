@@ -10,10 +10,16 @@ use super::store::{Change, Owner, Store, StoreError, SummaryRow, Totals};
 use super::watch::{self, WatchStream};
 use super::{CachedResponse, Lookup, Reply};
 
+/// Fingerprints remembered to skip re-storing unchanged answers, at most.
+const MAX_FINGERPRINTS: usize = 16 * 1024;
+
 pub struct Engine<S: Store> {
     store: S,
     max_bytes: u64,
     watches: HashMap<u64, WatchStream>,
+    /// Store key → fingerprint of the answer last stored under it. Clients re-read the
+    /// same lists all the time; storing (and re-splitting) an identical list is waste.
+    stored_fingerprints: HashMap<String, u64>,
 }
 
 impl<S: Store> Engine<S> {
@@ -22,6 +28,7 @@ impl<S: Store> Engine<S> {
             store,
             max_bytes,
             watches: HashMap::new(),
+            stored_fingerprints: HashMap::new(),
         }
     }
 
@@ -32,6 +39,11 @@ impl<S: Store> Engine<S> {
         content_type: &str,
         body: Vec<u8>,
     ) -> Result<(), StoreError> {
+        let store_key = key.store_key();
+        let fingerprint = fingerprint(content_type, &body);
+        if self.stored_fingerprints.get(&store_key) == Some(&fingerprint) {
+            return Ok(());
+        }
         let owner = Owner {
             identity: key.identity().to_string(),
             resource: key.resource().to_string(),
@@ -54,13 +66,17 @@ impl<S: Store> Engine<S> {
                     body,
                 };
                 Change::PutEntry {
-                    key: key.store_key(),
+                    key: store_key.clone(),
                     owner,
                     response,
                 }
             }
         };
         self.store.apply(vec![change])?;
+        if self.stored_fingerprints.len() >= MAX_FINGERPRINTS {
+            self.stored_fingerprints.clear();
+        }
+        self.stored_fingerprints.insert(store_key, fingerprint);
         self.evict_if_needed()
     }
 
@@ -118,6 +134,8 @@ impl<S: Store> Engine<S> {
     /// Evicts down to 90% of the cap once it is exceeded, so eviction runs in batches.
     fn evict_if_needed(&mut self) -> Result<(), StoreError> {
         if self.store.totals().bytes > self.max_bytes {
+            // Evicted answers must be stored again when they come back.
+            self.stored_fingerprints.clear();
             let evicted = self.store.evict_to(self.max_bytes / 10 * 9)?;
             log::debug!("cache: evicted {evicted} least recently used entries");
         }
@@ -131,6 +149,14 @@ impl<S: Store> Engine<S> {
     pub fn summary(&mut self) -> Result<Vec<SummaryRow>, StoreError> {
         self.store.summary()
     }
+}
+
+fn fingerprint(content_type: &str, body: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    content_type.hash(&mut hasher);
+    body.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn is_json(content_type: &str) -> bool {

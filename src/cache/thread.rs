@@ -14,9 +14,14 @@ use super::key::{ListScope, ReadKey, WatchRequest};
 use super::store::{Store, StoreError, SummaryRow, Totals};
 use super::{CacheError, CacheStats, Lookup, Reply};
 
-/// Bytes waiting in the queue beyond which further writes are dropped (one larger body is
-/// still accepted when the queue is empty: large responses are stored, not truncated).
+/// Bytes of response bodies waiting beyond which further stores are dropped (one larger
+/// body is still accepted when none wait: large responses are stored, not truncated).
 const QUEUED_BYTES_CAP: usize = 64 << 20;
+
+/// Bytes of watch events waiting beyond which a stream is interrupted. Watch events have
+/// their own allowance so a burst of GET answers can never crowd them out: a dropped
+/// event stops that stream's updates for good, a dropped GET only costs a fresher copy.
+const QUEUED_WATCH_BYTES_CAP: usize = 16 << 20;
 
 /// How often an unchanged or busy cache refreshes its /debug/cache snapshot at most.
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(2);
@@ -56,6 +61,52 @@ impl Job {
     }
 }
 
+impl Queues {
+    /// Adds a data-carrying job if its lane has room. Watch bytes following bytes of the
+    /// same stream are appended to that job, so a busy stream is one job, not thousands.
+    fn admit(&mut self, job: Job, max_stores: usize) -> bool {
+        let len = job.payload_len();
+        match job {
+            Job::WatchBytes { watch_id, bytes } => {
+                if self.watch_bytes > 0 && self.watch_bytes + len > QUEUED_WATCH_BYTES_CAP {
+                    return false;
+                }
+                self.watch_bytes += len;
+                match self.jobs.back_mut() {
+                    Some(Job::WatchBytes { watch_id: last, bytes: pending }) if *last == watch_id => {
+                        pending.extend_from_slice(&bytes)
+                    }
+                    _ => self.jobs.push_back(Job::WatchBytes { watch_id, bytes }),
+                }
+                true
+            }
+            job => {
+                let fits_bytes = self.queued_bytes == 0 || self.queued_bytes + len <= QUEUED_BYTES_CAP;
+                if self.stores >= max_stores || !fits_bytes {
+                    return false;
+                }
+                self.queued_bytes += len;
+                self.stores += 1;
+                self.jobs.push_back(job);
+                true
+            }
+        }
+    }
+
+    fn pop(&mut self) -> Option<Job> {
+        let job = self.jobs.pop_front()?;
+        match &job {
+            Job::WatchBytes { bytes, .. } => self.watch_bytes -= bytes.len(),
+            Job::Store { body, .. } => {
+                self.queued_bytes -= body.len();
+                self.stores -= 1;
+            }
+            _ => {}
+        }
+        Some(job)
+    }
+}
+
 enum Work {
     Lookup(u64, Lookup),
     Job(Job),
@@ -66,7 +117,11 @@ enum Work {
 struct Queues {
     lookups: VecDeque<(u64, Lookup)>,
     jobs: VecDeque<Job>,
+    /// Store jobs waiting and their body bytes.
+    stores: usize,
     queued_bytes: usize,
+    /// Watch event bytes waiting.
+    watch_bytes: usize,
     stopping: bool,
 }
 
@@ -103,14 +158,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     /// Queues a data-carrying write, or refuses it when the queue is full.
     fn try_push(&self, job: Job) -> bool {
-        let mut queues = lock(&self.queues);
-        let len = job.payload_len();
-        let fits_bytes = queues.queued_bytes == 0 || queues.queued_bytes + len <= QUEUED_BYTES_CAP;
-        if queues.jobs.len() >= self.queue_len || !fits_bytes {
+        if !lock(&self.queues).admit(job, self.queue_len) {
             return false;
         }
-        queues.queued_bytes += len;
-        queues.jobs.push_back(job);
         self.work_ready.notify_one();
         true
     }
@@ -128,8 +178,7 @@ impl Shared {
             if let Some((id, lookup)) = queues.lookups.pop_front() {
                 return Some(Work::Lookup(id, lookup));
             }
-            if let Some(job) = queues.jobs.pop_front() {
-                queues.queued_bytes -= job.payload_len();
+            if let Some(job) = queues.pop() {
                 return Some(Work::Job(job));
             }
             if queues.stopping {
