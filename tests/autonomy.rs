@@ -975,8 +975,9 @@ fn metrics_count_hits_and_debug_cache_shows_counts_without_bodies() {
 }
 
 /// With a cloud that accepts connections and then says nothing (a black hole, the worst
-/// kind of outage), only the request that discovers the outage may wait for `--timeout`;
-/// later reads are answered from the cache at once.
+/// kind of outage), the request that meets the outage waits for `--timeout` and is answered
+/// from the cache; it asks the prober, whose probe times out too; from then on (the cloud is
+/// known down, `/readyz` says 503) reads are answered from the cache at once.
 #[test]
 fn offline_answers_do_not_wait_for_the_cloud_timeout() {
     let mut edge = Edge::start("offline-fast", &[], &["--timeout=10"]);
@@ -988,6 +989,8 @@ fn offline_answers_do_not_wait_for_the_cloud_timeout() {
 
     let mut discoverer = edge.kubelet().timeout(Duration::from_secs(40));
     assert_replayed(&discoverer.get(PODS), &online, "the request that finds the cloud gone");
+    let known_down = wait_for(Duration::from_secs(40), || (edge.diag("/readyz").0 == 503).then_some(()));
+    assert!(known_down.is_some(), "the prober never declared the black-holed cloud down");
     // Well under --timeout=10 each: if every request waited for the cloud, these would fail.
     let mut kubelet = edge.kubelet().timeout(Duration::from_secs(6));
     for round in 0..5 {

@@ -82,9 +82,9 @@ fn next_change(watch: &mut WatchStream) -> Value {
     let deadline = Instant::now() + EVENT_TIMEOUT;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let event = watch.next_event(remaining).unwrap_or_else(|| {
-            panic!("no event within {EVENT_TIMEOUT:?} (stream closed: {})", watch.is_closed())
-        });
+        let event = watch
+            .next_event(remaining)
+            .unwrap_or_else(|| panic!("no event within {EVENT_TIMEOUT:?} (stream closed: {})", watch.is_closed()));
         if event["type"] != "BOOKMARK" {
             return event;
         }
@@ -175,7 +175,8 @@ impl Kubectl {
         let mut proc = self.spawn(args);
         let status = proc.wait_output(COMMAND_TIMEOUT);
         proc.kill();
-        let status = status.unwrap_or_else(|| panic!("kubectl {args:?} still running after {COMMAND_TIMEOUT:?}:\n{}", proc.output()));
+        let status = status
+            .unwrap_or_else(|| panic!("kubectl {args:?} still running after {COMMAND_TIMEOUT:?}:\n{}", proc.output()));
         Run { success: status.success(), stdout: proc.stdout(), stderr: proc.stderr() }
     }
 
@@ -214,7 +215,10 @@ fn assert_pod_table(table: &str) {
         assert!(header.contains(column), "no {column} column in:\n{table}");
     }
     for name in SEEDED_PODS {
-        assert!(table.lines().any(|line| line.starts_with(name) && line.contains("Running")), "no {name} row in:\n{table}");
+        assert!(
+            table.lines().any(|line| line.starts_with(name) && line.contains("Running")),
+            "no {name} row in:\n{table}"
+        );
     }
 }
 
@@ -300,7 +304,8 @@ fn kubectl_online_then_offline(label: &str, version: Option<&str>) {
     edge.fake.stop();
     let offline = kubectl.with_fresh_cache("offline");
     assert_eq!(offline.ok(&["get", "pods"]), table, "offline `get pods` differs from online");
-    let offline_list: Value = serde_json::from_str(&offline.ok(&["get", "pods", "-o", "json"])).expect("-o json is JSON");
+    let offline_list: Value =
+        serde_json::from_str(&offline.ok(&["get", "pods", "-o", "json"])).expect("-o json is JSON");
     assert_eq!(offline_list, list, "offline `get pods -o json` differs from online");
     assert_eq!(offline.ok(&["get", "widgets"]), widgets, "offline `get widgets` differs from online");
 
@@ -459,15 +464,20 @@ fn python_lists_and_watches(edge: &Edge, credentials: &[String], user: &str, new
     let answer = json_lines(&list.stdout()).pop().expect("python list printed its answer");
     assert_eq!(answer["user"], user, "the cloud saw another identity: {answer}");
     for name in SEEDED_PODS {
-        assert!(answer["pods"].as_array().is_some_and(|pods| pods.iter().any(|p| p == name)), "{name} missing: {answer}");
+        assert!(
+            answer["pods"].as_array().is_some_and(|pods| pods.iter().any(|p| p == name)),
+            "{name} missing: {answer}"
+        );
     }
 
-    let mut watch = python_client(edge, credentials, &["watch", "default", "--timeout=30", &format!("--expect={new_pod}")]);
+    let mut watch =
+        python_client(edge, credentials, &["watch", "default", "--timeout=30", &format!("--expect={new_pod}")]);
     for name in SEEDED_PODS {
         wait_for_output(&mut watch, &format!("\"name\": \"{name}\""), "python watch");
     }
     edge.create_pod_upstream(new_pod);
-    let status = watch.wait_output(COMMAND_TIMEOUT).unwrap_or_else(|| panic!("python watch hangs:\n{}", watch.output()));
+    let status =
+        watch.wait_output(COMMAND_TIMEOUT).unwrap_or_else(|| panic!("python watch hangs:\n{}", watch.output()));
     assert!(status.success(), "python watch did not see ADDED {new_pod}:\n{}", watch.output());
     let events = json_lines(&watch.stdout());
     assert!(events.iter().any(|e| e["type"] == "ADDED" && e["name"] == new_pod), "{events:?}");
@@ -540,7 +550,8 @@ fn reflector_relists_after_410_expired() {
     }
 
     let through_proxy = kubelet.watch(&reflector_watch_path(&stale)).next_event(EVENT_TIMEOUT).expect("an event");
-    let direct = edge.env.client(edge.fake.port, Some("kubelet")).watch(&reflector_watch_path(&stale)).next_event(EVENT_TIMEOUT);
+    let direct =
+        edge.env.client(edge.fake.port, Some("kubelet")).watch(&reflector_watch_path(&stale)).next_event(EVENT_TIMEOUT);
     assert_eq!(through_proxy["type"], "ERROR", "{through_proxy}");
     assert_eq!(through_proxy["object"]["code"], 410, "{through_proxy}");
     assert_eq!(through_proxy["object"]["reason"], "Expired", "{through_proxy}");

@@ -195,24 +195,36 @@ impl RawTls {
         self.tls.flush()
     }
 
-    /// Reads more bytes; `Ok(0)` at end of stream (with or without close_notify).
+    /// Reads more bytes; `Ok(0)` at end of stream (with or without close_notify). Never
+    /// writes: after the proxy hung up on a request still being sent, what it answered before
+    /// must stay readable, not be hidden behind a failed write of the rest.
     fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
-        }
-        self.tls.sock.set_read_timeout(Some(remaining))?;
         let mut chunk = [0u8; 16 * 1024];
-        match self.tls.read(&mut chunk) {
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Ok(n)
+        loop {
+            match self.tls.conn.reader().read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
             }
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                Err(io::Error::new(io::ErrorKind::TimedOut, "no data before the deadline"))
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
             }
-            Err(e) => Err(e),
+            self.tls.sock.set_read_timeout(Some(remaining))?;
+            match self.tls.conn.read_tls(&mut self.tls.sock) {
+                Ok(0) => return Ok(0),
+                Ok(_) => {
+                    self.tls.conn.process_new_packets().map_err(io::Error::other)?;
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no data before the deadline"));
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 

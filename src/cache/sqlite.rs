@@ -39,10 +39,16 @@ const EVICTION_BATCH: i64 = 64;
 
 pub const FILE_NAME: &str = "cache.db";
 
+/// Accesses remembered before they are written in one transaction.
+const MAX_PENDING_TOUCHES: usize = 256;
+
 pub struct SqliteStore {
     connection: Connection,
     clock: i64,
     totals: Totals,
+    /// Accesses not yet written: (UPDATE statement, key, access time). Offline, every
+    /// hit is an access; one transaction per hit would make reads cost writes.
+    pending_touches: Vec<(&'static str, String, i64)>,
 }
 
 /// Totals changed by a transaction, applied only once it committed.
@@ -113,6 +119,7 @@ impl SqliteStore {
             connection,
             clock: 0,
             totals: Totals::default(),
+            pending_touches: Vec::new(),
         };
         store.load_totals()?;
         Ok(store)
@@ -144,19 +151,34 @@ impl SqliteStore {
         self.clock
     }
 
-    /// Records an access; failing to (disk full, read-only) must not fail the read.
-    fn touch(&mut self, table_sql: &str, key: &str) {
+    /// Records an access, written later in a batch; failing to write it (disk full,
+    /// read-only) must not fail the read, and losing it in a crash costs nothing.
+    fn touch(&mut self, update_sql: &'static str, key: &str) {
         let now = self.tick();
-        if let Err(error) = self
-            .connection
-            .prepare_cached(table_sql)
-            .and_then(|mut s| s.execute(params![now, key]))
-        {
-            log::debug!("cache: recording an access failed: {error}");
+        self.pending_touches.push((update_sql, key.to_string(), now));
+        if self.pending_touches.len() >= MAX_PENDING_TOUCHES {
+            self.flush_touches();
+        }
+    }
+
+    fn flush_touches(&mut self) {
+        if self.pending_touches.is_empty() {
+            return;
+        }
+        let touches = std::mem::take(&mut self.pending_touches);
+        let written = self.connection.transaction().and_then(|transaction| {
+            for (update_sql, key, now) in &touches {
+                transaction.prepare_cached(update_sql)?.execute(params![now, key])?;
+            }
+            transaction.commit()
+        });
+        if let Err(error) = written {
+            log::debug!("cache: recording accesses failed: {error}");
         }
     }
 
     fn commit(&mut self, changes: Vec<Change>) -> Result<Delta, StoreError> {
+        self.flush_touches();
         let now = self.tick();
         let transaction = self
             .connection
@@ -401,6 +423,12 @@ fn adjust_list_bytes(
     Ok(())
 }
 
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.flush_touches();
+    }
+}
+
 impl Store for SqliteStore {
     fn entry(&mut self, key: &str, touch: bool) -> Result<Option<CachedResponse>, StoreError> {
         let found = self
@@ -475,6 +503,7 @@ impl Store for SqliteStore {
     }
 
     fn evict_to(&mut self, target_bytes: u64) -> Result<u64, StoreError> {
+        self.flush_touches();
         let mut evicted = 0;
         while self.totals.bytes > target_bytes {
             let victims = self.oldest()?;
