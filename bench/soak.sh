@@ -30,6 +30,7 @@ mkdir -p "$RES"
 source "$ROOT/bench/lib.sh"
 
 on_exit() {
+    stop_fake
     cleanup
     if [[ ${KEEP:-0} == 1 ]]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
 }
@@ -48,17 +49,24 @@ POD_PATH=/api/v1/namespaces/default/pods
 FAKE_PORT=$(free_port)
 LITE_PORT=$(free_port)
 DIAG_PORT=$(free_port)
-FAKE_PID=
-FAKE_STARTS=0
+# The fake is restarted from a background loop, so its current pid lives in a file.
+FAKE_PID_FILE=$WORK/fake.pid
+fake_pid() { cat "$FAKE_PID_FILE" 2>/dev/null || true; }
 
 start_fake() {
     "$BIN/examples/fake_apiserver" --cert "$PKI/server.crt" --key "$PKI/server.key" \
         --client-ca "$PKI/ca.crt" --port "$FAKE_PORT" --bookmark-interval-ms 2000 \
         >>"$WORK/fake.out" 2>>"$WORK/fake.log" &
-    FAKE_PID=$!
-    track "$FAKE_PID"
-    FAKE_STARTS=$((FAKE_STARTS + 1))
+    echo $! >"$FAKE_PID_FILE"
+    echo "$SECONDS" >>"$RES/fake-starts"
     wait_port "$FAKE_PORT"
+}
+
+stop_fake() {
+    local pid
+    pid=$(fake_pid)
+    [[ -n $pid ]] && kill -9 "$pid" 2>/dev/null || true
+    [[ -n $pid ]] && wait "$pid" 2>/dev/null || true
 }
 
 start_fake
@@ -105,11 +113,9 @@ watch_loop() {
 restart_loop() {
     while ((SECONDS + RESTART_EVERY < END)); do
         sleep "$RESTART_EVERY"
-        kill -9 "$FAKE_PID" 2>/dev/null || true
-        wait "$FAKE_PID" 2>/dev/null || true
+        stop_fake
         sleep 3
         start_fake
-        echo "$SECONDS" >>"$RES/restarts"
     done
 }
 
@@ -143,15 +149,15 @@ IDLE_FDS=$(fd_count)
 IDLE_RSS=$(rss_kib)
 
 # Entries lost: with the cloud gone, the list every worker read must still be served.
-kill -9 "$FAKE_PID" 2>/dev/null || true
-OFFLINE_STATUS=$(curl -s -o "$RES/offline.json" -w '%{http_code}' --cacert "$PKI/ca.crt" \
+stop_fake
+OFFLINE_STATUS=$(curl -s -D "$RES/offline.head" -o "$RES/offline.json" -w '%{http_code}' --cacert "$PKI/ca.crt" \
     --cert "$PKI/kubelet.crt" --key "$PKI/kubelet.key" "https://127.0.0.1:$LITE_PORT$CM_PATH" || true)
 STATS=$(curl -s "http://127.0.0.1:$DIAG_PORT/metrics" | grep -E '^lite_apiserver_(responses_total|cache_|upstream_failures|rejected)' || true)
 kill -TERM "$LITE_PID" 2>/dev/null || true
 for _ in $(seq 1 100); do lite_alive || break; sleep 0.1; done
 INTEGRITY=$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("pragma integrity_check").fetchone()[0])' "$WORK/cache/cache.db" 2>&1 || true)
 
-python3 - "$RES" "$OFFLINE_STATUS" "$INTEGRITY" "$CRASHED" "$IDLE_CLIENTS" "$IDLE_FDS" "$IDLE_RSS" "$FAKE_STARTS" <<'PY'
+python3 - "$RES" "$OFFLINE_STATUS" "$INTEGRITY" "$CRASHED" "$IDLE_CLIENTS" "$IDLE_FDS" "$IDLE_RSS" "$(wc -l <"$RES/fake-starts")" <<'PY'
 import json, os, sys
 res, offline, integrity, crashed, idle_clients, idle_fds, idle_rss, fake_starts = sys.argv[1:]
 def reports(name):
@@ -195,6 +201,8 @@ summary = {
     "fds_min_max": [min(fds), max(fds)] if fds else None,
     "idle_after": {"clients": idle_clients, "fds": idle_fds, "rss_kib": idle_rss},
     "offline_list_status": offline,
+    "offline_list_from_cache": "x-lite-apiserver-cache: hit" in open(os.path.join(res, "offline.head")).read().lower()
+        if os.path.exists(os.path.join(res, "offline.head")) else False,
     "cache_integrity": integrity,
 }
 print(json.dumps(summary, indent=1))

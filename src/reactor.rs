@@ -81,6 +81,9 @@ pub struct Inbox {
 /// The cloud apiserver as the reactor sees it.
 pub struct Cloud {
     pub up: bool,
+    /// A fresh connection timed out: until the prober's next report (which a kick
+    /// always brings), reads go to the cache instead of waiting `--timeout` each.
+    pub suspect: bool,
     pub addr: Option<SocketAddr>,
     pub server_name: ServerName<'static>,
     pub host_header: String,
@@ -396,7 +399,8 @@ impl Reactor {
         let identity = self.identities.select(client.peer_cn.as_deref()).clone();
         let cache_identity = cache_identity(client.peer_cn.as_deref(), &identity, &head);
         let (route, accept) = self.route(&cache_identity, &head);
-        if !self.cloud.up {
+        let cacheable = !matches!(route, Classified::Uncacheable);
+        if !self.cloud.up || (self.cloud.suspect && cacheable) {
             self.serve_offline(slot, client, head, route, "the cloud apiserver is unreachable");
             return;
         }
@@ -550,6 +554,7 @@ impl Reactor {
         }
         if !reused || timeout {
             // A pooled connection dying says little about the cloud.
+            self.cloud.suspect |= timeout && !reused;
             self.cloud_failed(reason);
         }
         let why = if timeout { "timed out waiting for the cloud apiserver" } else { "the cloud apiserver is unreachable" };
@@ -636,6 +641,7 @@ impl Reactor {
 
     fn on_wake(&mut self) {
         while let Ok(report) = self.inbox.health.try_recv() {
+            self.cloud.suspect = false;
             match report {
                 HealthReport::Up(addr) => {
                     self.cloud.addr = Some(addr);

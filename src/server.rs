@@ -107,6 +107,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     let cloud = Cloud {
         up: first_addr.is_some(),
+        suspect: false,
         addr: first_addr,
         server_name,
         host_header: health::host_header(&config.upstream_host, config.upstream_port),
