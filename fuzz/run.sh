@@ -41,15 +41,17 @@ for target in "${TARGETS[@]}"; do
         "${dict[@]}" 2>&1 | tee "$log" | grep -E '^(#[0-9]+.*(DONE|pulse)|stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY)' >&2; then
         :
     fi
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     if grep -qE '==[0-9]+==ERROR|panicked at|deadly signal|Test unit written' "$log"; then
         failed+=("$target")
+    elif [[ -z $runs ]]; then
+        failed+=("$target(did not run: see $log)")
     fi
-    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     echo "=== $target: ${runs:-?} inputs, corpus $(ls "$corpus" | wc -l) files" >&2
 done
 
 if ((${#failed[@]})); then
-    echo "CRASHES in: ${failed[*]} (see fuzz/artifacts/<target>/)" >&2
+    echo "FAILED: ${failed[*]} (crash inputs in fuzz/artifacts/<target>/)" >&2
     exit 1
 fi
 echo "no crashes" >&2

@@ -100,7 +100,8 @@ impl Reactor {
         let timeout = request.timeout_seconds.map_or(DEFAULT_WATCH_TIMEOUT, Duration::from_secs);
         let watch = OfflineWatch {
             ends_at: now + timeout,
-            next_bookmark: request.allow_bookmarks.then_some(now + BOOKMARK_INTERVAL),
+            // No bookmark line (a non-JSON watch): an empty chunk would end the stream.
+            next_bookmark: (request.allow_bookmarks && !bookmark_event.is_empty()).then_some(now + BOOKMARK_INTERVAL),
             bookmark_event,
         };
         client.set_phase(Phase::OfflineWatch(Box::new(watch)));

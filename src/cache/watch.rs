@@ -282,10 +282,25 @@ fn starts_from_current_state(request: &WatchRequest) -> bool {
     version.is_empty() || version == "0" || request.send_initial_events
 }
 
+/// Table, metadata and protobuf watches have no decomposed list to replay from. One that
+/// resumes from a version the client already holds (`kubectl get -w` watches from its
+/// list's version) is held open without events: nothing changes while offline. One that
+/// asks for the current state cannot be answered.
+fn hold_open_without_events(request: &WatchRequest) -> Reply {
+    if starts_from_current_state(request) {
+        return Reply::Miss;
+    }
+    Reply::WatchReplay {
+        initial_events: Vec::new(),
+        list_resource_version: request.resource_version.clone().unwrap_or_default(),
+        bookmark_event: Vec::new(),
+    }
+}
+
 /// Answers an offline watch start from the cached list of its scope.
 pub fn replay<S: Store>(store: &mut S, request: &WatchRequest) -> Result<Reply, StoreError> {
     if !request.scope.is_json() {
-        return Ok(Reply::Miss);
+        return Ok(hold_open_without_events(request));
     }
     let scope_key = request.scope.store_key();
     let Some(head) = store.list_head(&scope_key, true)? else {
