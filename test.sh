@@ -22,4 +22,4 @@ if [[ $(uname -m) == x86_64 ]]; then
   export LITE_STATIC_BINARY="${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-gnu/release/lite-apiserver"
 fi
 
-cargo test --release "$@"
+cargo test --release --no-fail-fast "$@"
