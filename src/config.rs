@@ -107,7 +107,7 @@ Flags:
   --sync-duration SECONDS        certificate reload period (default 60)
   --modify-request-accept BOOL   ask the cloud for JSON on cacheable GETs (default true)
   --diagnostics-port N           plain-HTTP diagnostics on 127.0.0.1, 0 disables (default 51004)
-  --max-connections N            client connections at most; 503 beyond (default 1024)
+  --max-connections N            client connections at most; more are refused (default 1024)
   --log-level LEVEL              error|warn|info|debug|trace (default info; RUST_LOG too)
   --help, --version
 ";

@@ -306,13 +306,15 @@ impl ResponseHead {
     }
 }
 
-/// Hop-by-hop headers: the fixed list plus whatever `Connection` names.
+/// Hop-by-hop headers: the fixed list plus whatever `Connection` names — except
+/// `Content-Length`: the body is forwarded as framed, so dropping its length on the peer's
+/// say-so would make the next hop read the body as another request (smuggling).
 fn is_hop_by_hop(lower_name: &str, connection_named: &[String]) -> bool {
     matches!(
         lower_name,
         "connection" | "keep-alive" | "proxy-connection" | "proxy-authenticate" | "proxy-authorization"
             | "te" | "trailer" | "transfer-encoding" | "upgrade"
-    ) || connection_named.iter().any(|named| named == lower_name)
+    ) || (lower_name != "content-length" && connection_named.iter().any(|named| named == lower_name))
 }
 
 fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -377,6 +379,14 @@ mod tests {
             assert!(!out.contains(gone), "{gone} leaked: {out}");
         }
         assert!(out.contains("Authorization: Bearer t\r\n") && out.contains("Impersonate-User: bob\r\n"));
+    }
+
+    #[test]
+    fn connection_cannot_strip_the_content_length() {
+        let head = request("POST /x HTTP/1.1\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\n");
+        let out = head.to_upstream_bytes("c", &[]);
+        let (again, _) = parse_request(&out).expect("parses").expect("complete");
+        assert_eq!(again.framing(), Ok(Framing::Length(5)));
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub enum PumpOutcome {
     Upgraded,
     /// Broken mid-response: nothing more can be said to the client.
     Abort(String),
+    /// The client's request body is malformed: a 400 if no response byte was sent yet.
+    BadRequestBody(String),
 }
 
 pub struct Exchange {
@@ -177,7 +179,11 @@ impl Exchange {
         loop {
             let moved = self.to_upstream.drain_into(&mut self.upstream.transport).map_err(|e| self.failed(format!("write to the cloud failed: {e}")))?;
             progressed |= moved > 0;
-            if !self.to_upstream.is_empty() || self.request_body.is_done() {
+            if !self.to_upstream.is_empty() {
+                return Ok(progressed);
+            }
+            if self.request_body.is_done() {
+                notice_hang_up(client, scratch)?;
                 return Ok(progressed);
             }
             if client.inbuf.is_empty() {
@@ -192,7 +198,7 @@ impl Exchange {
             let progress = self
                 .request_body
                 .feed(&client.inbuf, &mut |_| {})
-                .map_err(|e| PumpOutcome::Abort(format!("bad request body: {e}")))?;
+                .map_err(|e| PumpOutcome::BadRequestBody(format!("bad request body: {e}")))?;
             to_upstream.push(&client.inbuf[..progress.consumed]);
             client.inbuf.drain(..progress.consumed);
             progressed = true;
@@ -323,6 +329,22 @@ impl Exchange {
             ResponseState::AwaitingHead(_) => None,
         }
     }
+}
+
+/// Once its request is sent a client has nothing to say until the response ends, but one
+/// that hangs up must not keep a quiet watch (and its cloud connection) open until the watch
+/// times out. Reads only to notice the end: bytes of a pipelined request are kept, at most a
+/// head's worth.
+fn notice_hang_up(client: &mut ClientConn, scratch: &mut [u8]) -> Result<(), PumpOutcome> {
+    while client.inbuf.len() < http1::MAX_HEAD_BYTES {
+        match client.transport.read_plain(scratch) {
+            Ok(ReadOutcome::Data(n)) => client.inbuf.extend_from_slice(&scratch[..n]),
+            Ok(ReadOutcome::WouldBlock) => return Ok(()),
+            Ok(ReadOutcome::Eof) => return Err(PumpOutcome::Abort("the client hung up".into())),
+            Err(e) => return Err(PumpOutcome::Abort(format!("client read failed: {e}"))),
+        }
+    }
+    Ok(())
 }
 
 impl BodyState {

@@ -358,7 +358,8 @@ impl Reactor {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let code = if e == http1::HttpError::HeadTooLarge { 431 } else { 400 };
+                    let too_large = matches!(e, http1::HttpError::HeadTooLarge | http1::HttpError::TooManyHeaders);
+                    let code = if too_large { 431 } else { 400 };
                     let response = LocalResponse::status(code, "BadRequest", &e.to_string()).closing();
                     self.respond_local(client, &response, false);
                     return Step::Again;
@@ -509,7 +510,15 @@ impl Reactor {
                 client.set_phase(Phase::Tunnel(Box::new(Tunnel { upstream, upstream_slot, to_upstream: Default::default() })));
                 Step::Again
             }
-            PumpOutcome::Abort(reason) => {
+            PumpOutcome::BadRequestBody(reason) if exchange.response_not_started() => {
+                log::debug!("{} {}: {reason}", exchange.request.method, exchange.request.target);
+                let Exchange { upstream, upstream_slot, .. } = *exchange;
+                // The cloud holds part of a body that will never end: that connection is spent.
+                self.drop_upstream(upstream_slot, upstream);
+                self.respond_local(client, &LocalResponse::bad_request(&reason), false);
+                Step::Again
+            }
+            PumpOutcome::BadRequestBody(reason) | PumpOutcome::Abort(reason) => {
                 log::debug!("exchange aborted: {reason}");
                 exchange.abandon(&mut self.tee());
                 client.phase = Phase::Exchange(exchange);

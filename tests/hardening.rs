@@ -414,7 +414,7 @@ fn an_oversized_head_gets_431_and_one_within_limits_is_proxied() {
     big.extend_from_slice(b"\r\n\r\n");
     expect_local_rejection(&rig, &big, 431);
 
-    // Many medium headers adding up past the limit, sent slowly in pieces.
+    // Many 1 KB headers adding up past the limit, each in its own write.
     let mut conn = rig.raw();
     for i in 0..100 {
         let line = format!("X-Filler-{i}: {}\r\n", "b".repeat(1000));

@@ -3,7 +3,7 @@
 //! rebuilt empty), a damaged or unreadable file moved aside and replaced by a fresh one.
 
 use std::fs::{DirBuilder, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -78,6 +78,8 @@ impl SqliteStore {
     /// opened or fails its integrity check is renamed `cache.db.corrupt-<unix time>`.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        // An existing directory keeps its mode otherwise; the cache holds secrets.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         let path = dir.join(FILE_NAME);
         match SqliteStore::open_file(&path) {
             Ok(store) => Ok(store),
