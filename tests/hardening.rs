@@ -13,13 +13,12 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::wire::{self, ChunkDecoder, Framing};
 use common::*;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::{ClientConnection, StreamOwned};
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
 /// How long a single raw read or a clean-up may take before the test fails.
@@ -183,7 +182,7 @@ impl RawTls {
         sock.set_read_timeout(Some(IO_DEADLINE))?;
         sock.set_write_timeout(Some(IO_DEADLINE))?;
         let name = ServerName::try_from("localhost").expect("server name");
-        let mut tls = ClientConnection::new(client_tls_config(pki, cert), name).map_err(io::Error::other)?;
+        let mut tls = ClientConnection::new(common::client::tls_config(pki, cert), name).map_err(io::Error::other)?;
         while tls.is_handshaking() {
             tls.complete_io(&mut sock)?;
         }
@@ -287,37 +286,10 @@ impl RawTls {
     }
 }
 
-fn client_tls_config(pki: &Pki, cert: Option<&str>) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    for ca in pem_certs(&pki.path("ca.crt")) {
-        roots.add(ca).expect("CA certificate");
-    }
-    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_root_certificates(roots);
-    let config = match cert {
-        None => builder.with_no_client_auth(),
-        Some(name) => {
-            let key_path = pki.path(&format!("{name}.key"));
-            let key = rustls_pemfile::private_key(&mut io::BufReader::new(std::fs::File::open(&key_path).expect("key file")))
-                .expect("parse key")
-                .expect("a private key");
-            builder.with_client_auth_cert(pem_certs(&pki.path(&format!("{name}.crt"))), key).expect("client cert")
-        }
-    };
-    Arc::new(config)
-}
-
-fn pem_certs(path: &Path) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    rustls_pemfile::certs(&mut io::BufReader::new(file)).collect::<Result<_, _>>().expect("parse PEM certificates")
-}
-
 /// The first TLS flight of a real client (its ClientHello record).
 fn client_hello(pki: &Pki) -> Vec<u8> {
     let name = ServerName::try_from("localhost").expect("server name");
-    let mut tls = ClientConnection::new(client_tls_config(pki, None), name).expect("client connection");
+    let mut tls = ClientConnection::new(common::client::tls_config(pki, None), name).expect("client connection");
     let mut hello = Vec::new();
     while tls.wants_write() {
         tls.write_tls(&mut hello).expect("ClientHello");

@@ -475,7 +475,7 @@ fn truncated(got: usize, expected: usize) -> io::Error {
 }
 
 /// A client TLS config (ring provider) trusting the PKI's CA, with an optional client cert.
-fn tls_config(pki: &Pki, cert_name: Option<&str>) -> Arc<ClientConfig> {
+pub fn tls_config(pki: &Pki, cert_name: Option<&str>) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(&pki.path("ca.crt")) {
         roots.add(cert).expect("add CA to root store");
