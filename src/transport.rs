@@ -70,10 +70,6 @@ impl Transport {
         self.tls.is_handshaking()
     }
 
-    pub fn may_read(&self) -> bool {
-        self.readable && !self.peer_closed
-    }
-
     /// Reads decrypted bytes into `buf`, pulling records from the socket as needed.
     pub fn read_plain(&mut self, buf: &mut [u8]) -> Result<ReadOutcome, TransportError> {
         loop {
@@ -150,11 +146,6 @@ impl Transport {
     /// Everything queued has reached the socket.
     pub fn is_flushed(&self) -> bool {
         !self.tls.wants_write()
-    }
-
-    /// Whether rustls will take more plaintext now.
-    pub fn has_send_room(&self) -> bool {
-        !self.tls.wants_write() || self.writable
     }
 
     pub fn send_close_notify(&mut self) {
