@@ -80,6 +80,15 @@ impl Proc {
         Some(status)
     }
 
+    /// Kills the process and returns all it wrote (for failure messages: reading the pipes
+    /// while it runs can miss the lines it logged just before the failure).
+    pub fn final_output(&mut self) -> String {
+        let exited = self.exit_status().map(|status| format!("[exited by itself: {status}]\n")).unwrap_or_default();
+        self.kill();
+        self.wait_output(Duration::ZERO);
+        format!("{exited}{}", self.output())
+    }
+
     /// Resident set size, from `/proc/<pid>/status`.
     pub fn rss_bytes(&self) -> u64 {
         let path = format!("/proc/{}/status", self.pid());
@@ -241,7 +250,7 @@ impl Drop for FakeApiserver {
         if std::thread::panicking() {
             eprintln!(
                 "--- fake_apiserver output ---\n{}",
-                self.proc.as_ref().map(Proc::output).unwrap_or_default()
+                self.proc.as_mut().map(Proc::final_output).unwrap_or_default()
             );
         }
     }
@@ -346,7 +355,7 @@ impl Drop for Lite {
         if std::thread::panicking() {
             eprintln!(
                 "--- lite-apiserver output ---\n{}",
-                self.proc.as_ref().map(Proc::output).unwrap_or_default()
+                self.proc.as_mut().map(Proc::final_output).unwrap_or_default()
             );
         }
         self.kill9();
