@@ -71,6 +71,12 @@ build() {
         --example fake_apiserver --example gen_certs --example bench_client)
     BIN=$CARGO_TARGET_DIR/release
     LITE=$BIN/lite-apiserver
+    # Measure what edgeadm ships: the static binary (test.sh builds the same one).
+    if [[ $(uname -m) == x86_64 ]]; then
+        (cd "$ROOT" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --quiet \
+            --target x86_64-unknown-linux-gnu --bin lite-apiserver)
+        LITE=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/lite-apiserver
+    fi
     FAKE=$BIN/examples/fake_apiserver
     BENCH=$BIN/examples/bench_client
     strip -o "$WORK/lite-apiserver.stripped" "$LITE"

@@ -14,6 +14,7 @@ pub mod config;
 pub mod diagnostics;
 pub mod health;
 pub mod http1;
+pub mod memory;
 pub mod metrics;
 pub mod offline;
 pub mod proxy;

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    lite_apiserver::memory::limit_arenas();
     init_logging(config.log_level);
     match server::run(config) {
         Ok(()) => ExitCode::SUCCESS,

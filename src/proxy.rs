@@ -17,8 +17,9 @@ use crate::upstream::UpstreamConn;
 
 /// Largest response body copied to the cache; bigger ones are proxied, not cached.
 const MAX_CACHED_BODY: usize = 64 << 20;
-/// Most bytes held in cache copies at once, over all exchanges.
-const MAX_COPY_BYTES_IN_FLIGHT: usize = 64 << 20;
+/// Most bytes held in cache copies at once, over all exchanges. One copy alone may grow
+/// past it (up to `MAX_CACHED_BODY`): a large LIST must still be cached, just not N at once.
+const MAX_COPY_BYTES_IN_FLIGHT: usize = 8 << 20;
 /// Read from a source only while the destination queue is below this.
 const QUEUE_HIGH_WATER: usize = 16 * 1024;
 
@@ -267,7 +268,11 @@ impl Exchange {
         let content_type = head.header_str("content-type").unwrap_or("").to_string();
         let ok = head.status == 200;
         let cache_copy = match (&self.route, tee.cache) {
-            (Classified::Read(key), Some(_)) if ok => Some((key.clone(), content_type.clone(), Vec::new())),
+            (Classified::Read(key), Some(_)) if ok => {
+                let copy = Vec::with_capacity(copy_capacity(framing, tee.budget));
+                tee.budget.used += copy.capacity();
+                Some((key.clone(), content_type.clone(), copy))
+            }
             _ => None,
         };
         let watch_id = match (&self.route, tee.cache) {
@@ -355,7 +360,7 @@ impl BodyState {
             let cache_copy = &mut self.cache_copy;
             let watch = self.watch_id.zip(tee.cache);
             let out = &mut client.out;
-            let mut copied = 0;
+            let held_before = copy_held(cache_copy);
             let progress = self
                 .tracker
                 .feed(bytes, &mut |payload| {
@@ -364,7 +369,6 @@ impl BodyState {
                     }
                     if let Some((_, _, copy)) = cache_copy {
                         copy.extend_from_slice(payload);
-                        copied += payload.len();
                     }
                     if let Some((id, cache)) = watch {
                         cache.watch_bytes(id, payload);
@@ -374,9 +378,10 @@ impl BodyState {
             if !dechunk {
                 client.out.push(&bytes[..progress.consumed]);
             }
-            tee.budget.used += copied;
-            let too_big = self.cache_copy.as_ref().is_some_and(|(_, _, copy)| copy.len() > MAX_CACHED_BODY);
-            if too_big || tee.budget.used > MAX_COPY_BYTES_IN_FLIGHT {
+            let held = copy_held(&self.cache_copy);
+            tee.budget.used += held - held_before;
+            let others_copying = tee.budget.used > held;
+            if held > MAX_CACHED_BODY || (others_copying && tee.budget.used > MAX_COPY_BYTES_IN_FLIGHT) {
                 self.drop_copy(tee);
             }
             bytes = &bytes[progress.consumed..];
@@ -400,7 +405,7 @@ impl BodyState {
             cache.watch_closed(id);
         }
         if let Some((key, content_type, body)) = self.cache_copy.take() {
-            tee.budget.release(body.len());
+            tee.budget.release(body.capacity());
             cache.store(key, &content_type, body);
         }
     }
@@ -414,7 +419,7 @@ impl BodyState {
 
     fn drop_copy(&mut self, tee: &mut Tee<'_>) {
         if let Some((_, _, copy)) = self.cache_copy.take() {
-            tee.budget.release(copy.len());
+            tee.budget.release(copy.capacity());
         }
     }
 }
@@ -425,11 +430,29 @@ pub struct Tee<'a> {
     pub budget: &'a mut CopyBudget,
 }
 
-/// Bytes of response bodies being copied for the cache, across all exchanges: one
-/// cap, so N clients listing a large resource at once do not hold N copies.
+/// Bytes allocated for copies of response bodies for the cache (capacity, not length),
+/// across all exchanges: one cap, so N clients listing a large resource at once do not
+/// hold N copies.
 #[derive(Default)]
 pub struct CopyBudget {
     used: usize,
+}
+
+/// Bytes a cache copy holds allocated.
+fn copy_held(copy: &Option<(ReadKey, String, Vec<u8>)>) -> usize {
+    copy.as_ref().map_or(0, |(_, _, bytes)| bytes.capacity())
+}
+
+/// Room for the whole body when its length is announced and fits the budget, so the copy
+/// is not regrown (and briefly held twice) while it fills.
+fn copy_capacity(framing: Framing, budget: &CopyBudget) -> usize {
+    match framing {
+        Framing::Length(length) => {
+            let room = MAX_COPY_BYTES_IN_FLIGHT.saturating_sub(budget.used);
+            usize::try_from(length).map_or(0, |length| if length <= room { length } else { 0 })
+        }
+        _ => 0,
+    }
 }
 
 impl CopyBudget {

@@ -292,16 +292,44 @@ mod tests {
             queue_len: 1,
         };
         let cache = start(config, waker).expect("start");
-        let key = read("cn:a", "/api/v1/pods");
-        for _ in 0..1000 {
-            cache.store(key.clone(), "application/json", vec![b'x'; 10_000]);
+        for i in 0..1000 {
+            let key = read("cn:a", &format!("/api/v1/namespaces/n/pods/p{i}"));
+            cache.store(key, "application/json", vec![b'x'; 10_000]);
         }
         assert!(
             cache.stats().dropped_writes > 0,
             "a one-slot queue cannot take 1000 writes at once"
         );
+        let key = read("cn:a", "/api/v1/pods");
         let refused = (0..1000).any(|id| cache.lookup(id, Lookup::Read(key.clone())).is_err());
         assert!(refused, "a one-slot lookup queue refuses a burst");
+    }
+
+    #[test]
+    fn a_newer_answer_replaces_a_queued_one_for_the_same_key() {
+        let (mut reactor, waker) = Reactor::new();
+        let config = CacheConfig {
+            kind: CacheKind::Memory,
+            max_bytes: DEFAULT_MAX_BYTES,
+            queue_len: 1,
+        };
+        let cache = start(config, waker).expect("start");
+        let key = read("cn:a", "/api/v1/namespaces/n/pods/p");
+        let body = |i: usize| format!("{{\"kind\":\"Pod\",\"n\":{i}}}").into_bytes();
+        for i in 0..1000 {
+            cache.store(key.clone(), "application/json", body(i));
+        }
+        assert_eq!(cache.stats().dropped_writes, 0, "a one-slot queue holds one key's latest answer");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            cache.lookup(1, Lookup::Read(key.clone())).expect("lookup");
+            let replies = reactor.replies(&cache, 1);
+            if matches!(&replies[..], [(1, Reply::Hit(r))] if r.body == body(999)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the last answer was never stored: {replies:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]

@@ -112,6 +112,9 @@ impl SqliteStore {
             log::warn!("cache database journal mode is {mode}, not wal");
         }
         connection.pragma_update(None, "synchronous", "NORMAL")?;
+        // 1 MiB of page cache instead of SQLite's 2 MiB: entries are read rarely (offline)
+        // and written whole, so a bigger cache buys little on a small board.
+        connection.pragma_update(None, "cache_size", -1024)?;
         check_integrity(&connection)?;
         let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         if version != SCHEMA_VERSION {

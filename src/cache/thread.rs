@@ -16,7 +16,7 @@ use super::{CacheError, CacheStats, Lookup, Reply};
 
 /// Bytes of response bodies waiting beyond which further stores are dropped (one larger
 /// body is still accepted when none wait: large responses are stored, not truncated).
-const QUEUED_BYTES_CAP: usize = 64 << 20;
+const QUEUED_BYTES_CAP: usize = 8 << 20;
 
 /// Bytes of watch events waiting beyond which a stream is interrupted. Watch events have
 /// their own allowance so a burst of GET answers can never crowd them out: a dropped
@@ -25,6 +25,12 @@ const QUEUED_WATCH_BYTES_CAP: usize = 16 << 20;
 
 /// How often an unchanged or busy cache refreshes its /debug/cache snapshot at most.
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Body bytes written after which the cache thread hands free heap pages back to the
+/// system once its queue is empty, at most once per `TRIM_INTERVAL`: the bodies were
+/// freed, but the allocator would keep their pages resident.
+const TRIM_AFTER_BYTES: usize = 4 << 20;
+const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One warning per kind of write failure per this interval.
 const WARNING_INTERVAL: Duration = Duration::from_secs(60);
@@ -81,6 +87,9 @@ impl Queues {
                 true
             }
             job => {
+                if let Job::Store { key, .. } = &job {
+                    self.remove_store_of(key);
+                }
                 let fits_bytes = self.queued_bytes == 0 || self.queued_bytes + len <= QUEUED_BYTES_CAP;
                 if self.stores >= max_stores || !fits_bytes {
                     return false;
@@ -90,6 +99,18 @@ impl Queues {
                 self.jobs.push_back(job);
                 true
             }
+        }
+    }
+
+    /// A newer answer for `key` supersedes one still waiting: writing the older one would
+    /// be wasted work, and under repeated reads of one resource the queue would otherwise
+    /// fill with copies of the same body. The newer one goes to the back, after any watch
+    /// bytes queued in between, so the order of writes is kept.
+    fn remove_store_of(&mut self, key: &ReadKey) {
+        let queued = self.jobs.iter().position(|job| matches!(job, Job::Store { key: queued, .. } if queued == key));
+        if let Some(Job::Store { body, .. }) = queued.and_then(|index| self.jobs.remove(index)) {
+            self.queued_bytes -= body.len();
+            self.stores -= 1;
         }
     }
 
@@ -193,6 +214,11 @@ impl Shared {
                 return Some(Work::Idle);
             }
         }
+    }
+
+    fn queue_is_empty(&self) -> bool {
+        let queues = lock(&self.queues);
+        queues.jobs.is_empty() && queues.lookups.is_empty()
     }
 
     fn reply(&self, request_id: u64, reply: Reply) {
@@ -360,6 +386,7 @@ fn run<S: Store>(shared: &Shared, mut engine: Engine<S>) {
     let mut warnings = WarningLimiter::default();
     let mut summary_dirty = false;
     let mut summary_at = Instant::now();
+    let mut trim = Trim { written: 0, at: Instant::now() };
     while let Some(work) = shared.next_work() {
         match work {
             Work::Lookup(request_id, lookup) => {
@@ -379,14 +406,16 @@ fn run<S: Store>(shared: &Shared, mut engine: Engine<S>) {
                 shared.reply(request_id, reply);
             }
             Work::Job(job) => {
+                trim.written += job.payload_len();
                 if let Err(error) = run_job(shared, &mut engine, job) {
                     bump(&shared.counters.write_errors);
                     warnings.warn("cache write", &error);
                 }
                 summary_dirty = true;
             }
-            Work::Idle => {}
+            Work::Idle => trim.when_idle(),
         }
+        trim.when_drained(shared);
         shared.publish_totals(engine.totals());
         if summary_dirty && summary_at.elapsed() >= SUMMARY_INTERVAL {
             publish_summary(shared, &mut engine);
@@ -395,6 +424,31 @@ fn run<S: Store>(shared: &Shared, mut engine: Engine<S>) {
         }
     }
     publish_summary(shared, &mut engine);
+}
+
+/// When the cache thread last gave free pages back, and how much it wrote since.
+struct Trim {
+    written: usize,
+    at: Instant,
+}
+
+impl Trim {
+    /// Nothing happened for a while: whatever was written since the last trim is freed.
+    fn when_idle(&mut self) {
+        if self.written > 0 {
+            crate::memory::give_back_free_pages();
+            self.written = 0;
+            self.at = Instant::now();
+        }
+    }
+
+    fn when_drained(&mut self, shared: &Shared) {
+        if self.written >= TRIM_AFTER_BYTES && self.at.elapsed() >= TRIM_INTERVAL && shared.queue_is_empty() {
+            crate::memory::give_back_free_pages();
+            self.written = 0;
+            self.at = Instant::now();
+        }
+    }
 }
 
 fn run_job<S: Store>(shared: &Shared, engine: &mut Engine<S>, job: Job) -> Result<(), StoreError> {
