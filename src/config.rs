@@ -43,8 +43,34 @@ pub struct Config {
     pub log_level: Option<log::LevelFilter>,
     pub diagnostics_port: u16,
     pub max_connections: usize,
+    pub client_timeouts: ClientTimeouts,
     /// SuperEdge flags we accept and ignore, reported as a warning once logging is up.
     pub ignored_flags: Vec<String>,
+}
+
+/// How long a client connection may sit in each phase (the defaults are Go net/http's
+/// and kube-apiserver's usual values; slow links may want them longer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// `--tls-handshake-timeout`: from accept to a finished TLS handshake.
+    pub handshake: Duration,
+    /// `--read-header-timeout`: from a request's first byte to the end of its head.
+    pub read_header: Duration,
+    /// `--idle-timeout`: a keep-alive connection waiting for its next request.
+    pub idle: Duration,
+    /// `--stall-timeout`: a non-watch request with no byte moving either way.
+    pub stall: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> ClientTimeouts {
+        ClientTimeouts {
+            handshake: Duration::from_secs(10),
+            read_header: Duration::from_secs(30),
+            idle: Duration::from_secs(90),
+            stall: Duration::from_secs(60),
+        }
+    }
 }
 
 /// What the command line asked for.
@@ -108,6 +134,11 @@ Flags:
   --modify-request-accept BOOL   ask the cloud for JSON on cacheable GETs (default true)
   --diagnostics-port N           plain-HTTP diagnostics on 127.0.0.1, 0 disables (default 51004)
   --max-connections N            client connections at most; more are refused (default 1024)
+  --tls-handshake-timeout SECONDS  client TLS handshake limit (default 10)
+  --read-header-timeout SECONDS  limit for reading a request head once started (default 30)
+  --idle-timeout SECONDS         close keep-alive connections idle this long (default 90)
+  --stall-timeout SECONDS        abandon a non-watch request when no byte moves for this
+                                 long (default 60)
   --log-level LEVEL              error|warn|info|debug|trace (default info; RUST_LOG too)
   --help, --version
 ";
@@ -179,16 +210,17 @@ struct Builder {
     url: Option<String>,
     upstream_port: Option<u16>,
     tls_config_file: Option<PathBuf>,
-    timeout: Option<u64>,
+    timeout: Option<Duration>,
     insecure: bool,
     file_cache_path: Option<PathBuf>,
     cache_type: Option<CacheType>,
     cache_max_bytes: Option<u64>,
-    sync_duration: Option<u64>,
+    sync_duration: Option<Duration>,
     modify_request_accept: Option<bool>,
     log_level: Option<log::LevelFilter>,
     diagnostics_port: Option<u16>,
     max_connections: Option<usize>,
+    client_timeouts: ClientTimeouts,
     ignored_flags: Vec<String>,
 }
 
@@ -206,16 +238,20 @@ impl Builder {
                 self.upstream_port = Some(number(name, &value, "a port number 1-65535")?)
             }
             "tls-config-file" => self.tls_config_file = Some(path(name, value)?),
-            "timeout" => self.timeout = Some(positive(name, &value)?),
+            "timeout" => self.timeout = Some(seconds(name, &value)?),
             "file-cache-path" => self.file_cache_path = Some(path(name, value)?),
             "cache-type" => self.cache_type = Some(cache_type(&value)?),
             "cache-max-bytes" => self.cache_max_bytes = Some(number(name, &value, "a byte count")?),
-            "sync-duration" => self.sync_duration = Some(positive(name, &value)?),
+            "sync-duration" => self.sync_duration = Some(seconds(name, &value)?),
             "log-level" => self.log_level = Some(log_level(&value)?),
             "diagnostics-port" => {
                 self.diagnostics_port = Some(number(name, &value, "a port number 0-65535")?)
             }
-            "max-connections" => self.max_connections = Some(positive(name, &value)? as usize),
+            "max-connections" => self.max_connections = Some(positive(name, &value)?),
+            "tls-handshake-timeout" => self.client_timeouts.handshake = seconds(name, &value)?,
+            "read-header-timeout" => self.client_timeouts.read_header = seconds(name, &value)?,
+            "idle-timeout" => self.client_timeouts.idle = seconds(name, &value)?,
+            "stall-timeout" => self.client_timeouts.stall = seconds(name, &value)?,
             _ if IGNORED_FLAGS.contains(&name) => self.ignored_flags.push(name.to_string()),
             _ => return Err(ConfigError::UnknownFlag(name.to_string())),
         }
@@ -256,18 +292,19 @@ impl Builder {
             upstream_host,
             upstream_port: url_port.or(self.upstream_port).unwrap_or(443),
             tls_config_file: self.tls_config_file,
-            timeout: Duration::from_secs(self.timeout.unwrap_or(3)),
+            timeout: self.timeout.unwrap_or(Duration::from_secs(3)),
             insecure: self.insecure,
             file_cache_path: self
                 .file_cache_path
                 .unwrap_or_else(|| PathBuf::from("/data/lite-apiserver/cache")),
             cache_type: self.cache_type.unwrap_or(CacheType::File),
             cache_max_bytes: self.cache_max_bytes.unwrap_or(256 << 20),
-            sync_duration: Duration::from_secs(self.sync_duration.unwrap_or(60)),
+            sync_duration: self.sync_duration.unwrap_or(Duration::from_secs(60)),
             modify_request_accept: self.modify_request_accept.unwrap_or(true),
             log_level: self.log_level,
             diagnostics_port: self.diagnostics_port.unwrap_or(51004),
             max_connections: self.max_connections.unwrap_or(1024),
+            client_timeouts: self.client_timeouts,
             ignored_flags: self.ignored_flags,
         })
     }
@@ -325,10 +362,21 @@ fn number<T: std::str::FromStr>(flag: &str, value: &str, what: &str) -> Result<T
     value.parse().map_err(|_| invalid(flag, value, &format!("expected {what}")))
 }
 
-fn positive(flag: &str, value: &str) -> Result<u64, ConfigError> {
-    match value.parse::<u64>() {
+fn positive(flag: &str, value: &str) -> Result<usize, ConfigError> {
+    match value.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(invalid(flag, value, "expected a whole number above 0")),
+    }
+}
+
+/// Most seconds a duration flag takes: a year. Larger values would overflow deadline
+/// arithmetic and mean "never" anyway.
+const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+fn seconds(flag: &str, value: &str) -> Result<Duration, ConfigError> {
+    match value.parse::<u64>() {
+        Ok(n) if (1..=MAX_SECONDS).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(invalid(flag, value, &format!("expected whole seconds from 1 to {MAX_SECONDS}"))),
     }
 }
 
@@ -392,6 +440,20 @@ mod tests {
         assert!(parse_upstream_url("https://k8s:99999").is_err());
         let config = run(&["--kube-apiserver-url=https://k:7443", "--kube-apiserver-port=6443"]);
         assert_eq!(config.expect("valid").upstream_port, 7443);
+    }
+
+    #[test]
+    fn client_timeouts_default_and_bounds() {
+        assert_eq!(run(&[]).expect("valid").client_timeouts, ClientTimeouts::default());
+        let config = run(&["--tls-handshake-timeout=1", "--read-header-timeout=2", "--idle-timeout=3", "--stall-timeout=4"]);
+        let secs = |n| Duration::from_secs(n);
+        let expected = ClientTimeouts { handshake: secs(1), read_header: secs(2), idle: secs(3), stall: secs(4) };
+        assert_eq!(config.expect("valid").client_timeouts, expected);
+        for bad in ["--idle-timeout=0", "--stall-timeout=-1", "--timeout=1.5", "--sync-duration=99999999999"] {
+            let err = run(&[bad]).expect_err(bad);
+            let flag = bad.split('=').next().unwrap_or(bad);
+            assert!(err.to_string().contains(flag), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -45,11 +45,6 @@ const SIGNAL_TOKEN: Token = Token(usize::MAX - 2);
 /// Listener i has token i; connection slot s has token CONN_BASE + s.
 const CONN_BASE: usize = 1024;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const IDLE_KEEP_ALIVE: Duration = Duration::from_secs(90);
-const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// A non-watch exchange with no bytes moving for this long is abandoned.
-const EXCHANGE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const CACHE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSING_TIMEOUT: Duration = Duration::from_secs(5);
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -758,7 +753,7 @@ impl Reactor {
     /// Schedules the timer for a client's current deadline.
     fn arm(&mut self, slot: usize) {
         let Some(Conn::Client(client)) = self.conns.get_mut(slot) else { return };
-        let Some(deadline) = client_deadline(client, self.config.timeout) else { return };
+        let Some(deadline) = client_deadline(client, &self.config) else { return };
         if client.armed.is_none_or(|armed| deadline < armed) {
             client.armed = Some(deadline);
             self.timers.schedule(deadline, slot);
@@ -773,7 +768,7 @@ impl Reactor {
                     if client.armed.is_some_and(|armed| armed <= now) {
                         client.armed = None;
                     }
-                    let due = client_deadline(client, self.config.timeout).is_some_and(|d| d <= now);
+                    let due = client_deadline(client, &self.config).is_some_and(|d| d <= now);
                     if due {
                         self.on_client_timeout(slot);
                     } else {
@@ -796,7 +791,7 @@ impl Reactor {
                 !matches!(self.exchange_failed(slot, &mut client, exchange, &reason, true), Step::Close)
             }
             Phase::Exchange(mut exchange) => {
-                log::debug!("{} {}: no progress for {}s, closing", exchange.request.method, exchange.request.target, EXCHANGE_IDLE_TIMEOUT.as_secs());
+                log::debug!("{} {}: no progress for {}s, closing", exchange.request.method, exchange.request.target, self.config.client_timeouts.stall.as_secs());
                 exchange.abandon(&mut self.tee());
                 client.phase = Phase::Exchange(exchange);
                 false
@@ -895,14 +890,15 @@ fn cache_identity(peer_cn: Option<&str>, identity: &Identity, head: &RequestHead
 }
 
 /// When the client's current phase gives up (None: never, the peer decides).
-fn client_deadline(client: &ClientConn, connect_timeout: Duration) -> Option<Instant> {
+fn client_deadline(client: &ClientConn, config: &Config) -> Option<Instant> {
+    let timeouts = &config.client_timeouts;
     match &client.phase {
-        Phase::Handshake => Some(client.phase_since + HANDSHAKE_TIMEOUT),
-        Phase::ReadHead { started: Some(started) } => Some(*started + HEAD_READ_TIMEOUT),
-        Phase::ReadHead { started: None } => Some(client.phase_since + IDLE_KEEP_ALIVE),
-        Phase::Exchange(exchange) if !exchange.upstream.is_established() => Some(exchange.started + connect_timeout),
+        Phase::Handshake => Some(client.phase_since + timeouts.handshake),
+        Phase::ReadHead { started: Some(started) } => Some(*started + timeouts.read_header),
+        Phase::ReadHead { started: None } => Some(client.phase_since + timeouts.idle),
+        Phase::Exchange(exchange) if !exchange.upstream.is_established() => Some(exchange.started + config.timeout),
         Phase::Exchange(exchange) if exchange.is_long_running() => None,
-        Phase::Exchange(exchange) => Some(exchange.last_activity + EXCHANGE_IDLE_TIMEOUT),
+        Phase::Exchange(exchange) => Some(exchange.last_activity + timeouts.stall),
         Phase::AwaitCache { .. } => Some(client.phase_since + CACHE_LOOKUP_TIMEOUT),
         Phase::OfflineWatch(watch) => Some(watch.next_bookmark.map_or(watch.ends_at, |b| b.min(watch.ends_at))),
         Phase::Tunnel(_) => None,

@@ -4,8 +4,9 @@
 //! proxy must still answer a good request, and its open file descriptors and connection
 //! gauges (read from `/metrics` on the diagnostics port) must return to their baseline.
 //!
-//! Tests that wait out a built-in timeout (head read 30 s, exchange idle 60 s, keep-alive
-//! 90 s) are `#[ignore]`d so CI stays fast; run them with `--ignored`.
+//! Tests of the client timeouts run the proxy with them set to a couple of seconds
+//! (`--tls-handshake-timeout`, `--read-header-timeout`, `--idle-timeout`, `--stall-timeout`),
+//! so they wait out the real code path without waiting out the defaults.
 
 mod common;
 
@@ -25,8 +26,10 @@ const PODS: &str = "/api/v1/namespaces/default/pods";
 const IO_DEADLINE: Duration = Duration::from_secs(10);
 /// How long the proxy gets to release connections and descriptors after an abuse.
 const SETTLE: Duration = Duration::from_secs(15);
-/// The proxy's TLS handshake timeout (reactor.rs), plus slack.
-const HANDSHAKE_CUTOFF: Duration = Duration::from_secs(10 + 8);
+/// The client timeout under test, in seconds, and how long to wait for it to act: the
+/// timeout plus generous slack for a loaded machine.
+const SHORT_TIMEOUT: u64 = 2;
+const CUTOFF: Duration = Duration::from_secs(SHORT_TIMEOUT + 8);
 
 // ---------------------------------------------------------------------------------------
 // The rig: fake + proxy with a diagnostics port, and the leak check.
@@ -639,7 +642,7 @@ fn traversal_and_percent_encoding_pass_through_verbatim() {
 
 #[test]
 fn plain_http_and_garbage_on_the_tls_port_are_closed() {
-    let mut rig = Rig::start("nontls", &[], &[]);
+    let mut rig = Rig::start("nontls", &[], &[&format!("--tls-handshake-timeout={SHORT_TIMEOUT}")]);
     let baseline = rig.baseline();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("plain HTTP", b"GET /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec()),
@@ -650,7 +653,7 @@ fn plain_http_and_garbage_on_the_tls_port_are_closed() {
         ("SSLv2-style hello", b"\x80\x2e\x01\x00\x02\x00\x15\x00\x00\x00\x10".to_vec()),
     ];
     for (what, bytes) in &cases {
-        let (closed, reply) = plain_tcp_abuse(rig.lite.port, bytes, false, HANDSHAKE_CUTOFF);
+        let (closed, reply) = plain_tcp_abuse(rig.lite.port, bytes, false, CUTOFF);
         assert!(closed, "{what}: connection left open");
         assert!(!String::from_utf8_lossy(&reply).contains("HTTP/"), "{what}: answered in plain HTTP");
     }
@@ -659,7 +662,7 @@ fn plain_http_and_garbage_on_the_tls_port_are_closed() {
 
 #[test]
 fn truncated_tls_handshakes_are_closed() {
-    let mut rig = Rig::start("truncatedtls", &[], &[]);
+    let mut rig = Rig::start("truncatedtls", &[], &[&format!("--tls-handshake-timeout={SHORT_TIMEOUT}")]);
     let baseline = rig.baseline();
     let hello = client_hello(&rig.env.pki);
     assert!(hello.len() > 10, "ClientHello is {} bytes", hello.len());
@@ -667,13 +670,13 @@ fn truncated_tls_handshakes_are_closed() {
     let (closed, _) = plain_tcp_abuse(rig.lite.port, &hello[..hello.len() / 2], true, IO_DEADLINE);
     assert!(closed, "half a ClientHello + FIN: left open");
     // Half a ClientHello, then silence: the handshake timeout ends it.
-    let (closed, _) = plain_tcp_abuse(rig.lite.port, &hello[..hello.len() / 2], false, HANDSHAKE_CUTOFF);
+    let (closed, _) = plain_tcp_abuse(rig.lite.port, &hello[..hello.len() / 2], false, CUTOFF);
     assert!(closed, "half a ClientHello + silence: left open past the handshake timeout");
     // A whole ClientHello and nothing more.
-    let (closed, _) = plain_tcp_abuse(rig.lite.port, &hello, false, HANDSHAKE_CUTOFF);
+    let (closed, _) = plain_tcp_abuse(rig.lite.port, &hello, false, CUTOFF);
     assert!(closed, "ClientHello then silence: left open past the handshake timeout");
     // Connect and say nothing at all.
-    let (closed, _) = plain_tcp_abuse(rig.lite.port, b"", false, HANDSHAKE_CUTOFF);
+    let (closed, _) = plain_tcp_abuse(rig.lite.port, b"", false, CUTOFF);
     assert!(closed, "silent TCP connection: left open past the handshake timeout");
     rig.assert_recovered(&baseline, "truncated handshakes");
 }
@@ -702,17 +705,16 @@ fn many_stalled_partial_heads_do_not_stop_good_requests() {
 }
 
 #[test]
-#[ignore = "slow: waits out the 30 s head-read timeout"]
 fn slowloris_head_is_cut_off_by_the_head_read_timeout() {
-    let mut rig = Rig::start("slowloris", &[], &[]);
+    let mut rig = Rig::start("slowloris", &[], &[&format!("--read-header-timeout={SHORT_TIMEOUT}")]);
     let baseline = rig.baseline();
     let mut conn = rig.raw();
     conn.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n").as_bytes()).expect("partial head");
     let started = Instant::now();
     let mut closed = false;
-    // One byte every two seconds: each keeps the connection busy, none completes the head.
-    while started.elapsed() < Duration::from_secs(45) {
-        if conn.send(b"X").is_err() || conn.closed_within(Duration::from_secs(2)) {
+    // A byte every half second: each is progress, none completes the head.
+    while started.elapsed() < CUTOFF {
+        if conn.send(b"X").is_err() || conn.closed_within(Duration::from_millis(500)) {
             closed = true;
             break;
         }
@@ -723,15 +725,14 @@ fn slowloris_head_is_cut_off_by_the_head_read_timeout() {
 }
 
 #[test]
-#[ignore = "slow: waits out the 90 s idle keep-alive timeout"]
 fn idle_keep_alive_connections_are_closed() {
-    let mut rig = Rig::start("idle", &[], &[]);
+    let mut rig = Rig::start("idle", &[], &[&format!("--idle-timeout={SHORT_TIMEOUT}")]);
     let baseline = rig.baseline();
     let mut conn = rig.raw();
     conn.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).expect("send");
     conn.response("GET").expect("answer").expect_status(200);
     let started = Instant::now();
-    assert!(conn.closed_within(Duration::from_secs(110)), "idle connection open after {:?}", started.elapsed());
+    assert!(conn.closed_within(CUTOFF), "idle connection open after {:?}", started.elapsed());
     eprintln!("idle keep-alive connection closed after {:?}", started.elapsed());
     rig.assert_recovered(&baseline, "idle keep-alive");
 }
@@ -806,15 +807,15 @@ fn a_watch_client_that_vanishes_on_a_quiet_watch_releases_the_upstream() {
 }
 
 #[test]
-#[ignore = "slow: waits out the 60 s exchange idle timeout (or the fake's 60 s hang)"]
 fn an_upstream_hanging_mid_body_ends_the_client_connection_and_caches_nothing() {
-    let mut rig = Rig::start("hangbody", &[], &[]);
+    let mut rig = Rig::start("hangbody", &[], &[&format!("--stall-timeout={SHORT_TIMEOUT}")]);
     let baseline = rig.baseline();
     let stored_before = rig.metric("lite_apiserver_cache_stored_total");
     let mut conn = rig.raw();
     conn.send(b"GET /debug/hang-body HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
     let started = Instant::now();
-    assert!(conn.closed_within(Duration::from_secs(80)), "client still open {:?} into a hung body", started.elapsed());
+    // The fake stalls for 60 s: only the proxy's stall timeout can close this in time.
+    assert!(conn.closed_within(CUTOFF), "client still open {:?} into a hung body", started.elapsed());
     eprintln!("hung body: client closed after {:?}", started.elapsed());
     let text = String::from_utf8_lossy(&conn.buf).into_owned();
     assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("0123456789"), "unexpected bytes: {text:?}");
