@@ -86,27 +86,15 @@ static NODE_COLUMNS: [Column; 5] = [
         o["status"]["nodeInfo"]["kubeletVersion"].clone()
     }),
 ];
-static CONFIGMAP_COLUMNS: [Column; 3] = [
-    NAME,
-    Column {
-        name: "Data",
-        kind: "integer",
-        priority: 0,
-        cell: data_count,
-    },
-    AGE,
-];
-static SECRET_COLUMNS: [Column; 4] = [
-    NAME,
-    column("Type", |o| o["type"].clone()),
-    Column {
-        name: "Data",
-        kind: "integer",
-        priority: 0,
-        cell: data_count,
-    },
-    AGE,
-];
+/// How many keys `data` holds (config maps and secrets).
+const DATA: Column = Column {
+    name: "Data",
+    kind: "integer",
+    priority: 0,
+    cell: data_count,
+};
+static CONFIGMAP_COLUMNS: [Column; 3] = [NAME, DATA, AGE];
+static SECRET_COLUMNS: [Column; 4] = [NAME, column("Type", |o| o["type"].clone()), DATA, AGE];
 static GENERIC_COLUMNS: [Column; 2] = [NAME, AGE];
 
 fn columns_for(kind: &str) -> &'static [Column] {

@@ -163,7 +163,7 @@ impl Client {
         let deadline = Instant::now() + self.timeout;
         self.conn = None;
         let mut conn = self.connection()?;
-        conn.write_bytes(bytes)?;
+        conn.send(bytes)?;
         let head = conn.read_final_head(deadline)?;
         let body = conn.read_body(framing(&head, "GET")?, deadline)?;
         Ok(Response { status: head.status, headers: head.headers, body })
@@ -316,7 +316,7 @@ pub struct Tunnel {
 
 impl Tunnel {
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.conn.write_bytes(bytes)
+        self.conn.send(bytes)
     }
 
     /// Reads exactly `len` bytes, failing if they do not all arrive within `timeout`.
@@ -331,13 +331,19 @@ impl Tunnel {
     }
 }
 
-/// One TLS connection plus the bytes read from it but not yet consumed.
-struct Conn {
+/// One TLS connection plus the bytes read from it but not yet consumed. Tests that speak
+/// raw bytes (malformed requests, stalls) use it directly.
+pub struct Conn {
     tls: StreamOwned<ClientConnection, TcpStream>,
-    buf: Vec<u8>,
+    pub buf: Vec<u8>,
 }
 
 impl Conn {
+    /// A connection to the proxy on `port`, presenting `<cert>.crt` from the PKI, or none.
+    pub fn open_as(pki: &Pki, port: u16, cert: Option<&str>) -> io::Result<Conn> {
+        Conn::open(tls_config(pki, cert), port, DEFAULT_TIMEOUT)
+    }
+
     fn open(config: Arc<ClientConfig>, port: u16, timeout: Duration) -> io::Result<Conn> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let mut sock = TcpStream::connect_timeout(&addr, timeout)?;
@@ -378,33 +384,67 @@ impl Conn {
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();
         bytes.extend_from_slice(body);
-        self.write_bytes(&bytes)
+        self.send(&bytes)
     }
 
-    fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.tls.write_all(bytes)?;
         self.tls.flush()
     }
 
-    /// Reads more bytes into `buf`; `Ok(0)` at end of stream, `TimedOut` at the deadline.
-    fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
-        }
-        self.tls.sock.set_read_timeout(Some(remaining.max(Duration::from_millis(1))))?;
+    /// Reads more bytes into `buf`; `Ok(0)` at end of stream (with or without close_notify),
+    /// `TimedOut` at the deadline. Never writes: after the proxy hung up on a request still
+    /// being sent, what it answered before must stay readable, not be hidden behind a failed
+    /// write of the rest.
+    pub fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
         let mut chunk = [0u8; 64 * 1024];
-        match self.tls.read(&mut chunk) {
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Ok(n)
+        loop {
+            match self.tls.conn.reader().read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
             }
-            // A peer that closes without close_notify still ends the stream.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                Err(io::Error::new(io::ErrorKind::TimedOut, "no data before the deadline"))
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
             }
-            Err(e) => Err(e),
+            self.tls.sock.set_read_timeout(Some(remaining))?;
+            match self.tls.conn.read_tls(&mut self.tls.sock) {
+                Ok(0) => return Ok(0),
+                Ok(_) => {
+                    self.tls.conn.process_new_packets().map_err(io::Error::other)?;
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no data before the deadline"));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads one complete response to a request with `method`.
+    pub fn response(&mut self, method: &str) -> io::Result<Response> {
+        let deadline = Instant::now() + DEFAULT_TIMEOUT;
+        let head = self.read_final_head(deadline)?;
+        let body = self.read_body(framing(&head, method)?, deadline)?;
+        Ok(Response { status: head.status, headers: head.headers, body })
+    }
+
+    /// Whether the server ends the connection within `timeout` (anything it sends meanwhile
+    /// is kept in `buf`). A reset counts as closed.
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.fill(deadline) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return false,
+                Err(_) => return true,
+            }
         }
     }
 
