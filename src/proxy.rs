@@ -4,12 +4,13 @@
 //! side's queue is empty).
 //!
 //! While the response streams by, its payload is teed to the cache: whole bodies of
-//! cacheable GETs (handed over when complete) and watch events as they arrive.
+//! cacheable GETs and of the writes the cache learns from (handed over when complete), and
+//! watch events as they arrive.
 
 use std::time::Instant;
 
 use crate::body::BodyTracker;
-use crate::cache::{CacheHandle, Classified, ReadKey};
+use crate::cache::{self, CacheHandle, Classified, ObjectWrite, ReadKey};
 use crate::client::{ClientConn, OutQueue};
 use crate::http1::{self, Framing, HttpError, RequestHead, ResponseHead};
 use crate::transport::ReadOutcome;
@@ -35,9 +36,21 @@ struct BodyState {
     dechunk: bool,
     close_client: bool,
     upstream_reusable: bool,
-    /// Payload collected for the cache (cacheable 200s only): key, content type, bytes.
-    cache_copy: Option<(ReadKey, String, Vec<u8>)>,
+    /// Payload collected for the cache: 200s of cacheable reads, answers to object writes.
+    cache_copy: Option<CacheCopy>,
     watch_id: Option<u64>,
+}
+
+/// A response body being collected for the cache.
+struct CacheCopy {
+    purpose: CopyFor,
+    content_type: String,
+    bytes: Vec<u8>,
+}
+
+enum CopyFor {
+    Read(ReadKey),
+    Write(ObjectWrite),
 }
 
 pub enum PumpOutcome {
@@ -267,14 +280,21 @@ impl Exchange {
         let close_client = !self.request.keep_alive() || framing == Framing::UntilClose || dechunk;
         let content_type = head.header_str("content-type").unwrap_or("").to_string();
         let ok = head.status == 200;
-        let cache_copy = match (&self.route, tee.cache) {
-            (Classified::Read(key), Some(_)) if ok => {
-                let copy = Vec::with_capacity(copy_capacity(framing, tee.budget));
-                tee.budget.used += copy.capacity();
-                Some((key.clone(), content_type.clone(), copy))
+        // Only cacheable reads are asked for plain bodies: a write's answer may be compressed.
+        let plain = head.header_str("content-encoding").is_none_or(|e| e.trim().eq_ignore_ascii_case("identity"));
+        let purpose = match (&self.route, tee.cache) {
+            (Classified::Read(key), Some(_)) if ok => Some(CopyFor::Read(key.clone())),
+            // Whatever the status: the cache decides what the answer means.
+            (Classified::Uncacheable, Some(_)) if plain => {
+                cache::classify_write(&self.request.method, &self.request.target).map(CopyFor::Write)
             }
             _ => None,
         };
+        let cache_copy = purpose.map(|purpose| {
+            let bytes = Vec::with_capacity(copy_capacity(framing, tee.budget));
+            tee.budget.used += bytes.capacity();
+            CacheCopy { purpose, content_type: content_type.clone(), bytes }
+        });
         let watch_id = match (&self.route, tee.cache) {
             (Classified::Watch(request), Some(cache)) if ok && content_type.starts_with("application/json") => {
                 cache.watch_opened(self.next_watch_id, request);
@@ -367,8 +387,8 @@ impl BodyState {
                     if dechunk {
                         out.push(payload);
                     }
-                    if let Some((_, _, copy)) = cache_copy {
-                        copy.extend_from_slice(payload);
+                    if let Some(copy) = cache_copy {
+                        copy.bytes.extend_from_slice(payload);
                     }
                     if let Some((id, cache)) = watch {
                         cache.watch_bytes(id, payload);
@@ -404,9 +424,12 @@ impl BodyState {
         if let Some(id) = self.watch_id.take() {
             cache.watch_closed(id);
         }
-        if let Some((key, content_type, body)) = self.cache_copy.take() {
-            tee.budget.release(body.capacity());
-            cache.store(key, &content_type, body);
+        if let Some(copy) = self.cache_copy.take() {
+            tee.budget.release(copy.bytes.capacity());
+            match copy.purpose {
+                CopyFor::Read(key) => cache.store(key, &copy.content_type, copy.bytes),
+                CopyFor::Write(write) => cache.write_answered(write, self.status, &copy.content_type, copy.bytes),
+            }
         }
     }
 
@@ -418,8 +441,8 @@ impl BodyState {
     }
 
     fn drop_copy(&mut self, tee: &mut Tee<'_>) {
-        if let Some((_, _, copy)) = self.cache_copy.take() {
-            tee.budget.release(copy.capacity());
+        if let Some(copy) = self.cache_copy.take() {
+            tee.budget.release(copy.bytes.capacity());
         }
     }
 }
@@ -439,8 +462,8 @@ pub struct CopyBudget {
 }
 
 /// Bytes a cache copy holds allocated.
-fn copy_held(copy: &Option<(ReadKey, String, Vec<u8>)>) -> usize {
-    copy.as_ref().map_or(0, |(_, _, bytes)| bytes.capacity())
+fn copy_held(copy: &Option<CacheCopy>) -> usize {
+    copy.as_ref().map_or(0, |copy| copy.bytes.capacity())
 }
 
 /// Room for the whole body when its length is announced and fits the budget, so the copy

@@ -1002,3 +1002,129 @@ fn offline_answers_do_not_wait_for_the_cloud_timeout() {
     assert_replayed(&fresh_connection.get(PODS), &online, "offline read on a new connection");
     drop(black_hole);
 }
+
+// ---------------------------------------------------------------------------------------
+// DELETEs proxied while online update what the cache serves offline.
+// ---------------------------------------------------------------------------------------
+
+/// `GET path` offline, polled until `done` accepts the answer (the cache applies a DELETE's
+/// answer on its own thread, and lookups overtake queued writes).
+fn offline_answer(client: &mut Client, path: &str, what: &str, done: impl Fn(&Response) -> bool) -> Response {
+    let mut last = String::new();
+    wait_for(SETTLE, || {
+        let resp = client.get(path);
+        last = format!("{} {:?} {}", resp.status, resp.header(CACHE_HEADER), resp.text());
+        done(&resp).then_some(resp)
+    })
+    .unwrap_or_else(|| panic!("{what}: never as expected; last answer: {last}"))
+}
+
+/// The pod is gone offline: a miss, answered 503 like anything the cache does not hold.
+fn assert_gone_offline(client: &mut Client, name: &str, who: &str) {
+    let path = format!("{PODS}/{name}");
+    let resp = offline_answer(client, &path, &format!("{who}: GET of the deleted pod"), |r| r.status != 200);
+    assert_status_body(&resp, 503);
+    assert_offline_miss(&resp, &format!("{who}: GET of the deleted pod"));
+}
+
+/// The offline list (a cache hit) once it equals `expected`.
+fn offline_list_names(client: &mut Client, path: &str, expected: &[&str], who: &str) -> Value {
+    let resp = offline_answer(client, path, &format!("{who}: LIST {path}"), |r| {
+        r.status == 200 && item_names(&r.json()) == expected
+    });
+    assert_eq!(resp.header(CACHE_HEADER), Some("hit"), "{who}: {:?}", resp.headers);
+    resp.json()
+}
+
+#[test]
+fn a_pod_deleted_through_the_proxy_is_gone_offline() {
+    let mut edge = Edge::start("offline-delete", &[], &[]);
+    let mut kubelet = edge.kubelet();
+    let online = kubelet.get(&format!("{PODS}/web-1")).expect_status(200);
+    let list = kubelet.get(PODS).expect_status(200).json();
+    assert_eq!(item_names(&list), ["db-1", "web-1", "web-2"]);
+    edge.wait_stored(2);
+
+    let deleted = kubelet.request("DELETE", &format!("{PODS}/web-1"), &[], b"").expect_status(200);
+    assert_from_cloud(&deleted);
+    // The fake answers the removed object itself, without deletionTimestamp: the "gone" case
+    // for an answer that is an object (a Status answer and a terminating object are covered by
+    // the cache's unit tests, and the latter by the next test but one).
+    let answer = deleted.json();
+    assert_eq!(answer["kind"], "Pod", "{answer}");
+    assert!(answer["metadata"]["deletionTimestamp"].is_null(), "{answer}");
+
+    edge.cut_cloud();
+    let mut kubelet = edge.kubelet();
+    assert_gone_offline(&mut kubelet, "web-1", "kubelet");
+    let offline = offline_list_names(&mut kubelet, PODS, &["db-1", "web-2"], "kubelet");
+    assert_eq!(item(&offline, "web-2"), item(&list, "web-2"), "the other pods are served as listed");
+    assert_eq!(resource_version(&offline), resource_version(&list), "the list's version is not invented");
+    // The cached object was the one served before the DELETE: it must not come back.
+    assert_ne!(kubelet.get(&format!("{PODS}/web-1")).body, online.body);
+}
+
+#[test]
+fn a_delete_cleans_every_identitys_cached_copies() {
+    let mut edge = Edge::start("offline-delete-identities", &[], &[]);
+    let on_edge_1 = "/api/v1/pods?fieldSelector=spec.nodeName%3Dedge-1";
+    let mut kube_proxy = edge.client(Some("kube-proxy"));
+    kube_proxy.get(&format!("{PODS}/web-1")).expect_status(200);
+    kube_proxy.get(PODS).expect_status(200);
+    let mut kubelet = edge.kubelet();
+    kubelet.get(&format!("{PODS}/web-1")).expect_status(200);
+    let node_list = kubelet.get(on_edge_1).expect_status(200).json();
+    assert_eq!(item_names(&node_list), ["db-1", "web-1"]);
+    edge.wait_stored(4);
+    // Two identities really hold their own copies.
+    edge.wait_cache_summary(|s| {
+        ["cn:system:node:edge-1", "cn:system:kube-proxy"]
+            .iter()
+            .all(|id| s["identities"][id]["pods"]["entries"].as_u64() >= Some(1))
+    });
+
+    // kubelet deletes; kube-proxy's copies are stale all the same.
+    kubelet.request("DELETE", &format!("{PODS}/web-1"), &[], b"").expect_status(200);
+
+    edge.cut_cloud();
+    let mut kube_proxy = edge.client(Some("kube-proxy"));
+    assert_gone_offline(&mut kube_proxy, "web-1", "kube-proxy");
+    offline_list_names(&mut kube_proxy, PODS, &["db-1", "web-2"], "kube-proxy");
+    let mut kubelet = edge.kubelet();
+    assert_gone_offline(&mut kubelet, "web-1", "kubelet");
+    offline_list_names(&mut kubelet, on_edge_1, &["db-1"], "kubelet's all-namespaces list");
+}
+
+#[test]
+fn a_pod_still_terminating_after_its_delete_is_served_terminating_offline() {
+    let mut edge = Edge::start("offline-delete-terminating", &[], &[]);
+    // The fake removes it at once, but answers it as kube does an object its finalizer keeps.
+    let mut held = pod("held");
+    held["metadata"]["finalizers"] = json!(["example.com/keep"]);
+    held["metadata"]["deletionTimestamp"] = json!("2030-01-01T00:00:00Z");
+    held["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+    edge.cloud_admin().request("POST", PODS, &[JSON], &json_body(&held)).expect_status(201);
+    let mut kubelet = edge.kubelet();
+    let before = kubelet.get(&format!("{PODS}/held")).expect_status(200).json();
+    let list = kubelet.get(PODS).expect_status(200).json();
+    edge.wait_stored(2);
+
+    let answer = kubelet.request("DELETE", &format!("{PODS}/held"), &[], b"").expect_status(200).json();
+    assert!(!answer["metadata"]["deletionTimestamp"].is_null(), "{answer}");
+    assert!(rv_number(&resource_version(&answer)) > rv_number(&resource_version(&before)));
+
+    edge.cut_cloud();
+    let mut kubelet = edge.kubelet();
+    let path = format!("{PODS}/held");
+    let offline = offline_answer(&mut kubelet, &path, "GET of the terminating pod", |r| {
+        r.status == 200 && r.json()["metadata"]["resourceVersion"] == answer["metadata"]["resourceVersion"]
+    });
+    assert_eq!(offline.header(CACHE_HEADER), Some("hit"));
+    assert_eq!(offline.json(), answer, "the DELETE's answer is the pod's latest state");
+    let listed = offline_answer(&mut kubelet, PODS, "the terminating pod in the list", |r| {
+        r.status == 200 && item(&r.json(), "held") == Some(&answer)
+    })
+    .json();
+    assert_eq!(item_names(&listed), ["db-1", "held", "web-1", "web-2"]);
+    assert_eq!(resource_version(&listed), resource_version(&list), "the list's version is not invented");
+}

@@ -1,6 +1,6 @@
 //! What the cache thread does with each message, over any `Store`: storing responses
 //! (complete JSON lists decomposed, everything else exact), answering lookups, feeding
-//! watch streams, and keeping the total size under its cap.
+//! watch streams, applying the answers to writes, and keeping the total size under its cap.
 
 use std::collections::HashMap;
 
@@ -8,6 +8,7 @@ use super::key::{ReadKey, WatchRequest};
 use super::list;
 use super::store::{Change, Owner, Store, StoreError, SummaryRow, Totals};
 use super::watch::{self, WatchStream};
+use super::write::{self, WriteAnswer};
 use super::{CachedResponse, Lookup, Reply};
 
 /// Fingerprints remembered to skip re-storing unchanged answers, at most.
@@ -131,6 +132,25 @@ impl<S: Store> Engine<S> {
         self.watches.remove(&watch_id);
     }
 
+    /// Applies what the cloud answered to a write of one object (see `write`).
+    pub fn write_answered(&mut self, answer: &WriteAnswer) -> Result<(), StoreError> {
+        let changes = write::changes(&mut self.store, answer)?;
+        if changes.is_empty() {
+            return Ok(());
+        }
+        log::debug!(
+            "cache: {:?} {} changed {} cached answers and list items",
+            answer.write.method(),
+            answer.write.path(),
+            changes.len()
+        );
+        self.store.apply(changes)?;
+        // Some stored answers no longer are what their fingerprints describe: the same
+        // answer coming again must be stored, not skipped.
+        self.stored_fingerprints.clear();
+        self.evict_if_needed()
+    }
+
     /// Evicts down to 90% of the cap once it is exceeded, so eviction runs in batches.
     fn evict_if_needed(&mut self) -> Result<(), StoreError> {
         if self.store.totals().bytes > self.max_bytes {
@@ -159,7 +179,7 @@ fn fingerprint(content_type: &str, body: &[u8]) -> u64 {
     hasher.finish()
 }
 
-fn is_json(content_type: &str) -> bool {
+pub(super) fn is_json(content_type: &str) -> bool {
     let media_type = content_type.split(';').next().unwrap_or_default().trim();
     media_type.eq_ignore_ascii_case("application/json")
 }
@@ -168,7 +188,7 @@ fn is_json(content_type: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::key::{Classified, classify};
+    use crate::cache::key::{Classified, classify, classify_write};
     use crate::cache::memory::MemoryStore;
     use crate::cache::sqlite::SqliteStore;
     use crate::cache::sqlite::tests::temp_dir;
@@ -246,6 +266,9 @@ mod tests {
         initial_events_prune_deleted_objects(&mut engine());
         interrupted_streams_stop_updating(&mut engine());
         large_bodies_are_stored_whole(&mut engine());
+        deleted_objects_leave_every_identitys_reads(&mut engine());
+        terminating_objects_replace_older_cached_states(&mut engine());
+        unclear_delete_answers_change_nothing(&mut engine());
         size_cap_evicts_least_recently_used(&mut Engine::new(make(), 1200));
     }
 
@@ -679,6 +702,274 @@ mod tests {
             .store_response(&opaque, "application/json", body.clone())
             .expect("store");
         assert_eq!(hit(engine, &opaque), body);
+    }
+
+    const TOKEN: &str = "token:9f86d081884c7d659a2feaa0c55ad015";
+    const DEFAULT_PODS: &str = "/api/v1/namespaces/default/pods";
+    const TABLE: Option<&str> = Some("application/json;as=Table;v=v1;g=meta.k8s.io");
+
+    fn store<S: Store>(engine: &mut Engine<S>, key: &ReadKey, body: Vec<u8>) {
+        engine
+            .store_response(key, "application/json", body)
+            .expect("store");
+    }
+
+    fn object_body(object: &Value) -> Vec<u8> {
+        format!("{object}\n").into_bytes()
+    }
+
+    /// The cloud's answer to `DELETE <target>`.
+    fn delete<S: Store>(
+        engine: &mut Engine<S>,
+        target: &str,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+    ) {
+        let write = classify_write("DELETE", target).expect("an object DELETE");
+        let answer = WriteAnswer {
+            write,
+            status,
+            content_type: content_type.to_string(),
+            body: body.to_vec(),
+        };
+        engine.write_answered(&answer).expect("write answer");
+    }
+
+    fn names<S: Store>(engine: &mut Engine<S>, key: &ReadKey) -> Vec<String> {
+        let list = hit_json(engine, key);
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        items
+            .iter()
+            .map(|item| {
+                item["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    fn terminating(name: &str, rv: &str, grace: u64, finalizers: &[&str]) -> Value {
+        let mut object = pod(name, rv, "Running");
+        object["metadata"]["deletionTimestamp"] = json!("2030-01-01T00:00:00Z");
+        object["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        if !finalizers.is_empty() {
+            object["metadata"]["finalizers"] = json!(finalizers);
+        }
+        object
+    }
+
+    fn deleted_objects_leave_every_identitys_reads<S: Store>(engine: &mut Engine<S>) {
+        let pods = [pod("a", "90", "Running"), pod("b", "95", "Running")];
+        let list = read_key(KUBELET, &format!("{DEFAULT_PODS}?limit=500"), None);
+        let on_node = read_key(
+            KUBELET,
+            "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1",
+            None,
+        );
+        let token_list = read_key(
+            TOKEN,
+            &format!("{DEFAULT_PODS}?labelSelector=app%3Dx"),
+            None,
+        );
+        for key in [&list, &on_node, &token_list] {
+            store(engine, key, pod_list("100", &pods));
+        }
+        let get_a = read_key(KUBELET, &format!("{DEFAULT_PODS}/a"), None);
+        let token_get_a = read_key(TOKEN, &format!("{DEFAULT_PODS}/a?resourceVersion=0"), None);
+        let status_a = read_key(KUBELET, &format!("{DEFAULT_PODS}/a/status"), None);
+        let table_a = read_key(KUBELET, &format!("{DEFAULT_PODS}/a"), TABLE);
+        for key in [&get_a, &token_get_a, &status_a] {
+            store(engine, key, object_body(&pods[0]));
+        }
+        store(engine, &table_a, br#"{"kind":"Table","rows":[]}"#.to_vec());
+        let get_b = read_key(KUBELET, &format!("{DEFAULT_PODS}/b"), None);
+        store(engine, &get_b, object_body(&pods[1]));
+        let other_namespace = read_key(KUBELET, "/api/v1/namespaces/other/pods/a", None);
+        store(
+            engine,
+            &other_namespace,
+            object_body(&pod("a", "80", "Running")),
+        );
+
+        // The deleted object answered as it was removed (no deletionTimestamp).
+        let removed = object_body(&pod("a", "101", "Running"));
+        delete(
+            engine,
+            &format!("{DEFAULT_PODS}/a"),
+            200,
+            "application/json",
+            &removed,
+        );
+        for key in [&get_a, &token_get_a, &status_a, &table_a] {
+            assert!(is_miss(engine, key), "{}: still cached", key.path());
+        }
+        for key in [&list, &on_node, &token_list] {
+            assert_eq!(names(engine, key), ["b"], "{}", key.path());
+            assert_eq!(
+                hit_json(engine, key)["metadata"]["resourceVersion"],
+                "100",
+                "list version kept"
+            );
+        }
+        assert_eq!(
+            hit_json(engine, &get_b),
+            pods[1],
+            "another object is untouched"
+        );
+        assert!(
+            !is_miss(engine, &other_namespace),
+            "the same name in another namespace is untouched"
+        );
+
+        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                            "details": {"name": "b", "kind": "pods"}});
+        delete(
+            engine,
+            &format!("{DEFAULT_PODS}/b?gracePeriodSeconds=0"),
+            200,
+            "application/json",
+            &object_body(&status),
+        );
+        assert!(is_miss(engine, &get_b));
+        assert!(names(engine, &list).is_empty());
+
+        // kubelet's last DELETE of a pod it stopped: marked, but no grace period left.
+        let get_c = read_key(KUBELET, &format!("{DEFAULT_PODS}/c"), None);
+        store(engine, &get_c, object_body(&pod("c", "90", "Running")));
+        let finished = object_body(&terminating("c", "120", 0, &[]));
+        delete(
+            engine,
+            &format!("{DEFAULT_PODS}/c"),
+            200,
+            "application/json; charset=utf-8",
+            &finished,
+        );
+        assert!(
+            is_miss(engine, &get_c),
+            "a pod removed by its final DELETE is gone"
+        );
+    }
+
+    fn terminating_objects_replace_older_cached_states<S: Store>(engine: &mut Engine<S>) {
+        let list = read_key(KUBELET, DEFAULT_PODS, None);
+        let on_node = read_key(TOKEN, "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1", None);
+        let pods = [pod("a", "90", "Running"), pod("c", "200", "Running")];
+        store(engine, &list, pod_list("200", &pods));
+        store(engine, &on_node, pod_list("200", &pods[..1]));
+        let get_a = read_key(KUBELET, &format!("{DEFAULT_PODS}/a"), None);
+        let token_get_a = read_key(TOKEN, &format!("{DEFAULT_PODS}/a"), None);
+        store(engine, &get_a, object_body(&pods[0]));
+        store(engine, &token_get_a, pods[0].to_string().into_bytes());
+        let table_a = read_key(KUBELET, &format!("{DEFAULT_PODS}/a"), TABLE);
+        let table = br#"{"kind":"Table","rows":[]}"#.to_vec();
+        store(engine, &table_a, table.clone());
+
+        let graceful = terminating("a", "150", 30, &[]);
+        delete(
+            engine,
+            &format!("{DEFAULT_PODS}/a"),
+            200,
+            "application/json",
+            &object_body(&graceful),
+        );
+        assert_eq!(
+            hit(engine, &get_a),
+            object_body(&graceful),
+            "framed like the cached GET"
+        );
+        assert_eq!(
+            hit(engine, &token_get_a),
+            graceful.to_string().into_bytes(),
+            "every identity's copy"
+        );
+        assert_eq!(
+            hit(engine, &table_a),
+            table,
+            "other representations are left as they are"
+        );
+        for key in [&list, &on_node] {
+            let cached = hit_json(engine, key);
+            assert_eq!(cached["items"][0], graceful, "{}", key.path());
+            assert_eq!(
+                cached["metadata"]["resourceVersion"], "200",
+                "list version kept"
+            );
+        }
+
+        // A cached state newer than the answer is kept; a list lacking the object gets none.
+        let foreground = terminating("c", "150", 0, &["foregroundDeletion"]);
+        delete(
+            engine,
+            &format!("{DEFAULT_PODS}/c"),
+            202,
+            "application/json",
+            &object_body(&foreground),
+        );
+        assert_eq!(
+            hit_json(engine, &list)["items"][1],
+            pods[1],
+            "newer list item kept"
+        );
+        assert_eq!(names(engine, &on_node), ["a"], "no item invented");
+        let get_d = read_key(KUBELET, &format!("{DEFAULT_PODS}/d"), None);
+        let finalized = terminating("d", "150", 0, &["example.com/keep"]);
+        delete(
+            engine,
+            &format!("{DEFAULT_PODS}/d"),
+            200,
+            "application/json",
+            &object_body(&finalized),
+        );
+        assert!(is_miss(engine, &get_d), "no GET invented");
+        assert_eq!(names(engine, &list), ["a", "c"]);
+    }
+
+    fn unclear_delete_answers_change_nothing<S: Store>(engine: &mut Engine<S>) {
+        let list = read_key(KUBELET, DEFAULT_PODS, None);
+        let get_a = read_key(KUBELET, &format!("{DEFAULT_PODS}/a"), None);
+        let cached = pod("a", "300", "Running");
+        store(
+            engine,
+            &list,
+            pod_list("300", std::slice::from_ref(&cached)),
+        );
+        store(engine, &get_a, object_body(&cached));
+        let target = format!("{DEFAULT_PODS}/a");
+        let removed = object_body(&pod("a", "301", "Running"));
+        let not_found = object_body(&json!({"kind": "Status", "status": "Failure", "code": 404}));
+        let answers: [(u16, &str, &[u8]); 7] = [
+            (404, "application/json", &not_found),
+            (409, "application/json", &removed),
+            (
+                200,
+                "application/json",
+                &object_body(&json!({"kind": "Status", "status": "Failure"})),
+            ),
+            (
+                200,
+                "application/vnd.kubernetes.protobuf",
+                b"k8s\x00\x0a\x0c\x0a\x02v1\x12\x06Status",
+            ),
+            (
+                200,
+                "application/json",
+                &object_body(&pod("not-a", "301", "Running")),
+            ),
+            (200, "application/json", b"{\"kind\":\"Pod\",\"metadata\":"),
+            // Gone as of a state older than the cached one: the object was created again since.
+            (
+                200,
+                "application/json",
+                &object_body(&pod("a", "250", "Running")),
+            ),
+        ];
+        for (status, content_type, body) in answers {
+            delete(engine, &target, status, content_type, body);
+            assert_eq!(hit_json(engine, &get_a), cached, "{status} {content_type}");
+            assert_eq!(names(engine, &list), ["a"], "{status} {content_type}");
+        }
     }
 
     fn size_cap_evicts_least_recently_used<S: Store>(engine: &mut Engine<S>) {

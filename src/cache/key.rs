@@ -1,5 +1,6 @@
 //! Request classification and cache keys: which GETs are cacheable reads, which are watches,
-//! and the keys that keep identities, selectors, pages and representations apart.
+//! which writes' answers the cache learns from, and the keys that keep identities, selectors,
+//! pages and representations apart.
 
 use std::fmt;
 
@@ -251,6 +252,112 @@ impl ListScope {
     }
 }
 
+/// What a write did to its object, as far as the cache cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMethod {
+    /// The answer says whether the object is gone or still terminating.
+    Delete,
+}
+
+/// A write to one object: how, and which object (any identity's cached reads of it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectWrite {
+    method: WriteMethod,
+    api_prefix: String,
+    namespace: Option<String>,
+    resource: String,
+    name: String,
+}
+
+impl ObjectWrite {
+    pub fn method(&self) -> WriteMethod {
+        self.method
+    }
+
+    /// The object's path, e.g. `/api/v1/namespaces/default/pods/web-1`.
+    pub fn path(&self) -> String {
+        let collection =
+            collection_path(&self.api_prefix, self.namespace.as_deref(), &self.resource);
+        format!("{collection}/{}", self.name)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// "" for a cluster-scoped object, as in its `metadata`.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or_default()
+    }
+
+    /// The object's key in a decomposed list (`ObjectMeta::item_key`).
+    pub(crate) fn item_key(&self) -> String {
+        format!("{}/{}", self.namespace(), self.name)
+    }
+
+    /// "pods", "apps/deployments": the resource label of the object's cached GET.
+    pub(crate) fn resource_label(&self) -> String {
+        resource_label(&self.api_prefix, &self.resource, None)
+    }
+
+    /// The collections whose lists hold the object: its namespace's and the all-namespaces one.
+    fn collection_paths(&self) -> Vec<String> {
+        let all = collection_path(&self.api_prefix, None, &self.resource);
+        match &self.namespace {
+            Some(ns) => vec![
+                collection_path(&self.api_prefix, Some(ns), &self.resource),
+                all,
+            ],
+            None => vec![all],
+        }
+    }
+
+    /// Text that every stored key of a read of the object or of a list of its collections
+    /// contains, whatever the identity: a store can pre-filter its keys with these, then
+    /// `reads_object` and `lists_collection` decide.
+    pub(crate) fn key_needles(&self) -> Vec<String> {
+        self.collection_paths()
+            .iter()
+            .map(|path| format!("\n{path}"))
+            .collect()
+    }
+
+    /// Whether the exact entry `key` is a read of the object: any identity, query,
+    /// representation or subresource.
+    pub(crate) fn reads_object(&self, key: &str) -> bool {
+        let resource = identity_and_path(key).and_then(|(_, path)| ResourcePath::parse(path));
+        resource.is_some_and(|r| {
+            !r.legacy_watch
+                && r.api_prefix == self.api_prefix
+                && r.namespace == self.namespace
+                && r.resource == self.resource
+                && r.name.as_deref() == Some(self.name.as_str())
+        })
+    }
+
+    /// The identity whose plain JSON GET of the object `key` is (the answer a newer state of
+    /// the object replaces), if it is one.
+    pub(crate) fn plain_get_identity<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let (identity, _) = identity_and_path(key)?;
+        (key == entry_key(identity, &self.path(), "", &Representation::Json)).then_some(identity)
+    }
+
+    /// Whether the list `scope` is one of the object's collections, any identity or selector.
+    pub(crate) fn lists_collection(&self, scope: &str) -> bool {
+        identity_and_path(scope)
+            .is_some_and(|(_, path)| self.collection_paths().iter().any(|c| c == path))
+    }
+}
+
+/// The identity and request path a stored key (`entry_key`, `ListScope::store_key`) starts with.
+fn identity_and_path(key: &str) -> Option<(&str, &str)> {
+    let (length, rest) = key.split_once(':')?;
+    let identity = rest.get(..length.parse::<usize>().ok()?)?;
+    let after_identity = rest.get(identity.len()..)?.strip_prefix('\n')?;
+    let path = after_identity.split('\n').next()?;
+    Some((identity, path))
+}
+
 fn entry_key(identity: &str, path: &str, query: &str, representation: &Representation) -> String {
     // The identity is length-prefixed so no identity can forge another's key prefix.
     format!(
@@ -306,6 +413,32 @@ pub fn classify(identity: &str, method: &str, target: &str, accept: Option<&str>
         return classify_watch(identity, &resource, &params, representation);
     }
     Classified::Read(resource.read_key(identity, &params, representation))
+}
+
+/// Which writes' answers the cache learns from: a DELETE of one object. Not a dry run (it
+/// changed nothing). Not a DELETE of a collection: its answer lists what it deleted, but some
+/// of those may only be terminating and lists filtered by other selectors cannot be judged
+/// from it; leaving the cache alone is the simplest correct choice (the next read online
+/// refreshes it).
+pub fn classify_write(method: &str, target: &str) -> Option<ObjectWrite> {
+    if method != "DELETE" {
+        return None;
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if Params::parse(query).get("dryRun").is_some() {
+        return None;
+    }
+    let resource = ResourcePath::parse(path)?;
+    if resource.legacy_watch || resource.subresource.is_some() {
+        return None;
+    }
+    Some(ObjectWrite {
+        method: WriteMethod::Delete,
+        name: resource.name?,
+        api_prefix: resource.api_prefix,
+        namespace: resource.namespace,
+        resource: resource.resource,
+    })
 }
 
 fn classify_watch(
@@ -680,6 +813,124 @@ mod tests {
         assert_eq!(legacy.resource_version, None);
         let list = read("/api/v1/namespaces/a/pods?labelSelector=x%3Dy", None);
         assert_eq!(list.scope(), Some(&request.scope));
+    }
+
+    fn delete(target: &str) -> ObjectWrite {
+        classify_write("DELETE", target).unwrap_or_else(|| panic!("{target}: not an object write"))
+    }
+
+    #[test]
+    fn only_deletes_of_one_object_are_writes() {
+        let write =
+            delete("/api/v1/namespaces/a/pods/p?gracePeriodSeconds=0&propagationPolicy=Foreground");
+        assert_eq!(write.method(), WriteMethod::Delete);
+        assert_eq!(write.path(), "/api/v1/namespaces/a/pods/p");
+        assert_eq!((write.namespace(), write.name()), ("a", "p"));
+        assert_eq!(write.item_key(), "a/p");
+        let namespace = delete("/api/v1/namespaces/a");
+        assert_eq!(namespace.path(), "/api/v1/namespaces/a");
+        assert_eq!(namespace.item_key(), "/a");
+        assert_eq!(
+            delete("/apis/apps/v1/namespaces/a/deployments/d").resource_label(),
+            "apps/deployments"
+        );
+        for (method, target) in [
+            ("GET", "/api/v1/namespaces/a/pods/p"),
+            ("PATCH", "/api/v1/namespaces/a/pods/p"),
+            ("DELETE", "/api/v1/namespaces/a/pods"),
+            ("DELETE", "/api/v1/namespaces/a/pods?labelSelector=x%3Dy"),
+            ("DELETE", "/api/v1/namespaces/a/pods/p?dryRun=All"),
+            ("DELETE", "/api/v1/namespaces/a/pods/p/status"),
+            ("DELETE", "/api/v1/watch/namespaces/a/pods/p"),
+            ("DELETE", "/api/v1"),
+            ("DELETE", "/healthz"),
+        ] {
+            assert_eq!(classify_write(method, target), None, "{method} {target}");
+        }
+    }
+
+    #[test]
+    fn a_write_finds_every_identitys_reads_of_its_object() {
+        let write = delete("/api/v1/namespaces/a/pods/p");
+        let reads_object = |identity: &str, target: &str, accept: Option<&str>| {
+            let Classified::Read(key) = classify(identity, "GET", target, accept) else {
+                panic!("{target}: not a read");
+            };
+            let key = key.store_key();
+            assert!(
+                write
+                    .key_needles()
+                    .iter()
+                    .any(|needle| key.contains(needle.as_str())),
+                "{target}: no needle matches {key:?}"
+            );
+            let plain_get_of = write.plain_get_identity(&key).map(str::to_string);
+            (write.reads_object(&key), plain_get_of)
+        };
+        let table = Some("application/json;as=Table;v=v1;g=meta.k8s.io");
+        let of = |identity: &str| Some(identity.to_string());
+        assert_eq!(
+            reads_object("cn:x", "/api/v1/namespaces/a/pods/p", None),
+            (true, of("cn:x"))
+        );
+        assert_eq!(
+            reads_object(
+                "token:y",
+                "/api/v1/namespaces/a/pods/p?resourceVersion=0",
+                None
+            ),
+            (true, of("token:y"))
+        );
+        assert_eq!(
+            reads_object("cn:x", "/api/v1/namespaces/a/pods/p", table),
+            (true, None)
+        );
+        assert_eq!(
+            reads_object("cn:x", "/api/v1/namespaces/a/pods/p/status", None),
+            (true, None)
+        );
+        assert_eq!(
+            reads_object("cn:x", "/api/v1/namespaces/a/pods/p2", None),
+            (false, None)
+        );
+        assert_eq!(
+            reads_object("cn:x", "/api/v1/namespaces/a/pods", None),
+            (false, None)
+        );
+        // An identity that looks like a path is still only an identity.
+        let tricky = "cn:\n/api/v1/namespaces/a/pods/p\n";
+        assert_eq!(
+            reads_object(tricky, "/api/v1/namespaces/a/pods/q", None),
+            (false, None)
+        );
+
+        let lists = |identity: &str, target: &str| {
+            let Classified::Watch(request) = classify(identity, "GET", target, None) else {
+                panic!("{target}: not a watch");
+            };
+            write.lists_collection(&request.scope.store_key())
+        };
+        assert!(lists("cn:x", "/api/v1/namespaces/a/pods?watch=1"));
+        assert!(lists(
+            "token:y",
+            "/api/v1/pods?watch=1&fieldSelector=spec.nodeName%3Dn"
+        ));
+        assert!(lists(
+            "cn:x",
+            "/api/v1/namespaces/a/pods?watch=1&labelSelector=app%3Dx"
+        ));
+        assert!(!lists("cn:x", "/api/v1/namespaces/b/pods?watch=1"));
+        assert!(!lists("cn:x", "/api/v1/namespaces/a/configmaps?watch=1"));
+        let namespace = delete("/api/v1/namespaces/a");
+        let Classified::Read(pods_in_it) =
+            classify("cn:x", "GET", "/api/v1/namespaces/a/pods", None)
+        else {
+            panic!("not a read");
+        };
+        assert!(
+            !namespace.reads_object(&pods_in_it.store_key()),
+            "a namespace's pods are not the namespace"
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use super::CachedResponse;
 use super::list::{ListHead, ListItem};
 use super::store::{
-    Change, Owner, Store, StoreError, SummaryRow, Totals, entry_bytes, head_bytes, item_bytes,
+    Change, Owner, Store, StoreError, StoredKey, SummaryRow, Totals, entry_bytes, head_bytes,
+    item_bytes,
 };
 
 struct Entry {
@@ -182,6 +183,23 @@ impl Store for MemoryStore {
     fn item_version(&mut self, scope: &str, key: &str) -> Result<Option<String>, StoreError> {
         let item = self.lists.get(scope).and_then(|list| list.items.get(key));
         Ok(item.map(|item| item.resource_version.clone()))
+    }
+
+    fn keys_containing(&mut self, needle: &str) -> Result<Vec<StoredKey>, StoreError> {
+        let matching = |key: &&String| key.contains(needle);
+        let entries = self
+            .entries
+            .keys()
+            .filter(matching)
+            .cloned()
+            .map(StoredKey::Entry);
+        let lists = self
+            .lists
+            .keys()
+            .filter(matching)
+            .cloned()
+            .map(StoredKey::List);
+        Ok(entries.chain(lists).collect())
     }
 
     fn apply(&mut self, changes: Vec<Change>) -> Result<(), StoreError> {

@@ -1,11 +1,13 @@
 //! The response cache that keeps an edge node running while the cloud is unreachable: which
 //! requests are cacheable (`key`), how complete lists are kept current from watch events
-//! (`list`, `watch`), the two stores (`sqlite`, `memory`) behind one trait (`store`), and the
-//! helper thread the reactor talks to without ever blocking (`thread`).
+//! (`list`, `watch`) and from the answers to writes (`write`), the two stores (`sqlite`,
+//! `memory`) behind one trait (`store`), and the helper thread the reactor talks to without
+//! ever blocking (`thread`).
 //!
 //! Reactor usage: `classify` each request; store 200 answers of `Read`s with
 //! `CacheHandle::store`; tee JSON watch bodies with `watch_opened`/`watch_bytes`/`watch_closed`;
-//! offline, `lookup` and pick the answers up with `take_replies` when the waker fires.
+//! hand the answers of requests `classify_write` recognizes to `write_answered`; offline,
+//! `lookup` and pick the answers up with `take_replies` when the waker fires.
 
 mod engine;
 mod json;
@@ -16,12 +18,16 @@ mod sqlite;
 mod store;
 mod thread;
 mod watch;
+mod write;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use key::{Classified, ListScope, ReadKey, Representation, WatchRequest, classify};
+pub use key::{
+    Classified, ListScope, ObjectWrite, ReadKey, Representation, WatchRequest, WriteMethod,
+    classify, classify_write,
+};
 pub use thread::{CacheHandle, CacheReporter};
 pub use watch::{bookmark_event, expired_event};
 
@@ -300,6 +306,16 @@ mod tests {
             cache.stats().dropped_writes > 0,
             "a one-slot queue cannot take 1000 writes at once"
         );
+        let dropped_stores = cache.stats().dropped_writes;
+        for i in 0..1000 {
+            let write = classify_write("DELETE", &format!("/api/v1/namespaces/n/pods/p{i}"));
+            let write = write.expect("an object DELETE");
+            cache.write_answered(write, 200, "application/json", vec![b'x'; 10_000]);
+        }
+        assert!(
+            cache.stats().dropped_writes > dropped_stores,
+            "write answers share the stores' bounded lane"
+        );
         let key = read("cn:a", "/api/v1/pods");
         let refused = (0..1000).any(|id| cache.lookup(id, Lookup::Read(key.clone())).is_err());
         assert!(refused, "a one-slot lookup queue refuses a burst");
@@ -330,6 +346,36 @@ mod tests {
             assert!(Instant::now() < deadline, "the last answer was never stored: {replies:?}");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn a_delete_answer_reaches_the_store_through_the_handle() {
+        let (mut reactor, waker) = Reactor::new();
+        let cache = start(CacheConfig::new(CacheKind::Memory), waker).expect("start");
+        let pod = "/api/v1/namespaces/n/pods/p";
+        let body =
+            br#"{"kind":"Pod","metadata":{"name":"p","namespace":"n","resourceVersion":"5"}}"#;
+        cache.store(read("cn:a", pod), "application/json", body.to_vec());
+        wait_stored(&cache, 1);
+        let write = classify_write("DELETE", pod).expect("an object DELETE");
+        let gone =
+            br#"{"kind":"Pod","metadata":{"name":"p","namespace":"n","resourceVersion":"6"}}"#;
+        cache.write_answered(write, 200, "application/json", gone.to_vec());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            cache
+                .lookup(1, Lookup::Read(read("cn:a", pod)))
+                .expect("lookup");
+            let replies = reactor.replies(&cache, 1);
+            if matches!(&replies[..], [(1, Reply::Miss)]) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the deleted pod is still cached: {replies:?}"
+            );
+        }
+        assert_eq!(cache.stats().dropped_writes, 0);
     }
 
     #[test]

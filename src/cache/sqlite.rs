@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use super::CachedResponse;
 use super::list::{ListHead, ListItem};
 use super::store::{
-    Change, Store, StoreError, SummaryRow, Totals, entry_bytes, head_bytes, item_bytes,
+    Change, Store, StoreError, StoredKey, SummaryRow, Totals, entry_bytes, head_bytes, item_bytes,
 };
 
 /// Bump when the tables change: an older file is then rebuilt empty (it is only a cache).
@@ -499,6 +499,22 @@ impl Store for SqliteStore {
             .prepare_cached("SELECT resource_version FROM items WHERE scope = ?1 AND key = ?2")?
             .query_row([scope, key], |row| row.get(0))
             .optional()?)
+    }
+
+    fn keys_containing(&mut self, needle: &str) -> Result<Vec<StoredKey>, StoreError> {
+        // instr, not LIKE: the needle is text, never a pattern.
+        let sql = "SELECT 0, key FROM entries WHERE instr(key, ?1) > 0
+                   UNION ALL SELECT 1, scope FROM lists WHERE instr(scope, ?1) > 0";
+        let mut statement = self.connection.prepare_cached(sql)?;
+        let rows = statement.query_map([needle], |row| {
+            let key: String = row.get(1)?;
+            Ok(if row.get::<_, i64>(0)? == 1 {
+                StoredKey::List(key)
+            } else {
+                StoredKey::Entry(key)
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn apply(&mut self, changes: Vec<Change>) -> Result<(), StoreError> {

@@ -51,6 +51,13 @@ pub enum Change {
     },
 }
 
+/// A stored key, and whether it is an exact entry's or a list's.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StoredKey {
+    Entry(String),
+    List(String),
+}
+
 /// Entry (exact answers + lists) and byte counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -116,6 +123,8 @@ pub trait Store {
     /// The list's items in key order.
     fn list_items(&mut self, scope: &str) -> Result<Vec<ListItem>, StoreError>;
     fn item_version(&mut self, scope: &str, key: &str) -> Result<Option<String>, StoreError>;
+    /// The keys of entries and lists containing `needle`, any identity, in no order.
+    fn keys_containing(&mut self, needle: &str) -> Result<Vec<StoredKey>, StoreError>;
     /// Applies all changes or none.
     fn apply(&mut self, changes: Vec<Change>) -> Result<(), StoreError>;
     /// Removes least-recently-used entries and lists until at most `target_bytes` remain.
@@ -194,6 +203,7 @@ pub mod suite {
         totals_follow_changes(&mut make());
         eviction_removes_least_recently_used(&mut make());
         summary_counts_per_identity(&mut make());
+        keys_are_found_by_what_they_contain(&mut make());
     }
 
     fn entries_round_trip<S: Store>(store: &mut S) {
@@ -396,6 +406,41 @@ pub mod suite {
         assert_eq!(store.totals(), Totals::default());
         assert!(store.list_head("list", false).expect("head").is_none());
         assert!(store.list_items("list").expect("items").is_empty());
+    }
+
+    fn keys_are_found_by_what_they_contain<S: Store>(store: &mut S) {
+        let entry = |key: &str| Change::PutEntry {
+            key: key.into(),
+            owner: owner("a"),
+            response: response("1"),
+        };
+        store
+            .apply(vec![
+                entry("1:a\n/ns/x/pods/p\n"),
+                entry("1:b\n/ns/x/pods/q\n"),
+                entry("1:a\n/ns/y/pods/p\n"),
+                put_list("1:a\n/ns/x/pods\nl=", "a", vec![item("x/p", "1")]),
+                put_list("1:b\n/pods\nl=", "b", vec![item("x/p", "1")]),
+            ])
+            .expect("put");
+        let mut found = store.keys_containing("\n/ns/x/pods").expect("keys");
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                StoredKey::Entry("1:a\n/ns/x/pods/p\n".into()),
+                StoredKey::Entry("1:b\n/ns/x/pods/q\n".into()),
+                StoredKey::List("1:a\n/ns/x/pods\nl=".into()),
+            ]
+        );
+        assert_eq!(
+            store.keys_containing("\n/pods\n").expect("keys"),
+            vec![StoredKey::List("1:b\n/pods\nl=".into())]
+        );
+        assert!(
+            store.keys_containing("%").expect("keys").is_empty(),
+            "no pattern syntax"
+        );
     }
 
     fn summary_counts_per_identity<S: Store>(store: &mut S) {

@@ -10,8 +10,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::engine::Engine;
-use super::key::{ListScope, ReadKey, WatchRequest};
+use super::key::{ListScope, ObjectWrite, ReadKey, WatchRequest};
 use super::store::{Store, StoreError, SummaryRow, Totals};
+use super::write::WriteAnswer;
 use super::{CacheError, CacheStats, Lookup, Reply};
 
 /// Bytes of response bodies waiting beyond which further stores are dropped (one larger
@@ -41,6 +42,8 @@ enum Job {
         content_type: String,
         body: Vec<u8>,
     },
+    /// What the cloud answered to a write of one object; queued like a `Store`.
+    WriteAnswered(WriteAnswer),
     WatchOpened {
         watch_id: u64,
         request: WatchRequest,
@@ -61,9 +64,15 @@ impl Job {
     fn payload_len(&self) -> usize {
         match self {
             Job::Store { body, .. } => body.len(),
+            Job::WriteAnswered(answer) => answer.body.len(),
             Job::WatchBytes { bytes, .. } => bytes.len(),
             _ => 0,
         }
+    }
+
+    /// Stores and write answers share one lane: its job count and body bytes are capped.
+    fn in_store_lane(&self) -> bool {
+        matches!(self, Job::Store { .. } | Job::WriteAnswered(_))
     }
 }
 
@@ -116,13 +125,11 @@ impl Queues {
 
     fn pop(&mut self) -> Option<Job> {
         let job = self.jobs.pop_front()?;
-        match &job {
-            Job::WatchBytes { bytes, .. } => self.watch_bytes -= bytes.len(),
-            Job::Store { body, .. } => {
-                self.queued_bytes -= body.len();
-                self.stores -= 1;
-            }
-            _ => {}
+        if let Job::WatchBytes { bytes, .. } = &job {
+            self.watch_bytes -= bytes.len();
+        } else if job.in_store_lane() {
+            self.queued_bytes -= job.payload_len();
+            self.stores -= 1;
         }
         Some(job)
     }
@@ -138,7 +145,7 @@ enum Work {
 struct Queues {
     lookups: VecDeque<(u64, Lookup)>,
     jobs: VecDeque<Job>,
-    /// Store jobs waiting and their body bytes.
+    /// Store-lane jobs (stores and write answers) waiting and their body bytes.
     stores: usize,
     queued_bytes: usize,
     /// Watch event bytes waiting.
@@ -284,6 +291,26 @@ impl CacheHandle {
             body,
         };
         if !self.shared.try_push(job) {
+            bump(&self.shared.counters.dropped_writes);
+        }
+    }
+
+    /// Hands the cloud's complete answer to a write of one object (see `classify_write`);
+    /// dropped (and counted) when the queue is full, like a store.
+    pub fn write_answered(
+        &self,
+        write: ObjectWrite,
+        status: u16,
+        content_type: &str,
+        body: Vec<u8>,
+    ) {
+        let answer = WriteAnswer {
+            write,
+            status,
+            content_type: content_type.to_string(),
+            body,
+        };
+        if !self.shared.try_push(Job::WriteAnswered(answer)) {
             bump(&self.shared.counters.dropped_writes);
         }
     }
@@ -461,6 +488,7 @@ fn run_job<S: Store>(shared: &Shared, engine: &mut Engine<S>, job: Job) -> Resul
             engine.store_response(&key, &content_type, body)?;
             bump(&shared.counters.stored);
         }
+        Job::WriteAnswered(answer) => engine.write_answered(&answer)?,
         Job::WatchOpened { watch_id, request } => engine.watch_opened(watch_id, &request),
         Job::WatchBytes { watch_id, bytes } => engine.watch_bytes(watch_id, &bytes)?,
         Job::WatchInterrupted { watch_id } => engine.watch_interrupted(watch_id),

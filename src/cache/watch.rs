@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use super::key::{ListScope, WatchRequest};
 use super::list::{ListHead, ListItem, ObjectMeta, newer};
 use super::store::{Change, Owner, Store, StoreError};
-use super::{CachedResponse, Reply, json};
+use super::write::{cached_unless_newer, with_object};
+use super::{Reply, json};
 
 /// A partial event longer than this is not buffered further: the stream stops updating.
 const MAX_EVENT_BYTES: usize = 64 << 20;
@@ -188,35 +189,22 @@ impl WatchStream {
         object: &[u8],
     ) -> Result<Option<Change>, StoreError> {
         let key = self.scope.object_key(&meta.namespace, &meta.name);
-        let Some(cached) = store.entry(&key, false)? else {
+        let Some(cached) = cached_unless_newer(store, &key, &meta.resource_version)? else {
             return Ok(None);
         };
-        let cached_version = ObjectMeta::of(&cached.body, 0).map(|m| m.resource_version);
-        if cached_version.is_some_and(|rv| newer(&rv, &meta.resource_version) == Some(true)) {
-            return Ok(None);
-        }
         Ok(match kind {
             // In a filtered watch, DELETED may only mean "stopped matching the selector".
             EventType::Deleted if self.scope.has_selectors() => None,
             EventType::Deleted => Some(Change::RemoveEntry { key }),
             _ => {
-                let mut body = object.to_vec();
-                if cached.body.ends_with(b"\n") {
-                    body.push(b'\n');
-                }
                 let owner = Owner {
                     identity: self.scope.identity().to_string(),
                     resource: self.scope.resource_label(),
                 };
-                let response = CachedResponse {
-                    status: 200,
-                    content_type: cached.content_type,
-                    body,
-                };
                 Some(Change::PutEntry {
                     key,
                     owner,
-                    response,
+                    response: with_object(cached, object),
                 })
             }
         })
