@@ -22,32 +22,10 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const JSON_CONTENT: (&str, &str) = ("Content-Type", "application/json");
 
-/// The fake cloud with lite-apiserver in front of it. Fields drop in order: the proxy, then
-/// the fake, then the PKI directory.
-struct Edge {
-    lite: Lite,
-    fake: FakeApiserver,
-    env: TestEnv,
-}
-
-impl Edge {
-    fn start(label: &str, fake_args: &[&str], lite_args: &[&str]) -> Edge {
-        let env = TestEnv::new(label);
-        let fake = env.fake(fake_args);
-        let lite = env.lite(fake.port, lite_args);
-        Edge { lite, fake, env }
-    }
-
-    /// A client of lite-apiserver presenting `<cert>.crt`, or no certificate.
-    fn proxy(&self, cert: Option<&str>) -> Client {
-        self.env.client(self.lite.port, cert)
-    }
-
-    /// A client of the fake cloud itself, bypassing the proxy: the rest of the world
-    /// changing things while the edge watches.
-    fn cloud(&self) -> Client {
-        self.env.client(self.fake.port, Some("admin"))
-    }
+/// The cloud as the rest of the world sees it (changing things while the edge watches),
+/// reached past the proxy with the admin identity.
+trait Cloud {
+    fn cloud(&self) -> Client;
 
     fn create_pod_upstream(&self, name: &str) -> Value {
         let body = serde_json::to_vec(&pod(name)).expect("serialize pod");
@@ -61,6 +39,12 @@ impl Edge {
 
     fn upstream_pod(&self, name: &str) -> Response {
         self.cloud().get(&format!("{PODS}/{name}"))
+    }
+}
+
+impl Cloud for Proxied {
+    fn cloud(&self) -> Client {
+        self.direct(Some("admin"))
     }
 }
 
@@ -140,7 +124,7 @@ struct Run {
 }
 
 impl Kubectl {
-    fn new(bin: &Path, edge: &Edge) -> Kubectl {
+    fn new(bin: &Path, edge: &Proxied) -> Kubectl {
         let dir = edge.env.dir.join("kubectl");
         std::fs::create_dir_all(dir.join("home")).expect("create kubectl HOME");
         let kubeconfig = dir.join("kubeconfig");
@@ -201,7 +185,7 @@ fn kubeconfig_yaml(pki: &Pki, port: u16) -> String {
 }
 
 /// Writes `object` as a JSON manifest (kubectl reads JSON as well as YAML).
-fn manifest(edge: &Edge, file: &str, object: &Value) -> String {
+fn manifest(edge: &Proxied, file: &str, object: &Value) -> String {
     let path = edge.env.dir.join(file);
     std::fs::write(&path, serde_json::to_vec_pretty(object).expect("serialize manifest")).expect("write manifest");
     path.display().to_string()
@@ -241,7 +225,7 @@ fn kubectl_reads(kubectl: &Kubectl) -> (String, Value, String) {
 }
 
 /// create, apply (create then configure) and delete, each checked on the cloud itself.
-fn kubectl_writes(kubectl: &Kubectl, edge: &Edge) {
+fn kubectl_writes(kubectl: &Kubectl, edge: &Proxied) {
     let created = manifest(edge, "created.json", &pod("kubectl-created"));
     let out = kubectl.ok(&["create", "-f", &created]);
     assert!(out.contains("pod/kubectl-created created"), "{out}");
@@ -280,7 +264,7 @@ fn wait_for_output(proc: &mut Proc, text: &str, what: &str) {
 }
 
 /// `get pods -w` prints the list, then a pod created in the cloud.
-fn kubectl_watch_sees_upstream_change(kubectl: &Kubectl, edge: &Edge) {
+fn kubectl_watch_sees_upstream_change(kubectl: &Kubectl, edge: &Proxied) {
     let mut watch = kubectl.spawn(&["get", "pods", "-w"]);
     wait_for_output(&mut watch, "web-1", "kubectl get pods -w");
     edge.create_pod_upstream("kubectl-watched");
@@ -293,7 +277,7 @@ fn kubectl_watch_sees_upstream_change(kubectl: &Kubectl, edge: &Edge) {
 /// answer the same, and a write fails saying why.
 fn kubectl_online_then_offline(label: &str, version: Option<&str>) {
     let Some(bin) = kubectl_binary(version) else { return };
-    let mut edge = Edge::start(label, &[], &[]);
+    let mut edge = Proxied::start(label, &[], &[]);
     let kubectl = Kubectl::new(&bin, &edge);
     eprintln!("{}", kubectl.ok(&["version", "--client"]).lines().next().unwrap_or_default());
     kubectl_reads(&kubectl);
@@ -323,7 +307,7 @@ fn kubectl_online_then_offline(label: &str, version: Option<&str>) {
 /// killed, and ended without error by kubectl's own `--request-timeout`.
 fn kubectl_offline_watch(label: &str, version: Option<&str>) {
     let Some(bin) = kubectl_binary(version) else { return };
-    let mut edge = Edge::start(label, &[], &[]);
+    let mut edge = Proxied::start(label, &[], &[]);
     let kubectl = Kubectl::new(&bin, &edge);
     let mut online = kubectl.spawn(&["get", "pods", "-w"]);
     wait_for_output(&mut online, "web-1", "online kubectl get pods -w");
@@ -439,7 +423,7 @@ impl FileLock {
 }
 
 /// `tests/python/kube_client.py` against lite-apiserver with the given credentials.
-fn python_client(edge: &Edge, credentials: &[String], command: &[&str]) -> Proc {
+fn python_client(edge: &Proxied, credentials: &[String], command: &[&str]) -> Proc {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/kube_client.py");
     let mut args = vec![
         script.display().to_string(),
@@ -457,7 +441,7 @@ fn json_lines(stdout: &str) -> Vec<Value> {
 }
 
 /// `list_namespaced_pod` and `watch.Watch().stream(list_namespaced_pod, ...)` as `user`.
-fn python_lists_and_watches(edge: &Edge, credentials: &[String], user: &str, new_pod: &str) {
+fn python_lists_and_watches(edge: &Proxied, credentials: &[String], user: &str, new_pod: &str) {
     let mut list = python_client(edge, credentials, &["list", "default"]);
     let status = list.wait_output(COMMAND_TIMEOUT).unwrap_or_else(|| panic!("python list hangs:\n{}", list.output()));
     assert!(status.success(), "python list failed:\n{}", list.output());
@@ -485,7 +469,7 @@ fn python_lists_and_watches(edge: &Edge, credentials: &[String], user: &str, new
 
 #[test]
 fn python_client_lists_and_watches_with_token_and_with_client_cert() {
-    let edge = Edge::start("python", &["--token", "python-token=python-user"], &[]);
+    let edge = Proxied::start("python", &["--token", "python-token=python-user"], &[]);
     let token = vec!["--token=python-token".to_string()];
     python_lists_and_watches(&edge, &token, "python-user", "python-token-pod");
     let pki = &edge.env.pki;
@@ -511,8 +495,8 @@ fn reflector_watch_path(resource_version: &str) -> String {
 /// meanwhile arrive when the watch resumes from the last version seen.
 #[test]
 fn reflector_lists_watches_with_bookmarks_and_resumes_after_proxy_restart() {
-    let mut edge = Edge::start("reflector-resume", &["--bookmark-interval-ms", "200"], &[]);
-    let mut kubelet = edge.proxy(Some("kubelet"));
+    let mut edge = Proxied::start("reflector-resume", &["--bookmark-interval-ms", "200"], &[]);
+    let mut kubelet = edge.client(Some("kubelet"));
     let list = kubelet.get(REFLECTOR_LIST).expect_status(200).json();
     assert_lists_seeded_pods(&list);
     let mut last_seen = resource_version(&list);
@@ -532,7 +516,7 @@ fn reflector_lists_watches_with_bookmarks_and_resumes_after_proxy_restart() {
     edge.delete_pod_upstream("before-restart");
     edge.lite.restart();
 
-    let mut watch = edge.proxy(Some("kubelet")).watch(&reflector_watch_path(&last_seen));
+    let mut watch = edge.client(Some("kubelet")).watch(&reflector_watch_path(&last_seen));
     expect_change(&mut watch, "ADDED", "during-restart");
     expect_change(&mut watch, "DELETED", "before-restart");
 }
@@ -542,8 +526,8 @@ fn reflector_lists_watches_with_bookmarks_and_resumes_after_proxy_restart() {
 /// cache.
 #[test]
 fn reflector_relists_after_410_expired() {
-    let mut edge = Edge::start("reflector-410", &["--history", "3"], &[]);
-    let mut kubelet = edge.proxy(Some("kubelet"));
+    let mut edge = Proxied::start("reflector-410", &["--history", "3"], &[]);
+    let mut kubelet = edge.client(Some("kubelet"));
     let stale = resource_version(&kubelet.get(REFLECTOR_LIST).expect_status(200).json());
     for i in 0..5 {
         edge.create_pod_upstream(&format!("churn-{i}"));
@@ -557,7 +541,7 @@ fn reflector_relists_after_410_expired() {
     assert_eq!(through_proxy["object"]["reason"], "Expired", "{through_proxy}");
     assert_eq!(Some(&through_proxy), direct.as_ref(), "the proxy changed the ERROR event");
 
-    let mut kubelet = edge.proxy(Some("kubelet"));
+    let mut kubelet = edge.client(Some("kubelet"));
     let relist = kubelet.get(REFLECTOR_LIST).expect_status(200).json();
     assert_eq!(item_names(&relist).len(), SEEDED_PODS.len() + 5, "{relist}");
     let fresh = resource_version(&relist);
@@ -568,9 +552,9 @@ fn reflector_relists_after_410_expired() {
 
     // Offline: the plain list (no resourceVersion) is cached, a watch from before it expires,
     // the re-list answers from the cache and a watch from there stays open.
-    let current = edge.proxy(Some("kubelet")).get(&format!("{PODS}?limit=500")).expect_status(200).json();
+    let current = edge.client(Some("kubelet")).get(&format!("{PODS}?limit=500")).expect_status(200).json();
     edge.fake.stop();
-    let mut kubelet = edge.proxy(Some("kubelet"));
+    let mut kubelet = edge.client(Some("kubelet"));
     let expired = kubelet.watch(&reflector_watch_path(&stale)).next_event(EVENT_TIMEOUT).expect("an event");
     assert_eq!((expired["type"].as_str(), &expired["object"]["code"]), (Some("ERROR"), &json!(410)), "{expired}");
     let offline = kubelet.get(REFLECTOR_LIST).expect_status(200);
@@ -595,8 +579,8 @@ fn discovery_aggregated_and_legacy_cached_apart_and_replayed_offline() {
         ("/api/v1", LEGACY, "APIResourceList"),
         ("/apis/example.com/v1", LEGACY, "APIResourceList"),
     ];
-    let mut edge = Edge::start("discovery", &[], &[]);
-    let mut client = edge.proxy(Some("kubelet"));
+    let mut edge = Proxied::start("discovery", &[], &[]);
+    let mut client = edge.client(Some("kubelet"));
     let online: Vec<Response> = requests
         .iter()
         .map(|(path, accept, kind)| {
@@ -610,7 +594,7 @@ fn discovery_aggregated_and_legacy_cached_apart_and_replayed_offline() {
         .collect();
 
     edge.fake.stop();
-    let mut client = edge.proxy(Some("kubelet"));
+    let mut client = edge.client(Some("kubelet"));
     for ((path, accept, _), online) in requests.iter().zip(&online) {
         let offline = client.request("GET", path, &[("Accept", accept)], b"").expect_status(200);
         assert_served_from_cache(&offline);
@@ -633,9 +617,9 @@ fn get_protobuf(client: &mut Client, path: &str) -> Response {
 /// accepts too, online and from the cache.
 #[test]
 fn protobuf_accept_answered_with_json_online_and_offline() {
-    let mut edge = Edge::start("protobuf-json", &[], &[]);
+    let mut edge = Proxied::start("protobuf-json", &[], &[]);
     let paths = [PODS.to_string(), format!("{PODS}/web-1")];
-    let mut kubelet = edge.proxy(Some("kubelet"));
+    let mut kubelet = edge.client(Some("kubelet"));
     let online: Vec<Value> = paths
         .iter()
         .map(|path| {
@@ -649,7 +633,7 @@ fn protobuf_accept_answered_with_json_online_and_offline() {
     assert_eq!(online[1]["metadata"]["name"], "web-1");
 
     edge.fake.stop();
-    let mut kubelet = edge.proxy(Some("kubelet"));
+    let mut kubelet = edge.client(Some("kubelet"));
     for (path, online) in paths.iter().zip(&online) {
         let offline = get_protobuf(&mut kubelet, path);
         assert_served_from_cache(&offline);
@@ -662,9 +646,9 @@ fn protobuf_accept_answered_with_json_online_and_offline() {
 /// and are replayed offline byte for byte.
 #[test]
 fn protobuf_passes_through_and_replays_byte_identical() {
-    let mut edge = Edge::start("protobuf-raw", &[], &["--modify-request-accept=false"]);
+    let mut edge = Proxied::start("protobuf-raw", &[], &["--modify-request-accept=false"]);
     let paths = [PODS.to_string(), format!("{PODS}/web-1")];
-    let mut kubelet = edge.proxy(Some("kubelet"));
+    let mut kubelet = edge.client(Some("kubelet"));
     let mut cloud = edge.env.client(edge.fake.port, Some("kubelet"));
     let online: Vec<Response> = paths
         .iter()
@@ -678,7 +662,7 @@ fn protobuf_passes_through_and_replays_byte_identical() {
         .collect();
 
     edge.fake.stop();
-    let mut kubelet = edge.proxy(Some("kubelet"));
+    let mut kubelet = edge.client(Some("kubelet"));
     for (path, online) in paths.iter().zip(&online) {
         let offline = get_protobuf(&mut kubelet, path);
         assert_served_from_cache(&offline);

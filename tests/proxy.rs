@@ -13,33 +13,6 @@ use serde_json::json;
 const PODS: &str = "/api/v1/namespaces/default/pods";
 const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A fake apiserver with a lite-apiserver in front of it. Fields drop in order: the proxy,
-/// then the fake, then the PKI directory.
-struct Proxied {
-    lite: Lite,
-    fake: FakeApiserver,
-    env: TestEnv,
-}
-
-impl Proxied {
-    fn start(label: &str, fake_args: &[&str], lite_args: &[&str]) -> Proxied {
-        let env = TestEnv::new(label);
-        let fake = env.fake(fake_args);
-        let lite = env.lite(fake.port, lite_args);
-        Proxied { lite, fake, env }
-    }
-
-    /// A client of the proxy presenting `<cert>.crt`, or no certificate.
-    fn client(&self, cert: Option<&str>) -> Client {
-        self.env.client(self.lite.port, cert)
-    }
-
-    /// A client of the fake itself, bypassing the proxy.
-    fn direct(&self, cert: Option<&str>) -> Client {
-        self.env.client(self.fake.port, cert)
-    }
-}
-
 fn fake_user(resp: &Response) -> &str {
     resp.header("x-fake-user").unwrap_or_else(|| panic!("no X-Fake-User in {:?}", resp.headers))
 }

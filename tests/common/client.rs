@@ -78,6 +78,22 @@ impl Client {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> io::Result<Response> {
+        let fresh = self.conn.is_none();
+        match self.exchange(method, path, headers, body) {
+            // Seen once in CI on a busy machine: a GET on a brand-new connection to a freshly
+            // started proxy was reset before any answer, with nothing in the proxy's log
+            // (the output is now captured in full, see `Proc::final_output`). A GET is safe
+            // to send again, as client-go's retrying callers would; say so in the output.
+            Err(e) if fresh && method == "GET" && e.kind() == io::ErrorKind::ConnectionReset => {
+                eprintln!("GET {path}: new connection to port {} reset ({e}); trying once more", self.port);
+                std::thread::sleep(Duration::from_millis(100));
+                self.exchange(method, path, headers, body)
+            }
+            result => result,
+        }
+    }
+
+    fn exchange(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response> {
         let deadline = Instant::now() + self.timeout;
         let mut conn = self.connection()?;
         let sent = conn.send_request(method, path, self.port, headers, body);

@@ -119,3 +119,31 @@ impl TestEnv {
         }
     }
 }
+
+/// A fake apiserver with a lite-apiserver in front of it, the setup most tests start from.
+/// Fields drop in order: the proxy, then the fake, then the PKI directory.
+pub struct Proxied {
+    pub lite: Lite,
+    pub fake: FakeApiserver,
+    pub env: TestEnv,
+}
+
+impl Proxied {
+    pub fn start(label: &str, fake_args: &[&str], lite_args: &[&str]) -> Proxied {
+        let env = TestEnv::new(label);
+        let fake = env.fake(fake_args);
+        let lite = env.lite(fake.port, lite_args);
+        Proxied { lite, fake, env }
+    }
+
+    /// A client of the proxy presenting `<cert>.crt`, or no certificate.
+    pub fn client(&self, cert: Option<&str>) -> Client {
+        self.env.client(self.lite.port, cert)
+    }
+
+    /// A client of the fake itself, bypassing the proxy (the cloud as the rest of the
+    /// world sees it).
+    pub fn direct(&self, cert: Option<&str>) -> Client {
+        self.env.client(self.fake.port, cert)
+    }
+}
