@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crate::cache::Classified;
 use crate::http1::RequestHead;
+use crate::metrics::OpenWatch;
 use crate::proxy::Exchange;
 use crate::status::LocalResponse;
 use crate::transport::{Transport, TransportError};
@@ -79,6 +80,7 @@ impl OutQueue {
 
 /// A watch answered from the cache while the cloud is down.
 pub struct OfflineWatch {
+    pub counted: OpenWatch,
     pub ends_at: Instant,
     pub next_bookmark: Option<Instant>,
     /// The BOOKMARK line to repeat (at the cached list's resourceVersion).
@@ -87,6 +89,7 @@ pub struct OfflineWatch {
 
 /// An upgraded connection (exec, attach, port-forward): bytes copied both ways.
 pub struct Tunnel {
+    pub counted: OpenWatch,
     pub upstream: UpstreamConn,
     pub upstream_slot: usize,
     pub to_upstream: OutQueue,

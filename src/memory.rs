@@ -3,8 +3,8 @@
 //! glibc gives every thread that allocates its own arena (up to 8 per core) and keeps
 //! freed pages for reuse, so a burst of large bodies would leave RSS high long after the
 //! burst. lite-apiserver has two busy threads (the reactor and the cache writer), so two
-//! arenas are enough, and the cache thread hands free pages back once a backlog of writes
-//! has drained.
+//! arenas are enough, and the cache thread hands free pages back when it has been idle
+//! for a while after writes.
 
 /// Call once at start, before other threads exist.
 pub fn limit_arenas() {

@@ -1,8 +1,25 @@
 //! Counters the reactor keeps and the diagnostics listener prints (Prometheus text).
 //! Plain atomics: the reactor writes them, the diagnostics thread reads them.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// One open watch or other long-running stream (proxied, tunnelled or served from the
+/// cache), counted in `open_watches` for exactly as long as this value lives.
+pub struct OpenWatch(Arc<Metrics>);
+
+impl OpenWatch {
+    pub fn new(metrics: &Arc<Metrics>) -> OpenWatch {
+        Metrics::gauge_add(&metrics.open_watches, 1);
+        OpenWatch(Arc::clone(metrics))
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        Metrics::gauge_add(&self.0.open_watches, -1);
+    }
+}
 
 /// Where a response came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

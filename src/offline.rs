@@ -9,7 +9,7 @@ use crate::body::{LAST_CHUNK, encode_chunk};
 use crate::cache::{self, CachedResponse, Classified, Lookup, Reply, WatchRequest};
 use crate::client::{ClientConn, OfflineWatch, Phase};
 use crate::http1::{Framing, RequestHead};
-use crate::metrics::{Metrics, Source};
+use crate::metrics::{OpenWatch, Source};
 use crate::reactor::{Conn, Reactor, Step};
 use crate::status::{self, LocalResponse};
 use crate::transport::ReadOutcome;
@@ -91,7 +91,6 @@ impl Reactor {
 
     fn start_offline_watch(&mut self, client: &mut ClientConn, request: &WatchRequest, initial_events: Vec<u8>, bookmark_event: Vec<u8>) {
         self.metrics.count_response(Source::Cache, 200);
-        Metrics::gauge_add(&self.metrics.open_watches, 1);
         client.out.push(&status::chunked_head(client.minor_version, "application/json", &[(CACHE_HEADER, "hit")]));
         if !initial_events.is_empty() {
             client.out.push(&encode_chunk(&initial_events));
@@ -99,6 +98,7 @@ impl Reactor {
         let now = Instant::now();
         let timeout = request.timeout_seconds.map_or(DEFAULT_WATCH_TIMEOUT, Duration::from_secs);
         let watch = OfflineWatch {
+            counted: OpenWatch::new(&self.metrics),
             ends_at: now + timeout,
             // No bookmark line (a non-JSON watch): an empty chunk would end the stream.
             next_bookmark: (request.allow_bookmarks && !bookmark_event.is_empty()).then_some(now + BOOKMARK_INTERVAL),
@@ -124,7 +124,6 @@ impl Reactor {
         let now = Instant::now();
         if now >= watch.ends_at {
             finish_offline_watch(client);
-            Metrics::gauge_add(&self.metrics.open_watches, -1);
             return true;
         }
         if watch.next_bookmark.is_some_and(|at| at <= now) {
@@ -141,7 +140,6 @@ impl Reactor {
             let Some(Conn::Client(client)) = self.conns.get_mut(slot) else { continue };
             if matches!(client.phase, Phase::OfflineWatch(_)) {
                 finish_offline_watch(client);
-                Metrics::gauge_add(&self.metrics.open_watches, -1);
                 self.drive_client(slot);
             }
         }

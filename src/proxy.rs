@@ -13,6 +13,7 @@ use crate::body::BodyTracker;
 use crate::cache::{self, CacheHandle, Classified, ObjectWrite, ReadKey};
 use crate::client::{ClientConn, OutQueue};
 use crate::http1::{self, Framing, HttpError, RequestHead, ResponseHead};
+use crate::metrics::OpenWatch;
 use crate::transport::ReadOutcome;
 use crate::upstream::UpstreamConn;
 
@@ -20,7 +21,7 @@ use crate::upstream::UpstreamConn;
 const MAX_CACHED_BODY: usize = 64 << 20;
 /// Most bytes held in cache copies at once, over all exchanges. One copy alone may grow
 /// past it (up to `MAX_CACHED_BODY`): a large LIST must still be cached, just not N at once.
-const MAX_COPY_BYTES_IN_FLIGHT: usize = 8 << 20;
+const MAX_COPY_BYTES_IN_FLIGHT: usize = 4 << 20;
 /// Read from a source only while the destination queue is below this.
 const QUEUE_HIGH_WATER: usize = 16 * 1024;
 
@@ -83,6 +84,8 @@ pub struct Exchange {
     pub started: Instant,
     pub last_activity: Instant,
     next_watch_id: u64,
+    /// Set for a long-running request (watch, follow, exec…) while it is proxied.
+    pub counted: Option<OpenWatch>,
 }
 
 impl Exchange {
@@ -104,6 +107,7 @@ impl Exchange {
             started: now,
             last_activity: now,
             next_watch_id: watch_id,
+            counted: None,
         })
     }
 

@@ -29,7 +29,7 @@ use crate::client::{ClientConn, Phase, Tunnel};
 use crate::config::Config;
 use crate::health::{HealthReport, Prober};
 use crate::http1::{self, RequestHead};
-use crate::metrics::{Metrics, Source};
+use crate::metrics::{Metrics, OpenWatch, Source};
 use crate::proxy::{CopyBudget, Exchange, PumpOutcome, Tee};
 use crate::sdnotify;
 use crate::signals::{Signal, Signals};
@@ -410,7 +410,12 @@ impl Reactor {
             Ok((upstream, upstream_slot)) => {
                 self.next_id += 1;
                 match Exchange::new(head, route, upstream, upstream_slot, upstream_head, self.next_id) {
-                    Ok(exchange) => client.set_phase(Phase::Exchange(Box::new(exchange))),
+                    Ok(mut exchange) => {
+                        if exchange.is_long_running() {
+                            exchange.counted = Some(OpenWatch::new(&self.metrics));
+                        }
+                        client.set_phase(Phase::Exchange(Box::new(exchange)))
+                    }
                     Err(e) => self.respond_local(client, &LocalResponse::bad_request(&e.to_string()), false),
                 }
             }
@@ -501,8 +506,8 @@ impl Reactor {
             PumpOutcome::Upgraded => {
                 self.count_exchange(&exchange);
                 let Exchange { upstream, upstream_slot, .. } = *exchange;
-                Metrics::gauge_add(&self.metrics.open_watches, 1);
-                client.set_phase(Phase::Tunnel(Box::new(Tunnel { upstream, upstream_slot, to_upstream: Default::default() })));
+                let counted = OpenWatch::new(&self.metrics);
+                client.set_phase(Phase::Tunnel(Box::new(Tunnel { counted, upstream, upstream_slot, to_upstream: Default::default() })));
                 Step::Again
             }
             PumpOutcome::BadRequestBody(reason) if exchange.response_not_started() => {
@@ -825,14 +830,12 @@ impl Reactor {
                 self.drop_upstream(upstream_slot, upstream);
             }
             Phase::Tunnel(tunnel) => {
-                Metrics::gauge_add(&self.metrics.open_watches, -1);
                 let Tunnel { upstream, upstream_slot, .. } = *tunnel;
                 self.drop_upstream(upstream_slot, upstream);
             }
             Phase::AwaitCache { request_id, .. } => {
                 self.lookups.remove(&request_id);
             }
-            Phase::OfflineWatch(_) => Metrics::gauge_add(&self.metrics.open_watches, -1),
             _ => {}
         }
         let _ = client.flush();

@@ -663,7 +663,8 @@ fn vanishing_watch_client(label: &str, query: &str) {
     while wire::parse_head(&conn.buf).expect("response head").is_none() {
         assert!(conn.fill(deadline).expect("watch response head") > 0, "watch closed");
     }
-    assert_eq!(rig.snapshot().clients, 1);
+    let open = rig.snapshot();
+    assert_eq!((open.clients, open.watches), (1, 1), "one client, one proxied watch");
     drop(conn);
     let mut last = None;
     let released = wait_for(SETTLE, || {

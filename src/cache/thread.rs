@@ -17,7 +17,7 @@ use super::{CacheError, CacheStats, Lookup, Reply};
 
 /// Bytes of response bodies waiting beyond which further stores are dropped (one larger
 /// body is still accepted when none wait: large responses are stored, not truncated).
-const QUEUED_BYTES_CAP: usize = 8 << 20;
+const QUEUED_BYTES_CAP: usize = 4 << 20;
 
 /// Bytes of watch events waiting beyond which a stream is interrupted. Watch events have
 /// their own allowance so a burst of GET answers can never crowd them out: a dropped
@@ -26,12 +26,6 @@ const QUEUED_WATCH_BYTES_CAP: usize = 16 << 20;
 
 /// How often an unchanged or busy cache refreshes its /debug/cache snapshot at most.
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Body bytes written after which the cache thread hands free heap pages back to the
-/// system once its queue is empty, at most once per `TRIM_INTERVAL`: the bodies were
-/// freed, but the allocator would keep their pages resident.
-const TRIM_AFTER_BYTES: usize = 4 << 20;
-const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One warning per kind of write failure per this interval.
 const WARNING_INTERVAL: Duration = Duration::from_secs(60);
@@ -223,11 +217,6 @@ impl Shared {
         }
     }
 
-    fn queue_is_empty(&self) -> bool {
-        let queues = lock(&self.queues);
-        queues.jobs.is_empty() && queues.lookups.is_empty()
-    }
-
     fn reply(&self, request_id: u64, reply: Reply) {
         lock(&self.replies).push((request_id, reply));
         if let Err(error) = self.waker.wake() {
@@ -413,7 +402,7 @@ fn run<S: Store>(shared: &Shared, mut engine: Engine<S>) {
     let mut warnings = WarningLimiter::default();
     let mut summary_dirty = false;
     let mut summary_at = Instant::now();
-    let mut trim = Trim { written: 0, at: Instant::now() };
+    let mut written_since_trim = 0;
     while let Some(work) = shared.next_work() {
         match work {
             Work::Lookup(request_id, lookup) => {
@@ -433,16 +422,22 @@ fn run<S: Store>(shared: &Shared, mut engine: Engine<S>) {
                 shared.reply(request_id, reply);
             }
             Work::Job(job) => {
-                trim.written += job.payload_len();
+                written_since_trim += job.payload_len();
                 if let Err(error) = run_job(shared, &mut engine, job) {
                     bump(&shared.counters.write_errors);
                     warnings.warn("cache write", &error);
                 }
                 summary_dirty = true;
             }
-            Work::Idle => trim.when_idle(),
+            // Quiet for a while after writes: the bodies were freed, but the allocator would
+            // keep their pages resident. Not during load: pages given back would only be
+            // faulted in again.
+            Work::Idle if written_since_trim > 0 => {
+                crate::memory::give_back_free_pages();
+                written_since_trim = 0;
+            }
+            Work::Idle => {}
         }
-        trim.when_drained(shared);
         shared.publish_totals(engine.totals());
         if summary_dirty && summary_at.elapsed() >= SUMMARY_INTERVAL {
             publish_summary(shared, &mut engine);
@@ -451,31 +446,6 @@ fn run<S: Store>(shared: &Shared, mut engine: Engine<S>) {
         }
     }
     publish_summary(shared, &mut engine);
-}
-
-/// When the cache thread last gave free pages back, and how much it wrote since.
-struct Trim {
-    written: usize,
-    at: Instant,
-}
-
-impl Trim {
-    /// Nothing happened for a while: whatever was written since the last trim is freed.
-    fn when_idle(&mut self) {
-        if self.written > 0 {
-            crate::memory::give_back_free_pages();
-            self.written = 0;
-            self.at = Instant::now();
-        }
-    }
-
-    fn when_drained(&mut self, shared: &Shared) {
-        if self.written >= TRIM_AFTER_BYTES && self.at.elapsed() >= TRIM_INTERVAL && shared.queue_is_empty() {
-            crate::memory::give_back_free_pages();
-            self.written = 0;
-            self.at = Instant::now();
-        }
-    }
 }
 
 fn run_job<S: Store>(shared: &Shared, engine: &mut Engine<S>, job: Job) -> Result<(), StoreError> {
