@@ -8,8 +8,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -41,7 +40,7 @@ const SETTLE: Duration = Duration::from_secs(15);
 struct Edge {
     lite: Lite,
     fake: FakeApiserver,
-    diagnostics: u16,
+    diagnostics: Diagnostics,
     env: TestEnv,
 }
 
@@ -49,22 +48,16 @@ impl Edge {
     fn start(label: &str, fake_args: &[&str], lite_args: &[&str]) -> Edge {
         let env = TestEnv::new(label);
         let fake = env.fake(fake_args);
-        let diagnostics = free_port();
-        let diagnostics_flag = format!("--diagnostics-port={diagnostics}");
-        let mut args = vec![diagnostics_flag.as_str()];
-        args.extend_from_slice(lite_args);
-        let lite = env.lite(fake.port, &args);
-        let edge = Edge { lite, fake, diagnostics, env };
-        edge.wait_diagnostics();
-        edge
+        let (lite, diagnostics) = Diagnostics::lite(&env, fake.port, lite_args);
+        Edge { lite, fake, diagnostics, env }
     }
 
     /// A proxy started from `args` (built by the caller, e.g. to prepare its cache dir first).
     fn start_with(env: TestEnv, fake: FakeApiserver, cache: TempDir, extra: &[&str]) -> Edge {
         let port = free_port();
-        let diagnostics = free_port();
+        let diagnostics = Diagnostics::on_free_port();
         let mut args = Lite::default_args(&env.pki, fake.port, port, cache.path());
-        args.push(format!("--diagnostics-port={diagnostics}"));
+        args.push(diagnostics.flag());
         args.extend(extra.iter().map(|s| s.to_string()));
         let lite = Lite::start_with_args(port, cache, args);
         let edge = Edge { lite, fake, diagnostics, env };
@@ -98,21 +91,17 @@ impl Edge {
 
     /// `GET path` on the diagnostics port: (status, body).
     fn diag(&self, path: &str) -> (u16, String) {
-        diagnostics_get(self.diagnostics, path)
-            .unwrap_or_else(|e| panic!("diagnostics GET {path} on {} failed: {e}", self.diagnostics))
+        self.diagnostics.get(path)
     }
 
     fn wait_diagnostics(&self) {
-        let up = wait_for(SETTLE, || diagnostics_get(self.diagnostics, "/healthz").ok());
-        assert!(up.is_some(), "diagnostics port {} never answered", self.diagnostics);
+        self.diagnostics.wait_up(&self.lite);
     }
 
     /// The value of one Prometheus series, e.g. `lite_apiserver_cache_hits_total` or
     /// `lite_apiserver_responses_total{source="cache",code="2xx"}`.
     fn metric(&self, series: &str) -> u64 {
-        let (status, text) = self.diag("/metrics");
-        assert_eq!(status, 200, "/metrics: {text}");
-        metric_value(&text, series).unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
+        self.diagnostics.metric(series)
     }
 
     /// Waits until the cache thread has stored at least `count` answers in total.
@@ -139,30 +128,6 @@ impl Edge {
         });
         found.unwrap_or_else(|| panic!("/debug/cache never showed the expected entries: {last}"))
     }
-}
-
-/// A plain-HTTP GET on 127.0.0.1:`port` (the diagnostics listener).
-fn diagnostics_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:?}")))?;
-    Ok((status, body.to_string()))
-}
-
-fn metric_value(text: &str, series: &str) -> Option<u64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| line.rsplit_once(' ').filter(|(name, _)| *name == series)?.1.parse().ok())
 }
 
 // ---------------------------------------------------------------------------------------

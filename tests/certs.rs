@@ -8,8 +8,6 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::rotation::{
@@ -35,7 +33,7 @@ struct Rotating {
     lite: Lite,
     fake: FakeApiserver,
     env: TestEnv,
-    diagnostics_port: u16,
+    diagnostics: Diagnostics,
 }
 
 /// Where the failure counter and the certificate warnings stood before a file was broken.
@@ -55,12 +53,13 @@ impl Rotating {
     fn start_with(label: &str, customise: impl FnOnce(&Pki, &mut Vec<String>)) -> Rotating {
         let env = TestEnv::new(label);
         let fake = env.fake(&[]);
-        let (port, diagnostics_port, cache) = (free_port(), free_port(), TempDir::new("cache"));
+        let (port, diagnostics, cache) = (free_port(), Diagnostics::on_free_port(), TempDir::new("cache"));
         let mut args = Lite::default_args(&env.pki, fake.port, port, cache.path());
-        args.push(format!("--diagnostics-port={diagnostics_port}"));
+        args.push(diagnostics.flag());
         customise(&env.pki, &mut args);
         let lite = Lite::start_with_args(port, cache, args);
-        Rotating { lite, fake, env, diagnostics_port }
+        diagnostics.wait_up(&lite);
+        Rotating { lite, fake, env, diagnostics }
     }
 
     fn client(&self, cert: Option<&str>) -> Client {
@@ -71,33 +70,12 @@ impl Rotating {
         &self.env.pki
     }
 
-    /// GET `path` on the diagnostics listener: (status, body). Retries the connect, since the
-    /// listener may come up just after the proxy port.
-    fn diagnostics(&self, path: &str) -> (u16, String) {
-        let addr = (Ipv4Addr::LOCALHOST, self.diagnostics_port);
-        let mut stream = wait_for(RELOAD_DEADLINE, || TcpStream::connect(addr).ok()).unwrap_or_else(|| {
-            panic!("diagnostics port {} never accepted:\n{}", self.diagnostics_port, self.lite.stderr())
-        });
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("set read timeout");
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("send request");
-        let mut text = String::new();
-        stream.read_to_string(&mut text).expect("read diagnostics response");
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head in {text:?}"));
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad head {head:?}"));
-        (status, body.to_string())
-    }
-
     fn reload_failures(&self) -> u64 {
-        let (status, metrics) = self.diagnostics("/metrics");
-        assert_eq!(status, 200, "/metrics: {metrics}");
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix("lite_apiserver_cert_reload_failures_total ")?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no lite_apiserver_cert_reload_failures_total in /metrics:\n{metrics}"))
+        self.diagnostics.metric("lite_apiserver_cert_reload_failures_total")
     }
 
     fn debug_certs(&self) -> Value {
-        let (status, body) = self.diagnostics("/debug/certs");
+        let (status, body) = self.diagnostics.get("/debug/certs");
         assert_eq!(status, 200, "/debug/certs: {body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("/debug/certs is not JSON ({e}): {body}"))
     }
@@ -491,14 +469,14 @@ fn cloud_ca_rotation_keeps_the_cloud_reachable() {
     setup.fake.stop();
     setup.eventually("the proxy notices the cloud is down", || {
         let _ = kubelet.try_get(PODS);
-        setup.diagnostics("/readyz").0 == 503
+        setup.diagnostics.get("/readyz").0 == 503
     });
     let (cert, key) = rogue_server_pem(pki);
     write_in_place(&pki.path("server.crt"), cert.as_bytes());
     write_in_place(&pki.path("server.key"), key.as_bytes());
     setup.fake.restart();
     setup.eventually("the cloud, now with a cert of the new CA, is reachable again", || {
-        setup.diagnostics("/readyz").0 == 200
+        setup.diagnostics.get("/readyz").0 == 200
     });
     assert_upstream_serial(&mut kubelet, &kubelet_serial);
 }
@@ -512,7 +490,7 @@ fn cert_infos(stderr: &str) -> usize {
 fn debug_certs_lists_cn_serial_and_expiry_without_key_material() {
     let setup = Rotating::start("debug-certs", &[]);
     let pki = setup.pki();
-    let (status, body) = setup.diagnostics("/debug/certs");
+    let (status, body) = setup.diagnostics.get("/debug/certs");
     assert_eq!(status, 200, "{body}");
     let certs: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
     for name in IDENTITIES {

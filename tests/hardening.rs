@@ -41,7 +41,7 @@ const CUTOFF: Duration = Duration::from_secs(SHORT_TIMEOUT + 8);
 struct Rig {
     lite: Lite,
     fake: FakeApiserver,
-    diag: u16,
+    diag: Diagnostics,
     env: TestEnv,
 }
 
@@ -64,15 +64,8 @@ impl Rig {
     fn start(label: &str, fake_args: &[&str], lite_args: &[&str]) -> Rig {
         let env = TestEnv::new(label);
         let fake = env.fake(fake_args);
-        let diag = free_port();
-        let mut args = vec![format!("--diagnostics-port={diag}")];
-        args.extend(lite_args.iter().map(|a| a.to_string()));
-        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let lite = env.lite(fake.port, &arg_refs);
-        let rig = Rig { lite, fake, diag, env };
-        wait_for(IO_DEADLINE, || diagnostics_get(rig.diag, "/healthz").ok())
-            .expect("diagnostics listener answers");
-        rig
+        let (lite, diag) = Diagnostics::lite(&env, fake.port, lite_args);
+        Rig { lite, fake, diag, env }
     }
 
     fn client(&self, cert: Option<&str>) -> Client {
@@ -84,16 +77,12 @@ impl Rig {
         Conn::open_as(&self.env.pki, self.lite.port, Some("kubelet")).expect("TLS connection to the proxy")
     }
 
-    fn metrics(&self) -> String {
-        diagnostics_get(self.diag, "/metrics").expect("GET /metrics")
-    }
-
     fn metric(&self, name: &str) -> u64 {
-        metric_value(&self.metrics(), name).unwrap_or_else(|| panic!("no {name} in /metrics"))
+        self.diag.metric(name)
     }
 
     fn snapshot(&mut self) -> Snapshot {
-        let metrics = self.metrics();
+        let metrics = self.diag.metrics();
         let gauge = |name: &str| metric_value(&metrics, name).unwrap_or_else(|| panic!("no {name}:\n{metrics}"));
         let pid = self.lite.proc().pid();
         Snapshot {
@@ -143,24 +132,6 @@ impl Rig {
             baseline.fds_without_upstreams
         );
     }
-}
-
-/// Plain HTTP GET on the diagnostics listener; returns the body.
-fn diagnostics_get(port: u16, path: &str) -> io::Result<String> {
-    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
-    stream.set_read_timeout(Some(IO_DEADLINE))?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    match text.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
-        _ => Err(io::Error::other(format!("diagnostics {path}: {text}"))),
-    }
-}
-
-/// The value of an unlabelled Prometheus sample.
-fn metric_value(metrics: &str, name: &str) -> Option<u64> {
-    metrics.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 fn open_fds(pid: u32) -> i64 {
@@ -736,7 +707,7 @@ fn mode(path: &Path) -> u32 {
 /// Waits until the cache thread has stored at least `count` answers.
 fn wait_stored(rig: &Rig, count: u64) {
     let stored = wait_for(IO_DEADLINE, || (rig.metric("lite_apiserver_cache_stored_total") >= count).then_some(()));
-    assert!(stored.is_some(), "the cache stored fewer than {count} answers:\n{}", rig.metrics());
+    assert!(stored.is_some(), "the cache stored fewer than {count} answers:\n{}", rig.diag.metrics());
 }
 
 #[test]
@@ -797,8 +768,9 @@ fn bearer_tokens_are_never_logged_or_stored() {
     });
     assert!(offline.is_some(), "the token's cached list was not served offline");
 
-    let debug_cache = diagnostics_get(rig.diag, "/debug/cache").expect("/debug/cache");
-    let metrics = rig.metrics();
+    let (status, debug_cache) = rig.diag.get("/debug/cache");
+    assert_eq!(status, 200, "/debug/cache: {debug_cache}");
+    let metrics = rig.diag.metrics();
     rig.lite.sigterm();
     rig.lite.proc().wait_output(Duration::from_secs(15)).expect("lite-apiserver exits on SIGTERM");
     let stderr = rig.lite.proc().output();

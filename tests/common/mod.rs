@@ -9,6 +9,7 @@
 pub mod pki;
 
 pub mod client;
+pub mod diagnostics;
 pub mod kube;
 pub mod process;
 pub mod rotation;
@@ -20,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use client::{Client, Tunnel, WatchStream};
+pub use diagnostics::{Diagnostics, metric_value};
 pub use kube::*;
 pub use pki::Pki;
 pub use process::{FakeApiserver, Lite, Proc};
