@@ -12,7 +12,7 @@ serve=false
 [[ "${1:-}" == "--serve" ]] && serve=true
 
 cargo build --release --quiet --bin lite-apiserver --example fake_apiserver --example gen_certs
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d /tmp/lite-apiserver-demo.XXXXXX)
 pki=$work/pki
 cloud_port=16443
