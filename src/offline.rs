@@ -82,9 +82,9 @@ impl Reactor {
                 log::warn!("cache read failed for {}: {reason}", head.target);
                 self.respond_local(client, &LocalResponse::cloud_unavailable(&format!("the cloud apiserver is unreachable and the cache failed: {reason}")), head_only);
             }
-            (_, _) => {
+            (_, route) => {
                 let message = format!("the cloud apiserver is unreachable and {} is not in the cache", head.path());
-                self.respond_local(client, &LocalResponse::cloud_unavailable(&message), head_only);
+                self.respond_local(client, &miss_response(&route, &message), head_only);
             }
         }
     }
@@ -149,6 +149,16 @@ impl Reactor {
 fn finish_offline_watch(client: &mut ClientConn) {
     client.out.push(LAST_CHUNK);
     client.set_phase(Phase::ReadHead { started: None });
+}
+
+/// An object the cache does not hold is `404 NotFound`, as kube-apiserver answers for a
+/// missing object (and as YurtHub does offline); a collection or discovery document it
+/// does not hold is `503`: an empty list would tell a client that everything is gone.
+fn miss_response(route: &Classified, message: &str) -> LocalResponse {
+    match route {
+        Classified::Read(key) if key.names_object() => LocalResponse::status(404, "NotFound", message),
+        _ => LocalResponse::cloud_unavailable(message),
+    }
 }
 
 fn cached_response(cached: CachedResponse) -> LocalResponse {

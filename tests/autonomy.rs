@@ -155,10 +155,22 @@ fn assert_replayed(offline: &Response, online: &Response, what: &str) {
     );
 }
 
-/// An offline miss: `404` or `503` with a Kubernetes `Status` body, and no cached data.
+/// An offline miss of a collection (or discovery): `503` with a Kubernetes `Status` body,
+/// and no cached data.
 fn assert_offline_miss(resp: &Response, what: &str) {
-    assert!(resp.status == 503 || resp.status == 404, "{what}: expected a miss, got {}: {}", resp.status, resp.text());
-    assert_status_body(resp, resp.status);
+    assert_miss(resp, 503, what);
+}
+
+/// An offline miss of one object: `404 NotFound` with a Kubernetes `Status` body, as
+/// kube-apiserver answers for a missing object.
+fn assert_offline_object_miss(resp: &Response, what: &str) {
+    assert_miss(resp, 404, what);
+    assert_eq!(resp.json()["reason"], "NotFound", "{what}: {}", resp.text());
+}
+
+fn assert_miss(resp: &Response, status: u16, what: &str) {
+    assert_eq!(resp.status, status, "{what}: expected a {status} miss: {}", resp.text());
+    assert_status_body(resp, status);
     assert_ne!(resp.header(CACHE_HEADER), Some("hit"), "{what}: a miss marked as a hit");
 }
 
@@ -248,7 +260,7 @@ fn get_and_list_are_served_offline_byte_identical() {
     assert_replayed(&offline_nodes, &nodes, "LIST nodes with kubelet's Accept");
     assert_replayed(&kubelet.get("/api/v1"), &discovery, "discovery");
     // Something never asked online is a miss, not a guess.
-    assert_offline_miss(&kubelet.get(&format!("{PODS}/not-a-pod")), "GET of a pod never cached");
+    assert_offline_object_miss(&kubelet.get(&format!("{PODS}/not-a-pod")), "GET of a pod never cached");
     assert_offline_miss(&kubelet.get("/api/v1/namespaces/default/services"), "LIST never cached");
 }
 
@@ -348,12 +360,16 @@ fn a_token_client_cannot_read_what_kubelet_cached() {
         for path in [SECRET, "/api/v1/namespaces/kube-system/secrets", PODS] {
             let resp = client.request("GET", path, &headers, b"");
             assert!(!resp.text().contains(SECRET_DATA), "{who} read kubelet's secret offline: {}", resp.text());
-            assert_offline_miss(&resp, &format!("{who}: {path}"));
+            if path == SECRET {
+                assert_offline_object_miss(&resp, &format!("{who}: {path}"));
+            } else {
+                assert_offline_miss(&resp, &format!("{who}: {path}"));
+            }
             assert_ne!(resp.body, kubelet_pods.body, "{who} got kubelet's pod list");
         }
         // Nor a watch of kubelet's cached list (its synthetic ADDED events would leak it).
         match client.try_watch(&format!("{PODS}?watch=true&timeoutSeconds=2"), &headers) {
-            Err(e) => assert!(e.to_string().contains("503") || e.to_string().contains("404"), "{who}: {e}"),
+            Err(e) => assert!(e.to_string().contains("503"), "{who}: {e}"),
             Ok(mut stream) => {
                 let event = stream.next_event(Duration::from_secs(5));
                 panic!("{who} watched kubelet's cached pods offline; first event {event:?}");
@@ -428,7 +444,7 @@ fn watch_events_while_online_update_the_offline_list_and_objects() {
     assert_eq!(web1.status, 200, "{}", web1.text());
     assert_eq!(web1.json()["metadata"]["labels"]["tier"], "changed-while-watched", "stale cached GET: {}", web1.text());
     let db1 = kubelet.get(&format!("{PODS}/db-1"));
-    assert_offline_miss(&db1, "GET of a pod deleted while watched");
+    assert_offline_object_miss(&db1, "GET of a pod deleted while watched");
 }
 
 /// client-go after an outage breaks its watch: it watches again from the last version it saw,
@@ -618,7 +634,7 @@ fn kill_9_and_restart_while_offline_serves_the_same_bytes() {
             &format!("LIST after kill -9 #{round}"),
         );
         assert_replayed(&kubelet.get(SECRET), &secret, &format!("secret after kill -9 #{round}"));
-        assert_offline_miss(&edge.client(None).get(SECRET), "anonymous after restart");
+        assert_offline_object_miss(&edge.client(None).get(SECRET), "anonymous after restart");
     }
 }
 
@@ -685,7 +701,7 @@ fn memory_cache_serves_offline_but_forgets_on_restart() {
     edge.wait_diagnostics();
     let mut kubelet = edge.kubelet();
     assert_offline_miss(&kubelet.get(PODS), "LIST after a restart of the memory cache");
-    assert_offline_miss(&kubelet.get(&format!("{PODS}/web-1")), "GET after a restart of the memory cache");
+    assert_offline_object_miss(&kubelet.get(&format!("{PODS}/web-1")), "GET after a restart of the memory cache");
     assert_eq!(edge.metric("lite_apiserver_cache_entries"), 0);
 }
 
@@ -796,10 +812,10 @@ fn offline_watch_from_an_older_version_gets_410_expired() {
     assert_eq!(error["object"]["reason"], "Expired", "{error}");
     // A watch the cache cannot serve at all (a scope never listed) is a Status, not an empty 200.
     match kubelet.try_watch("/api/v1/namespaces/default/services?watch=true&timeoutSeconds=2", &[]) {
-        Err(e) => assert!(e.to_string().contains("503") || e.to_string().contains("404"), "{e}"),
+        Err(e) => assert!(e.to_string().contains("503"), "{e}"),
         Ok(mut stream) => {
             let event = stream.next_event(Duration::from_secs(5));
-            panic!("an uncached watch answered 200 (first event {event:?}); expected a 503/404 Status");
+            panic!("an uncached watch answered 200 (first event {event:?}); expected a 503 Status");
         }
     }
 }
@@ -931,7 +947,7 @@ fn metrics_count_hits_and_debug_cache_shows_counts_without_bodies() {
         assert_eq!(kubelet.get(PODS).header(CACHE_HEADER), Some("hit"));
     }
     assert_eq!(kubelet.get(SECRET).header(CACHE_HEADER), Some("hit"));
-    assert_offline_miss(&kubelet.get(&format!("{PODS}/never-cached")), "miss");
+    assert_offline_object_miss(&kubelet.get(&format!("{PODS}/never-cached")), "miss");
     assert!(edge.metric("lite_apiserver_cache_hits_total") >= hits_before + 4, "hits not counted");
     assert!(edge.metric("lite_apiserver_cache_misses_total") >= 1, "misses not counted");
     assert!(edge.metric(cache_2xx) >= served_before + 4, "cache-served responses not counted");
@@ -984,12 +1000,11 @@ fn offline_answer(client: &mut Client, path: &str, what: &str, done: impl Fn(&Re
     .unwrap_or_else(|| panic!("{what}: never as expected; last answer: {last}"))
 }
 
-/// The pod is gone offline: a miss, answered 503 like anything the cache does not hold.
+/// The pod is gone offline: a miss, answered 404 like any object the cache does not hold.
 fn assert_gone_offline(client: &mut Client, name: &str, who: &str) {
     let path = format!("{PODS}/{name}");
     let resp = offline_answer(client, &path, &format!("{who}: GET of the deleted pod"), |r| r.status != 200);
-    assert_status_body(&resp, 503);
-    assert_offline_miss(&resp, &format!("{who}: GET of the deleted pod"));
+    assert_offline_object_miss(&resp, &format!("{who}: GET of the deleted pod"));
 }
 
 /// The offline list (a cache hit) once it equals `expected`.

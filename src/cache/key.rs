@@ -150,6 +150,11 @@ impl ReadKey {
         &self.path
     }
 
+    /// Reads one named object (or a subresource of it), not a collection or discovery.
+    pub fn names_object(&self) -> bool {
+        ResourcePath::parse(&self.path).is_some_and(|resource| resource.name.is_some())
+    }
+
     pub fn query(&self) -> &str {
         &self.query
     }
@@ -697,6 +702,12 @@ mod tests {
         assert_eq!(ns.resource(), "namespaces/status");
         let deploy = read("/apis/apps/v1/namespaces/a/deployments/d", None);
         assert_eq!(deploy.resource(), "apps/deployments");
+        for object in [&key, &ns, &deploy, &read("/api/v1/namespaces/a", None), &read("/api/v1/nodes/n", None)] {
+            assert!(object.names_object(), "{}", object.path());
+        }
+        for other in ["/api/v1/namespaces/a/pods", "/api/v1/pods", "/api/v1/namespaces", "/api", "/apis/apps/v1", "/version"] {
+            assert!(!read(other, None).names_object(), "{other}");
+        }
     }
 
     #[test]
