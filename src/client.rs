@@ -124,6 +124,8 @@ pub struct ClientConn {
     pub armed: Option<Instant>,
     /// The minor HTTP version of the current request, for local responses.
     pub minor_version: u8,
+    /// Accepted beyond `--max-connections`: its first request gets a `503` and the close.
+    pub over_limit: bool,
 }
 
 impl ClientConn {
@@ -137,6 +139,7 @@ impl ClientConn {
             phase_since: Instant::now(),
             armed: None,
             minor_version: 1,
+            over_limit: false,
         }
     }
 

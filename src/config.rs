@@ -133,7 +133,8 @@ Flags:
   --sync-duration SECONDS        certificate reload period (default 60)
   --modify-request-accept BOOL   ask the cloud for JSON on cacheable GETs (default true)
   --diagnostics-port N           plain-HTTP diagnostics on 127.0.0.1, 0 disables (default 51004)
-  --max-connections N            client connections at most; more are refused (default 1024)
+  --max-connections N            client connections at most (default 1024); the next 64
+                                 get a 503 Status, further ones are closed at once
   --tls-handshake-timeout SECONDS  client TLS handshake limit (default 10)
   --read-header-timeout SECONDS  limit for reading a request head once started (default 30)
   --idle-timeout SECONDS         close keep-alive connections idle this long (default 90)

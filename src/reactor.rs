@@ -49,6 +49,8 @@ const CACHE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSING_TIMEOUT: Duration = Duration::from_secs(5);
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Connections past `--max-connections` that still get a `503` answer rather than a close.
+const OVER_LIMIT_ANSWERED: usize = 64;
 /// Steps one connection may take before others get a turn.
 const MAX_STEPS_PER_TURN: usize = 256;
 const SCRATCH_BYTES: usize = 16 * 1024;
@@ -244,22 +246,28 @@ impl Reactor {
                     return;
                 }
             };
-            if self.shutdown_deadline.is_some() || self.clients >= self.config.max_connections {
+            let over_limit = self.clients >= self.config.max_connections;
+            if over_limit {
                 self.metrics.rejected_connections.fetch_add(1, Ordering::Relaxed);
                 log::warn!("refusing connection from {peer}: {} connections open (--max-connections)", self.clients);
+            }
+            // A few connections past the limit are told why (a 503 Status a client backs off
+            // on); past those, a flood only costs an accept and a close, not a handshake each.
+            if self.shutdown_deadline.is_some() || self.clients >= self.config.max_connections.saturating_add(OVER_LIMIT_ANSWERED) {
                 drop(socket);
                 continue;
             }
-            if let Err(e) = self.add_client(socket) {
+            if let Err(e) = self.add_client(socket, over_limit) {
                 log::warn!("cannot serve connection from {peer}: {e}");
             }
         }
     }
 
-    fn add_client(&mut self, socket: TcpStream) -> io::Result<()> {
+    fn add_client(&mut self, socket: TcpStream, over_limit: bool) -> io::Result<()> {
         socket.set_nodelay(true)?;
         let tls = rustls::ServerConnection::new(self.server_config.clone()).map_err(io::Error::other)?;
-        let client = ClientConn::new(Transport::new(socket, tls.into()));
+        let mut client = ClientConn::new(Transport::new(socket, tls.into()));
+        client.over_limit = over_limit;
         let slot = self.conns.insert(Conn::Client(Box::new(client)));
         let registered = match self.conns.get_mut(slot) {
             Some(Conn::Client(client)) => self.poll.registry().register(
@@ -385,6 +393,12 @@ impl Reactor {
         log::debug!("{} {} (client {:?})", head.method, head.target, client.peer_cn);
         if let Err(e) = head.validate() {
             self.respond_local(client, &LocalResponse::bad_request(&e.to_string()), false);
+            return;
+        }
+        if client.over_limit {
+            let message = format!("too many connections to lite-apiserver (--max-connections={})", self.config.max_connections);
+            let response = LocalResponse::status(503, "ServiceUnavailable", &message).closing();
+            self.respond_local(client, &response, head.method == "HEAD");
             return;
         }
         if self.shutdown_deadline.is_some() {

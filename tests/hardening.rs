@@ -594,16 +594,30 @@ fn idle_keep_alive_connections_are_closed() {
 #[test]
 fn connections_beyond_max_connections_are_refused_and_the_first_ones_keep_working() {
     const LIMIT: usize = 3;
+    /// Connections past the limit that are still answered (reactor.rs `OVER_LIMIT_ANSWERED`).
+    const ANSWERED_PAST_LIMIT: usize = 64;
     let mut rig = Rig::start("maxconn", &[], &[&format!("--max-connections={LIMIT}")]);
     let baseline = rig.baseline();
     let mut held: Vec<Conn> = (0..LIMIT).map(|_| rig.raw()).collect();
     let rejected_before = rig.metric("lite_apiserver_rejected_connections_total");
+    // The next one is told why: a 503 Status naming the flag, then the close.
+    let mut extra = rig.raw();
+    extra.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).expect("send past the limit");
+    let answer = extra.response("GET").expect("an answer past the limit");
+    assert_status_body(&answer, 503);
+    assert!(answer.text().contains("--max-connections"), "the 503 does not say why: {}", answer.text());
+    assert!(extra.closed_within(IO_DEADLINE), "the connection past the limit stayed open");
+    assert!(rig.metric("lite_apiserver_rejected_connections_total") > rejected_before);
+    // Past the answered ones, a flood is only closed: no handshake, no answer.
+    let settled = wait_for(IO_DEADLINE, || (rig.snapshot().clients == LIMIT as u64).then_some(()));
+    assert!(settled.is_some(), "the answered connection was not released: {:?}", rig.snapshot());
+    let answered: Vec<Conn> = (0..ANSWERED_PAST_LIMIT).map(|_| rig.raw()).collect();
     let refused = match Conn::open_as(&rig.env.pki, rig.lite.port, Some("kubelet")) {
         Err(_) => true,
-        Ok(mut extra) => extra.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).is_err() || extra.response("GET").is_err(),
+        Ok(mut flood) => flood.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).is_err() || flood.response("GET").is_err(),
     };
-    assert!(refused, "connection {} of a {LIMIT}-connection limit was served", LIMIT + 1);
-    assert!(rig.metric("lite_apiserver_rejected_connections_total") > rejected_before);
+    assert!(refused, "connection {} of a {LIMIT}-connection limit was answered", LIMIT + ANSWERED_PAST_LIMIT + 1);
+    drop(answered);
     for (i, conn) in held.iter_mut().enumerate() {
         conn.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).expect("send on a held connection");
         let response = conn.response("GET").unwrap_or_else(|e| panic!("held connection {i}: {e}"));
