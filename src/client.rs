@@ -107,6 +107,11 @@ pub enum Phase {
     Tunnel(Box<Tunnel>),
     /// Flushing the last bytes, then closing.
     Closing,
+    /// The last answer is out and our side shut: reading and dropping what the client still
+    /// sends, until it closes or `LINGER_TIMEOUT` passes. Closing with its bytes unread would
+    /// make the kernel reset the connection, which can destroy that answer before the
+    /// client reads it (nginx's lingering close).
+    Lingering { write_shut: bool },
 }
 
 pub struct ClientConn {

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -47,6 +47,8 @@ const CONN_BASE: usize = 1024;
 
 const CACHE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closing connection keeps reading what the client still sends.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Connections past `--max-connections` that still get a `503` answer rather than a close.
@@ -328,6 +330,7 @@ impl Reactor {
             Phase::OfflineWatch(_) => self.step_offline_watch(client),
             Phase::Tunnel(_) => self.step_tunnel(client),
             Phase::Closing => step_closing(client),
+            Phase::Lingering { .. } => step_lingering(client, &mut self.scratch),
         }
     }
 
@@ -920,6 +923,7 @@ fn client_deadline(client: &ClientConn, config: &Config) -> Option<Instant> {
         Phase::OfflineWatch(watch) => Some(watch.next_bookmark.map_or(watch.ends_at, |b| b.min(watch.ends_at))),
         Phase::Tunnel(_) => None,
         Phase::Closing => Some(client.phase_since + CLOSING_TIMEOUT),
+        Phase::Lingering { .. } => Some(client.phase_since + LINGER_TIMEOUT),
     }
 }
 
@@ -937,7 +941,27 @@ fn step_closing(client: &mut ClientConn) -> Step {
     }
     if client.out.is_empty() {
         client.transport.send_close_notify();
-        return Step::Close;
+        client.set_phase(Phase::Lingering { write_shut: false });
+        return Step::Again;
     }
     Step::Wait
+}
+
+/// Sends what is left of the close_notify, shuts our side, and drops whatever the client
+/// still sends until it closes too.
+fn step_lingering(client: &mut ClientConn, scratch: &mut [u8]) -> Step {
+    if client.transport.flush().is_err() {
+        return Step::Close;
+    }
+    if let Phase::Lingering { write_shut: write_shut @ false } = &mut client.phase
+        && client.transport.is_flushed()
+    {
+        let _ = client.transport.socket.shutdown(Shutdown::Write);
+        *write_shut = true;
+    }
+    match client.transport.read_plain(scratch) {
+        Ok(ReadOutcome::Data(_)) => Step::Again,
+        Ok(ReadOutcome::WouldBlock) => Step::Wait,
+        Ok(ReadOutcome::Eof) | Err(_) => Step::Close,
+    }
 }
