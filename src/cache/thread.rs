@@ -180,17 +180,30 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     /// Queues a data-carrying write, or refuses it when the queue is full.
     fn try_push(&self, job: Job) -> bool {
-        if !lock(&self.queues).admit(job, self.queue_len) {
-            return false;
-        }
-        self.work_ready.notify_one();
-        true
+        self.push(|queues| queues.admit(job, self.queue_len))
     }
 
     /// Queues a small control message; these are never dropped so streams stay consistent.
     fn push_control(&self, job: Job) {
-        lock(&self.queues).jobs.push_back(job);
-        self.work_ready.notify_one();
+        self.push(|queues| {
+            queues.jobs.push_back(job);
+            true
+        });
+    }
+
+    /// Runs `add` under the lock and wakes the cache thread only if it may be asleep: it
+    /// waits only after finding both queues empty, so while they hold anything it is busy
+    /// and will see the new work. A wake-up is a futex syscall; per request it would cost
+    /// the reactor more than the queueing itself.
+    fn push(&self, add: impl FnOnce(&mut Queues) -> bool) -> bool {
+        let mut queues = lock(&self.queues);
+        let asleep = queues.jobs.is_empty() && queues.lookups.is_empty();
+        let added = add(&mut queues);
+        drop(queues);
+        if added && asleep {
+            self.work_ready.notify_one();
+        }
+        added
     }
 
     /// Blocks the cache thread until there is work; None once stopping and drained.
@@ -351,13 +364,15 @@ impl CacheHandle {
 
     /// Asks for an answer from cache; it arrives through `take_replies` after the waker fires.
     pub fn lookup(&self, request_id: u64, lookup: Lookup) -> Result<(), CacheError> {
-        let mut queues = lock(&self.shared.queues);
-        if queues.lookups.len() >= self.shared.queue_len {
-            return Err(CacheError::QueueFull);
-        }
-        queues.lookups.push_back((request_id, lookup));
-        self.shared.work_ready.notify_one();
-        Ok(())
+        let queue_len = self.shared.queue_len;
+        let added = self.shared.push(|queues| {
+            let room = queues.lookups.len() < queue_len;
+            if room {
+                queues.lookups.push_back((request_id, lookup));
+            }
+            room
+        });
+        if added { Ok(()) } else { Err(CacheError::QueueFull) }
     }
 
     /// Replies that are ready (call after the waker fired).
