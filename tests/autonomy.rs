@@ -168,6 +168,17 @@ fn assert_offline_object_miss(resp: &Response, what: &str) {
     assert_eq!(resp.json()["reason"], "NotFound", "{what}: {}", resp.text());
 }
 
+/// An offline watch the cache must not serve: refused with a `503`, never a `200` stream.
+fn assert_watch_refused(client: &mut Client, path: &str, headers: &[(&str, &str)], what: &str) {
+    match client.try_watch(path, headers) {
+        Err(e) => assert!(e.to_string().contains("503"), "{what}: {e}"),
+        Ok(mut stream) => {
+            let event = stream.next_event(Duration::from_secs(5));
+            panic!("{what}: answered 200 (first event {event:?}); expected a 503 Status");
+        }
+    }
+}
+
 fn assert_miss(resp: &Response, status: u16, what: &str) {
     assert_eq!(resp.status, status, "{what}: expected a {status} miss: {}", resp.text());
     assert_status_body(resp, status);
@@ -191,22 +202,6 @@ fn item<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
 
 fn rv_number(rv: &str) -> u64 {
     rv.parse().unwrap_or_else(|_| panic!("the fake's resourceVersions are numbers, got {rv:?}"))
-}
-
-/// Waits for the next event that is not a BOOKMARK; checks its type and object name.
-fn expect_event(watch: &mut WatchStream, kind: &str, name: &str) -> Value {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let event = watch
-            .next_event(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|| panic!("no {kind} event for {name} (stream closed: {})", watch.is_closed()));
-        if event["type"] == "BOOKMARK" {
-            continue;
-        }
-        assert_eq!(event["type"], kind, "unexpected event: {event}");
-        assert_eq!(event_name(&event), name, "unexpected event: {event}");
-        return event;
-    }
 }
 
 /// All events of a response body (newline-delimited JSON).
@@ -368,13 +363,8 @@ fn a_token_client_cannot_read_what_kubelet_cached() {
             assert_ne!(resp.body, kubelet_pods.body, "{who} got kubelet's pod list");
         }
         // Nor a watch of kubelet's cached list (its synthetic ADDED events would leak it).
-        match client.try_watch(&format!("{PODS}?watch=true&timeoutSeconds=2"), &headers) {
-            Err(e) => assert!(e.to_string().contains("503"), "{who}: {e}"),
-            Ok(mut stream) => {
-                let event = stream.next_event(Duration::from_secs(5));
-                panic!("{who} watched kubelet's cached pods offline; first event {event:?}");
-            }
-        }
+        let what = format!("{who} watching kubelet's cached pods offline");
+        assert_watch_refused(&mut client, &format!("{PODS}?watch=true&timeoutSeconds=2"), &headers, &what);
     }
 }
 
@@ -404,9 +394,9 @@ fn watch_events_while_online_update_the_offline_list_and_objects() {
         )
         .expect_status(200);
     cloud.request("DELETE", &format!("{PODS}/db-1"), &[], b"").expect_status(200);
-    let added = expect_event(&mut watch, "ADDED", "born-online");
-    let modified = expect_event(&mut watch, "MODIFIED", "web-1");
-    let deleted = expect_event(&mut watch, "DELETED", "db-1");
+    let added = watch.expect_change(SETTLE, "ADDED", "born-online");
+    let modified = watch.expect_change(SETTLE, "MODIFIED", "web-1");
+    let deleted = watch.expect_change(SETTLE, "DELETED", "db-1");
     let newest =
         [&added, &modified, &deleted].iter().map(|e| rv_number(&resource_version(&e["object"]))).max().unwrap_or(0);
 
@@ -460,7 +450,7 @@ fn a_watch_broken_by_the_outage_resumes_offline_from_its_last_version() {
         .kubelet()
         .watch(&format!("{PODS}?watch=true&resourceVersion={}&allowWatchBookmarks=true", resource_version(&list)));
     edge.cloud_admin().request("POST", PODS, &[JSON], &json_body(&pod("seen-before-outage"))).expect_status(201);
-    let added = expect_event(&mut watch, "ADDED", "seen-before-outage");
+    let added = watch.expect_change(SETTLE, "ADDED", "seen-before-outage");
     let last_seen = resource_version(&added["object"]);
 
     edge.cut_cloud();
@@ -509,8 +499,8 @@ fn kubelets_node_scoped_pod_watch_keeps_its_offline_list_current() {
     cloud.request("POST", PODS, &[JSON], &json_body(&elsewhere)).expect_status(201);
     cloud.request("POST", PODS, &[JSON], &json_body(&scheduled)).expect_status(201);
     cloud.request("DELETE", &format!("{PODS}/db-1"), &[], b"").expect_status(200);
-    expect_event(&mut watch, "ADDED", "scheduled-here");
-    expect_event(&mut watch, "DELETED", "db-1");
+    watch.expect_change(SETTLE, "ADDED", "scheduled-here");
+    watch.expect_change(SETTLE, "DELETED", "db-1");
 
     edge.cut_cloud();
     drop(watch);
@@ -811,13 +801,8 @@ fn offline_watch_from_an_older_version_gets_410_expired() {
     assert_eq!(error["object"]["code"], 410, "{error}");
     assert_eq!(error["object"]["reason"], "Expired", "{error}");
     // A watch the cache cannot serve at all (a scope never listed) is a Status, not an empty 200.
-    match kubelet.try_watch("/api/v1/namespaces/default/services?watch=true&timeoutSeconds=2", &[]) {
-        Err(e) => assert!(e.to_string().contains("503"), "{e}"),
-        Ok(mut stream) => {
-            let event = stream.next_event(Duration::from_secs(5));
-            panic!("an uncached watch answered 200 (first event {event:?}); expected a 503 Status");
-        }
-    }
+    let uncached = "/api/v1/namespaces/default/services?watch=true&timeoutSeconds=2";
+    assert_watch_refused(&mut kubelet, uncached, &[], "an uncached watch");
 }
 
 // ---------------------------------------------------------------------------------------

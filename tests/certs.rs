@@ -8,7 +8,7 @@
 mod common;
 
 use std::fs;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::rotation::{
     expired_client_pem, file_serial, rogue_server_pem, served_serial, tls_json, write_in_place, write_tls_json,
@@ -157,20 +157,6 @@ fn create_pod(client: &mut Client, name: &str) {
     client.request("POST", PODS, &[("Content-Type", "application/json")], &body).expect_status(201);
 }
 
-/// The next non-BOOKMARK event; panics if none comes or it is not an ADDED of `name`.
-fn expect_added(watch: &mut WatchStream, name: &str) {
-    let deadline = Instant::now() + EVENT_TIMEOUT;
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let event = watch
-            .next_event(remaining)
-            .unwrap_or_else(|| panic!("no event for {name} (stream closed: {})", watch.is_closed()));
-        if event["type"] != "BOOKMARK" {
-            assert_eq!((event["type"].as_str(), event_name(&event)), (Some("ADDED"), name), "{event}");
-            return;
-        }
-    }
-}
 
 /// The `/debug/certs` entry for `cn`, if listed.
 fn listed_identity(certs: &Value, cn: &str) -> Option<Value> {
@@ -203,7 +189,7 @@ fn rotated_identity_reaches_upstream_with_its_new_serial_while_old_watches_strea
 
     // The watch opened before the rotation is not cut: it still delivers events.
     create_pod(&mut setup.client(Some("admin")), "after-rotation");
-    expect_added(&mut watch, "after-rotation");
+    watch.expect_change(EVENT_TIMEOUT, "ADDED", "after-rotation");
 
     let listed = listed_identity(&setup.debug_certs(), KUBELET_CN).expect("kubelet listed in /debug/certs");
     assert_eq!(listed["serial"], new.as_str(), "{listed}");

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
@@ -61,25 +61,7 @@ fn assert_lists_seeded_pods(list: &Value) {
     }
 }
 
-/// Waits for the next event that is not a BOOKMARK.
-fn next_change(watch: &mut WatchStream) -> Value {
-    let deadline = Instant::now() + EVENT_TIMEOUT;
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let event = watch
-            .next_event(remaining)
-            .unwrap_or_else(|| panic!("no event within {EVENT_TIMEOUT:?} (stream closed: {})", watch.is_closed()));
-        if event["type"] != "BOOKMARK" {
-            return event;
-        }
-    }
-}
 
-fn expect_change(watch: &mut WatchStream, kind: &str, name: &str) -> Value {
-    let event = next_change(watch);
-    assert_eq!((event["type"].as_str(), event_name(&event)), (Some(kind), name), "unexpected event: {event}");
-    event
-}
 
 fn assert_served_from_cache(resp: &Response) {
     assert_eq!(resp.header("x-lite-apiserver-cache"), Some("hit"), "expected a cache answer: {:?}", resp.headers);
@@ -507,7 +489,7 @@ fn reflector_lists_watches_with_bookmarks_and_resumes_after_proxy_restart() {
     assert_eq!(bookmark["object"]["kind"], "Pod", "{bookmark}");
     assert!(bookmark["object"]["metadata"]["resourceVersion"].as_str().is_some_and(|rv| !rv.is_empty()), "{bookmark}");
     edge.create_pod_upstream("before-restart");
-    let added = expect_change(&mut watch, "ADDED", "before-restart");
+    let added = watch.expect_change(EVENT_TIMEOUT, "ADDED", "before-restart");
     last_seen = resource_version(&added["object"]);
 
     edge.lite.kill9();
@@ -517,8 +499,8 @@ fn reflector_lists_watches_with_bookmarks_and_resumes_after_proxy_restart() {
     edge.lite.restart();
 
     let mut watch = edge.client(Some("kubelet")).watch(&reflector_watch_path(&last_seen));
-    expect_change(&mut watch, "ADDED", "during-restart");
-    expect_change(&mut watch, "DELETED", "before-restart");
+    watch.expect_change(EVENT_TIMEOUT, "ADDED", "during-restart");
+    watch.expect_change(EVENT_TIMEOUT, "DELETED", "before-restart");
 }
 
 /// History gone: the in-stream `410 Expired` ERROR passes through unchanged, and a re-list
@@ -547,7 +529,7 @@ fn reflector_relists_after_410_expired() {
     let fresh = resource_version(&relist);
     let mut watch = kubelet.watch(&reflector_watch_path(&fresh));
     edge.create_pod_upstream("after-relist");
-    expect_change(&mut watch, "ADDED", "after-relist");
+    watch.expect_change(EVENT_TIMEOUT, "ADDED", "after-relist");
     drop(watch);
 
     // Offline: the plain list (no resourceVersion) is cached, a watch from before it expires,

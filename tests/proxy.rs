@@ -17,26 +17,6 @@ fn fake_user(resp: &Response) -> &str {
     resp.header("x-fake-user").unwrap_or_else(|| panic!("no X-Fake-User in {:?}", resp.headers))
 }
 
-/// Waits for the next non-BOOKMARK event and checks its type and object name.
-fn expect_event(watch: &mut WatchStream, kind: &str, name: &str) -> serde_json::Value {
-    let started = Instant::now();
-    loop {
-        let remaining = EVENT_TIMEOUT.saturating_sub(started.elapsed());
-        let event = watch.next_event(remaining).unwrap_or_else(|| {
-            panic!(
-                "no {kind} event for {name} within {EVENT_TIMEOUT:?} (stream closed: {})",
-                watch.is_closed()
-            )
-        });
-        if event["type"] == "BOOKMARK" {
-            continue;
-        }
-        assert_eq!(event["type"], kind, "unexpected event: {event}");
-        assert_eq!(event_name(&event), name, "unexpected event: {event}");
-        return event;
-    }
-}
-
 fn json_body(value: &serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(value).expect("serialize JSON")
 }
@@ -124,17 +104,17 @@ fn watch_pod_lifecycle(client: &mut Client, name: &str) {
 
     let created = client.request("POST", PODS, &[JSON], &json_body(&pod(name)));
     assert!(matches!(created.status, 200 | 201), "create: {} {}", created.status, created.text());
-    let added = expect_event(&mut watch, "ADDED", name);
+    let added = watch.expect_change(EVENT_TIMEOUT, "ADDED", name);
 
     let mut changed = added["object"].clone();
     changed["metadata"]["labels"]["changed"] = json!("yes");
     client.request("PUT", &format!("{PODS}/{name}"), &[JSON], &json_body(&changed)).expect_status(200);
-    let modified = expect_event(&mut watch, "MODIFIED", name);
+    let modified = watch.expect_change(EVENT_TIMEOUT, "MODIFIED", name);
     assert_eq!(modified["object"]["metadata"]["labels"]["changed"], "yes");
 
     let deleted = client.request("DELETE", &format!("{PODS}/{name}"), &[], b"");
     assert!(matches!(deleted.status, 200 | 202), "delete: {} {}", deleted.status, deleted.text());
-    expect_event(&mut watch, "DELETED", name);
+    watch.expect_change(EVENT_TIMEOUT, "DELETED", name);
     watch.assert_open_for(Duration::from_millis(500));
 }
 

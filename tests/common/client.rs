@@ -237,6 +237,27 @@ impl WatchStream {
         }
     }
 
+    /// The next event that is not a BOOKMARK; panics (saying whether the stream ended) if
+    /// none arrives within `timeout`.
+    pub fn next_change(&mut self, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let event = self.next_event(deadline.saturating_duration_since(Instant::now())).unwrap_or_else(|| {
+                panic!("no event other than BOOKMARK within {timeout:?} (stream closed: {})", self.closed)
+            });
+            if event["type"] != "BOOKMARK" {
+                return event;
+            }
+        }
+    }
+
+    /// The next change, checked to be a `kind` event (ADDED, MODIFIED, DELETED) of `name`.
+    pub fn expect_change(&mut self, timeout: Duration, kind: &str, name: &str) -> serde_json::Value {
+        let event = self.next_change(timeout);
+        assert_eq!((event["type"].as_str(), super::kube::event_name(&event)), (Some(kind), name), "unexpected event: {event}");
+        event
+    }
+
     /// True once the server ended the response or dropped the connection.
     pub fn is_closed(&self) -> bool {
         self.closed
