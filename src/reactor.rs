@@ -522,8 +522,8 @@ impl Reactor {
             PumpOutcome::UpstreamFailed { reason, timeout } => self.exchange_failed(slot, client, exchange, &reason, timeout),
             PumpOutcome::Upgraded => {
                 self.count_exchange(&exchange);
-                let Exchange { upstream, upstream_slot, .. } = *exchange;
-                let counted = OpenWatch::new(&self.metrics);
+                let Exchange { upstream, upstream_slot, counted, .. } = *exchange;
+                let counted = counted.unwrap_or_else(|| OpenWatch::new(&self.metrics));
                 client.set_phase(Phase::Tunnel(Box::new(Tunnel { counted, upstream, upstream_slot, to_upstream: Default::default() })));
                 Step::Again
             }
