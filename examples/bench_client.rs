@@ -53,7 +53,9 @@ const COLD_START_TIMEOUT: Duration = Duration::from_secs(20);
 fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1);
     let Some(mode) = argv.next() else {
-        eprintln!("usage: bench_client load|watchers|watch-count|write|cold-start|identities --flags (see the file header)");
+        eprintln!(
+            "usage: bench_client load|watchers|watch-count|write|cold-start|identities --flags (see the file header)"
+        );
         return ExitCode::from(2);
     };
     let result = Args::parse(argv).and_then(|args| match mode.as_str() {
@@ -94,7 +96,8 @@ impl Args {
                 args.rest = argv.collect();
                 break;
             }
-            let name = flag.strip_prefix("--").ok_or_else(|| format!("expected a --flag, got {flag}"))?;
+            let name =
+                flag.strip_prefix("--").ok_or_else(|| format!("expected a --flag, got {flag}"))?;
             let value = argv.next().ok_or_else(|| format!("{flag} needs a value"))?;
             args.values.entry(name.to_string()).or_default().push(value);
         }
@@ -147,7 +150,10 @@ impl Target {
         let configs = if pairs.is_empty() {
             vec![client_config(roots, None)?]
         } else {
-            pairs.iter().map(|pair| client_config(roots.clone(), Some(pair))).collect::<Result<_>>()?
+            pairs
+                .iter()
+                .map(|pair| client_config(roots.clone(), Some(pair)))
+                .collect::<Result<_>>()?
         };
         Ok(Target { addr: args.addr(addr_flag)?, configs })
     }
@@ -167,9 +173,10 @@ fn load_roots(path: &str) -> Result<RootCertStore> {
 
 /// `pair` is `CERT,KEY`; `None` presents no certificate.
 fn client_config(roots: RootCertStore, pair: Option<&String>) -> Result<Arc<ClientConfig>> {
-    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
     let mut config = match pair {
         None => builder.with_no_client_auth(),
         Some(pair) => {
@@ -182,9 +189,14 @@ fn client_config(roots: RootCertStore, pair: Option<&String>) -> Result<Arc<Clie
     Ok(Arc::new(config))
 }
 
-fn load_identity(cert: &str, key: &str) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let chain = rustls_pemfile::certs(&mut BufReader::new(File::open(cert)?)).collect::<std::result::Result<Vec<_>, _>>()?;
-    let key = rustls_pemfile::private_key(&mut BufReader::new(File::open(key)?))?.ok_or_else(|| format!("no key in {key}"))?;
+fn load_identity(
+    cert: &str,
+    key: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let chain = rustls_pemfile::certs(&mut BufReader::new(File::open(cert)?))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut BufReader::new(File::open(key)?))?
+        .ok_or_else(|| format!("no key in {key}"))?;
     Ok((chain, key))
 }
 
@@ -213,14 +225,24 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(addr: SocketAddr, config: Arc<ClientConfig>, read_timeout: Option<Duration>) -> io::Result<Conn> {
+    fn open(
+        addr: SocketAddr,
+        config: Arc<ClientConfig>,
+        read_timeout: Option<Duration>,
+    ) -> io::Result<Conn> {
         let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
         tcp.set_nodelay(true)?;
         tcp.set_read_timeout(read_timeout)?;
         tcp.set_write_timeout(Some(IO_TIMEOUT))?;
         let name = ServerName::from(addr.ip());
         let tls = ClientConnection::new(config, name).map_err(io::Error::other)?;
-        Ok(Conn { stream: StreamOwned::new(tls, tcp), host: addr.to_string(), buf: vec![0; READ_CHUNK], start: 0, end: 0 })
+        Ok(Conn {
+            stream: StreamOwned::new(tls, tcp),
+            host: addr.to_string(),
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+        })
     }
 
     /// A second handle on the socket, to shut it down from another thread.
@@ -234,7 +256,10 @@ impl Conn {
             self.host
         );
         if method != "GET" {
-            request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+            request.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
         }
         request.push_str("\r\n");
         let mut bytes = request.into_bytes();
@@ -285,15 +310,23 @@ impl Conn {
                     self.start += len;
                     return Ok(head);
                 }
-                Ok(httparse::Status::Partial) if self.end - self.start < MAX_HEAD_BYTES => self.fill()?,
-                Ok(httparse::Status::Partial) => return Err(io::Error::other("response head too large")),
+                Ok(httparse::Status::Partial) if self.end - self.start < MAX_HEAD_BYTES => {
+                    self.fill()?
+                }
+                Ok(httparse::Status::Partial) => {
+                    return Err(io::Error::other("response head too large"));
+                }
                 Err(e) => return Err(io::Error::other(format!("bad response head: {e}"))),
             }
         }
     }
 
     /// Streams the body to `sink` piece by piece; `sink` returns false to stop early.
-    fn read_body(&mut self, framing: Framing, mut sink: impl FnMut(&[u8]) -> bool) -> io::Result<()> {
+    fn read_body(
+        &mut self,
+        framing: Framing,
+        mut sink: impl FnMut(&[u8]) -> bool,
+    ) -> io::Result<()> {
         match framing {
             Framing::Length(n) => self.take(n, &mut sink).map(|_| ()),
             Framing::UntilClose => loop {
@@ -347,7 +380,10 @@ impl Conn {
     fn read_line(&mut self) -> io::Result<Vec<u8>> {
         loop {
             if let Some(pos) = self.buf[self.start..self.end].iter().position(|b| *b == b'\n') {
-                let line = self.buf[self.start..self.start + pos].strip_suffix(b"\r").unwrap_or(&self.buf[self.start..self.start + pos]).to_vec();
+                let line = self.buf[self.start..self.start + pos]
+                    .strip_suffix(b"\r")
+                    .unwrap_or(&self.buf[self.start..self.start + pos])
+                    .to_vec();
                 self.start += pos + 1;
                 return Ok(line);
             }
@@ -358,7 +394,11 @@ impl Conn {
 
 fn head_of(response: &httparse::Response) -> Head {
     let header = |name: &str| {
-        response.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
+        response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
     };
     let status = response.code.unwrap_or(0);
     let framing = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
@@ -370,7 +410,8 @@ fn head_of(response: &httparse::Response) -> Head {
     } else {
         Framing::UntilClose
     };
-    let close = header("connection").is_some_and(|v| v.contains("close")) || matches!(framing, Framing::UntilClose);
+    let close = header("connection").is_some_and(|v| v.contains("close"))
+        || matches!(framing, Framing::UntilClose);
     Head { status, framing, close }
 }
 
@@ -437,7 +478,10 @@ fn load(args: &Args) -> Result<Value> {
         "mb_per_sec": round3(total.bytes as f64 / secs / 1e6),
         "statuses": total.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
     });
-    merge(&mut report, percentiles_ms(total.latencies_us.into_iter().map(u64::from).collect(), 1e3));
+    merge(
+        &mut report,
+        percentiles_ms(total.latencies_us.into_iter().map(u64::from).collect(), 1e3),
+    );
     Ok(report)
 }
 
@@ -454,7 +498,9 @@ fn load_worker(plan: &LoadPlan, index: usize) -> WorkerReport {
     plan.start.wait();
     let deadline = Instant::now() + plan.duration;
     report.latencies_us.reserve(64 * 1024);
-    while Instant::now() < deadline && plan.issued.fetch_add(1, Ordering::Relaxed) < plan.max_requests {
+    while Instant::now() < deadline
+        && plan.issued.fetch_add(1, Ordering::Relaxed) < plan.max_requests
+    {
         if conn.is_none() {
             report.reconnects += 1;
             conn = plan.target.connect(index, Some(IO_TIMEOUT)).ok();
@@ -467,7 +513,9 @@ fn load_worker(plan: &LoadPlan, index: usize) -> WorkerReport {
         let sent = Instant::now();
         match timed_get(c, &plan.path) {
             Ok((head, bytes)) => {
-                report.latencies_us.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                report
+                    .latencies_us
+                    .push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                 *report.statuses.entry(head.status).or_default() += 1;
                 report.bytes += bytes;
                 if head.close {
@@ -514,7 +562,10 @@ fn watchers(args: &Args) -> Result<Value> {
     let path = args.required("path")?.to_string();
     let count: usize = args.number("count", 500)?;
     let rounds: usize = args.number("rounds", 0)?;
-    let tag = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
+    let tag = format!(
+        "{:x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis()
+    );
     let rv = list_resource_version(&target, &path)?;
     let fan = Arc::new(FanOut {
         epoch: Instant::now(),
@@ -529,10 +580,14 @@ fn watchers(args: &Args) -> Result<Value> {
     let threads = (0..count)
         .map(|index| {
             let (target, fan, watch_path) = (target.clone(), fan.clone(), watch_path.clone());
-            thread::Builder::new().stack_size(WATCHER_STACK).spawn(move || run_watcher(&target, index, &watch_path, &fan))
+            thread::Builder::new()
+                .stack_size(WATCHER_STACK)
+                .spawn(move || run_watcher(&target, index, &watch_path, &fan))
         })
         .collect::<io::Result<Vec<_>>>()?;
-    while fan.ready.load(Ordering::Relaxed) + fan.failed.load(Ordering::Relaxed) < count && opening.elapsed() < OPEN_WATCHES_TIMEOUT {
+    while fan.ready.load(Ordering::Relaxed) + fan.failed.load(Ordering::Relaxed) < count
+        && opening.elapsed() < OPEN_WATCHES_TIMEOUT
+    {
         thread::sleep(Duration::from_millis(5));
     }
     let open_secs = opening.elapsed().as_secs_f64();
@@ -570,7 +625,11 @@ fn hold(args: &Args) -> Result<()> {
 /// Per round: create one pod at the trigger address, wait until every open watcher saw it.
 fn run_rounds(fan: &FanOut, trigger: &Target, path: &str, rounds: usize) -> Result<Value> {
     let mut conn = trigger.connect(0, Some(IO_TIMEOUT))?;
-    let namespace = path.split('/').skip_while(|s| *s != "namespaces").nth(1).ok_or("--path has no namespace")?;
+    let namespace = path
+        .split('/')
+        .skip_while(|s| *s != "namespaces")
+        .nth(1)
+        .ok_or("--path has no namespace")?;
     let ready = fan.ready.load(Ordering::Relaxed);
     let mut samples = Vec::new();
     let mut missed = 0usize;
@@ -582,11 +641,18 @@ fn run_rounds(fan: &FanOut, trigger: &Target, path: &str, rounds: usize) -> Resu
         let sent_ns = fan.epoch.elapsed().as_nanos() as u64;
         let (head, body) = conn.request("POST", path, pod.to_string().as_bytes())?;
         if head.status != 201 {
-            return Err(format!("trigger POST answered {}: {}", head.status, String::from_utf8_lossy(&body)).into());
+            return Err(format!(
+                "trigger POST answered {}: {}",
+                head.status,
+                String::from_utf8_lossy(&body)
+            )
+            .into());
         }
         let deadline = Instant::now() + ROUND_TIMEOUT;
         let seen = &fan.seen[round];
-        while seen.iter().filter(|t| t.load(Ordering::Relaxed) != 0).count() < ready && Instant::now() < deadline {
+        while seen.iter().filter(|t| t.load(Ordering::Relaxed) != 0).count() < ready
+            && Instant::now() < deadline
+        {
             thread::sleep(Duration::from_millis(1));
         }
         for t in seen {
@@ -680,7 +746,10 @@ fn list_resource_version(target: &Target, path: &str) -> Result<String> {
         return Err(format!("LIST {path} answered {}", head.status).into());
     }
     let list: Value = serde_json::from_slice(&body)?;
-    list["metadata"]["resourceVersion"].as_str().map(String::from).ok_or_else(|| "the LIST has no resourceVersion".into())
+    list["metadata"]["resourceVersion"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| "the LIST has no resourceVersion".into())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -742,14 +811,27 @@ fn write_objects(args: &Args) -> Result<Value> {
     let prefix = args.get("prefix").unwrap_or("cm-").to_string();
     let filler = "x".repeat(args.number("bytes", 256)?);
     let tag = args.get("tag").unwrap_or("0").to_string();
-    let namespace = path.split('/').skip_while(|s| *s != "namespaces").nth(1).ok_or("--path has no namespace")?.to_string();
+    let namespace = path
+        .split('/')
+        .skip_while(|s| *s != "namespaces")
+        .nth(1)
+        .ok_or("--path has no namespace")?
+        .to_string();
     let rate: f64 = args.number("rate", 0.0)?;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..connections)
         .map(|index| {
-            let (target, next, path, method, prefix, filler, tag, namespace) =
-                (target.clone(), next.clone(), path.clone(), method.clone(), prefix.clone(), filler.clone(), tag.clone(), namespace.clone());
+            let (target, next, path, method, prefix, filler, tag, namespace) = (
+                target.clone(),
+                next.clone(),
+                path.clone(),
+                method.clone(),
+                prefix.clone(),
+                filler.clone(),
+                tag.clone(),
+                namespace.clone(),
+            );
             thread::spawn(move || -> (u64, u64) {
                 let (mut ok, mut failed) = (0, 0);
                 let mut conn = None;
@@ -766,11 +848,15 @@ fn write_objects(args: &Args) -> Result<Value> {
                     let object = json!({"apiVersion": "v1", "kind": "ConfigMap",
                                         "metadata": {"name": name, "namespace": namespace},
                                         "data": {"value": filler, "tag": tag}});
-                    let url = if method == "POST" { path.clone() } else { format!("{path}/{name}") };
+                    let url =
+                        if method == "POST" { path.clone() } else { format!("{path}/{name}") };
                     if conn.is_none() {
                         conn = target.connect(index, Some(IO_TIMEOUT)).ok();
                     }
-                    match conn.as_mut().map(|c| c.request(&method, &url, object.to_string().as_bytes())) {
+                    match conn
+                        .as_mut()
+                        .map(|c| c.request(&method, &url, object.to_string().as_bytes()))
+                    {
                         Some(Ok((head, _))) if (200..300).contains(&head.status) => ok += 1,
                         Some(Ok(_)) => failed += 1,
                         _ => {
@@ -789,7 +875,9 @@ fn write_objects(args: &Args) -> Result<Value> {
         failed += f;
     }
     let secs = started.elapsed().as_secs_f64();
-    Ok(json!({ "method": method, "count": count, "ok": ok, "failed": failed, "secs": round3(secs), "per_sec": round3(ok as f64 / secs) }))
+    Ok(
+        json!({ "method": method, "count": count, "ok": ok, "failed": failed, "secs": round3(secs), "per_sec": round3(ok as f64 / secs) }),
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -803,7 +891,12 @@ fn cold_start(args: &Args) -> Result<Value> {
     let (program, rest) = args.rest.split_first().ok_or("cold-start needs -- CMD ARGS")?;
     let log = File::create(args.required("log")?)?;
     let started = Instant::now();
-    let child = Command::new(program).args(rest).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?;
+    let child = Command::new(program)
+        .args(rest)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
     let mut attempts = 0u64;
     let mut first_connect_ms = None;
     loop {
@@ -817,7 +910,11 @@ fn cold_start(args: &Args) -> Result<Value> {
             }
         }
         if started.elapsed() > COLD_START_TIMEOUT {
-            return Err(format!("no 200 from {path} within {COLD_START_TIMEOUT:?} (pid {})", child.id()).into());
+            return Err(format!(
+                "no 200 from {path} within {COLD_START_TIMEOUT:?} (pid {})",
+                child.id()
+            )
+            .into());
         }
         thread::sleep(Duration::from_millis(1));
     }
@@ -837,7 +934,8 @@ fn cold_start(args: &Args) -> Result<Value> {
 fn identities(args: &Args) -> Result<Value> {
     let pki = pki::Pki { dir: std::fs::canonicalize(args.required("pki")?)? };
     let count: usize = args.number("count", 10)?;
-    let mut entries: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(pki.path("tls.json"))?)?;
+    let mut entries: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(pki.path("tls.json"))?)?;
     let mut issued = Vec::new();
     for i in 0..count {
         let name = format!("bench-{i}");
@@ -859,7 +957,11 @@ fn percentiles_ms(mut samples: Vec<u64>, per_ms: f64) -> Value {
         return json!({ "p50_ms": null, "p90_ms": null, "p99_ms": null, "max_ms": null });
     }
     samples.sort_unstable();
-    let at = |q: f64| round3(samples[((q * samples.len() as f64) as usize).min(samples.len() - 1)] as f64 / per_ms);
+    let at = |q: f64| {
+        round3(
+            samples[((q * samples.len() as f64) as usize).min(samples.len() - 1)] as f64 / per_ms,
+        )
+    };
     json!({ "p50_ms": at(0.50), "p90_ms": at(0.90), "p99_ms": at(0.99), "max_ms": at(1.0) })
 }
 

@@ -22,22 +22,39 @@ use lite_apiserver::http1::{self, Framing, HttpError};
 pub fn request_head(data: &[u8]) {
     let parsed = http1::parse_request(data);
     if let Ok(Some((head, length))) = &parsed {
-        assert!(*length <= data.len() && *length <= http1::MAX_HEAD_BYTES, "head length {length} of {}", data.len());
+        assert!(
+            *length <= data.len() && *length <= http1::MAX_HEAD_BYTES,
+            "head length {length} of {}",
+            data.len()
+        );
         for cut in [0, length / 3, length / 2, length.saturating_sub(1)] {
             if cut < *length {
                 let prefix = http1::parse_request(&data[..cut]);
-                assert!(matches!(prefix, Ok(None)), "prefix {cut} of a {length}-byte head: {prefix:?}");
+                assert!(
+                    matches!(prefix, Ok(None)),
+                    "prefix {cut} of a {length}-byte head: {prefix:?}"
+                );
             }
         }
         let _ = (head.framing(), head.keep_alive(), head.is_upgrade(), head.path());
         let _ = http1::query_param(&head.target, "watch");
         if head.validate().is_ok() {
-            let upstream = head.to_upstream_bytes("cloud.example:6443", &[("Accept", "application/json"), ("Accept-Encoding", "")]);
+            let upstream = head.to_upstream_bytes(
+                "cloud.example:6443",
+                &[("Accept", "application/json"), ("Accept-Encoding", "")],
+            );
             match http1::parse_request(&upstream) {
                 Ok(Some((again, used))) => {
                     assert_eq!(used, upstream.len(), "the upstream head has trailing bytes");
-                    assert_eq!((again.method.as_str(), again.target.as_str()), (head.method.as_str(), head.target.as_str()));
-                    assert_eq!(again.framing(), head.framing(), "framing changed on the way upstream");
+                    assert_eq!(
+                        (again.method.as_str(), again.target.as_str()),
+                        (head.method.as_str(), head.target.as_str())
+                    );
+                    assert_eq!(
+                        again.framing(),
+                        head.framing(),
+                        "framing changed on the way upstream"
+                    );
                 }
                 Err(HttpError::HeadTooLarge) | Err(HttpError::TooManyHeaders) => {} // Host/Accept added at the limit
                 other => panic!("the head sent upstream does not parse: {other:?}"),
@@ -108,8 +125,13 @@ pub fn flags(data: &[u8]) {
     let mut args: Vec<String> = Vec::new();
     if data.first().is_some_and(|b| b % 2 == 1) {
         args.extend(
-            ["--ca-file=/ca.crt", "--tls-cert-file=/s.crt", "--tls-private-key-file=/s.key", "--kube-apiserver-url=https://cloud:6443"]
-                .map(String::from),
+            [
+                "--ca-file=/ca.crt",
+                "--tls-cert-file=/s.crt",
+                "--tls-private-key-file=/s.key",
+                "--kube-apiserver-url=https://cloud:6443",
+            ]
+            .map(String::from),
         );
     }
     args.extend(text.split('\0').skip(1).map(str::to_string));
@@ -156,7 +178,9 @@ fn read_key(target: &str) -> cache::ReadKey {
 /// line fed was JSON, the list it answers offline must be JSON too.
 pub fn watch_stream(data: &[u8]) {
     let (query, split, body) = match data {
-        [a, b, rest @ ..] => (WATCH_QUERIES[usize::from(*a) % WATCH_QUERIES.len()], usize::from(*b) + 1, rest),
+        [a, b, rest @ ..] => {
+            (WATCH_QUERIES[usize::from(*a) % WATCH_QUERIES.len()], usize::from(*b) + 1, rest)
+        }
         _ => return,
     };
     let watch = match cache::classify(IDENTITY, "GET", &format!("{COLLECTION}?{query}"), None) {
@@ -170,7 +194,8 @@ pub fn watch_stream(data: &[u8]) {
             let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
             Wake { poll, waker }
         });
-        let handle = cache::start(CacheConfig::new(CacheKind::Memory), wake.waker.clone()).expect("memory cache");
+        let handle = cache::start(CacheConfig::new(CacheKind::Memory), wake.waker.clone())
+            .expect("memory cache");
         handle.store(read_key(COLLECTION), "application/json", INITIAL_LIST.to_vec());
         handle.watch_opened(1, &watch);
         for piece in body.chunks(split) {
@@ -178,22 +203,34 @@ pub fn watch_stream(data: &[u8]) {
         }
         handle.watch_closed(1);
         // Writes are applied in order: once this sentinel is stored, so is everything before it.
-        handle.store(read_key("/api/v1/namespaces/default/configmaps"), "application/json", b"{}".to_vec());
+        handle.store(
+            read_key("/api/v1/namespaces/default/configmaps"),
+            "application/json",
+            b"{}".to_vec(),
+        );
         let deadline = Instant::now() + CACHE_DEADLINE;
         while handle.stats().stored < 2 {
-            assert!(Instant::now() < deadline, "the cache thread did not get through the watch stream");
+            assert!(
+                Instant::now() < deadline,
+                "the cache thread did not get through the watch stream"
+            );
             std::thread::yield_now();
         }
         handle.lookup(1, Lookup::Read(read_key(COLLECTION))).expect("lookup queued");
         handle.lookup(2, Lookup::WatchStart(watch)).expect("lookup queued");
         let replies = collect_replies(wake, &handle, 2);
         let all_json = body.split(|b| *b == b'\n').all(|line| {
-            line.iter().all(u8::is_ascii_whitespace) || serde_json::from_slice::<serde_json::Value>(line).is_ok()
+            line.iter().all(u8::is_ascii_whitespace)
+                || serde_json::from_slice::<serde_json::Value>(line).is_ok()
         });
         for (id, reply) in &replies {
             if let (1, Reply::Hit(response), true) = (id, reply, all_json) {
                 let parsed = serde_json::from_slice::<serde_json::Value>(&response.body);
-                assert!(parsed.is_ok(), "offline list is not JSON after JSON events: {}", String::from_utf8_lossy(&response.body));
+                assert!(
+                    parsed.is_ok(),
+                    "offline list is not JSON after JSON events: {}",
+                    String::from_utf8_lossy(&response.body)
+                );
             }
         }
         handle.shutdown();

@@ -14,11 +14,21 @@ const MAX_TRAILER_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
     /// Reading the hex size; `digits` read so far.
-    Size { size: u64, digits: usize },
+    Size {
+        size: u64,
+        digits: usize,
+    },
     /// After the size: extension bytes up to the line end.
-    Extension { size: u64, seen: usize },
-    SizeLf { size: u64 },
-    Data { remaining: u64 },
+    Extension {
+        size: u64,
+        seen: usize,
+    },
+    SizeLf {
+        size: u64,
+    },
+    Data {
+        remaining: u64,
+    },
     DataCr,
     DataLf,
     /// At the start of a trailer line (or the final empty line).
@@ -72,7 +82,11 @@ impl BodyTracker {
     }
 
     /// Consumes body bytes from `input`, handing payload slices to `payload`.
-    pub fn feed(&mut self, input: &[u8], payload: &mut dyn FnMut(&[u8])) -> Result<Progress, HttpError> {
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        payload: &mut dyn FnMut(&[u8]),
+    ) -> Result<Progress, HttpError> {
         match self.state {
             State::Done => Ok(Progress { consumed: 0, done: true }),
             State::UntilClose => {
@@ -90,7 +104,11 @@ impl BodyTracker {
         }
     }
 
-    fn feed_chunked(&mut self, input: &[u8], payload: &mut dyn FnMut(&[u8])) -> Result<Progress, HttpError> {
+    fn feed_chunked(
+        &mut self,
+        input: &[u8],
+        payload: &mut dyn FnMut(&[u8]),
+    ) -> Result<Progress, HttpError> {
         let mut at = 0;
         while at < input.len() {
             let State::Chunked(chunk) = self.state else { break };
@@ -99,7 +117,11 @@ impl BodyTracker {
                 payload(&input[at..at + take]);
                 at += take;
                 let left = remaining - take as u64;
-                self.state = State::Chunked(if left == 0 { Chunk::DataCr } else { Chunk::Data { remaining: left } });
+                self.state = State::Chunked(if left == 0 {
+                    Chunk::DataCr
+                } else {
+                    Chunk::Data { remaining: left }
+                });
                 continue;
             }
             self.state = self.chunk_step(chunk, input[at])?;
@@ -113,7 +135,9 @@ impl BodyTracker {
         let bad = |why| Err(HttpError::BadFraming(why));
         let next = match chunk {
             Chunk::Size { size, digits } => match (byte as char).to_digit(16) {
-                Some(d) if digits < MAX_CHUNK_SIZE_DIGITS => Chunk::Size { size: (size << 4) | u64::from(d), digits: digits + 1 },
+                Some(d) if digits < MAX_CHUNK_SIZE_DIGITS => {
+                    Chunk::Size { size: (size << 4) | u64::from(d), digits: digits + 1 }
+                }
                 Some(_) => return bad("chunk size too large"),
                 None if digits == 0 => return bad("missing chunk size"),
                 None => match byte {
@@ -151,7 +175,11 @@ impl BodyTracker {
     }
 
     fn after_size_line(&self, size: u64) -> State {
-        State::Chunked(if size == 0 { Chunk::TrailerStart } else { Chunk::Data { remaining: size } })
+        State::Chunked(if size == 0 {
+            Chunk::TrailerStart
+        } else {
+            Chunk::Data { remaining: size }
+        })
     }
 
     fn trailer_byte(&mut self, next: Chunk) -> Result<Chunk, HttpError> {
@@ -201,7 +229,10 @@ mod tests {
             let (payload, progress) = run(Framing::Chunked, body, split).expect("valid");
             assert_eq!(payload, b"hello, world", "split {split}");
             assert!(progress.done);
-            assert_eq!(&body[progress.consumed..], b"NEXT".get(..body.len() - progress.consumed).unwrap_or(b""));
+            assert_eq!(
+                &body[progress.consumed..],
+                b"NEXT".get(..body.len() - progress.consumed).unwrap_or(b"")
+            );
         }
     }
 

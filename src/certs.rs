@@ -67,7 +67,8 @@ pub fn load(config: &Config) -> Result<Loaded, TlsError> {
         state.identity_files.insert(files.clone(), pair_bytes(&files));
         by_name.insert(identity.name.clone(), Arc::new(identity));
     }
-    let identities = IdentitySet { by_name, default: Arc::new(Identity::default_identity(&trust)?) };
+    let identities =
+        IdentitySet { by_name, default: Arc::new(Identity::default_identity(&trust)?) };
     Ok(Loaded { server_config, trust, identities, state })
 }
 
@@ -259,7 +260,9 @@ impl ReloaderThread {
             }
         }
         for removed in self.identities.by_name.keys().filter(|name| !next.contains_key(*name)) {
-            log::info!("identity {removed} removed from the tls config file: its clients now use the default identity");
+            log::info!(
+                "identity {removed} removed from the tls config file: its clients now use the default identity"
+            );
             changed = true;
         }
         if changed {
@@ -296,7 +299,9 @@ impl ReloaderThread {
         self.context.metrics.cert_reload_failures.fetch_add(1, Ordering::Relaxed);
         let message = error.to_string();
         if self.state.failures.get(subject) != Some(&message) {
-            log::warn!("not applying changed certificate material ({message}); the previous one stays in use, retrying every second");
+            log::warn!(
+                "not applying changed certificate material ({message}); the previous one stays in use, retrying every second"
+            );
             self.state.failures.insert(subject.to_string(), message);
         }
         false
@@ -330,10 +335,14 @@ impl ReloaderThread {
 
 fn log_identity_change(old: Option<&Identity>, new: &Identity) {
     let describe = |identity: &Identity| {
-        identity.summary.as_ref().map_or_else(String::new, |s| format!("serial {} until {}", s.serial_hex, x509::format_unix(s.not_after_unix)))
+        identity.summary.as_ref().map_or_else(String::new, |s| {
+            format!("serial {} until {}", s.serial_hex, x509::format_unix(s.not_after_unix))
+        })
     };
     match old {
-        Some(old) => log::info!("identity {} rotated: {} → {}", new.name, describe(old), describe(new)),
+        Some(old) => {
+            log::info!("identity {} rotated: {} → {}", new.name, describe(old), describe(new))
+        }
         None => log::info!("identity {} added: {}", new.name, describe(new)),
     }
 }

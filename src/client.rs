@@ -98,10 +98,16 @@ pub struct Tunnel {
 pub enum Phase {
     Handshake,
     /// Waiting for a request head; `started` is when its first byte arrived.
-    ReadHead { started: Option<Instant> },
+    ReadHead {
+        started: Option<Instant>,
+    },
     Exchange(Box<Exchange>),
     /// A cache lookup is in flight on the cache thread.
-    AwaitCache { request_id: u64, head: Box<RequestHead>, route: Box<Classified> },
+    AwaitCache {
+        request_id: u64,
+        head: Box<RequestHead>,
+        route: Box<Classified>,
+    },
     OfflineWatch(Box<OfflineWatch>),
     /// Raw bytes both ways after `101 Switching Protocols`.
     Tunnel(Box<Tunnel>),
@@ -111,7 +117,9 @@ pub enum Phase {
     /// sends, until it closes or `LINGER_TIMEOUT` passes. Closing with its bytes unread would
     /// make the kernel reset the connection, which can destroy that answer before the
     /// client reads it (nginx's lingering close).
-    Lingering { write_shut: bool },
+    Lingering {
+        write_shut: bool,
+    },
 }
 
 pub struct ClientConn {

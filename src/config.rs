@@ -162,8 +162,15 @@ const IGNORED_FLAGS: &[&str] = &[
 ];
 
 /// Ignored flags that are booleans (they never take the next argument as a value).
-const IGNORED_BOOL_FLAGS: &[&str] =
-    &["profiling", "url-mux-cache", "logtostderr", "alsologtostderr", "add_dir_header", "skip_headers", "one_output"];
+const IGNORED_BOOL_FLAGS: &[&str] = &[
+    "profiling",
+    "url-mux-cache",
+    "logtostderr",
+    "alsologtostderr",
+    "add_dir_header",
+    "skip_headers",
+    "one_output",
+];
 
 /// Parses the arguments after the program name.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigError> {
@@ -446,11 +453,26 @@ mod tests {
     #[test]
     fn client_timeouts_default_and_bounds() {
         assert_eq!(run(&[]).expect("valid").client_timeouts, ClientTimeouts::default());
-        let config = run(&["--tls-handshake-timeout=1", "--read-header-timeout=2", "--idle-timeout=3", "--stall-timeout=4"]);
+        let config = run(&[
+            "--tls-handshake-timeout=1",
+            "--read-header-timeout=2",
+            "--idle-timeout=3",
+            "--stall-timeout=4",
+        ]);
         let secs = |n| Duration::from_secs(n);
-        let expected = ClientTimeouts { handshake: secs(1), read_header: secs(2), idle: secs(3), stall: secs(4) };
+        let expected = ClientTimeouts {
+            handshake: secs(1),
+            read_header: secs(2),
+            idle: secs(3),
+            stall: secs(4),
+        };
         assert_eq!(config.expect("valid").client_timeouts, expected);
-        for bad in ["--idle-timeout=0", "--stall-timeout=-1", "--timeout=1.5", "--sync-duration=99999999999"] {
+        for bad in [
+            "--idle-timeout=0",
+            "--stall-timeout=-1",
+            "--timeout=1.5",
+            "--sync-duration=99999999999",
+        ] {
             let err = run(&[bad]).expect_err(bad);
             let flag = bad.split('=').next().unwrap_or(bad);
             assert!(err.to_string().contains(flag), "{bad}: {err}");
@@ -472,13 +494,25 @@ mod tests {
         assert!(err.to_string().contains("--port"), "{err}");
         let err = parse(args(&["--ca-file=/x"])).expect_err("missing");
         assert!(err.to_string().contains("--kube-apiserver-url"), "{err}");
-        assert_eq!(run(&["--timeout"]).expect_err("no value"), ConfigError::MissingValue("timeout".into()));
-        assert!(run(&["--cache-type=badger"]).expect_err("badger").to_string().contains("file and memory"));
+        assert_eq!(
+            run(&["--timeout"]).expect_err("no value"),
+            ConfigError::MissingValue("timeout".into())
+        );
+        assert!(
+            run(&["--cache-type=badger"])
+                .expect_err("badger")
+                .to_string()
+                .contains("file and memory")
+        );
     }
 
     #[test]
     fn superedge_only_flags_are_accepted() {
-        let config = run(&["--network-interface=eth0", "--profiling", "--v", "4", "--logtostderr"]).expect("valid");
-        assert_eq!(config.ignored_flags, vec!["network-interface", "profiling", "v", "logtostderr"]);
+        let config = run(&["--network-interface=eth0", "--profiling", "--v", "4", "--logtostderr"])
+            .expect("valid");
+        assert_eq!(
+            config.ignored_flags,
+            vec!["network-interface", "profiling", "v", "logtostderr"]
+        );
     }
 }

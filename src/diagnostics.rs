@@ -96,17 +96,26 @@ fn route(path: &str, sources: &Sources) -> (u16, &'static str, String) {
             None => (404, "text/plain", "no cache\n".into()),
         },
         "/debug/certs" => {
-            let snapshot = sources.certs.lock().map(|s| s.to_string()).unwrap_or_else(|_| "{}".into());
+            let snapshot =
+                sources.certs.lock().map(|s| s.to_string()).unwrap_or_else(|_| "{}".into());
             (200, "application/json", snapshot)
         }
-        _ => (404, "text/plain", "not found: try /healthz /readyz /metrics /debug/cache /debug/certs\n".into()),
+        _ => (
+            404,
+            "text/plain",
+            "not found: try /healthz /readyz /metrics /debug/cache /debug/certs\n".into(),
+        ),
     }
 }
 
 fn readyz(metrics: &Metrics) -> (u16, &'static str, String) {
     if metrics.cloud_down.load(Ordering::Relaxed) {
         let reason = metrics.cloud_reason();
-        (503, "text/plain", format!("cloud apiserver unreachable: {reason}\nserving reads from the cache\n"))
+        (
+            503,
+            "text/plain",
+            format!("cloud apiserver unreachable: {reason}\nserving reads from the cache\n"),
+        )
     } else {
         (200, "text/plain", "ok: cloud apiserver reachable\n".into())
     }
@@ -135,7 +144,9 @@ impl CacheReport for crate::cache::CacheReporter {
             ("cache_bytes", "gauge", stats.bytes),
         ];
         rows.iter()
-            .map(|(name, kind, value)| format!("# TYPE lite_apiserver_{name} {kind}\nlite_apiserver_{name} {value}\n"))
+            .map(|(name, kind, value)| {
+                format!("# TYPE lite_apiserver_{name} {kind}\nlite_apiserver_{name} {value}\n")
+            })
             .collect()
     }
 

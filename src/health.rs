@@ -59,13 +59,24 @@ impl Prober {
 }
 
 /// Starts the prober; reports go to `reports`, and `wake` is called after each one.
-pub fn spawn(target: ProbeTarget, reports: Sender<HealthReport>, wake: impl Fn() + Send + 'static) -> std::io::Result<Prober> {
+pub fn spawn(
+    target: ProbeTarget,
+    reports: Sender<HealthReport>,
+    wake: impl Fn() + Send + 'static,
+) -> std::io::Result<Prober> {
     let (kicks, kicked) = mpsc::channel();
-    thread::Builder::new().name("cloud-prober".into()).spawn(move || run(target, kicked, reports, wake))?;
+    thread::Builder::new()
+        .name("cloud-prober".into())
+        .spawn(move || run(target, kicked, reports, wake))?;
     Ok(Prober { kicks })
 }
 
-fn run(mut target: ProbeTarget, kicked: Receiver<ProberMessage>, reports: Sender<HealthReport>, wake: impl Fn()) {
+fn run(
+    mut target: ProbeTarget,
+    kicked: Receiver<ProberMessage>,
+    reports: Sender<HealthReport>,
+    wake: impl Fn(),
+) {
     let mut last_up: Option<bool> = None;
     loop {
         let report = probe(&target);
@@ -116,7 +127,9 @@ fn request_readyz(target: &ProbeTarget, addr: SocketAddr) -> std::io::Result<()>
         .map_err(std::io::Error::other)?;
     let mut stream = rustls::StreamOwned::new(tls, socket);
     let host = host_header(&target.host, target.port);
-    stream.write_all(format!("GET /readyz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    stream.write_all(
+        format!("GET /readyz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head)?;
     if head.starts_with(b"HTTP/1.") {

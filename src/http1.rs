@@ -79,7 +79,12 @@ fn header_tokens(headers: &[Header], name: &str) -> Vec<String> {
     headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .flat_map(|(_, v)| String::from_utf8_lossy(v).split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .flat_map(|(_, v)| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
         .filter(|t| !t.is_empty())
         .collect()
 }
@@ -171,7 +176,8 @@ fn message_framing(headers: &[Header]) -> Result<Option<Framing>, HttpError> {
 }
 
 fn parse_content_length(raw: &[u8]) -> Result<u64, HttpError> {
-    let text = std::str::from_utf8(raw).map_err(|_| HttpError::BadFraming("bad Content-Length"))?.trim();
+    let text =
+        std::str::from_utf8(raw).map_err(|_| HttpError::BadFraming("bad Content-Length"))?.trim();
     if text.is_empty() || text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(HttpError::BadFraming("bad Content-Length"));
     }
@@ -226,7 +232,9 @@ impl RequestHead {
     pub fn to_upstream_bytes(&self, host: &str, replace: &[(&str, &str)]) -> Vec<u8> {
         let upgrade = self.is_upgrade();
         let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(format!("{} {} HTTP/1.1\r\nHost: {host}\r\n", self.method, self.target).as_bytes());
+        out.extend_from_slice(
+            format!("{} {} HTTP/1.1\r\nHost: {host}\r\n", self.method, self.target).as_bytes(),
+        );
         let connection_named = header_tokens(&self.headers, "connection");
         for (name, value) in &self.headers {
             let lower = name.to_ascii_lowercase();
@@ -277,9 +285,17 @@ impl ResponseHead {
     /// header we pass through, plus `extra` headers and `Connection: close` when
     /// the client connection ends after it. `dechunk`: the body is sent de-chunked to
     /// an HTTP/1.0 client, so `Transfer-Encoding` goes too.
-    pub fn to_client_bytes(&self, minor_version: u8, close: bool, dechunk: bool, extra: &[(&str, &str)]) -> Vec<u8> {
+    pub fn to_client_bytes(
+        &self,
+        minor_version: u8,
+        close: bool,
+        dechunk: bool,
+        extra: &[(&str, &str)],
+    ) -> Vec<u8> {
         let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(format!("HTTP/1.{minor_version} {} {}\r\n", self.status, self.reason).as_bytes());
+        out.extend_from_slice(
+            format!("HTTP/1.{minor_version} {} {}\r\n", self.status, self.reason).as_bytes(),
+        );
         let connection_named = header_tokens(&self.headers, "connection");
         let switching = self.status == 101;
         for (name, value) in &self.headers {
@@ -312,9 +328,17 @@ impl ResponseHead {
 fn is_hop_by_hop(lower_name: &str, connection_named: &[String]) -> bool {
     matches!(
         lower_name,
-        "connection" | "keep-alive" | "proxy-connection" | "proxy-authenticate" | "proxy-authorization"
-            | "te" | "trailer" | "transfer-encoding" | "upgrade"
-    ) || (lower_name != "content-length" && connection_named.iter().any(|named| named == lower_name))
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    ) || (lower_name != "content-length"
+        && connection_named.iter().any(|named| named == lower_name))
 }
 
 fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -348,9 +372,11 @@ mod tests {
 
     #[test]
     fn smuggling_is_refused() {
-        let both = request("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let both =
+            request("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert!(both.validate().is_err());
-        let conflicting = request("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n");
+        let conflicting =
+            request("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n");
         assert!(conflicting.validate().is_err());
         let same = request("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(same.framing(), Ok(Framing::Length(3)));
@@ -378,12 +404,16 @@ mod tests {
         for gone in ["Connection", "X-Private", "Keep-Alive", "TE:", "Host: me"] {
             assert!(!out.contains(gone), "{gone} leaked: {out}");
         }
-        assert!(out.contains("Authorization: Bearer t\r\n") && out.contains("Impersonate-User: bob\r\n"));
+        assert!(
+            out.contains("Authorization: Bearer t\r\n")
+                && out.contains("Impersonate-User: bob\r\n")
+        );
     }
 
     #[test]
     fn connection_cannot_strip_the_content_length() {
-        let head = request("POST /x HTTP/1.1\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\n");
+        let head =
+            request("POST /x HTTP/1.1\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\n");
         let out = head.to_upstream_bytes("c", &[]);
         let (again, _) = parse_request(&out).expect("parses").expect("complete");
         assert_eq!(again.framing(), Ok(Framing::Length(5)));
@@ -391,7 +421,8 @@ mod tests {
 
     #[test]
     fn upgrades_keep_their_headers() {
-        let head = request("GET /exec HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n");
+        let head =
+            request("GET /exec HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n");
         assert!(head.is_upgrade());
         let out = String::from_utf8(head.to_upstream_bytes("c", &[])).expect("utf8");
         assert!(out.contains("Upgrade: SPDY/3.1\r\n") && out.contains("Connection: Upgrade\r\n"));
@@ -401,9 +432,13 @@ mod tests {
     fn response_framing_rules() {
         let parse = |t: &str| parse_response(t.as_bytes()).expect("ok").expect("complete").0;
         assert_eq!(parse("HTTP/1.1 200 OK\r\n\r\n").framing("GET"), Ok(Framing::UntilClose));
-        assert_eq!(parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n").framing("HEAD"), Ok(Framing::None));
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n").framing("HEAD"),
+            Ok(Framing::None)
+        );
         assert_eq!(parse("HTTP/1.1 204 No Content\r\n\r\n").framing("GET"), Ok(Framing::None));
-        let chunked = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+        let chunked =
+            parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
         assert_eq!(chunked.framing("GET"), Ok(Framing::Chunked));
         assert!(!chunked.keep_alive());
         let out = String::from_utf8(chunked.to_client_bytes(1, false, false, &[])).expect("utf8");

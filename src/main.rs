@@ -38,8 +38,11 @@ fn init_logging(level: Option<log::LevelFilter>) {
     let from_env = std::env::var("RUST_LOG").ok().and_then(|v| v.parse().ok());
     let level = level.or(from_env).unwrap_or(log::LevelFilter::Info);
     // rustls logs every TLS alert at debug; keep it quieter unless tracing.
-    let rustls_level = if level >= log::LevelFilter::Trace { level } else { log::LevelFilter::Warn };
-    let logger = simple_logger::SimpleLogger::new().with_level(level).with_module_level("rustls", rustls_level);
+    let rustls_level =
+        if level >= log::LevelFilter::Trace { level } else { log::LevelFilter::Warn };
+    let logger = simple_logger::SimpleLogger::new()
+        .with_level(level)
+        .with_module_level("rustls", rustls_level);
     if let Err(e) = logger.init() {
         eprintln!("lite-apiserver: cannot set up logging: {e}");
     }

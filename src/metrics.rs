@@ -1,8 +1,8 @@
 //! Counters the reactor keeps and the diagnostics listener prints (Prometheus text).
 //! Plain atomics: the reactor writes them, the diagnostics thread reads them.
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// One open watch or other long-running stream (proxied, tunnelled or served from the
 /// cache), counted in `open_watches` for exactly as long as this value lives.
@@ -67,7 +67,9 @@ impl Metrics {
         if delta >= 0 {
             gauge.fetch_add(delta as u64, Ordering::Relaxed);
         } else {
-            let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(delta.unsigned_abs())));
+            let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(delta.unsigned_abs()))
+            });
         }
     }
 
@@ -76,10 +78,15 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP lite_apiserver_responses_total Responses sent to clients, by source and status class.\n");
         out.push_str("# TYPE lite_apiserver_responses_total counter\n");
-        for (source, name) in [(Source::Upstream, "upstream"), (Source::Cache, "cache"), (Source::Local, "local")] {
+        for (source, name) in
+            [(Source::Upstream, "upstream"), (Source::Cache, "cache"), (Source::Local, "local")]
+        {
             for class in 0..CODE_CLASSES {
                 let value = self.responses[source as usize][class].load(Ordering::Relaxed);
-                out.push_str(&format!("lite_apiserver_responses_total{{source=\"{name}\",code=\"{}xx\"}} {value}\n", class + 1));
+                out.push_str(&format!(
+                    "lite_apiserver_responses_total{{source=\"{name}\",code=\"{}xx\"}} {value}\n",
+                    class + 1
+                ));
             }
         }
         let gauges = [
@@ -91,10 +98,15 @@ impl Metrics {
             ("cert_reload_failures_total", "counter", &self.cert_reload_failures),
         ];
         for (name, kind, value) in gauges {
-            out.push_str(&format!("# TYPE lite_apiserver_{name} {kind}\nlite_apiserver_{name} {}\n", value.load(Ordering::Relaxed)));
+            out.push_str(&format!(
+                "# TYPE lite_apiserver_{name} {kind}\nlite_apiserver_{name} {}\n",
+                value.load(Ordering::Relaxed)
+            ));
         }
         let up = u8::from(!self.cloud_down.load(Ordering::Relaxed));
-        out.push_str(&format!("# TYPE lite_apiserver_cloud_up gauge\nlite_apiserver_cloud_up {up}\n"));
+        out.push_str(&format!(
+            "# TYPE lite_apiserver_cloud_up gauge\nlite_apiserver_cloud_up {up}\n"
+        ));
         out
     }
 }

@@ -23,7 +23,14 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(15);
 impl Reactor {
     /// Serves a request without the cloud: reads and watches from the cache,
     /// anything else with `503`.
-    pub(crate) fn serve_offline(&mut self, slot: usize, client: &mut ClientConn, head: RequestHead, route: Classified, why: &str) {
+    pub(crate) fn serve_offline(
+        &mut self,
+        slot: usize,
+        client: &mut ClientConn,
+        head: RequestHead,
+        route: Classified,
+        why: &str,
+    ) {
         // An unread request body can't be skipped reliably: close after answering.
         let has_body = !matches!(head.framing(), Ok(Framing::None));
         let lookup = match &route {
@@ -34,10 +41,18 @@ impl Reactor {
         if let Some(lookup) = lookup.filter(|_| !has_body)
             && let Some(request_id) = self.lookup(slot, lookup)
         {
-            client.set_phase(Phase::AwaitCache { request_id, head: Box::new(head), route: Box::new(route) });
+            client.set_phase(Phase::AwaitCache {
+                request_id,
+                head: Box::new(head),
+                route: Box::new(route),
+            });
             return;
         }
-        let message = format!("{why}; {} {} needs the cloud and cannot be answered from the cache", head.method, head.path());
+        let message = format!(
+            "{why}; {} {} needs the cloud and cannot be answered from the cache",
+            head.method,
+            head.path()
+        );
         let mut response = LocalResponse::cloud_unavailable(&message);
         response.close = has_body;
         self.respond_local(client, &response, head.method == "HEAD");
@@ -60,19 +75,32 @@ impl Reactor {
         }
     }
 
-    fn answer_from_cache(&mut self, client: &mut ClientConn, head: &RequestHead, route: Classified, reply: Reply) {
+    fn answer_from_cache(
+        &mut self,
+        client: &mut ClientConn,
+        head: &RequestHead,
+        route: Classified,
+        reply: Reply,
+    ) {
         let head_only = head.method == "HEAD";
         match (reply, route) {
             (Reply::Hit(cached), _) => {
                 log::debug!("{} {}: served from cache", head.method, head.target);
                 self.respond_local(client, &cached_response(cached), head_only);
             }
-            (Reply::WatchReplay { initial_events, bookmark_event, .. }, Classified::Watch(request)) => {
+            (
+                Reply::WatchReplay { initial_events, bookmark_event, .. },
+                Classified::Watch(request),
+            ) => {
                 self.start_offline_watch(client, &request, initial_events, bookmark_event);
             }
             (Reply::WatchExpired, Classified::Watch(request)) => {
                 self.metrics.count_response(Source::Cache, 200);
-                client.out.push(&status::chunked_head(client.minor_version, "application/json", &[(CACHE_HEADER, "hit")]));
+                client.out.push(&status::chunked_head(
+                    client.minor_version,
+                    "application/json",
+                    &[(CACHE_HEADER, "hit")],
+                ));
                 let requested = request.resource_version.as_deref().unwrap_or("");
                 client.out.push(&encode_chunk(&cache::expired_event(requested)));
                 client.out.push(LAST_CHUNK);
@@ -80,18 +108,37 @@ impl Reactor {
             }
             (Reply::Failed(reason), _) => {
                 log::warn!("cache read failed for {}: {reason}", head.target);
-                self.respond_local(client, &LocalResponse::cloud_unavailable(&format!("the cloud apiserver is unreachable and the cache failed: {reason}")), head_only);
+                self.respond_local(
+                    client,
+                    &LocalResponse::cloud_unavailable(&format!(
+                        "the cloud apiserver is unreachable and the cache failed: {reason}"
+                    )),
+                    head_only,
+                );
             }
             (_, route) => {
-                let message = format!("the cloud apiserver is unreachable and {} is not in the cache", head.path());
+                let message = format!(
+                    "the cloud apiserver is unreachable and {} is not in the cache",
+                    head.path()
+                );
                 self.respond_local(client, &miss_response(&route, &message), head_only);
             }
         }
     }
 
-    fn start_offline_watch(&mut self, client: &mut ClientConn, request: &WatchRequest, initial_events: Vec<u8>, bookmark_event: Vec<u8>) {
+    fn start_offline_watch(
+        &mut self,
+        client: &mut ClientConn,
+        request: &WatchRequest,
+        initial_events: Vec<u8>,
+        bookmark_event: Vec<u8>,
+    ) {
         self.metrics.count_response(Source::Cache, 200);
-        client.out.push(&status::chunked_head(client.minor_version, "application/json", &[(CACHE_HEADER, "hit")]));
+        client.out.push(&status::chunked_head(
+            client.minor_version,
+            "application/json",
+            &[(CACHE_HEADER, "hit")],
+        ));
         if !initial_events.is_empty() {
             client.out.push(&encode_chunk(&initial_events));
         }
@@ -101,7 +148,8 @@ impl Reactor {
             counted: OpenWatch::new(&self.metrics),
             ends_at: now + timeout,
             // No bookmark line (a non-JSON watch): an empty chunk would end the stream.
-            next_bookmark: (request.allow_bookmarks && !bookmark_event.is_empty()).then_some(now + BOOKMARK_INTERVAL),
+            next_bookmark: (request.allow_bookmarks && !bookmark_event.is_empty())
+                .then_some(now + BOOKMARK_INTERVAL),
             bookmark_event,
         };
         client.set_phase(Phase::OfflineWatch(Box::new(watch)));
@@ -120,7 +168,11 @@ impl Reactor {
     }
 
     /// A timer fired for an offline watch: send a BOOKMARK or end the stream.
-    pub(crate) fn offline_watch_tick(&mut self, client: &mut ClientConn, mut watch: Box<OfflineWatch>) -> bool {
+    pub(crate) fn offline_watch_tick(
+        &mut self,
+        client: &mut ClientConn,
+        mut watch: Box<OfflineWatch>,
+    ) -> bool {
         let now = Instant::now();
         if now >= watch.ends_at {
             finish_offline_watch(client);
@@ -156,7 +208,9 @@ fn finish_offline_watch(client: &mut ClientConn) {
 /// does not hold is `503`: an empty list would tell a client that everything is gone.
 fn miss_response(route: &Classified, message: &str) -> LocalResponse {
     match route {
-        Classified::Read(key) if key.names_object() => LocalResponse::status(404, "NotFound", message),
+        Classified::Read(key) if key.names_object() => {
+            LocalResponse::status(404, "NotFound", message)
+        }
         _ => LocalResponse::cloud_unavailable(message),
     }
 }

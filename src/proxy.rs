@@ -58,9 +58,15 @@ pub enum PumpOutcome {
     Progress,
     Wait,
     /// The response is complete.
-    Finished { upstream_reusable: bool, client_keep_alive: bool },
+    Finished {
+        upstream_reusable: bool,
+        client_keep_alive: bool,
+    },
     /// The upstream failed before any response byte: the caller retries or falls back.
-    UpstreamFailed { reason: String, timeout: bool },
+    UpstreamFailed {
+        reason: String,
+        timeout: bool,
+    },
     /// `101 Switching Protocols` was forwarded: the connection becomes a tunnel.
     Upgraded,
     /// Broken mid-response: nothing more can be said to the client.
@@ -89,7 +95,14 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    pub fn new(request: RequestHead, route: Classified, upstream: UpstreamConn, upstream_slot: usize, upstream_head: Vec<u8>, watch_id: u64) -> Result<Exchange, HttpError> {
+    pub fn new(
+        request: RequestHead,
+        route: Classified,
+        upstream: UpstreamConn,
+        upstream_slot: usize,
+        upstream_head: Vec<u8>,
+        watch_id: u64,
+    ) -> Result<Exchange, HttpError> {
         let request_body = BodyTracker::new(request.framing()?);
         let mut to_upstream = OutQueue::default();
         to_upstream.push(&upstream_head);
@@ -122,7 +135,10 @@ impl Exchange {
 
     /// Safe to send again: nothing of the response arrived and no body was sent.
     pub fn can_retry(&self) -> bool {
-        !self.retried && self.upstream.reused && self.request.framing() == Ok(Framing::None) && self.response_not_started()
+        !self.retried
+            && self.upstream.reused
+            && self.request.framing() == Ok(Framing::None)
+            && self.response_not_started()
     }
 
     pub fn response_not_started(&self) -> bool {
@@ -133,10 +149,17 @@ impl Exchange {
     /// exec/attach/port-forward or proxy stream. These may be silent for long
     /// stretches, so no idle timeout applies; their own timeouts end them.
     pub fn is_long_running(&self) -> bool {
-        let query_is = |name: &str, values: &[&str]| http1::query_param(&self.request.target, name).is_some_and(|v| values.contains(&v));
+        let query_is = |name: &str, values: &[&str]| {
+            http1::query_param(&self.request.target, name).is_some_and(|v| values.contains(&v))
+        };
         let path = self.request.path();
-        let streaming_subresource = ["/exec", "/attach", "/portforward", "/proxy"].iter().any(|s| path.ends_with(s)) || path.contains("/proxy/");
-        matches!(self.route, Classified::Watch(_)) || query_is("watch", &["true", "1"]) || query_is("follow", &["true", "1"]) || streaming_subresource
+        let streaming_subresource =
+            ["/exec", "/attach", "/portforward", "/proxy"].iter().any(|s| path.ends_with(s))
+                || path.contains("/proxy/");
+        matches!(self.route, Classified::Watch(_))
+            || query_is("watch", &["true", "1"])
+            || query_is("follow", &["true", "1"])
+            || streaming_subresource
     }
 
     /// A long-running response is streaming to the client.
@@ -145,7 +168,12 @@ impl Exchange {
     }
 
     /// Does all the work possible now, in both directions.
-    pub fn pump(&mut self, client: &mut ClientConn, tee: &mut Tee<'_>, scratch: &mut [u8]) -> PumpOutcome {
+    pub fn pump(
+        &mut self,
+        client: &mut ClientConn,
+        tee: &mut Tee<'_>,
+        scratch: &mut [u8],
+    ) -> PumpOutcome {
         match self.upstream.poll_connected() {
             Ok(true) => {}
             Ok(false) => return PumpOutcome::Wait,
@@ -192,10 +220,17 @@ impl Exchange {
     }
 
     /// Request head and body, client → cloud.
-    fn forward_request(&mut self, client: &mut ClientConn, scratch: &mut [u8]) -> Result<bool, PumpOutcome> {
+    fn forward_request(
+        &mut self,
+        client: &mut ClientConn,
+        scratch: &mut [u8],
+    ) -> Result<bool, PumpOutcome> {
         let mut progressed = false;
         loop {
-            let moved = self.to_upstream.drain_into(&mut self.upstream.transport).map_err(|e| self.failed(format!("write to the cloud failed: {e}")))?;
+            let moved = self
+                .to_upstream
+                .drain_into(&mut self.upstream.transport)
+                .map_err(|e| self.failed(format!("write to the cloud failed: {e}")))?;
             progressed |= moved > 0;
             if !self.to_upstream.is_empty() {
                 return Ok(progressed);
@@ -208,7 +243,9 @@ impl Exchange {
                 match client.transport.read_plain(scratch) {
                     Ok(ReadOutcome::Data(n)) => client.inbuf.extend_from_slice(&scratch[..n]),
                     Ok(ReadOutcome::WouldBlock) => return Ok(progressed),
-                    Ok(ReadOutcome::Eof) => return Err(PumpOutcome::Abort("client closed mid-request".into())),
+                    Ok(ReadOutcome::Eof) => {
+                        return Err(PumpOutcome::Abort("client closed mid-request".into()));
+                    }
                     Err(e) => return Err(PumpOutcome::Abort(format!("client read failed: {e}"))),
                 }
             }
@@ -224,7 +261,12 @@ impl Exchange {
     }
 
     /// Response head and body, cloud → client, teeing payload to the cache.
-    fn forward_response(&mut self, client: &mut ClientConn, tee: &mut Tee<'_>, scratch: &mut [u8]) -> Result<bool, PumpOutcome> {
+    fn forward_response(
+        &mut self,
+        client: &mut ClientConn,
+        tee: &mut Tee<'_>,
+        scratch: &mut [u8],
+    ) -> Result<bool, PumpOutcome> {
         let mut progressed = false;
         while client.out.len() < QUEUE_HIGH_WATER && !self.response_complete() {
             let n = match self.upstream.transport.read_plain(scratch) {
@@ -253,12 +295,21 @@ impl Exchange {
         matches!(&self.response, ResponseState::Body(body) if body.tracker.is_done())
     }
 
-    fn try_response_head(&mut self, client: &mut ClientConn, tee: &mut Tee<'_>) -> Result<(), PumpOutcome> {
+    fn try_response_head(
+        &mut self,
+        client: &mut ClientConn,
+        tee: &mut Tee<'_>,
+    ) -> Result<(), PumpOutcome> {
         let ResponseState::AwaitingHead(buf) = &mut self.response else { return Ok(()) };
         let (head, length) = match http1::parse_response(buf) {
             Ok(Some(parsed)) => parsed,
             Ok(None) => return Ok(()),
-            Err(e) => return Err(PumpOutcome::UpstreamFailed { reason: format!("bad response from the cloud: {e}"), timeout: false }),
+            Err(e) => {
+                return Err(PumpOutcome::UpstreamFailed {
+                    reason: format!("bad response from the cloud: {e}"),
+                    timeout: false,
+                });
+            }
         };
         let rest = buf.split_off(length);
         if (100..200).contains(&head.status) && head.status != 101 {
@@ -267,9 +318,16 @@ impl Exchange {
             *buf = rest;
             return self.try_response_head(client, tee);
         }
-        let framing = head.framing(&self.request.method).map_err(|e| PumpOutcome::Abort(format!("bad response framing: {e}")))?;
+        let framing = head
+            .framing(&self.request.method)
+            .map_err(|e| PumpOutcome::Abort(format!("bad response framing: {e}")))?;
         let mut body = self.body_state(&head, framing, client.minor_version, tee);
-        client.out.push(&head.to_client_bytes(client.minor_version, body.close_client, body.dechunk, &[]));
+        client.out.push(&head.to_client_bytes(
+            client.minor_version,
+            body.close_client,
+            body.dechunk,
+            &[],
+        ));
         if head.status == 101 {
             client.out.push(&rest);
             return Err(PumpOutcome::Upgraded);
@@ -279,18 +337,27 @@ impl Exchange {
         Ok(())
     }
 
-    fn body_state(&mut self, head: &ResponseHead, framing: Framing, client_minor: u8, tee: &mut Tee<'_>) -> BodyState {
+    fn body_state(
+        &mut self,
+        head: &ResponseHead,
+        framing: Framing,
+        client_minor: u8,
+        tee: &mut Tee<'_>,
+    ) -> BodyState {
         let dechunk = client_minor == 0 && framing == Framing::Chunked;
         let close_client = !self.request.keep_alive() || framing == Framing::UntilClose || dechunk;
         let content_type = head.header_str("content-type").unwrap_or("").to_string();
         let ok = head.status == 200;
         // Only cacheable reads are asked for plain bodies: a write's answer may be compressed.
-        let plain = head.header_str("content-encoding").is_none_or(|e| e.trim().eq_ignore_ascii_case("identity"));
+        let plain = head
+            .header_str("content-encoding")
+            .is_none_or(|e| e.trim().eq_ignore_ascii_case("identity"));
         let purpose = match (&self.route, tee.cache) {
             (Classified::Read(key), Some(_)) if ok => Some(CopyFor::Read(key.clone())),
             // Whatever the status: the cache decides what the answer means.
             (Classified::Uncacheable, Some(_)) if plain => {
-                cache::classify_write(&self.request.method, &self.request.target).map(CopyFor::Write)
+                cache::classify_write(&self.request.method, &self.request.target)
+                    .map(CopyFor::Write)
             }
             _ => None,
         };
@@ -300,7 +367,9 @@ impl Exchange {
             CacheCopy { purpose, content_type: content_type.clone(), bytes }
         });
         let watch_id = match (&self.route, tee.cache) {
-            (Classified::Watch(request), Some(cache)) if ok && content_type.starts_with("application/json") => {
+            (Classified::Watch(request), Some(cache))
+                if ok && content_type.starts_with("application/json") =>
+            {
                 cache.watch_opened(self.next_watch_id, request);
                 Some(self.next_watch_id)
             }
@@ -319,7 +388,9 @@ impl Exchange {
 
     fn upstream_eof(&mut self, tee: &mut Tee<'_>) -> Result<(), PumpOutcome> {
         match &mut self.response {
-            ResponseState::AwaitingHead(_) => Err(self.failed("the cloud apiserver closed the connection".into())),
+            ResponseState::AwaitingHead(_) => {
+                Err(self.failed("the cloud apiserver closed the connection".into()))
+            }
             ResponseState::Body(body) if body.tracker.until_close() => {
                 body.upstream_reusable = false;
                 body.tracker = BodyTracker::new(Framing::None);
@@ -340,7 +411,9 @@ impl Exchange {
         }
         let request_done = self.request_body.is_done();
         Some(PumpOutcome::Finished {
-            upstream_reusable: body.upstream_reusable && request_done && self.upstream.transport.is_flushed(),
+            upstream_reusable: body.upstream_reusable
+                && request_done
+                && self.upstream.transport.is_flushed(),
             client_keep_alive: !body.close_client && request_done,
         })
     }
@@ -378,7 +451,12 @@ fn notice_hang_up(client: &mut ClientConn, scratch: &mut [u8]) -> Result<(), Pum
 
 impl BodyState {
     /// Body bytes from the cloud: to the client (raw, or de-chunked for HTTP/1.0) and the cache.
-    fn consume(&mut self, mut bytes: &[u8], client: &mut ClientConn, tee: &mut Tee<'_>) -> Result<(), PumpOutcome> {
+    fn consume(
+        &mut self,
+        mut bytes: &[u8],
+        client: &mut ClientConn,
+        tee: &mut Tee<'_>,
+    ) -> Result<(), PumpOutcome> {
         while !bytes.is_empty() && !self.tracker.is_done() {
             let dechunk = self.dechunk;
             let cache_copy = &mut self.cache_copy;
@@ -398,14 +476,18 @@ impl BodyState {
                         cache.watch_bytes(id, payload);
                     }
                 })
-                .map_err(|e| PumpOutcome::Abort(format!("bad response body from the cloud: {e}")))?;
+                .map_err(|e| {
+                    PumpOutcome::Abort(format!("bad response body from the cloud: {e}"))
+                })?;
             if !dechunk {
                 client.out.push(&bytes[..progress.consumed]);
             }
             let held = copy_held(&self.cache_copy);
             tee.budget.used += held - held_before;
             let others_copying = tee.budget.used > held;
-            if held > MAX_CACHED_BODY || (others_copying && tee.budget.used > MAX_COPY_BYTES_IN_FLIGHT) {
+            if held > MAX_CACHED_BODY
+                || (others_copying && tee.budget.used > MAX_COPY_BYTES_IN_FLIGHT)
+            {
                 self.drop_copy(tee);
             }
             bytes = &bytes[progress.consumed..];
@@ -432,7 +514,9 @@ impl BodyState {
             tee.budget.release(copy.bytes.capacity());
             match copy.purpose {
                 CopyFor::Read(key) => cache.store(key, &copy.content_type, copy.bytes),
-                CopyFor::Write(write) => cache.write_answered(write, self.status, &copy.content_type, copy.bytes),
+                CopyFor::Write(write) => {
+                    cache.write_answered(write, self.status, &copy.content_type, copy.bytes)
+                }
             }
         }
     }

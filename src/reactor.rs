@@ -61,7 +61,9 @@ pub enum Conn {
     Client(Box<ClientConn>),
     IdleUpstream(Box<UpstreamConn>),
     /// An upstream connection owned by the exchange of client `client`.
-    BusyUpstream { client: usize },
+    BusyUpstream {
+        client: usize,
+    },
 }
 
 /// What a phase step asks of the loop.
@@ -173,7 +175,11 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
-            let timeout = if self.ready.is_empty() { self.timers.poll_timeout(now) } else { Some(Duration::ZERO) };
+            let timeout = if self.ready.is_empty() {
+                self.timers.poll_timeout(now)
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -219,8 +225,12 @@ impl Reactor {
                 let client_slot = *client;
                 if let Some(Conn::Client(client)) = self.conns.get_mut(client_slot) {
                     match &mut client.phase {
-                        Phase::Exchange(exchange) => exchange.upstream.transport.mark_ready(readable, writable),
-                        Phase::Tunnel(tunnel) => tunnel.upstream.transport.mark_ready(readable, writable),
+                        Phase::Exchange(exchange) => {
+                            exchange.upstream.transport.mark_ready(readable, writable)
+                        }
+                        Phase::Tunnel(tunnel) => {
+                            tunnel.upstream.transport.mark_ready(readable, writable)
+                        }
                         _ => {}
                     }
                 }
@@ -251,11 +261,16 @@ impl Reactor {
             let over_limit = self.clients >= self.config.max_connections;
             if over_limit {
                 self.metrics.rejected_connections.fetch_add(1, Ordering::Relaxed);
-                log::warn!("refusing connection from {peer}: {} connections open (--max-connections)", self.clients);
+                log::warn!(
+                    "refusing connection from {peer}: {} connections open (--max-connections)",
+                    self.clients
+                );
             }
             // A few connections past the limit are told why (a 503 Status a client backs off
             // on); past those, a flood only costs an accept and a close, not a handshake each.
-            if self.shutdown_deadline.is_some() || self.clients >= self.config.max_connections.saturating_add(OVER_LIMIT_ANSWERED) {
+            if self.shutdown_deadline.is_some()
+                || self.clients >= self.config.max_connections.saturating_add(OVER_LIMIT_ANSWERED)
+            {
                 drop(socket);
                 continue;
             }
@@ -267,7 +282,8 @@ impl Reactor {
 
     fn add_client(&mut self, socket: TcpStream, over_limit: bool) -> io::Result<()> {
         socket.set_nodelay(true)?;
-        let tls = rustls::ServerConnection::new(self.server_config.clone()).map_err(io::Error::other)?;
+        let tls =
+            rustls::ServerConnection::new(self.server_config.clone()).map_err(io::Error::other)?;
         let mut client = ClientConn::new(Transport::new(socket, tls.into()));
         client.over_limit = over_limit;
         let slot = self.conns.insert(Conn::Client(Box::new(client)));
@@ -364,9 +380,13 @@ impl Reactor {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let too_large = matches!(e, http1::HttpError::HeadTooLarge | http1::HttpError::TooManyHeaders);
+                    let too_large = matches!(
+                        e,
+                        http1::HttpError::HeadTooLarge | http1::HttpError::TooManyHeaders
+                    );
                     let code = if too_large { 431 } else { 400 };
-                    let response = LocalResponse::status(code, "BadRequest", &e.to_string()).closing();
+                    let response =
+                        LocalResponse::status(code, "BadRequest", &e.to_string()).closing();
                     self.respond_local(client, &response, false);
                     return Step::Again;
                 }
@@ -399,13 +419,17 @@ impl Reactor {
             return;
         }
         if client.over_limit {
-            let message = format!("too many connections to lite-apiserver (--max-connections={})", self.config.max_connections);
+            let message = format!(
+                "too many connections to lite-apiserver (--max-connections={})",
+                self.config.max_connections
+            );
             let response = LocalResponse::status(503, "ServiceUnavailable", &message).closing();
             self.respond_local(client, &response, head.method == "HEAD");
             return;
         }
         if self.shutdown_deadline.is_some() {
-            let response = LocalResponse::cloud_unavailable("lite-apiserver is shutting down").closing();
+            let response =
+                LocalResponse::cloud_unavailable("lite-apiserver is shutting down").closing();
             self.respond_local(client, &response, head.method == "HEAD");
             return;
         }
@@ -417,7 +441,8 @@ impl Reactor {
             self.serve_offline(slot, client, head, route, "the cloud apiserver is unreachable");
             return;
         }
-        let mut replace: Vec<(&str, &str)> = accept.as_deref().map(|a| vec![("Accept", a)]).unwrap_or_default();
+        let mut replace: Vec<(&str, &str)> =
+            accept.as_deref().map(|a| vec![("Accept", a)]).unwrap_or_default();
         if !matches!(route, Classified::Uncacheable) {
             // The cache stores and splits plain bodies: no gzip on what it will keep.
             replace.push(("Accept-Encoding", ""));
@@ -426,14 +451,25 @@ impl Reactor {
         match self.checkout_upstream(&identity, slot) {
             Ok((upstream, upstream_slot)) => {
                 self.next_id += 1;
-                match Exchange::new(head, route, upstream, upstream_slot, upstream_head, self.next_id) {
+                match Exchange::new(
+                    head,
+                    route,
+                    upstream,
+                    upstream_slot,
+                    upstream_head,
+                    self.next_id,
+                ) {
                     Ok(mut exchange) => {
                         if exchange.is_long_running() {
                             exchange.counted = Some(OpenWatch::new(&self.metrics));
                         }
                         client.set_phase(Phase::Exchange(Box::new(exchange)))
                     }
-                    Err(e) => self.respond_local(client, &LocalResponse::bad_request(&e.to_string()), false),
+                    Err(e) => self.respond_local(
+                        client,
+                        &LocalResponse::bad_request(&e.to_string()),
+                        false,
+                    ),
                 }
             }
             Err(e) => {
@@ -455,7 +491,9 @@ impl Reactor {
             Classified::Watch(_) => true,
             Classified::Uncacheable => false,
         };
-        let wants_protobuf = accept.is_some_and(|a| a.contains("application/vnd.kubernetes.protobuf") && !a.contains("as="));
+        let wants_protobuf = accept.is_some_and(|a| {
+            a.contains("application/vnd.kubernetes.protobuf") && !a.contains("as=")
+        });
         if self.config.modify_request_accept && resource_read && wants_protobuf {
             let json = "application/json".to_string();
             let route = cache::classify(cache_identity, &head.method, &head.target, Some(&json));
@@ -465,11 +503,16 @@ impl Reactor {
     }
 
     /// A pooled connection for `identity`, or a new one.
-    fn checkout_upstream(&mut self, identity: &Arc<Identity>, client_slot: usize) -> io::Result<(UpstreamConn, usize)> {
+    fn checkout_upstream(
+        &mut self,
+        identity: &Arc<Identity>,
+        client_slot: usize,
+    ) -> io::Result<(UpstreamConn, usize)> {
         while let Some(slot) = self.pool.take(&identity.name) {
             match self.conns.take(slot) {
                 Some(Conn::IdleUpstream(mut upstream)) => {
-                    if upstream.identity.generation != identity.generation || !upstream.still_idle() {
+                    if upstream.identity.generation != identity.generation || !upstream.still_idle()
+                    {
                         self.drop_upstream(slot, *upstream);
                         continue;
                     }
@@ -484,12 +527,24 @@ impl Reactor {
         self.connect_upstream(identity, client_slot)
     }
 
-    fn connect_upstream(&mut self, identity: &Arc<Identity>, client_slot: usize) -> io::Result<(UpstreamConn, usize)> {
-        let addr = self.cloud.addr.ok_or_else(|| io::Error::other("the cloud apiserver address is not resolved"))?;
-        let mut upstream = UpstreamConn::connect(addr, identity.clone(), self.cloud.server_name.clone())?;
+    fn connect_upstream(
+        &mut self,
+        identity: &Arc<Identity>,
+        client_slot: usize,
+    ) -> io::Result<(UpstreamConn, usize)> {
+        let addr = self
+            .cloud
+            .addr
+            .ok_or_else(|| io::Error::other("the cloud apiserver address is not resolved"))?;
+        let mut upstream =
+            UpstreamConn::connect(addr, identity.clone(), self.cloud.server_name.clone())?;
         let slot = self.conns.insert(Conn::BusyUpstream { client: client_slot });
         let token = Token(CONN_BASE + slot);
-        if let Err(e) = self.poll.registry().register(&mut upstream.transport.socket, token, Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self.poll.registry().register(
+            &mut upstream.transport.socket,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             self.conns.release(slot);
             return Err(e);
         }
@@ -498,7 +553,8 @@ impl Reactor {
     }
 
     fn step_exchange(&mut self, slot: usize, client: &mut ClientConn) -> Step {
-        let Phase::Exchange(mut exchange) = std::mem::replace(&mut client.phase, Phase::Closing) else {
+        let Phase::Exchange(mut exchange) = std::mem::replace(&mut client.phase, Phase::Closing)
+        else {
             return Step::Close;
         };
         let mut tee = Tee { cache: self.cache.as_ref(), budget: &mut self.copy_budget };
@@ -516,15 +572,26 @@ impl Reactor {
                 self.count_exchange(&exchange);
                 let Exchange { upstream, upstream_slot, .. } = *exchange;
                 self.release_upstream(upstream_slot, upstream, upstream_reusable);
-                client.set_phase(if client_keep_alive { Phase::ReadHead { started: None } } else { Phase::Closing });
+                client.set_phase(if client_keep_alive {
+                    Phase::ReadHead { started: None }
+                } else {
+                    Phase::Closing
+                });
                 Step::Again
             }
-            PumpOutcome::UpstreamFailed { reason, timeout } => self.exchange_failed(slot, client, exchange, &reason, timeout),
+            PumpOutcome::UpstreamFailed { reason, timeout } => {
+                self.exchange_failed(slot, client, exchange, &reason, timeout)
+            }
             PumpOutcome::Upgraded => {
                 self.count_exchange(&exchange);
                 let Exchange { upstream, upstream_slot, counted, .. } = *exchange;
                 let counted = counted.unwrap_or_else(|| OpenWatch::new(&self.metrics));
-                client.set_phase(Phase::Tunnel(Box::new(Tunnel { counted, upstream, upstream_slot, to_upstream: Default::default() })));
+                client.set_phase(Phase::Tunnel(Box::new(Tunnel {
+                    counted,
+                    upstream,
+                    upstream_slot,
+                    to_upstream: Default::default(),
+                })));
                 Step::Again
             }
             PumpOutcome::BadRequestBody(reason) if exchange.response_not_started() => {
@@ -556,7 +623,14 @@ impl Reactor {
 
     /// The cloud failed before answering: retry a stale pooled connection once,
     /// else answer from the cache (reads) or with a `Status` (writes, bad answers).
-    fn exchange_failed(&mut self, slot: usize, client: &mut ClientConn, mut exchange: Box<Exchange>, reason: &str, timeout: bool) -> Step {
+    fn exchange_failed(
+        &mut self,
+        slot: usize,
+        client: &mut ClientConn,
+        mut exchange: Box<Exchange>,
+        reason: &str,
+        timeout: bool,
+    ) -> Step {
         log::debug!("{} {}: {reason}", exchange.request.method, exchange.request.target);
         if exchange.can_retry() {
             let identity = exchange.upstream.identity.clone();
@@ -583,7 +657,11 @@ impl Reactor {
             self.cloud.suspect |= timeout && !reused;
             self.cloud_failed(reason);
         }
-        let why = if timeout { "timed out waiting for the cloud apiserver" } else { "the cloud apiserver is unreachable" };
+        let why = if timeout {
+            "timed out waiting for the cloud apiserver"
+        } else {
+            "the cloud apiserver is unreachable"
+        };
         self.serve_offline(slot, client, request, route, why);
         Step::Again
     }
@@ -637,15 +715,25 @@ impl Reactor {
     }
 
     /// Writes a local response; the connection then reads the next request or closes.
-    pub(crate) fn respond_local(&mut self, client: &mut ClientConn, response: &LocalResponse, head_only: bool) {
-        let source = if response.extra_headers.iter().any(|(n, _)| n == crate::offline::CACHE_HEADER) {
-            Source::Cache
-        } else {
-            Source::Local
-        };
+    pub(crate) fn respond_local(
+        &mut self,
+        client: &mut ClientConn,
+        response: &LocalResponse,
+        head_only: bool,
+    ) {
+        let source =
+            if response.extra_headers.iter().any(|(n, _)| n == crate::offline::CACHE_HEADER) {
+                Source::Cache
+            } else {
+                Source::Local
+            };
         self.metrics.count_response(source, response.status);
         client.queue_local(response, head_only);
-        client.set_phase(if response.close { Phase::Closing } else { Phase::ReadHead { started: None } });
+        client.set_phase(if response.close {
+            Phase::Closing
+        } else {
+            Phase::ReadHead { started: None }
+        });
     }
 
     /// A new request id for a cache lookup by `slot`.
@@ -747,7 +835,10 @@ impl Reactor {
     /// requests a few seconds to finish.
     fn begin_shutdown(&mut self) {
         sdnotify::stopping();
-        log::info!("shutting down: finishing in-flight requests for up to {}s", SHUTDOWN_GRACE.as_secs());
+        log::info!(
+            "shutting down: finishing in-flight requests for up to {}s",
+            SHUTDOWN_GRACE.as_secs()
+        );
         self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
         for listener in &mut self.listeners {
             let _ = self.poll.registry().deregister(listener);
@@ -755,7 +846,11 @@ impl Reactor {
         for slot in self.conns.slots() {
             let idle = match self.conns.get(slot) {
                 Some(Conn::Client(client)) => {
-                    client.is_watching() || matches!(client.phase, Phase::Handshake | Phase::ReadHead { started: None })
+                    client.is_watching()
+                        || matches!(
+                            client.phase,
+                            Phase::Handshake | Phase::ReadHead { started: None }
+                        )
                 }
                 _ => false,
             };
@@ -797,7 +892,9 @@ impl Reactor {
                         self.arm(slot);
                     }
                 }
-                Some(Conn::IdleUpstream(upstream)) if upstream.idle_since + UPSTREAM_IDLE_TIMEOUT <= now => {
+                Some(Conn::IdleUpstream(upstream))
+                    if upstream.idle_since + UPSTREAM_IDLE_TIMEOUT <= now =>
+                {
                     self.close_idle_upstream(slot);
                 }
                 _ => {}
@@ -810,10 +907,18 @@ impl Reactor {
         let keep = match std::mem::replace(&mut client.phase, Phase::Closing) {
             Phase::Exchange(exchange) if exchange.response_not_started() => {
                 let reason = "timed out waiting for the cloud apiserver".to_string();
-                !matches!(self.exchange_failed(slot, &mut client, exchange, &reason, true), Step::Close)
+                !matches!(
+                    self.exchange_failed(slot, &mut client, exchange, &reason, true),
+                    Step::Close
+                )
             }
             Phase::Exchange(mut exchange) => {
-                log::debug!("{} {}: no progress for {}s, closing", exchange.request.method, exchange.request.target, self.config.client_timeouts.stall.as_secs());
+                log::debug!(
+                    "{} {}: no progress for {}s, closing",
+                    exchange.request.method,
+                    exchange.request.target,
+                    self.config.client_timeouts.stall.as_secs()
+                );
                 exchange.abandon(&mut self.tee());
                 client.phase = Phase::Exchange(exchange);
                 false
@@ -864,8 +969,13 @@ impl Reactor {
 
     /// Returns an upstream connection to the pool, or closes it.
     fn release_upstream(&mut self, slot: usize, mut upstream: UpstreamConn, reusable: bool) {
-        let current = self.identities.select(Some(&upstream.identity.name)).generation == upstream.identity.generation;
-        if reusable && current && self.shutdown_deadline.is_none() && self.pool.offer(&upstream.identity.name, slot) {
+        let current = self.identities.select(Some(&upstream.identity.name)).generation
+            == upstream.identity.generation;
+        if reusable
+            && current
+            && self.shutdown_deadline.is_none()
+            && self.pool.offer(&upstream.identity.name, slot)
+        {
             upstream.idle_since = Instant::now();
             upstream.reused = false;
             self.timers.schedule(upstream.idle_since + UPSTREAM_IDLE_TIMEOUT, slot);
@@ -897,7 +1007,8 @@ fn cache_identity(peer_cn: Option<&str>, identity: &Identity, head: &RequestHead
     if !identity.name.is_empty() {
         return format!("cn:{}", identity.name);
     }
-    let token = head.header_str("authorization").and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
+    let token =
+        head.header_str("authorization").and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
     if let Some(token) = token.filter(|t| !t.is_empty()) {
         let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
         let hex: String = digest.as_ref().iter().take(16).map(|b| format!("{b:02x}")).collect();
@@ -916,11 +1027,15 @@ fn client_deadline(client: &ClientConn, config: &Config) -> Option<Instant> {
         Phase::Handshake => Some(client.phase_since + timeouts.handshake),
         Phase::ReadHead { started: Some(started) } => Some(*started + timeouts.read_header),
         Phase::ReadHead { started: None } => Some(client.phase_since + timeouts.idle),
-        Phase::Exchange(exchange) if !exchange.upstream.is_established() => Some(exchange.started + config.timeout),
+        Phase::Exchange(exchange) if !exchange.upstream.is_established() => {
+            Some(exchange.started + config.timeout)
+        }
         Phase::Exchange(exchange) if exchange.is_long_running() => None,
         Phase::Exchange(exchange) => Some(exchange.last_activity + timeouts.stall),
         Phase::AwaitCache { .. } => Some(client.phase_since + CACHE_LOOKUP_TIMEOUT),
-        Phase::OfflineWatch(watch) => Some(watch.next_bookmark.map_or(watch.ends_at, |b| b.min(watch.ends_at))),
+        Phase::OfflineWatch(watch) => {
+            Some(watch.next_bookmark.map_or(watch.ends_at, |b| b.min(watch.ends_at)))
+        }
         Phase::Tunnel(_) => None,
         Phase::Closing => Some(client.phase_since + CLOSING_TIMEOUT),
         Phase::Lingering { .. } => Some(client.phase_since + LINGER_TIMEOUT),

@@ -39,7 +39,11 @@ pub fn notify_to(socket: &str, state: &str) -> io::Result<()> {
     let addr = socket_addr(socket)?;
     let sender = UnixDatagram::unbound()?;
     let sent = sender.send_to_addr(state.as_bytes(), &addr)?;
-    if sent == state.len() { Ok(()) } else { Err(io::Error::new(io::ErrorKind::WriteZero, "short datagram")) }
+    if sent == state.len() {
+        Ok(())
+    } else {
+        Err(io::Error::new(io::ErrorKind::WriteZero, "short datagram"))
+    }
 }
 
 fn socket_addr(socket: &str) -> io::Result<SocketAddr> {
@@ -47,7 +51,10 @@ fn socket_addr(socket: &str) -> io::Result<SocketAddr> {
         Some(name) => SocketAddr::from_abstract_name(name),
         None if socket.starts_with('/') => SocketAddr::from_pathname(socket),
         // systemd also knows `vsock:` addresses (for VMs); an edge node never gets one.
-        None => Err(io::Error::new(io::ErrorKind::InvalidInput, "neither an absolute path nor @abstract")),
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "neither an absolute path nor @abstract",
+        )),
     }
 }
 

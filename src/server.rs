@@ -24,7 +24,10 @@ use crate::tls;
 pub enum StartError {
     /// Bad TLS material named by a flag.
     Tls(tls::TlsError),
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     Cache(cache::CacheError),
     Io(&'static str, std::io::Error),
 }
@@ -60,9 +63,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     let mut loaded = certs::load(&config).map_err(StartError::Tls)?;
     let listeners = bind(&config)?;
-    let (poll, waker) = reactor::new_poll().map_err(|e| StartError::Io("cannot create the event loop", e))?;
+    let (poll, waker) =
+        reactor::new_poll().map_err(|e| StartError::Io("cannot create the event loop", e))?;
     let metrics = Arc::new(Metrics::default());
-    let signals = Signals::install().map_err(|e| StartError::Io("cannot install signal handlers", e))?;
+    let signals =
+        Signals::install().map_err(|e| StartError::Io("cannot install signal handlers", e))?;
 
     let cache = cache::start(cache_config(&config), waker.clone()).map_err(StartError::Cache)?;
 
@@ -100,10 +105,16 @@ pub fn run(config: Config) -> Result<(), StartError> {
     .map_err(|e| StartError::Io("cannot start the certificate reloader", e))?;
 
     if config.diagnostics_port != 0 {
-        let sources = Sources { metrics: metrics.clone(), certs: snapshot, cache: Some(Box::new(cache.reporter())) };
+        let sources = Sources {
+            metrics: metrics.clone(),
+            certs: snapshot,
+            cache: Some(Box::new(cache.reporter())),
+        };
         let addr = diagnostics::spawn(config.diagnostics_port, sources)
             .map_err(|e| StartError::Io("cannot listen on --diagnostics-port", e))?;
-        log::info!("diagnostics on http://{addr} (/healthz /readyz /metrics /debug/cache /debug/certs)");
+        log::info!(
+            "diagnostics on http://{addr} (/healthz /readyz /metrics /debug/cache /debug/certs)"
+        );
     }
     let cloud = Cloud {
         up: first_addr.is_some(),
@@ -155,7 +166,9 @@ fn bind(config: &Config) -> Result<Vec<TcpListener>, StartError> {
         .map(|ip| {
             let addr = SocketAddr::new(*ip, config.port);
             if !ip.is_loopback() {
-                log::warn!("listening on {addr}, beyond loopback: any host that can reach it may connect");
+                log::warn!(
+                    "listening on {addr}, beyond loopback: any host that can reach it may connect"
+                );
             }
             TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, source })
         })

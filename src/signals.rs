@@ -39,7 +39,8 @@ impl Signals {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: pipe2 succeeded, so both descriptors are open and owned by us alone.
-        let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (read_end, write_end) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         PIPE_WRITE_FD.store(write_end.as_raw_fd(), Ordering::Relaxed);
         for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
             // SAFETY: a zeroed sigaction with a handler of the right signature is valid.
@@ -66,12 +67,18 @@ impl Signals {
         let mut received = Vec::new();
         loop {
             // SAFETY: buf is valid for buf.len() bytes.
-            let n = unsafe { libc::read(self.read_end.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            let n = unsafe {
+                libc::read(self.read_end.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+            };
             if n <= 0 {
                 break;
             }
             for &byte in &buf[..n as usize] {
-                received.push(if i32::from(byte) == libc::SIGHUP { Signal::Reload } else { Signal::Terminate });
+                received.push(if i32::from(byte) == libc::SIGHUP {
+                    Signal::Reload
+                } else {
+                    Signal::Terminate
+                });
             }
         }
         received

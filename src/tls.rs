@@ -34,7 +34,9 @@ pub enum TlsError {
 impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TlsError::Read { path, source } => write!(f, "cannot read {}: {source}", path.display()),
+            TlsError::Read { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
             TlsError::NoCertificate(path) => write!(f, "no PEM certificate in {}", path.display()),
             TlsError::NoKey(path) => write!(f, "no PEM private key in {}", path.display()),
             TlsError::BadCertificate { path, reason } => write!(f, "{}: {reason}", path.display()),
@@ -61,8 +63,10 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
 /// Reads every certificate in a PEM file (a chain, a bundle, or a combined cert+key file).
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read_pem(path)?;
-    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut BufReader::new(pem.as_slice())).collect();
-    let certs = certs.map_err(|e| TlsError::BadCertificate { path: path.into(), reason: e.to_string() })?;
+    let certs: Result<Vec<_>, _> =
+        rustls_pemfile::certs(&mut BufReader::new(pem.as_slice())).collect();
+    let certs =
+        certs.map_err(|e| TlsError::BadCertificate { path: path.into(), reason: e.to_string() })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate(path.into()));
     }
@@ -81,7 +85,9 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(path)? {
-        roots.add(cert).map_err(|e| TlsError::BadCertificate { path: path.into(), reason: e.to_string() })?;
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::BadCertificate { path: path.into(), reason: e.to_string() })?;
     }
     Ok(roots)
 }
@@ -97,8 +103,10 @@ impl KeyPair {
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<KeyPair, TlsError> {
         let chain = load_certs(cert_path)?;
         let key = load_key(key_path)?;
-        let summary = x509::summarize(&chain[0])
-            .map_err(|e| TlsError::BadCertificate { path: cert_path.into(), reason: e.to_string() })?;
+        let summary = x509::summarize(&chain[0]).map_err(|e| TlsError::BadCertificate {
+            path: cert_path.into(),
+            reason: e.to_string(),
+        })?;
         if summary.not_after_unix < unix_now() {
             let not_after = x509::format_unix(summary.not_after_unix);
             return Err(TlsError::Expired { path: cert_path.into(), not_after });
@@ -113,7 +121,10 @@ fn unix_now() -> i64 {
 }
 
 /// The serving config: our certificate, client certificates optional but verified.
-pub fn server_config(serving: KeyPair, client_ca: RootCertStore) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(
+    serving: KeyPair,
+    client_ca: RootCertStore,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let config_error = |what: &str, reason: String| TlsError::Config { what: what.into(), reason };
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(client_ca), provider())
         .allow_unauthenticated()
@@ -164,7 +175,11 @@ impl Identity {
         })
     }
 
-    pub fn load(cert_path: &Path, key_path: &Path, trust: &UpstreamTrust) -> Result<Identity, TlsError> {
+    pub fn load(
+        cert_path: &Path,
+        key_path: &Path,
+        trust: &UpstreamTrust,
+    ) -> Result<Identity, TlsError> {
         let pair = KeyPair::load(cert_path, key_path)?;
         let name = pair.summary.common_name.clone().ok_or_else(|| TlsError::BadCertificate {
             path: cert_path.into(),
@@ -181,7 +196,10 @@ impl Identity {
     }
 }
 
-fn client_config(trust: &UpstreamTrust, auth: Option<KeyPair>) -> Result<Arc<ClientConfig>, TlsError> {
+fn client_config(
+    trust: &UpstreamTrust,
+    auth: Option<KeyPair>,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config { what: "tls versions".into(), reason: e.to_string() })?;
@@ -237,7 +255,11 @@ pub fn read_identity_list(path: &Path) -> Result<Vec<IdentityFiles>, TlsError> {
         .enumerate()
         .map(|(index, entry)| {
             let field = |name: &str| {
-                entry.get(name).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(PathBuf::from)
+                entry
+                    .get(name)
+                    .and_then(|v| v.as_str())
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from)
             };
             match (field("cert"), field("key")) {
                 (Some(cert), Some(key)) => Ok(IdentityFiles { cert, key }),

@@ -30,10 +30,15 @@ pub struct UpstreamConn {
 
 impl UpstreamConn {
     /// Starts a non-blocking connect; the TLS handshake runs as the socket allows.
-    pub fn connect(addr: SocketAddr, identity: Arc<Identity>, server_name: ServerName<'static>) -> io::Result<UpstreamConn> {
+    pub fn connect(
+        addr: SocketAddr,
+        identity: Arc<Identity>,
+        server_name: ServerName<'static>,
+    ) -> io::Result<UpstreamConn> {
         let socket = TcpStream::connect(addr)?;
         socket.set_nodelay(true)?;
-        let tls = rustls::ClientConnection::new(identity.config.clone(), server_name).map_err(io::Error::other)?;
+        let tls = rustls::ClientConnection::new(identity.config.clone(), server_name)
+            .map_err(io::Error::other)?;
         Ok(UpstreamConn {
             transport: Transport::new(socket, tls.into()),
             identity,

@@ -161,7 +161,8 @@ pub fn format_unix(seconds: i64) -> String {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
@@ -204,6 +205,9 @@ mod tests {
     #[test]
     fn time_round_trip() {
         assert_eq!(parse_time("700101000000Z", 2), Ok(0));
-        assert_eq!(format_unix(parse_time("20491231235959Z", 4).expect("time")), "2049-12-31T23:59:59Z");
+        assert_eq!(
+            format_unix(parse_time("20491231235959Z", 4).expect("time")),
+            "2049-12-31T23:59:59Z"
+        );
     }
 }

@@ -23,10 +23,10 @@ const CACHE_HEADER: &str = "x-lite-apiserver-cache";
 /// What kubelet and kube-proxy send.
 const KUBELET_ACCEPT: &str = "application/vnd.kubernetes.protobuf,application/json";
 /// What kubectl sends for `kubectl get`.
-const TABLE_ACCEPT: &str =
-    "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
 /// What newer kubectl sends for `/api` and `/apis`.
-const AGGREGATED_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+const AGGREGATED_ACCEPT: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
 const TOKEN: &str = "pod-t0ken-4f2a";
 /// Generous bound for anything asynchronous (cache writes, prober, watch events).
 const SETTLE: Duration = Duration::from_secs(15);
@@ -123,7 +123,8 @@ impl Edge {
         let found = wait_for(SETTLE, || {
             let (status, body) = self.diag("/debug/cache");
             assert_eq!(status, 200, "/debug/cache: {body}");
-            last = serde_json::from_str(&body).unwrap_or_else(|e| panic!("/debug/cache is not JSON ({e}): {body}"));
+            last = serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("/debug/cache is not JSON ({e}): {body}"));
             ready(&last).then(|| last.clone())
         });
         found.unwrap_or_else(|| panic!("/debug/cache never showed the expected entries: {last}"))
@@ -136,15 +137,33 @@ impl Edge {
 
 /// An answer proxied from the cloud (the fake stamps its identity header; no cache header).
 fn assert_from_cloud(resp: &Response) {
-    assert!(resp.header("x-fake-user").is_some(), "not from the cloud: {:?}\n{}", resp.headers, resp.text());
-    assert!(resp.header(CACHE_HEADER).is_none(), "a proxied answer carries the cache header: {:?}", resp.headers);
+    assert!(
+        resp.header("x-fake-user").is_some(),
+        "not from the cloud: {:?}\n{}",
+        resp.headers,
+        resp.text()
+    );
+    assert!(
+        resp.header(CACHE_HEADER).is_none(),
+        "a proxied answer carries the cache header: {:?}",
+        resp.headers
+    );
 }
 
 /// `offline` is `online` replayed from the cache: same status, Content-Type and bytes.
 fn assert_replayed(offline: &Response, online: &Response, what: &str) {
     assert_eq!(offline.status, online.status, "{what}: status; body {}", offline.text());
-    assert_eq!(offline.header(CACHE_HEADER), Some("hit"), "{what}: no cache hit header: {:?}", offline.headers);
-    assert_eq!(offline.header("content-type"), online.header("content-type"), "{what}: Content-Type");
+    assert_eq!(
+        offline.header(CACHE_HEADER),
+        Some("hit"),
+        "{what}: no cache hit header: {:?}",
+        offline.headers
+    );
+    assert_eq!(
+        offline.header("content-type"),
+        online.header("content-type"),
+        "{what}: Content-Type"
+    );
     assert!(
         offline.body == online.body,
         "{what}: cached body differs from the online one\n online ({} bytes): {}\noffline ({} bytes): {}",
@@ -209,7 +228,9 @@ fn events_of(body: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(body)
         .lines()
         .filter(|line| !line.trim().is_empty())
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("event is not JSON ({e}): {line}")))
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("event is not JSON ({e}): {line}"))
+        })
         .collect()
 }
 
@@ -238,8 +259,11 @@ fn get_and_list_are_served_offline_byte_identical() {
     let mut kubelet = edge.kubelet();
     let object = kubelet.get(&format!("{PODS}/web-1")).expect_status(200);
     let list = kubelet.get(PODS).expect_status(200);
-    let configmap = kubelet.get("/api/v1/namespaces/default/configmaps/app-config").expect_status(200);
-    let nodes = kubelet.request("GET", "/api/v1/nodes", &[("Accept", KUBELET_ACCEPT)], b"").expect_status(200);
+    let configmap =
+        kubelet.get("/api/v1/namespaces/default/configmaps/app-config").expect_status(200);
+    let nodes = kubelet
+        .request("GET", "/api/v1/nodes", &[("Accept", KUBELET_ACCEPT)], b"")
+        .expect_status(200);
     let discovery = kubelet.get("/api/v1").expect_status(200);
     for resp in [&object, &list, &configmap, &nodes, &discovery] {
         assert_from_cloud(resp);
@@ -250,12 +274,19 @@ fn get_and_list_are_served_offline_byte_identical() {
     let mut kubelet = edge.kubelet();
     assert_replayed(&kubelet.get(&format!("{PODS}/web-1")), &object, "GET pod");
     assert_replayed(&kubelet.get(PODS), &list, "LIST pods");
-    assert_replayed(&kubelet.get("/api/v1/namespaces/default/configmaps/app-config"), &configmap, "GET configmap");
+    assert_replayed(
+        &kubelet.get("/api/v1/namespaces/default/configmaps/app-config"),
+        &configmap,
+        "GET configmap",
+    );
     let offline_nodes = kubelet.request("GET", "/api/v1/nodes", &[("Accept", KUBELET_ACCEPT)], b"");
     assert_replayed(&offline_nodes, &nodes, "LIST nodes with kubelet's Accept");
     assert_replayed(&kubelet.get("/api/v1"), &discovery, "discovery");
     // Something never asked online is a miss, not a guess.
-    assert_offline_object_miss(&kubelet.get(&format!("{PODS}/not-a-pod")), "GET of a pod never cached");
+    assert_offline_object_miss(
+        &kubelet.get(&format!("{PODS}/not-a-pod")),
+        "GET of a pod never cached",
+    );
     assert_offline_miss(&kubelet.get("/api/v1/namespaces/default/services"), "LIST never cached");
 }
 
@@ -265,14 +296,17 @@ fn selectors_and_tables_are_kept_apart_offline() {
     let mut kubelet = edge.kubelet();
     let web = kubelet.get(&format!("{PODS}?labelSelector=app%3Dweb")).expect_status(200);
     let db = kubelet.get(&format!("{PODS}?labelSelector=app%3Ddb")).expect_status(200);
-    let on_edge_1 = kubelet.get(&format!("{PODS}?fieldSelector=spec.nodeName%3Dedge-1")).expect_status(200);
+    let on_edge_1 =
+        kubelet.get(&format!("{PODS}?fieldSelector=spec.nodeName%3Dedge-1")).expect_status(200);
     let all = kubelet.get(PODS).expect_status(200);
     let table = kubelet.request("GET", PODS, &[("Accept", TABLE_ACCEPT)], b"").expect_status(200);
-    let object_table =
-        kubelet.request("GET", &format!("{PODS}/web-1"), &[("Accept", TABLE_ACCEPT)], b"").expect_status(200);
+    let object_table = kubelet
+        .request("GET", &format!("{PODS}/web-1"), &[("Accept", TABLE_ACCEPT)], b"")
+        .expect_status(200);
     let object = kubelet.get(&format!("{PODS}/web-1")).expect_status(200);
     let groups = kubelet.get("/apis").expect_status(200);
-    let aggregated = kubelet.request("GET", "/apis", &[("Accept", AGGREGATED_ACCEPT)], b"").expect_status(200);
+    let aggregated =
+        kubelet.request("GET", "/apis", &[("Accept", AGGREGATED_ACCEPT)], b"").expect_status(200);
     // The fake really filters and really answers Tables, so the answers differ.
     assert_eq!(item_names(&web.json()), ["web-1", "web-2"]);
     assert_eq!(item_names(&db.json()), ["db-1"]);
@@ -287,7 +321,11 @@ fn selectors_and_tables_are_kept_apart_offline() {
     edge.cut_cloud();
     let mut kubelet = edge.kubelet();
     // Asked in the opposite order, so a cache that keeps only the last list would fail.
-    assert_replayed(&kubelet.request("GET", PODS, &[("Accept", TABLE_ACCEPT)], b""), &table, "Table list");
+    assert_replayed(
+        &kubelet.request("GET", PODS, &[("Accept", TABLE_ACCEPT)], b""),
+        &table,
+        "Table list",
+    );
     assert_replayed(&kubelet.get(PODS), &all, "plain list");
     assert_replayed(
         &kubelet.get(&format!("{PODS}?fieldSelector=spec.nodeName%3Dedge-1")),
@@ -309,17 +347,32 @@ fn selectors_and_tables_are_kept_apart_offline() {
     );
     assert_replayed(&kubelet.get("/apis"), &groups, "legacy discovery");
     // Selectors and representations never asked online: no other scope's data.
-    assert_offline_miss(&kubelet.get(&format!("{PODS}?labelSelector=app%3Dcache")), "unseen label selector");
-    assert_offline_miss(&kubelet.get(&format!("{PODS}?labelSelector=app%3Dweb%2Ctier%3Dfront")), "narrower selector");
-    assert_offline_miss(&kubelet.get(&format!("{PODS}?fieldSelector=spec.nodeName%3Dedge-2")), "unseen field selector");
+    assert_offline_miss(
+        &kubelet.get(&format!("{PODS}?labelSelector=app%3Dcache")),
+        "unseen label selector",
+    );
+    assert_offline_miss(
+        &kubelet.get(&format!("{PODS}?labelSelector=app%3Dweb%2Ctier%3Dfront")),
+        "narrower selector",
+    );
+    assert_offline_miss(
+        &kubelet.get(&format!("{PODS}?fieldSelector=spec.nodeName%3Dedge-2")),
+        "unseen field selector",
+    );
     let partial = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io";
-    assert_offline_miss(&kubelet.request("GET", PODS, &[("Accept", partial)], b""), "unseen representation");
+    assert_offline_miss(
+        &kubelet.request("GET", PODS, &[("Accept", partial)], b""),
+        "unseen representation",
+    );
 }
 
 #[test]
 fn a_token_client_cannot_read_what_kubelet_cached() {
-    let mut edge =
-        Edge::start("offline-isolation", &["--token", &format!("{TOKEN}=system:serviceaccount:default:app")], &[]);
+    let mut edge = Edge::start(
+        "offline-isolation",
+        &["--token", &format!("{TOKEN}=system:serviceaccount:default:app")],
+        &[],
+    );
     let bearer = format!("Bearer {TOKEN}");
     let token_auth = [("Authorization", bearer.as_str())];
     let mut kubelet = edge.kubelet();
@@ -328,15 +381,17 @@ fn a_token_client_cannot_read_what_kubelet_cached() {
     let kubelet_pods = kubelet.get(PODS).expect_status(200);
     // The pod reads its own things online, so its identity does have cache entries.
     let mut pod = edge.client(None);
-    let own =
-        pod.request("GET", "/api/v1/namespaces/default/configmaps/app-config", &token_auth, b"").expect_status(200);
+    let own = pod
+        .request("GET", "/api/v1/namespaces/default/configmaps/app-config", &token_auth, b"")
+        .expect_status(200);
     assert_eq!(own.header("x-fake-user"), Some("system:serviceaccount:default:app"));
     edge.wait_stored(3);
 
     edge.cut_cloud();
     assert_replayed(&edge.kubelet().get(SECRET), &secret, "kubelet's own secret");
     let mut pod = edge.client(None);
-    let offline_own = pod.request("GET", "/api/v1/namespaces/default/configmaps/app-config", &token_auth, b"");
+    let offline_own =
+        pod.request("GET", "/api/v1/namespaces/default/configmaps/app-config", &token_auth, b"");
     assert_replayed(&offline_own, &own, "the token client's own configmap");
 
     let attempts: Vec<(&str, HeaderPairs, Option<&str>)> = vec![
@@ -354,7 +409,11 @@ fn a_token_client_cannot_read_what_kubelet_cached() {
         let mut client = edge.client(cert);
         for path in [SECRET, "/api/v1/namespaces/kube-system/secrets", PODS] {
             let resp = client.request("GET", path, &headers, b"");
-            assert!(!resp.text().contains(SECRET_DATA), "{who} read kubelet's secret offline: {}", resp.text());
+            assert!(
+                !resp.text().contains(SECRET_DATA),
+                "{who} read kubelet's secret offline: {}",
+                resp.text()
+            );
             if path == SECRET {
                 assert_offline_object_miss(&resp, &format!("{who}: {path}"));
             } else {
@@ -364,7 +423,12 @@ fn a_token_client_cannot_read_what_kubelet_cached() {
         }
         // Nor a watch of kubelet's cached list (its synthetic ADDED events would leak it).
         let what = format!("{who} watching kubelet's cached pods offline");
-        assert_watch_refused(&mut client, &format!("{PODS}?watch=true&timeoutSeconds=2"), &headers, &what);
+        assert_watch_refused(
+            &mut client,
+            &format!("{PODS}?watch=true&timeoutSeconds=2"),
+            &headers,
+            &what,
+        );
     }
 }
 
@@ -377,11 +441,13 @@ fn watch_events_while_online_update_the_offline_list_and_objects() {
     kubelet.get(&format!("{PODS}/db-1")).expect_status(200);
     edge.wait_stored(3);
     let version = resource_version(&list);
-    let mut watch =
-        edge.kubelet().watch(&format!("{PODS}?watch=true&resourceVersion={version}&allowWatchBookmarks=true"));
+    let mut watch = edge
+        .kubelet()
+        .watch(&format!("{PODS}?watch=true&resourceVersion={version}&allowWatchBookmarks=true"));
 
     // One change through the proxy, two made by the cloud on its own.
-    let created = kubelet.request("POST", PODS, &[JSON], &json_body(&pod("born-online"))).expect_status(201);
+    let created =
+        kubelet.request("POST", PODS, &[JSON], &json_body(&pod("born-online"))).expect_status(201);
     assert_from_cloud(&created);
     let mut cloud = edge.cloud_admin();
     let patch = json!({"metadata": {"labels": {"tier": "changed-while-watched"}}});
@@ -397,8 +463,11 @@ fn watch_events_while_online_update_the_offline_list_and_objects() {
     let added = watch.expect_change(SETTLE, "ADDED", "born-online");
     let modified = watch.expect_change(SETTLE, "MODIFIED", "web-1");
     let deleted = watch.expect_change(SETTLE, "DELETED", "db-1");
-    let newest =
-        [&added, &modified, &deleted].iter().map(|e| rv_number(&resource_version(&e["object"]))).max().unwrap_or(0);
+    let newest = [&added, &modified, &deleted]
+        .iter()
+        .map(|e| rv_number(&resource_version(&e["object"])))
+        .max()
+        .unwrap_or(0);
 
     edge.cut_cloud();
     drop(watch);
@@ -413,12 +482,17 @@ fn watch_events_while_online_update_the_offline_list_and_objects() {
         assert_eq!(resp.header(CACHE_HEADER), Some("hit"), "{:?}", resp.headers);
         last = resp.json();
         (item_names(&last) == ["born-online", "web-1", "web-2"]
-            && item(&last, "web-1").is_some_and(|p| p["metadata"]["labels"]["tier"] == "changed-while-watched"))
+            && item(&last, "web-1")
+                .is_some_and(|p| p["metadata"]["labels"]["tier"] == "changed-while-watched"))
         .then(|| last.clone())
     })
     .unwrap_or_else(|| panic!("the offline list never reflected the watch events: {last}"));
     assert_eq!(offline["kind"], "PodList");
-    assert_eq!(item(&offline, "web-1"), Some(&modified["object"]), "web-1 as the MODIFIED event left it");
+    assert_eq!(
+        item(&offline, "web-1"),
+        Some(&modified["object"]),
+        "web-1 as the MODIFIED event left it"
+    );
     assert_eq!(item(&offline, "born-online"), Some(&added["object"]), "born-online as ADDED");
     assert!(
         rv_number(&resource_version(&offline)) >= newest,
@@ -432,7 +506,12 @@ fn watch_events_while_online_update_the_offline_list_and_objects() {
     // The cached GETs of the objects follow too.
     let web1 = kubelet.get(&format!("{PODS}/web-1"));
     assert_eq!(web1.status, 200, "{}", web1.text());
-    assert_eq!(web1.json()["metadata"]["labels"]["tier"], "changed-while-watched", "stale cached GET: {}", web1.text());
+    assert_eq!(
+        web1.json()["metadata"]["labels"]["tier"],
+        "changed-while-watched",
+        "stale cached GET: {}",
+        web1.text()
+    );
     let db1 = kubelet.get(&format!("{PODS}/db-1"));
     assert_offline_object_miss(&db1, "GET of a pod deleted while watched");
 }
@@ -446,10 +525,13 @@ fn a_watch_broken_by_the_outage_resumes_offline_from_its_last_version() {
     let mut kubelet = edge.kubelet();
     let list = kubelet.get(PODS).expect_status(200).json();
     edge.wait_stored(1);
-    let mut watch = edge
-        .kubelet()
-        .watch(&format!("{PODS}?watch=true&resourceVersion={}&allowWatchBookmarks=true", resource_version(&list)));
-    edge.cloud_admin().request("POST", PODS, &[JSON], &json_body(&pod("seen-before-outage"))).expect_status(201);
+    let mut watch = edge.kubelet().watch(&format!(
+        "{PODS}?watch=true&resourceVersion={}&allowWatchBookmarks=true",
+        resource_version(&list)
+    ));
+    edge.cloud_admin()
+        .request("POST", PODS, &[JSON], &json_body(&pod("seen-before-outage")))
+        .expect_status(201);
     let added = watch.expect_change(SETTLE, "ADDED", "seen-before-outage");
     let last_seen = resource_version(&added["object"]);
 
@@ -462,10 +544,14 @@ fn a_watch_broken_by_the_outage_resumes_offline_from_its_last_version() {
             .then(|| list.json())
     })
     .unwrap_or_else(|| panic!("the ADDED event never reached the offline list"));
-    assert_eq!(resource_version(&offline_list), last_seen, "the list's version is not the last event's");
-    let mut resumed = edge
-        .kubelet()
-        .watch(&format!("{PODS}?watch=true&resourceVersion={last_seen}&allowWatchBookmarks=true&timeoutSeconds=3"));
+    assert_eq!(
+        resource_version(&offline_list),
+        last_seen,
+        "the list's version is not the last event's"
+    );
+    let mut resumed = edge.kubelet().watch(&format!(
+        "{PODS}?watch=true&resourceVersion={last_seen}&allowWatchBookmarks=true&timeoutSeconds=3"
+    ));
     assert_eq!(resumed.head.headers.get(CACHE_HEADER), Some("hit"));
     let event = resumed.next_event(Duration::from_millis(1500));
     assert!(event.is_none(), "resuming from the newest version should replay nothing: {event:?}");
@@ -482,7 +568,12 @@ fn kubelets_node_scoped_pod_watch_keeps_its_offline_list_current() {
     let accept = [("Accept", KUBELET_ACCEPT)];
     let mut kubelet = edge.kubelet();
     let list = kubelet
-        .request("GET", &format!("/api/v1/pods?{selector}&limit=500&resourceVersion=0"), &accept, b"")
+        .request(
+            "GET",
+            &format!("/api/v1/pods?{selector}&limit=500&resourceVersion=0"),
+            &accept,
+            b"",
+        )
         .expect_status(200)
         .json();
     assert_eq!(item_names(&list), ["db-1", "web-1"]);
@@ -507,9 +598,17 @@ fn kubelets_node_scoped_pod_watch_keeps_its_offline_list_current() {
     let mut kubelet = edge.kubelet();
     let mut last = Value::Null;
     let reflected = wait_for(SETTLE, || {
-        let resp =
-            kubelet.request("GET", &format!("/api/v1/pods?{selector}&limit=500&resourceVersion=0"), &accept, b"");
-        last = if resp.status == 200 { resp.json() } else { json!({"status": resp.status, "body": resp.text()}) };
+        let resp = kubelet.request(
+            "GET",
+            &format!("/api/v1/pods?{selector}&limit=500&resourceVersion=0"),
+            &accept,
+            b"",
+        );
+        last = if resp.status == 200 {
+            resp.json()
+        } else {
+            json!({"status": resp.status, "body": resp.text()})
+        };
         (resp.status == 200 && item_names(&last) == ["scheduled-here", "web-1"]).then_some(())
     });
     assert!(reflected.is_some(), "kubelet's offline pod list does not follow its watch: {last}");
@@ -522,7 +621,9 @@ fn client_go_list_is_answered_offline_with_any_limit() {
     let mut edge = Edge::start("offline-limit", &[], &[]);
     let mut kubelet = edge.kubelet();
     let reflector_list = format!("{PODS}?limit=500&resourceVersion=0");
-    let online = kubelet.request("GET", &reflector_list, &[("Accept", KUBELET_ACCEPT)], b"").expect_status(200);
+    let online = kubelet
+        .request("GET", &reflector_list, &[("Accept", KUBELET_ACCEPT)], b"")
+        .expect_status(200);
     assert_from_cloud(&online);
     let online_list = online.json();
     assert!(
@@ -535,8 +636,13 @@ fn client_go_list_is_answered_offline_with_any_limit() {
     let mut kubelet = edge.kubelet();
     let again = kubelet.request("GET", &reflector_list, &[("Accept", KUBELET_ACCEPT)], b"");
     assert_replayed(&again, &online, "the reflector's own list");
-    for query in ["?limit=100", "?limit=1", "?resourceVersion=0", "", "?limit=500&resourceVersion=0&timeoutSeconds=30"]
-    {
+    for query in [
+        "?limit=100",
+        "?limit=1",
+        "?resourceVersion=0",
+        "",
+        "?limit=500&resourceVersion=0&timeoutSeconds=30",
+    ] {
         let resp = kubelet.get(&format!("{PODS}{query}"));
         assert_eq!(resp.status, 200, "LIST {query:?} offline: {}", resp.text());
         assert_eq!(resp.header(CACHE_HEADER), Some("hit"), "LIST {query:?}");
@@ -544,7 +650,10 @@ fn client_go_list_is_answered_offline_with_any_limit() {
         assert_eq!(list["kind"], "PodList", "LIST {query:?}: {list}");
         assert_eq!(item_names(&list), item_names(&online_list), "LIST {query:?}");
         assert_eq!(resource_version(&list), resource_version(&online_list), "LIST {query:?}");
-        assert!(list["metadata"]["continue"].as_str().unwrap_or("").is_empty(), "a made-up continue token: {list}");
+        assert!(
+            list["metadata"]["continue"].as_str().unwrap_or("").is_empty(),
+            "a made-up continue token: {list}"
+        );
     }
     // A page of some other walk is not the complete list.
     assert_offline_miss(
@@ -562,7 +671,10 @@ fn protobuf_is_replayed_as_opaque_bytes_without_modify_request_accept() {
     let object = kubelet.request("GET", &format!("{PODS}/web-1"), &accept, b"").expect_status(200);
     for resp in [&list, &object] {
         let content_type = resp.header("content-type").unwrap_or_default();
-        assert!(content_type.starts_with("application/vnd.kubernetes.protobuf"), "the fake answered {content_type}");
+        assert!(
+            content_type.starts_with("application/vnd.kubernetes.protobuf"),
+            "the fake answered {content_type}"
+        );
     }
     let json_list = kubelet.get(PODS).expect_status(200);
     edge.wait_stored(3);
@@ -570,7 +682,11 @@ fn protobuf_is_replayed_as_opaque_bytes_without_modify_request_accept() {
     edge.cut_cloud();
     let mut kubelet = edge.kubelet();
     assert_replayed(&kubelet.request("GET", PODS, &accept, b""), &list, "protobuf list");
-    assert_replayed(&kubelet.request("GET", &format!("{PODS}/web-1"), &accept, b""), &object, "protobuf object");
+    assert_replayed(
+        &kubelet.request("GET", &format!("{PODS}/web-1"), &accept, b""),
+        &object,
+        "protobuf object",
+    );
     assert_replayed(&kubelet.get(PODS), &json_list, "JSON list kept apart from protobuf");
 }
 
@@ -594,7 +710,11 @@ fn large_answers_are_stored_whole() {
 
     edge.cut_cloud();
     let mut kubelet = edge.kubelet();
-    assert_replayed(&kubelet.get("/api/v1/namespaces/default/configmaps/big"), &object, "3 MiB object");
+    assert_replayed(
+        &kubelet.get("/api/v1/namespaces/default/configmaps/big"),
+        &object,
+        "3 MiB object",
+    );
     assert_replayed(&kubelet.get("/api/v1/namespaces/default/configmaps"), &list, "3 MiB list");
 }
 
@@ -617,7 +737,11 @@ fn kill_9_and_restart_while_offline_serves_the_same_bytes() {
         edge.lite.restart(); // kill -9, then start again with the same cache dir
         edge.wait_diagnostics();
         let mut kubelet = edge.kubelet();
-        assert_replayed(&kubelet.get(&format!("{PODS}/web-1")), &object, &format!("GET after kill -9 #{round}"));
+        assert_replayed(
+            &kubelet.get(&format!("{PODS}/web-1")),
+            &object,
+            &format!("GET after kill -9 #{round}"),
+        );
         assert_replayed(
             &kubelet.get(&format!("{PODS}?limit=500&resourceVersion=0")),
             &list,
@@ -642,8 +766,16 @@ fn corrupt_database_is_moved_aside(label: &str, garbage: Vec<u8>) {
     let online = kubelet.get(PODS).expect_status(200);
     assert_from_cloud(&online);
     let aside = files_named(&cache_dir, "cache.db.corrupt-");
-    assert_eq!(aside.len(), 1, "expected one moved-aside file in {}: {aside:?}", cache_dir.display());
-    assert!(std::fs::read(&aside[0]).expect("read moved-aside file") == garbage, "the bad file was altered");
+    assert_eq!(
+        aside.len(),
+        1,
+        "expected one moved-aside file in {}: {aside:?}",
+        cache_dir.display()
+    );
+    assert!(
+        std::fs::read(&aside[0]).expect("read moved-aside file") == garbage,
+        "the bad file was altered"
+    );
     edge.wait_stored(1);
     let fresh = std::fs::read(cache_dir.join("cache.db")).expect("a fresh cache.db");
     assert!(fresh.starts_with(b"SQLite format 3\0"), "cache.db is not a fresh SQLite database");
@@ -657,7 +789,9 @@ fn files_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
         .expect("read cache dir")
         .map(|entry| entry.expect("dir entry").path())
         .filter(|path| path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
-        .filter(|path| !path.to_string_lossy().ends_with("-wal") && !path.to_string_lossy().ends_with("-shm"))
+        .filter(|path| {
+            !path.to_string_lossy().ends_with("-wal") && !path.to_string_lossy().ends_with("-shm")
+        })
         .collect()
 }
 
@@ -685,13 +819,19 @@ fn memory_cache_serves_offline_but_forgets_on_restart() {
     let mut kubelet = edge.kubelet();
     assert_replayed(&kubelet.get(PODS), &list, "memory LIST");
     assert_replayed(&kubelet.get(&format!("{PODS}/web-1")), &object, "memory GET");
-    assert!(!edge.lite.cache_dir().join("cache.db").exists(), "--cache-type=memory wrote a database file");
+    assert!(
+        !edge.lite.cache_dir().join("cache.db").exists(),
+        "--cache-type=memory wrote a database file"
+    );
 
     edge.lite.restart();
     edge.wait_diagnostics();
     let mut kubelet = edge.kubelet();
     assert_offline_miss(&kubelet.get(PODS), "LIST after a restart of the memory cache");
-    assert_offline_object_miss(&kubelet.get(&format!("{PODS}/web-1")), "GET after a restart of the memory cache");
+    assert_offline_object_miss(
+        &kubelet.get(&format!("{PODS}/web-1")),
+        "GET after a restart of the memory cache",
+    );
     assert_eq!(edge.metric("lite_apiserver_cache_entries"), 0);
 }
 
@@ -724,14 +864,19 @@ fn offline_watch_stays_open_and_ends_cleanly_at_timeout_seconds() {
     // client re-lists after), not a dropped connection; from the list's version, no events.
     let started = Instant::now();
     let mut kubelet = edge.kubelet().timeout(SETTLE);
-    let ended = raw_get(&mut kubelet, &path).unwrap_or_else(|e| panic!("the offline watch did not end cleanly: {e}"));
+    let ended = raw_get(&mut kubelet, &path)
+        .unwrap_or_else(|e| panic!("the offline watch did not end cleanly: {e}"));
     assert!(
         started.elapsed() >= Duration::from_secs(2),
         "the offline watch closed early, after {:?}",
         started.elapsed()
     );
     assert_eq!(ended.status, 200);
-    assert!(events_of(&ended.body).iter().all(|e| e["type"] == "BOOKMARK"), "unexpected events: {}", ended.text());
+    assert!(
+        events_of(&ended.body).iter().all(|e| e["type"] == "BOOKMARK"),
+        "unexpected events: {}",
+        ended.text()
+    );
     // The connection stays usable after a clean end.
     let next = kubelet.get(PODS);
     assert_eq!(next.status, 200, "{}", next.text());
@@ -752,7 +897,11 @@ fn offline_watch_without_version_replays_the_cached_list() {
     names.sort();
     assert_eq!(names, item_names(&list), "synthetic ADDED events should be the cached list");
     for event in &events {
-        assert_eq!(Some(&event["object"]), item(&list, event_name(event)), "ADDED object differs from the list item");
+        assert_eq!(
+            Some(&event["object"]),
+            item(&list, event_name(event)),
+            "ADDED object differs from the list item"
+        );
     }
 }
 
@@ -763,14 +912,16 @@ fn offline_watch_sends_bookmarks_at_the_lists_version() {
     let mut edge = Edge::start("offline-watch-bookmarks", &[], &[]);
     let list = cached_pod_list_then_offline(&mut edge);
     let version = resource_version(&list);
-    let mut watch = edge
-        .kubelet()
-        .watch(&format!("{PODS}?watch=true&resourceVersion={version}&allowWatchBookmarks=true&timeoutSeconds=40"));
+    let mut watch = edge.kubelet().watch(&format!(
+        "{PODS}?watch=true&resourceVersion={version}&allowWatchBookmarks=true&timeoutSeconds=40"
+    ));
     // Opened together, so the quiet one has waited as long when the bookmark arrives.
-    let mut quiet = edge.kubelet().watch(&format!("{PODS}?watch=true&resourceVersion={version}&timeoutSeconds=40"));
-    let bookmark = watch
-        .next_event(Duration::from_secs(25))
-        .unwrap_or_else(|| panic!("no BOOKMARK within 25 s (stream closed: {})", watch.is_closed()));
+    let mut quiet = edge
+        .kubelet()
+        .watch(&format!("{PODS}?watch=true&resourceVersion={version}&timeoutSeconds=40"));
+    let bookmark = watch.next_event(Duration::from_secs(25)).unwrap_or_else(|| {
+        panic!("no BOOKMARK within 25 s (stream closed: {})", watch.is_closed())
+    });
     assert_eq!(bookmark["type"], "BOOKMARK", "{bookmark}");
     assert_eq!(bookmark["object"]["kind"], "Pod", "{bookmark}");
     assert_eq!(bookmark["object"]["apiVersion"], "v1", "{bookmark}");
@@ -789,8 +940,11 @@ fn offline_watch_from_an_older_version_gets_410_expired() {
     let list = cached_pod_list_then_offline(&mut edge);
     let older = rv_number(&resource_version(&list)) - 1;
     let mut kubelet = edge.kubelet().timeout(SETTLE);
-    let resp = raw_get(&mut kubelet, &format!("{PODS}?watch=true&resourceVersion={older}&timeoutSeconds=30"))
-        .unwrap_or_else(|e| panic!("expired watch did not end cleanly: {e}"));
+    let resp = raw_get(
+        &mut kubelet,
+        &format!("{PODS}?watch=true&resourceVersion={older}&timeoutSeconds=30"),
+    )
+    .unwrap_or_else(|e| panic!("expired watch did not end cleanly: {e}"));
     assert_eq!(resp.status, 200, "{}", resp.text());
     let events = events_of(&resp.body);
     assert_eq!(events.len(), 1, "expected exactly one ERROR event: {}", resp.text());
@@ -853,18 +1007,22 @@ fn cloud_back_means_fresh_data_and_readyz_follows() {
         let (status, body) = edge.diag("/readyz");
         (status == 503).then_some(body)
     });
-    let body =
-        readyz.unwrap_or_else(|| panic!("/readyz never said 503 while the cloud was down: {:?}", edge.diag("/readyz")));
+    let body = readyz.unwrap_or_else(|| {
+        panic!("/readyz never said 503 while the cloud was down: {:?}", edge.diag("/readyz"))
+    });
     assert!(!body.trim().is_empty(), "/readyz 503 gives no reason");
     assert_eq!(edge.metric("lite_apiserver_cloud_up"), 0);
     // An offline watch with no timeout is open when the cloud returns.
-    let mut offline_watch =
-        edge.kubelet().watch(&format!("{PODS}?watch=true&resourceVersion={}", resource_version(&online.json())));
+    let mut offline_watch = edge
+        .kubelet()
+        .watch(&format!("{PODS}?watch=true&resourceVersion={}", resource_version(&online.json())));
     assert_eq!(offline_watch.head.headers.get(CACHE_HEADER), Some("hit"));
 
     edge.cloud_back();
     // A change the cloud saw while the node was cut off (the fake restarts from its seed).
-    edge.cloud_admin().request("POST", PODS, &[JSON], &json_body(&pod("born-while-cut-off"))).expect_status(201);
+    edge.cloud_admin()
+        .request("POST", PODS, &[JSON], &json_body(&pod("born-while-cut-off")))
+        .expect_status(201);
     let mut kubelet = edge.kubelet();
     let mut last = None;
     let fresh = wait_for(SETTLE, || {
@@ -880,7 +1038,10 @@ fn cloud_back_means_fresh_data_and_readyz_follows() {
     let readyz = wait_for(SETTLE, || (edge.diag("/readyz").0 == 200).then_some(()));
     assert!(readyz.is_some(), "/readyz stayed {:?} with the cloud back", edge.diag("/readyz"));
     assert_eq!(edge.metric("lite_apiserver_cloud_up"), 1);
-    assert!(offline_watch.wait_closed(SETTLE), "the offline watch stayed open after the cloud came back");
+    assert!(
+        offline_watch.wait_closed(SETTLE),
+        "the offline watch stayed open after the cloud came back"
+    );
 
     // The fresh answer replaced the cached one: cut again and it is what the cache serves.
     edge.wait_stored(2);
@@ -895,8 +1056,11 @@ fn cloud_back_means_fresh_data_and_readyz_follows() {
 
 #[test]
 fn metrics_count_hits_and_debug_cache_shows_counts_without_bodies() {
-    let mut edge =
-        Edge::start("offline-diagnostics", &["--token", &format!("{TOKEN}=system:serviceaccount:default:app")], &[]);
+    let mut edge = Edge::start(
+        "offline-diagnostics",
+        &["--token", &format!("{TOKEN}=system:serviceaccount:default:app")],
+        &[],
+    );
     let mut kubelet = edge.kubelet();
     kubelet.get(SECRET).expect_status(200);
     kubelet.get(PODS).expect_status(200);
@@ -911,8 +1075,14 @@ fn metrics_count_hits_and_debug_cache_shows_counts_without_bodies() {
             && s["identities"].as_object().is_some_and(|ids| ids.len() >= 2)
     });
     let text = summary.to_string();
-    assert!(summary["identities"][kubelet_identity]["pods"]["lists"].as_u64() >= Some(1), "{summary}");
-    assert!(summary["identities"][kubelet_identity]["pods"]["list_items"].as_u64() >= Some(3), "{summary}");
+    assert!(
+        summary["identities"][kubelet_identity]["pods"]["lists"].as_u64() >= Some(1),
+        "{summary}"
+    );
+    assert!(
+        summary["identities"][kubelet_identity]["pods"]["list_items"].as_u64() >= Some(3),
+        "{summary}"
+    );
     assert!(summary["entries"].as_u64() >= Some(3), "{summary}");
     let token_identity = summary["identities"]
         .as_object()
@@ -937,7 +1107,10 @@ fn metrics_count_hits_and_debug_cache_shows_counts_without_bodies() {
     assert!(edge.metric("lite_apiserver_cache_misses_total") >= 1, "misses not counted");
     assert!(edge.metric(cache_2xx) >= served_before + 4, "cache-served responses not counted");
     let (_, metrics) = edge.diag("/metrics");
-    assert!(!metrics.contains(TOKEN) && !metrics.contains(SECRET_DATA), "/metrics leaks: {metrics}");
+    assert!(
+        !metrics.contains(TOKEN) && !metrics.contains(SECRET_DATA),
+        "/metrics leaks: {metrics}"
+    );
 }
 
 /// With a cloud that accepts connections and then says nothing (a black hole, the worst
@@ -951,17 +1124,20 @@ fn offline_answers_do_not_wait_for_the_cloud_timeout() {
     let online = kubelet.get(PODS).expect_status(200);
     edge.wait_stored(1);
     edge.cut_cloud();
-    let black_hole = TcpListener::bind((Ipv4Addr::LOCALHOST, edge.fake.port)).expect("take over the fake's port");
+    let black_hole = TcpListener::bind((Ipv4Addr::LOCALHOST, edge.fake.port))
+        .expect("take over the fake's port");
 
     let mut discoverer = edge.kubelet().timeout(Duration::from_secs(40));
     assert_replayed(&discoverer.get(PODS), &online, "the request that finds the cloud gone");
-    let known_down = wait_for(Duration::from_secs(40), || (edge.diag("/readyz").0 == 503).then_some(()));
+    let known_down =
+        wait_for(Duration::from_secs(40), || (edge.diag("/readyz").0 == 503).then_some(()));
     assert!(known_down.is_some(), "the prober never declared the black-holed cloud down");
     // Well under --timeout=10 each: if every request waited for the cloud, these would fail.
     let mut kubelet = edge.kubelet().timeout(Duration::from_secs(6));
     for round in 0..5 {
-        let resp =
-            kubelet.try_get(PODS).unwrap_or_else(|e| panic!("offline read #{round} did not come back quickly: {e}"));
+        let resp = kubelet
+            .try_get(PODS)
+            .unwrap_or_else(|e| panic!("offline read #{round} did not come back quickly: {e}"));
         assert_replayed(&resp, &online, "offline read");
     }
     let mut fresh_connection = edge.kubelet().timeout(Duration::from_secs(6));
@@ -975,7 +1151,12 @@ fn offline_answers_do_not_wait_for_the_cloud_timeout() {
 
 /// `GET path` offline, polled until `done` accepts the answer (the cache applies a DELETE's
 /// answer on its own thread, and lookups overtake queued writes).
-fn offline_answer(client: &mut Client, path: &str, what: &str, done: impl Fn(&Response) -> bool) -> Response {
+fn offline_answer(
+    client: &mut Client,
+    path: &str,
+    what: &str,
+    done: impl Fn(&Response) -> bool,
+) -> Response {
     let mut last = String::new();
     wait_for(SETTLE, || {
         let resp = client.get(path);
@@ -988,7 +1169,9 @@ fn offline_answer(client: &mut Client, path: &str, what: &str, done: impl Fn(&Re
 /// The pod is gone offline: a miss, answered 404 like any object the cache does not hold.
 fn assert_gone_offline(client: &mut Client, name: &str, who: &str) {
     let path = format!("{PODS}/{name}");
-    let resp = offline_answer(client, &path, &format!("{who}: GET of the deleted pod"), |r| r.status != 200);
+    let resp = offline_answer(client, &path, &format!("{who}: GET of the deleted pod"), |r| {
+        r.status != 200
+    });
     assert_offline_object_miss(&resp, &format!("{who}: GET of the deleted pod"));
 }
 
@@ -1023,8 +1206,16 @@ fn a_pod_deleted_through_the_proxy_is_gone_offline() {
     let mut kubelet = edge.kubelet();
     assert_gone_offline(&mut kubelet, "web-1", "kubelet");
     let offline = offline_list_names(&mut kubelet, PODS, &["db-1", "web-2"], "kubelet");
-    assert_eq!(item(&offline, "web-2"), item(&list, "web-2"), "the other pods are served as listed");
-    assert_eq!(resource_version(&offline), resource_version(&list), "the list's version is not invented");
+    assert_eq!(
+        item(&offline, "web-2"),
+        item(&list, "web-2"),
+        "the other pods are served as listed"
+    );
+    assert_eq!(
+        resource_version(&offline),
+        resource_version(&list),
+        "the list's version is not invented"
+    );
     // The cached object was the one served before the DELETE: it must not come back.
     assert_ne!(kubelet.get(&format!("{PODS}/web-1")).body, online.body);
 }
@@ -1074,7 +1265,8 @@ fn a_pod_still_terminating_after_its_delete_is_served_terminating_offline() {
     let list = kubelet.get(PODS).expect_status(200).json();
     edge.wait_stored(2);
 
-    let answer = kubelet.request("DELETE", &format!("{PODS}/held"), &[], b"").expect_status(200).json();
+    let answer =
+        kubelet.request("DELETE", &format!("{PODS}/held"), &[], b"").expect_status(200).json();
     assert!(!answer["metadata"]["deletionTimestamp"].is_null(), "{answer}");
     assert!(rv_number(&resource_version(&answer)) > rv_number(&resource_version(&before)));
 
@@ -1082,7 +1274,8 @@ fn a_pod_still_terminating_after_its_delete_is_served_terminating_offline() {
     let mut kubelet = edge.kubelet();
     let path = format!("{PODS}/held");
     let offline = offline_answer(&mut kubelet, &path, "GET of the terminating pod", |r| {
-        r.status == 200 && r.json()["metadata"]["resourceVersion"] == answer["metadata"]["resourceVersion"]
+        r.status == 200
+            && r.json()["metadata"]["resourceVersion"] == answer["metadata"]["resourceVersion"]
     });
     assert_eq!(offline.header(CACHE_HEADER), Some("hit"));
     assert_eq!(offline.json(), answer, "the DELETE's answer is the pod's latest state");
@@ -1091,5 +1284,9 @@ fn a_pod_still_terminating_after_its_delete_is_served_terminating_offline() {
     })
     .json();
     assert_eq!(item_names(&listed), ["db-1", "held", "web-1", "web-2"]);
-    assert_eq!(resource_version(&listed), resource_version(&list), "the list's version is not invented");
+    assert_eq!(
+        resource_version(&listed),
+        resource_version(&list),
+        "the list's version is not invented"
+    );
 }

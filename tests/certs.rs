@@ -11,7 +11,8 @@ use std::fs;
 use std::time::Duration;
 
 use common::rotation::{
-    expired_client_pem, file_serial, rogue_server_pem, served_serial, tls_json, write_in_place, write_tls_json,
+    expired_client_pem, file_serial, rogue_server_pem, served_serial, tls_json, write_in_place,
+    write_tls_json,
 };
 use common::*;
 use lite_apiserver::x509;
@@ -45,7 +46,9 @@ struct Mark {
 
 impl Rotating {
     fn start(label: &str, lite_args: &[&str]) -> Rotating {
-        Rotating::start_with(label, |_, args| args.extend(lite_args.iter().map(|arg| arg.to_string())))
+        Rotating::start_with(label, |_, args| {
+            args.extend(lite_args.iter().map(|arg| arg.to_string()))
+        })
     }
 
     /// Like `start`, with `customise` editing the proxy's flags (the defaults plus the
@@ -53,7 +56,8 @@ impl Rotating {
     fn start_with(label: &str, customise: impl FnOnce(&Pki, &mut Vec<String>)) -> Rotating {
         let env = TestEnv::new(label);
         let fake = env.fake(&[]);
-        let (port, diagnostics, cache) = (free_port(), Diagnostics::on_free_port(), TempDir::new("cache"));
+        let (port, diagnostics, cache) =
+            (free_port(), Diagnostics::on_free_port(), TempDir::new("cache"));
         let mut args = Lite::default_args(&env.pki, fake.port, port, cache.path());
         args.push(diagnostics.flag());
         customise(&env.pki, &mut args);
@@ -77,7 +81,8 @@ impl Rotating {
     fn debug_certs(&self) -> Value {
         let (status, body) = self.diagnostics.get("/debug/certs");
         assert_eq!(status, 200, "/debug/certs: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/debug/certs is not JSON ({e}): {body}"))
+        serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("/debug/certs is not JSON ({e}): {body}"))
     }
 
     /// Warning lines logged by the certificate reloader so far.
@@ -101,10 +106,19 @@ impl Rotating {
         // whatever it has to say about it has been said.
         self.wait_failures(mark.failures + 2, &mut still_in_use);
         let warnings = self.cert_warnings();
-        assert!(warnings > mark.warnings, "no warning about the broken file:\n{}", self.lite.stderr());
+        assert!(
+            warnings > mark.warnings,
+            "no warning about the broken file:\n{}",
+            self.lite.stderr()
+        );
         let failures = self.reload_failures();
         self.wait_failures(failures + 3, &mut still_in_use);
-        assert_eq!(self.cert_warnings(), warnings, "the warning repeats on every retry:\n{}", self.lite.stderr());
+        assert_eq!(
+            self.cert_warnings(),
+            warnings,
+            "the warning repeats on every retry:\n{}",
+            self.lite.stderr()
+        );
     }
 
     fn wait_failures(&self, at_least: u64, still_in_use: &mut impl FnMut()) {
@@ -130,7 +144,9 @@ impl Rotating {
 /// Who the fake apiserver saw behind the proxy: `X-Fake-User` and `X-Fake-Serial`.
 fn upstream_view(client: &mut Client) -> (String, Option<String>) {
     let resp = client.get(PODS).expect_status(200);
-    let user = resp.header("x-fake-user").unwrap_or_else(|| panic!("no X-Fake-User in {:?}", resp.headers));
+    let user = resp
+        .header("x-fake-user")
+        .unwrap_or_else(|| panic!("no X-Fake-User in {:?}", resp.headers));
     (user.to_string(), resp.header("x-fake-serial").map(str::to_string))
 }
 
@@ -141,7 +157,11 @@ fn upstream_serial(client: &mut Client) -> String {
 }
 
 fn assert_upstream_serial(client: &mut Client, expected: &str) {
-    assert_eq!(upstream_serial(client), expected, "the proxy presented another certificate upstream");
+    assert_eq!(
+        upstream_serial(client),
+        expected,
+        "the proxy presented another certificate upstream"
+    );
 }
 
 fn pki_file(pki: &Pki, name: &str) -> Vec<u8> {
@@ -157,10 +177,10 @@ fn create_pod(client: &mut Client, name: &str) {
     client.request("POST", PODS, &[("Content-Type", "application/json")], &body).expect_status(201);
 }
 
-
 /// The `/debug/certs` entry for `cn`, if listed.
 fn listed_identity(certs: &Value, cn: &str) -> Option<Value> {
-    let identities = certs["identities"].as_array().unwrap_or_else(|| panic!("no identities list: {certs}"));
+    let identities =
+        certs["identities"].as_array().unwrap_or_else(|| panic!("no identities list: {certs}"));
     identities.iter().find(|identity| identity["commonName"] == cn).cloned()
 }
 
@@ -181,7 +201,9 @@ fn rotated_identity_reaches_upstream_with_its_new_serial_while_old_watches_strea
 
     let new = setup.pki().issue_client("kubelet", KUBELET_CN).expect("re-issue kubelet cert");
     assert_ne!(new, old);
-    setup.eventually("the rotated kubelet cert is presented upstream", || upstream_serial(&mut kubelet) == new);
+    setup.eventually("the rotated kubelet cert is presented upstream", || {
+        upstream_serial(&mut kubelet) == new
+    });
     for _ in 0..5 {
         assert_upstream_serial(&mut kubelet, &new);
     }
@@ -191,11 +213,14 @@ fn rotated_identity_reaches_upstream_with_its_new_serial_while_old_watches_strea
     create_pod(&mut setup.client(Some("admin")), "after-rotation");
     watch.expect_change(EVENT_TIMEOUT, "ADDED", "after-rotation");
 
-    let listed = listed_identity(&setup.debug_certs(), KUBELET_CN).expect("kubelet listed in /debug/certs");
+    let listed =
+        listed_identity(&setup.debug_certs(), KUBELET_CN).expect("kubelet listed in /debug/certs");
     assert_eq!(listed["serial"], new.as_str(), "{listed}");
     let stderr = setup.lite.stderr();
     assert!(
-        stderr.lines().any(|line| line.contains(KUBELET_CN) && line.contains(&old) && line.contains(&new)),
+        stderr
+            .lines()
+            .any(|line| line.contains(KUBELET_CN) && line.contains(&old) && line.contains(&new)),
         "no log line names the rotated CN with its old and new serial:\n{stderr}"
     );
 }
@@ -206,8 +231,10 @@ fn half_written_identity_is_not_applied_until_complete() {
     let mut kubelet = setup.client(Some("kubelet"));
     let old = upstream_serial(&mut kubelet);
     // The next cert and key, written in place over kubelet.crt/.key piece by piece.
-    let next = setup.pki().issue_client("kubelet-next", KUBELET_CN).expect("issue next kubelet cert");
-    let (cert, key) = (pki_file(setup.pki(), "kubelet-next.crt"), pki_file(setup.pki(), "kubelet-next.key"));
+    let next =
+        setup.pki().issue_client("kubelet-next", KUBELET_CN).expect("issue next kubelet cert");
+    let (cert, key) =
+        (pki_file(setup.pki(), "kubelet-next.crt"), pki_file(setup.pki(), "kubelet-next.key"));
     let (cert_path, key_path) = (setup.pki().path("kubelet.crt"), setup.pki().path("kubelet.key"));
 
     let mark = setup.mark();
@@ -217,7 +244,9 @@ fn half_written_identity_is_not_applied_until_complete() {
     let mark = setup.mark();
     setup.wait_failures(mark.failures + 2, &mut || assert_upstream_serial(&mut kubelet, &old));
     write_in_place(&cert_path, &cert);
-    setup.eventually("the completed cert is presented upstream", || upstream_serial(&mut kubelet) == next);
+    setup.eventually("the completed cert is presented upstream", || {
+        upstream_serial(&mut kubelet) == next
+    });
 }
 
 /// Ways the kubelet identity's files can be wrong on disk.
@@ -230,14 +259,20 @@ enum Breakage {
 }
 
 impl Breakage {
-    const ALL: [Breakage; 4] =
-        [Breakage::TruncatedPem, Breakage::KeyOfAnotherCert, Breakage::ExpiredCert, Breakage::MissingCert];
+    const ALL: [Breakage; 4] = [
+        Breakage::TruncatedPem,
+        Breakage::KeyOfAnotherCert,
+        Breakage::ExpiredCert,
+        Breakage::MissingCert,
+    ];
 
     /// Breaks `kubelet.crt`/`kubelet.key` this way.
     fn apply(self, pki: &Pki) {
         let (cert_path, key_path) = (pki.path("kubelet.crt"), pki.path("kubelet.key"));
         match self {
-            Breakage::TruncatedPem => write_in_place(&cert_path, first_half(&pki_file(pki, "kubelet.crt"))),
+            Breakage::TruncatedPem => {
+                write_in_place(&cert_path, first_half(&pki_file(pki, "kubelet.crt")))
+            }
             Breakage::KeyOfAnotherCert => write_in_place(&key_path, &pki_file(pki, "admin.key")),
             Breakage::ExpiredCert => {
                 let (cert, key) = expired_client_pem(pki, KUBELET_CN);
@@ -261,14 +296,18 @@ fn broken_identity_files_keep_the_old_identity_until_fixed() {
         breakage.apply(pki);
         setup.assert_failing_quietly(mark, || {
             let serial = upstream_serial(&mut kubelet);
-            assert_eq!(serial, in_use, "{breakage:?}: the proxy stopped presenting the old identity");
+            assert_eq!(
+                serial, in_use,
+                "{breakage:?}: the proxy stopped presenting the old identity"
+            );
         });
         let fixed = pki.issue_client("kubelet", KUBELET_CN).expect("re-issue kubelet cert");
         let what = format!("after {breakage:?}, a fixed cert applies");
         setup.eventually(&what, || upstream_serial(&mut kubelet) == fixed);
         in_use = fixed;
     }
-    let listed = listed_identity(&setup.debug_certs(), KUBELET_CN).expect("kubelet listed in /debug/certs");
+    let listed =
+        listed_identity(&setup.debug_certs(), KUBELET_CN).expect("kubelet listed in /debug/certs");
     assert_eq!(listed["serial"], in_use.as_str(), "{listed}");
 }
 
@@ -278,8 +317,11 @@ fn broken_identity_files_keep_the_old_identity_until_fixed() {
 fn kubelet_style_combined_pem_behind_a_symlink_rotates() {
     let setup = Rotating::start_with("kubelet-pem", |pki, args| {
         combine_pem(pki, "kubelet", "kubelet-client-1.pem");
-        std::os::unix::fs::symlink(pki.path("kubelet-client-1.pem"), pki.path("kubelet-client-current.pem"))
-            .expect("symlink kubelet-client-current.pem");
+        std::os::unix::fs::symlink(
+            pki.path("kubelet-client-1.pem"),
+            pki.path("kubelet-client-current.pem"),
+        )
+        .expect("symlink kubelet-client-current.pem");
         let current = pki.path("kubelet-client-current.pem");
         let entries = serde_json::json!([{"cert": current, "key": current}, {"cert": pki.path("admin.crt"), "key": pki.path("admin.key")}]);
         write_in_place(&pki.path("kubelet-tls.json"), entries.to_string().as_bytes());
@@ -292,12 +334,16 @@ fn kubelet_style_combined_pem_behind_a_symlink_rotates() {
     let mut kubelet = setup.client(Some("kubelet"));
     assert_upstream_serial(&mut kubelet, &file_serial(&pki.path("kubelet-client-1.pem")));
 
-    let renewed = pki.issue_client("kubelet-renewed", KUBELET_CN).expect("issue renewed kubelet cert");
+    let renewed =
+        pki.issue_client("kubelet-renewed", KUBELET_CN).expect("issue renewed kubelet cert");
     combine_pem(pki, "kubelet-renewed", "kubelet-client-2.pem");
     let link = pki.path("kubelet-client-current.pem.tmp");
-    std::os::unix::fs::symlink(pki.path("kubelet-client-2.pem"), &link).expect("symlink the renewed pem");
+    std::os::unix::fs::symlink(pki.path("kubelet-client-2.pem"), &link)
+        .expect("symlink the renewed pem");
     fs::rename(&link, pki.path("kubelet-client-current.pem")).expect("swap the symlink");
-    setup.eventually("the renewed kubelet pem is presented upstream", || upstream_serial(&mut kubelet) == renewed);
+    setup.eventually("the renewed kubelet pem is presented upstream", || {
+        upstream_serial(&mut kubelet) == renewed
+    });
 }
 
 /// Writes `<name>.crt` followed by `<name>.key` into one file, as the kubelet stores them.
@@ -345,7 +391,11 @@ fn tls_config_entries_added_and_removed_select_and_release_their_cn() {
     let mut kubelet = setup.client(Some("kubelet"));
     let mut admin = setup.client(Some("admin"));
     let kubelet_serial = upstream_serial(&mut kubelet);
-    assert_eq!(upstream_view(&mut edge9), (ANONYMOUS.to_string(), None), "an unlisted CN uses the default identity");
+    assert_eq!(
+        upstream_view(&mut edge9),
+        (ANONYMOUS.to_string(), None),
+        "an unlisted CN uses the default identity"
+    );
 
     // A half-written list is not applied: the old entries keep working, edge-9 stays default.
     let with_edge9 = tls_json(pki, &["kubelet", "kube-proxy", "admin", "edge-9"]);
@@ -362,7 +412,8 @@ fn tls_config_entries_added_and_removed_select_and_release_their_cn() {
         upstream_view(&mut edge9) == (EDGE9_CN.to_string(), Some(edge9_serial.clone()))
     });
     assert_upstream_serial(&mut kubelet, &kubelet_serial);
-    let listed = listed_identity(&setup.debug_certs(), EDGE9_CN).expect("edge-9 listed in /debug/certs");
+    let listed =
+        listed_identity(&setup.debug_certs(), EDGE9_CN).expect("edge-9 listed in /debug/certs");
     assert_eq!(listed["serial"], edge9_serial.as_str(), "{listed}");
 
     write_tls_json(pki, &["kube-proxy", "admin"]);
@@ -389,7 +440,9 @@ fn rotated_serving_cert_is_presented_on_new_handshakes() {
     kept.get(PODS).expect_status(200);
 
     let second = pki.reissue_server().expect("re-issue serving cert");
-    setup.eventually("new handshakes see the re-issued serving cert", || served_serial(pki, setup.lite.port) == second);
+    setup.eventually("new handshakes see the re-issued serving cert", || {
+        served_serial(pki, setup.lite.port) == second
+    });
     kept.get(PODS).expect_status(200);
     assert_eq!(kept.connections_opened(), 1, "a connection made before the rotation was dropped");
 
@@ -397,7 +450,9 @@ fn rotated_serving_cert_is_presented_on_new_handshakes() {
     write_in_place(&pki.path("server.crt"), first_half(&pki_file(pki, "server.crt")));
     setup.assert_failing_quietly(mark, || assert_eq!(served_serial(pki, setup.lite.port), second));
     let third = pki.reissue_server().expect("re-issue serving cert");
-    setup.eventually("a fixed serving cert applies", || served_serial(pki, setup.lite.port) == third);
+    setup.eventually("a fixed serving cert applies", || {
+        served_serial(pki, setup.lite.port) == third
+    });
 }
 
 #[test]
@@ -419,8 +474,12 @@ fn sighup_applies_rotations_at_once_despite_a_long_sync_duration() {
 
     setup.lite.proc().signal(libc::SIGHUP);
     let pki = setup.pki();
-    setup.eventually("SIGHUP applies the rotated identity", || upstream_serial(&mut kubelet) == new_identity);
-    setup.eventually("SIGHUP applies the rotated serving cert", || served_serial(pki, setup.lite.port) == new_serving);
+    setup.eventually("SIGHUP applies the rotated identity", || {
+        upstream_serial(&mut kubelet) == new_identity
+    });
+    setup.eventually("SIGHUP applies the rotated serving cert", || {
+        served_serial(pki, setup.lite.port) == new_serving
+    });
 }
 
 /// The cloud's serving cert moves to a new CA: the CA bundle first gains the new CA, then the
@@ -431,7 +490,9 @@ fn cloud_ca_rotation_keeps_the_cloud_reachable() {
     // The proxy's own serving cert and the cloud CA bundle are separate files here, so the
     // cloud's cert can change under the fake alone.
     let mut setup = Rotating::start_with("cloud-ca", |pki, args| {
-        for (from, to) in [("server.crt", "lite.crt"), ("server.key", "lite.key"), ("ca.crt", "cloud-ca.crt")] {
+        for (from, to) in
+            [("server.crt", "lite.crt"), ("server.key", "lite.key"), ("ca.crt", "cloud-ca.crt")]
+        {
             fs::copy(pki.path(from), pki.path(to)).expect("copy PKI file");
         }
         for arg in args.iter_mut() {
@@ -449,7 +510,9 @@ fn cloud_ca_rotation_keeps_the_cloud_reachable() {
     bundle.extend(pki_file(pki, "rogue-ca.crt"));
     let infos_before = cert_infos(&setup.lite.stderr());
     write_in_place(&pki.path("cloud-ca.crt"), &bundle);
-    setup.eventually("the CA bundle is reloaded", || cert_infos(&setup.lite.stderr()) > infos_before);
+    setup.eventually("the CA bundle is reloaded", || {
+        cert_infos(&setup.lite.stderr()) > infos_before
+    });
 
     // The cloud goes away and comes back with a cert from the new CA.
     setup.fake.stop();
@@ -469,7 +532,10 @@ fn cloud_ca_rotation_keeps_the_cloud_reachable() {
 
 /// Info lines of the certificate reloader so far.
 fn cert_infos(stderr: &str) -> usize {
-    stderr.lines().filter(|line| line.contains("INFO") && line.contains("lite_apiserver::certs")).count()
+    stderr
+        .lines()
+        .filter(|line| line.contains("INFO") && line.contains("lite_apiserver::certs"))
+        .count()
 }
 
 #[test]
@@ -478,15 +544,22 @@ fn debug_certs_lists_cn_serial_and_expiry_without_key_material() {
     let pki = setup.pki();
     let (status, body) = setup.diagnostics.get("/debug/certs");
     assert_eq!(status, 200, "{body}");
-    let certs: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    let certs: Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
     for name in IDENTITIES {
         let pem = pki_file(pki, &format!("{name}.crt"));
-        let der = rustls_pemfile::certs(&mut pem.as_slice()).next().expect("a cert").expect("parse cert");
+        let der =
+            rustls_pemfile::certs(&mut pem.as_slice()).next().expect("a cert").expect("parse cert");
         let summary = x509::summarize(&der).expect("summarize cert");
         let cn = summary.common_name.clone().expect("a CN");
-        let listed = listed_identity(&certs, &cn).unwrap_or_else(|| panic!("{cn} not listed: {certs}"));
+        let listed =
+            listed_identity(&certs, &cn).unwrap_or_else(|| panic!("{cn} not listed: {certs}"));
         assert_eq!(listed["serial"], summary.serial_hex.as_str(), "{listed}");
-        assert_eq!(listed["notAfter"], x509::format_unix(summary.not_after_unix).as_str(), "{listed}");
+        assert_eq!(
+            listed["notAfter"],
+            x509::format_unix(summary.not_after_unix).as_str(),
+            "{listed}"
+        );
 
         let key = String::from_utf8(pki_file(pki, &format!("{name}.key"))).expect("PEM is text");
         for line in key.lines().filter(|line| !line.starts_with("-----") && line.len() >= 16) {

@@ -34,7 +34,12 @@ trait Cloud {
 
     fn delete_pod_upstream(&self, name: &str) {
         let resp = self.cloud().request("DELETE", &format!("{PODS}/{name}"), &[], b"");
-        assert!(resp.status == 200 || resp.status == 202, "delete {name}: {} {}", resp.status, resp.text());
+        assert!(
+            resp.status == 200 || resp.status == 202,
+            "delete {name}: {} {}",
+            resp.status,
+            resp.text()
+        );
     }
 
     fn upstream_pod(&self, name: &str) -> Response {
@@ -51,7 +56,10 @@ impl Cloud for Proxied {
 /// The names of a list's items.
 fn item_names(list: &Value) -> Vec<String> {
     let items = list["items"].as_array().unwrap_or_else(|| panic!("not a list: {list}"));
-    items.iter().map(|item| item["metadata"]["name"].as_str().unwrap_or_default().to_string()).collect()
+    items
+        .iter()
+        .map(|item| item["metadata"]["name"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 fn assert_lists_seeded_pods(list: &Value) {
@@ -61,10 +69,13 @@ fn assert_lists_seeded_pods(list: &Value) {
     }
 }
 
-
-
 fn assert_served_from_cache(resp: &Response) {
-    assert_eq!(resp.header("x-lite-apiserver-cache"), Some("hit"), "expected a cache answer: {:?}", resp.headers);
+    assert_eq!(
+        resp.header("x-lite-apiserver-cache"),
+        Some("hit"),
+        "expected a cache answer: {:?}",
+        resp.headers
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -79,12 +90,16 @@ const GCLOUD_KUBECTL_DIR: &str = "/usr/lib/google-cloud-sdk/bin";
 fn kubectl_binary(version: Option<&str>) -> Option<PathBuf> {
     let found = match version {
         Some(version) => Some(Path::new(GCLOUD_KUBECTL_DIR).join(format!("kubectl.{version}"))),
-        None => std::env::var_os("PATH")
-            .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join("kubectl")).find(|p| p.is_file())),
+        None => std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths).map(|dir| dir.join("kubectl")).find(|p| p.is_file())
+        }),
     }
     .filter(|path| path.is_file());
     if found.is_none() {
-        eprintln!("note: skipping: kubectl {} is not installed", version.unwrap_or("(default, on PATH)"));
+        eprintln!(
+            "note: skipping: kubectl {} is not installed",
+            version.unwrap_or("(default, on PATH)")
+        );
     }
     found
 }
@@ -110,8 +125,10 @@ impl Kubectl {
         let dir = edge.env.dir.join("kubectl");
         std::fs::create_dir_all(dir.join("home")).expect("create kubectl HOME");
         let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&edge.env.pki, edge.lite.port)).expect("write kubeconfig");
-        let kubectl = Kubectl { bin: bin.to_path_buf(), dir, kubeconfig, cache_dir: PathBuf::new() };
+        std::fs::write(&kubeconfig, kubeconfig_yaml(&edge.env.pki, edge.lite.port))
+            .expect("write kubeconfig");
+        let kubectl =
+            Kubectl { bin: bin.to_path_buf(), dir, kubeconfig, cache_dir: PathBuf::new() };
         kubectl.with_fresh_cache("online")
     }
 
@@ -141,8 +158,9 @@ impl Kubectl {
         let mut proc = self.spawn(args);
         let status = proc.wait_output(COMMAND_TIMEOUT);
         proc.kill();
-        let status = status
-            .unwrap_or_else(|| panic!("kubectl {args:?} still running after {COMMAND_TIMEOUT:?}:\n{}", proc.output()));
+        let status = status.unwrap_or_else(|| {
+            panic!("kubectl {args:?} still running after {COMMAND_TIMEOUT:?}:\n{}", proc.output())
+        });
         Run { success: status.success(), stdout: proc.stdout(), stderr: proc.stderr() }
     }
 
@@ -169,7 +187,8 @@ fn kubeconfig_yaml(pki: &Pki, port: u16) -> String {
 /// Writes `object` as a JSON manifest (kubectl reads JSON as well as YAML).
 fn manifest(edge: &Proxied, file: &str, object: &Value) -> String {
     let path = edge.env.dir.join(file);
-    std::fs::write(&path, serde_json::to_vec_pretty(object).expect("serialize manifest")).expect("write manifest");
+    std::fs::write(&path, serde_json::to_vec_pretty(object).expect("serialize manifest"))
+        .expect("write manifest");
     path.display().to_string()
 }
 
@@ -193,15 +212,23 @@ fn assert_pod_table(table: &str) {
 fn kubectl_reads(kubectl: &Kubectl) -> (String, Value, String) {
     let table = kubectl.ok(&["get", "pods"]);
     assert_pod_table(&table);
-    let list: Value = serde_json::from_str(&kubectl.ok(&["get", "pods", "-o", "json"])).expect("-o json is JSON");
+    let list: Value =
+        serde_json::from_str(&kubectl.ok(&["get", "pods", "-o", "json"])).expect("-o json is JSON");
     assert_lists_seeded_pods(&list);
     let names = kubectl.ok(&["get", "pods", "-o", "name"]);
     for name in SEEDED_PODS {
-        assert!(names.lines().any(|line| line == format!("pod/{name}")), "no pod/{name} in:\n{names}");
+        assert!(
+            names.lines().any(|line| line == format!("pod/{name}")),
+            "no pod/{name} in:\n{names}"
+        );
     }
     let widgets = kubectl.ok(&["get", "widgets"]);
-    assert!(widgets.lines().any(|line| line.starts_with("sprocket")), "no sprocket widget in:\n{widgets}");
-    let version: Value = serde_json::from_str(&kubectl.ok(&["get", "--raw", "/version"])).expect("/version is JSON");
+    assert!(
+        widgets.lines().any(|line| line.starts_with("sprocket")),
+        "no sprocket widget in:\n{widgets}"
+    );
+    let version: Value =
+        serde_json::from_str(&kubectl.ok(&["get", "--raw", "/version"])).expect("/version is JSON");
     assert_eq!(version["gitVersion"], "v1.30.0-fake", "{version}");
     (table, list, widgets)
 }
@@ -225,7 +252,10 @@ fn kubectl_writes(kubectl: &Kubectl, edge: &Proxied) {
     assert_eq!(upstream["metadata"]["labels"]["revision"], "2", "{upstream}");
 
     let out = kubectl.ok(&["delete", "pod", "kubectl-created", "kubectl-applied"]);
-    assert!(out.contains("\"kubectl-created\" deleted") && out.contains("\"kubectl-applied\" deleted"), "{out}");
+    assert!(
+        out.contains("\"kubectl-created\" deleted") && out.contains("\"kubectl-applied\" deleted"),
+        "{out}"
+    );
     for name in ["kubectl-created", "kubectl-applied"] {
         assert_eq!(edge.upstream_pod(name).status, 404, "{name} still exists upstream");
     }
@@ -242,7 +272,11 @@ fn wait_for_output(proc: &mut Proc, text: &str, what: &str) {
         }
         None
     });
-    assert!(seen.is_some(), "{what} did not print {text:?} within {EVENT_TIMEOUT:?}:\n{}", proc.output());
+    assert!(
+        seen.is_some(),
+        "{what} did not print {text:?} within {EVENT_TIMEOUT:?}:\n{}",
+        proc.output()
+    );
 }
 
 /// `get pods -w` prints the list, then a pod created in the cloud.
@@ -273,7 +307,11 @@ fn kubectl_online_then_offline(label: &str, version: Option<&str>) {
     let offline_list: Value =
         serde_json::from_str(&offline.ok(&["get", "pods", "-o", "json"])).expect("-o json is JSON");
     assert_eq!(offline_list, list, "offline `get pods -o json` differs from online");
-    assert_eq!(offline.ok(&["get", "widgets"]), widgets, "offline `get widgets` differs from online");
+    assert_eq!(
+        offline.ok(&["get", "widgets"]),
+        widgets,
+        "offline `get widgets` differs from online"
+    );
 
     let created = manifest(&edge, "offline.json", &pod("kubectl-offline"));
     let write = offline.run(&["create", "-f", &created]);
@@ -301,12 +339,24 @@ fn kubectl_offline_watch(label: &str, version: Option<&str>) {
     wait_for_output(&mut watch, "web-1", "offline kubectl get pods -w");
     let open_for = Duration::from_secs(3);
     let exited = wait_for(open_for, || watch.exit_status());
-    assert!(exited.is_none(), "offline `get pods -w` ended ({exited:?}) instead of waiting:\n{}", watch.output());
-    assert!(!watch.stderr().to_lowercase().contains("error"), "offline watch reported an error:\n{}", watch.output());
+    assert!(
+        exited.is_none(),
+        "offline `get pods -w` ended ({exited:?}) instead of waiting:\n{}",
+        watch.output()
+    );
+    assert!(
+        !watch.stderr().to_lowercase().contains("error"),
+        "offline watch reported an error:\n{}",
+        watch.output()
+    );
     watch.kill();
 
     let run = offline.run(&["get", "pods", "-w", "--request-timeout=3s"]);
-    assert!(run.success, "offline `get pods -w --request-timeout=3s` failed:\n{}\n{}", run.stderr, run.stdout);
+    assert!(
+        run.success,
+        "offline `get pods -w --request-timeout=3s` failed:\n{}\n{}",
+        run.stderr, run.stdout
+    );
     assert!(run.stdout.contains("web-1"), "{}", run.stdout);
     assert!(!run.stderr.to_lowercase().contains("error"), "{}", run.stderr);
 }
@@ -367,11 +417,13 @@ fn make_venv() -> Result<PathBuf, String> {
     }
     let _ = std::fs::remove_dir_all(&venv);
     let venv_arg = venv.display().to_string();
-    run_setup_step(Path::new("python3"), &["-m", "venv", &venv_arg])
-        .map_err(|e| format!("cannot make a virtualenv with `python3 -m venv` (is python3-venv installed?): {e}"))?;
+    run_setup_step(Path::new("python3"), &["-m", "venv", &venv_arg]).map_err(|e| {
+        format!("cannot make a virtualenv with `python3 -m venv` (is python3-venv installed?): {e}")
+    })?;
     run_setup_step(&python, &["-m", "pip", "install", "--quiet", PYTHON_CLIENT])
         .map_err(|e| format!("pip could not install {PYTHON_CLIENT} (is PyPI reachable?): {e}"))?;
-    std::fs::write(&marker, PYTHON_CLIENT).map_err(|e| format!("write {}: {e}", marker.display()))?;
+    std::fs::write(&marker, PYTHON_CLIENT)
+        .map_err(|e| format!("write {}: {e}", marker.display()))?;
     Ok(python)
 }
 
@@ -380,7 +432,9 @@ fn run_setup_step(program: &Path, args: &[&str]) -> Result<(), String> {
     let mut proc = Proc::spawn(program, &args);
     match proc.wait_output(PIP_TIMEOUT) {
         Some(status) if status.success() => Ok(()),
-        Some(status) => Err(format!("{} {args:?} exited {status}:\n{}", program.display(), proc.output())),
+        Some(status) => {
+            Err(format!("{} {args:?} exited {status}:\n{}", program.display(), proc.output()))
+        }
         None => Err(format!("{} {args:?} still running after {PIP_TIMEOUT:?}", program.display())),
     }
 }
@@ -419,13 +473,18 @@ fn python_client(edge: &Proxied, credentials: &[String], command: &[&str]) -> Pr
 
 /// The JSON lines a script printed.
 fn json_lines(stdout: &str) -> Vec<Value> {
-    stdout.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))).collect()
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect()
 }
 
 /// `list_namespaced_pod` and `watch.Watch().stream(list_namespaced_pod, ...)` as `user`.
 fn python_lists_and_watches(edge: &Proxied, credentials: &[String], user: &str, new_pod: &str) {
     let mut list = python_client(edge, credentials, &["list", "default"]);
-    let status = list.wait_output(COMMAND_TIMEOUT).unwrap_or_else(|| panic!("python list hangs:\n{}", list.output()));
+    let status = list
+        .wait_output(COMMAND_TIMEOUT)
+        .unwrap_or_else(|| panic!("python list hangs:\n{}", list.output()));
     assert!(status.success(), "python list failed:\n{}", list.output());
     let answer = json_lines(&list.stdout()).pop().expect("python list printed its answer");
     assert_eq!(answer["user"], user, "the cloud saw another identity: {answer}");
@@ -436,14 +495,18 @@ fn python_lists_and_watches(edge: &Proxied, credentials: &[String], user: &str, 
         );
     }
 
-    let mut watch =
-        python_client(edge, credentials, &["watch", "default", "--timeout=30", &format!("--expect={new_pod}")]);
+    let mut watch = python_client(
+        edge,
+        credentials,
+        &["watch", "default", "--timeout=30", &format!("--expect={new_pod}")],
+    );
     for name in SEEDED_PODS {
         wait_for_output(&mut watch, &format!("\"name\": \"{name}\""), "python watch");
     }
     edge.create_pod_upstream(new_pod);
-    let status =
-        watch.wait_output(COMMAND_TIMEOUT).unwrap_or_else(|| panic!("python watch hangs:\n{}", watch.output()));
+    let status = watch
+        .wait_output(COMMAND_TIMEOUT)
+        .unwrap_or_else(|| panic!("python watch hangs:\n{}", watch.output()));
     assert!(status.success(), "python watch did not see ADDED {new_pod}:\n{}", watch.output());
     let events = json_lines(&watch.stdout());
     assert!(events.iter().any(|e| e["type"] == "ADDED" && e["name"] == new_pod), "{events:?}");
@@ -470,7 +533,9 @@ fn python_client_lists_and_watches_with_token_and_with_client_cert() {
 const REFLECTOR_LIST: &str = "/api/v1/namespaces/default/pods?limit=500&resourceVersion=0";
 
 fn reflector_watch_path(resource_version: &str) -> String {
-    format!("{PODS}?allowWatchBookmarks=true&resourceVersion={resource_version}&timeoutSeconds=300&watch=true")
+    format!(
+        "{PODS}?allowWatchBookmarks=true&resourceVersion={resource_version}&timeoutSeconds=300&watch=true"
+    )
 }
 
 /// LIST, WATCH from its version with BOOKMARKs, then the proxy dies (kill -9); changes made
@@ -487,7 +552,10 @@ fn reflector_lists_watches_with_bookmarks_and_resumes_after_proxy_restart() {
     let bookmark = watch.next_event(EVENT_TIMEOUT).expect("a BOOKMARK");
     assert_eq!(bookmark["type"], "BOOKMARK", "{bookmark}");
     assert_eq!(bookmark["object"]["kind"], "Pod", "{bookmark}");
-    assert!(bookmark["object"]["metadata"]["resourceVersion"].as_str().is_some_and(|rv| !rv.is_empty()), "{bookmark}");
+    assert!(
+        bookmark["object"]["metadata"]["resourceVersion"].as_str().is_some_and(|rv| !rv.is_empty()),
+        "{bookmark}"
+    );
     edge.create_pod_upstream("before-restart");
     let added = watch.expect_change(EVENT_TIMEOUT, "ADDED", "before-restart");
     last_seen = resource_version(&added["object"]);
@@ -515,9 +583,13 @@ fn reflector_relists_after_410_expired() {
         edge.create_pod_upstream(&format!("churn-{i}"));
     }
 
-    let through_proxy = kubelet.watch(&reflector_watch_path(&stale)).next_event(EVENT_TIMEOUT).expect("an event");
-    let direct =
-        edge.env.client(edge.fake.port, Some("kubelet")).watch(&reflector_watch_path(&stale)).next_event(EVENT_TIMEOUT);
+    let through_proxy =
+        kubelet.watch(&reflector_watch_path(&stale)).next_event(EVENT_TIMEOUT).expect("an event");
+    let direct = edge
+        .env
+        .client(edge.fake.port, Some("kubelet"))
+        .watch(&reflector_watch_path(&stale))
+        .next_event(EVENT_TIMEOUT);
     assert_eq!(through_proxy["type"], "ERROR", "{through_proxy}");
     assert_eq!(through_proxy["object"]["code"], 410, "{through_proxy}");
     assert_eq!(through_proxy["object"]["reason"], "Expired", "{through_proxy}");
@@ -534,11 +606,17 @@ fn reflector_relists_after_410_expired() {
 
     // Offline: the plain list (no resourceVersion) is cached, a watch from before it expires,
     // the re-list answers from the cache and a watch from there stays open.
-    let current = edge.client(Some("kubelet")).get(&format!("{PODS}?limit=500")).expect_status(200).json();
+    let current =
+        edge.client(Some("kubelet")).get(&format!("{PODS}?limit=500")).expect_status(200).json();
     edge.fake.stop();
     let mut kubelet = edge.client(Some("kubelet"));
-    let expired = kubelet.watch(&reflector_watch_path(&stale)).next_event(EVENT_TIMEOUT).expect("an event");
-    assert_eq!((expired["type"].as_str(), &expired["object"]["code"]), (Some("ERROR"), &json!(410)), "{expired}");
+    let expired =
+        kubelet.watch(&reflector_watch_path(&stale)).next_event(EVENT_TIMEOUT).expect("an event");
+    assert_eq!(
+        (expired["type"].as_str(), &expired["object"]["code"]),
+        (Some("ERROR"), &json!(410)),
+        "{expired}"
+    );
     let offline = kubelet.get(REFLECTOR_LIST).expect_status(200);
     assert_served_from_cache(&offline);
     assert_eq!(item_names(&offline.json()), item_names(&current));
@@ -551,7 +629,8 @@ fn reflector_relists_after_410_expired() {
 /// replayed offline with the same body and Content-Type.
 #[test]
 fn discovery_aggregated_and_legacy_cached_apart_and_replayed_offline() {
-    const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+    const AGGREGATED: &str =
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
     const LEGACY: &str = "application/json, */*";
     let requests = [
         ("/api", AGGREGATED, "APIGroupDiscoveryList"),
@@ -570,7 +649,11 @@ fn discovery_aggregated_and_legacy_cached_apart_and_replayed_offline() {
             assert_eq!(resp.json()["kind"], *kind, "GET {path} with Accept {accept}");
             let content_type = resp.header("content-type").unwrap_or_default();
             let aggregated = content_type.contains("as=APIGroupDiscoveryList");
-            assert_eq!(aggregated, *accept == AGGREGATED, "GET {path}: Content-Type {content_type}");
+            assert_eq!(
+                aggregated,
+                *accept == AGGREGATED,
+                "GET {path}: Content-Type {content_type}"
+            );
             resp
         })
         .collect();
@@ -580,8 +663,16 @@ fn discovery_aggregated_and_legacy_cached_apart_and_replayed_offline() {
     for ((path, accept, _), online) in requests.iter().zip(&online) {
         let offline = client.request("GET", path, &[("Accept", accept)], b"").expect_status(200);
         assert_served_from_cache(&offline);
-        assert_eq!(offline.header("content-type"), online.header("content-type"), "GET {path} ({accept})");
-        assert_eq!(offline.text(), online.text(), "GET {path} ({accept}) replayed a different body");
+        assert_eq!(
+            offline.header("content-type"),
+            online.header("content-type"),
+            "GET {path} ({accept})"
+        );
+        assert_eq!(
+            offline.text(),
+            online.text(),
+            "GET {path} ({accept}) replayed a different body"
+        );
     }
 }
 
@@ -607,7 +698,10 @@ fn protobuf_accept_answered_with_json_online_and_offline() {
         .map(|path| {
             let resp = get_protobuf(&mut kubelet, path);
             let content_type = resp.header("content-type").unwrap_or_default();
-            assert!(content_type.starts_with("application/json"), "GET {path}: Content-Type {content_type}");
+            assert!(
+                content_type.starts_with("application/json"),
+                "GET {path}: Content-Type {content_type}"
+            );
             resp.json()
         })
         .collect();
@@ -638,7 +732,11 @@ fn protobuf_passes_through_and_replays_byte_identical() {
             let resp = get_protobuf(&mut kubelet, path);
             assert_eq!(resp.header("content-type"), Some(PROTOBUF), "GET {path}");
             assert!(resp.body.starts_with(PROTOBUF_MAGIC), "GET {path}: not a protobuf envelope");
-            assert_eq!(resp.body, get_protobuf(&mut cloud, path).body, "GET {path}: the proxy changed the bytes");
+            assert_eq!(
+                resp.body,
+                get_protobuf(&mut cloud, path).body,
+                "GET {path}: the proxy changed the bytes"
+            );
             resp
         })
         .collect();
@@ -649,6 +747,10 @@ fn protobuf_passes_through_and_replays_byte_identical() {
         let offline = get_protobuf(&mut kubelet, path);
         assert_served_from_cache(&offline);
         assert_eq!(offline.header("content-type"), Some(PROTOBUF), "GET {path}");
-        assert_eq!(sha256_hex(&offline.body), sha256_hex(&online.body), "GET {path}: offline bytes differ");
+        assert_eq!(
+            sha256_hex(&offline.body),
+            sha256_hex(&online.body),
+            "GET {path}: offline bytes differ"
+        );
     }
 }

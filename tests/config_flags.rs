@@ -25,9 +25,14 @@ fn valid_args(env: &TestEnv, without: &[&str]) -> Vec<String> {
 /// line that contains `needle`.
 fn assert_config_error(args: &[String], needle: &str) {
     let (status, stdout, stderr) = run_lite(args, EXIT_TIMEOUT);
-    let status = status
-        .unwrap_or_else(|| panic!("still running after {EXIT_TIMEOUT:?} with {args:?}; stderr:\n{stderr}"));
-    assert_eq!(status.code(), Some(2), "exit status for {args:?}; stdout:\n{stdout}\nstderr:\n{stderr}");
+    let status = status.unwrap_or_else(|| {
+        panic!("still running after {EXIT_TIMEOUT:?} with {args:?}; stderr:\n{stderr}")
+    });
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "exit status for {args:?}; stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     let lines: Vec<&str> = stderr.lines().filter(|line| !line.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one stderr line, got:\n{stderr}");
     assert!(lines[0].contains(needle), "stderr line does not mention {needle:?}: {}", lines[0]);
@@ -110,8 +115,9 @@ fn superedge_only_flags_are_accepted_with_a_warning() {
     ];
     let lite = env.lite(fake.port, &extra);
     env.client(lite.port, Some("kubelet")).get("/version").expect_status(200);
-    let warned =
-        wait_for(Duration::from_secs(2), || lite.stderr().contains("network-interface").then_some(()));
+    let warned = wait_for(Duration::from_secs(2), || {
+        lite.stderr().contains("network-interface").then_some(())
+    });
     assert!(warned.is_some(), "no warning naming --network-interface; stderr:\n{}", lite.stderr());
 }
 

@@ -107,7 +107,8 @@ fn conf_variables(text: &str) -> (HashMap<String, String>, HashMap<String, Strin
 /// ExecStart= as systemd expands it: `${NAME}` in place, `$NAME` alone split into words.
 fn expand_exec_start(exec_start: &str, env: &HashMap<String, String>) -> Vec<String> {
     let value = |name: &str| {
-        env.get(name).unwrap_or_else(|| panic!("ExecStart uses ${name}, which has no Environment= default"))
+        env.get(name)
+            .unwrap_or_else(|| panic!("ExecStart uses ${name}, which has no Environment= default"))
     };
     let mut words = Vec::new();
     for word in exec_start.split_whitespace() {
@@ -118,7 +119,8 @@ fn expand_exec_start(exec_start: &str, env: &HashMap<String, String>) -> Vec<Str
         let mut expanded = String::new();
         let mut rest = word;
         while let Some(start) = rest.find("${") {
-            let end = rest[start..].find('}').map(|i| start + i).expect("closing brace in ExecStart");
+            let end =
+                rest[start..].find('}').map(|i| start + i).expect("closing brace in ExecStart");
             expanded.push_str(&rest[..start]);
             expanded.push_str(value(&rest[start + 2..end]));
             rest = &rest[end + 1..];
@@ -139,7 +141,9 @@ fn parse_flags(args: Vec<String>) -> Config {
 #[test]
 fn unit_passes_systemd_analyze_verify() {
     let Some(analyze) = find_on_path("systemd-analyze") else {
-        eprintln!("SKIPPED: systemd-analyze is not installed (apt-get install systemd) — unit not verified");
+        eprintln!(
+            "SKIPPED: systemd-analyze is not installed (apt-get install systemd) — unit not verified"
+        );
         return;
     };
     // verify checks that ExecStart= is executable: point it at the binary under test.
@@ -150,11 +154,13 @@ fn unit_passes_systemd_analyze_verify() {
     let dir = TempDir::new("unit");
     let path = dir.join("lite-apiserver.service");
     fs::write(&path, unit).expect("write unit copy");
-    let output = Command::new(analyze).arg("verify").arg(&path).output().expect("run systemd-analyze");
+    let output =
+        Command::new(analyze).arg("verify").arg(&path).output().expect("run systemd-analyze");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "systemd-analyze verify failed:\n{stderr}");
     // Unknown keys and bad values are only warnings (exit 0): treat any about us as errors.
-    let warnings: Vec<&str> = stderr.lines().filter(|line| line.contains("lite-apiserver")).collect();
+    let warnings: Vec<&str> =
+        stderr.lines().filter(|line| line.contains("lite-apiserver")).collect();
     assert!(warnings.is_empty(), "systemd-analyze verify warned:\n{}", warnings.join("\n"));
 }
 
@@ -218,7 +224,11 @@ fn unit_command_line_parses_to_the_documented_defaults() {
     assert_eq!(unit.modify_request_accept, binary.modify_request_accept);
     assert_eq!(unit.log_level, None, "the level comes from RUST_LOG in the conf file");
     // The unit keeps the cache in its StateDirectory, which systemd creates writable.
-    assert!(unit.file_cache_path.starts_with("/var/lib/lite-apiserver"), "{:?}", unit.file_cache_path);
+    assert!(
+        unit.file_cache_path.starts_with("/var/lib/lite-apiserver"),
+        "{:?}",
+        unit.file_cache_path
+    );
     assert_eq!(unit.tls_config_file.as_deref(), Some(Path::new("/etc/kubernetes/edge/tls.json")));
 }
 
@@ -256,10 +266,17 @@ fn tls_json_and_kubeconfig_examples_are_usable() {
         pairs.iter().any(|pair| pair["cert"] == kubelet && pair["key"] == kubelet),
         "kubelet identity in tls.json"
     );
-    assert!(pairs.iter().any(|pair| pair["cert"].as_str().is_some_and(|cert| cert.contains("kube-proxy"))));
+    assert!(
+        pairs
+            .iter()
+            .any(|pair| pair["cert"].as_str().is_some_and(|cert| cert.contains("kube-proxy")))
+    );
     assert!(pairs.iter().all(|pair| pair["cert"].is_string() && pair["key"].is_string()));
     let kubeconfig = read_repo_file("conf/kubelet.kubeconfig");
-    assert!(kubeconfig.contains("server: https://127.0.0.1:51003"), "kubeconfig points at lite-apiserver");
+    assert!(
+        kubeconfig.contains("server: https://127.0.0.1:51003"),
+        "kubeconfig points at lite-apiserver"
+    );
 }
 
 // ---- the binary started the way deployments start it -------------------------------------
@@ -310,7 +327,10 @@ fn edgeadm_template_flags_are_accepted() {
         "--timeout=3",
         "--v=4",
     ]));
-    assert_eq!((config.upstream_host.as_str(), config.upstream_port, config.port), ("10.0.0.1", 6443, 51003));
+    assert_eq!(
+        (config.upstream_host.as_str(), config.upstream_port, config.port),
+        ("10.0.0.1", 6443, 51003)
+    );
 }
 
 /// A cloud apiserver given by name resolves through /etc/hosts (no DNS server needed).
@@ -338,8 +358,10 @@ fn systemd_is_notified_when_serving_and_when_stopping() {
     let cache = TempDir::new("notify-cache");
     // NOTIFY_SOCKET goes to the child only (through env(1), which execs in place): the
     // test process's environment is shared by every test thread.
-    let mut args =
-        vec![format!("NOTIFY_SOCKET={}", socket_path.display()), lite_apiserver_bin().display().to_string()];
+    let mut args = vec![
+        format!("NOTIFY_SOCKET={}", socket_path.display()),
+        lite_apiserver_bin().display().to_string(),
+    ];
     args.extend(Lite::default_args(&env.pki, fake.port, port, cache.path()));
     let mut proc = Proc::spawn(Path::new("/usr/bin/env"), &args);
 
@@ -361,7 +383,9 @@ fn receive_notification(socket: &UnixDatagram, proc: &Proc) -> String {
     let mut buf = [0u8; 512];
     match socket.recv(&mut buf) {
         Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
-        Err(e) => panic!("no sd_notify datagram within {NOTIFY_TIMEOUT:?} ({e}):\n{}", proc.output()),
+        Err(e) => {
+            panic!("no sd_notify datagram within {NOTIFY_TIMEOUT:?} ({e}):\n{}", proc.output())
+        }
     }
 }
 
@@ -388,7 +412,8 @@ fn run_install(destdir: &Path, extra_args: &[&str]) -> String {
 }
 
 fn mode(path: &Path) -> u32 {
-    fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o7777
+    fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode()
+        & 0o7777
 }
 
 #[test]
@@ -409,13 +434,17 @@ fn install_sh_puts_files_in_place_with_their_modes() {
         assert_eq!(mode(&root.join(file)), expected_mode, "mode of {file}");
     }
     let installed = fs::read(root.join("usr/bin/lite-apiserver")).expect("installed binary");
-    assert!(installed == fs::read(lite_apiserver_bin()).expect("built binary"), "binary copied unchanged");
+    assert!(
+        installed == fs::read(lite_apiserver_bin()).expect("built binary"),
+        "binary copied unchanged"
+    );
     assert_eq!(
         fs::read_to_string(root.join("etc/systemd/system/lite-apiserver.service")).expect("unit"),
         read_repo_file(UNIT)
     );
     assert!(
-        stdout.contains("To uninstall:") && stdout.contains("systemctl disable --now lite-apiserver"),
+        stdout.contains("To uninstall:")
+            && stdout.contains("systemctl disable --now lite-apiserver"),
         "{stdout}"
     );
 }
@@ -427,14 +456,24 @@ fn install_sh_keeps_edited_config_and_follows_the_prefix() {
     let conf = root.join("etc/kubernetes/edge/lite-apiserver.conf");
     fs::write(&conf, "KUBE_APISERVER_URL=https://cloud.example:6443\n").expect("edit conf");
     run_install(root.path(), &["--prefix=/usr/local"]);
-    assert_eq!(fs::read_to_string(&conf).expect("conf"), "KUBE_APISERVER_URL=https://cloud.example:6443\n");
+    assert_eq!(
+        fs::read_to_string(&conf).expect("conf"),
+        "KUBE_APISERVER_URL=https://cloud.example:6443\n"
+    );
     assert_eq!(
         fs::read_to_string(root.join("etc/kubernetes/edge/lite-apiserver.conf.new")).expect(".new"),
         read_repo_file(CONF)
     );
-    assert!(!root.join("etc/kubernetes/edge/tls.json.new").exists(), "an unchanged tls.json is left alone");
-    let unit = fs::read_to_string(root.join("etc/systemd/system/lite-apiserver.service")).expect("unit");
-    assert!(unit.contains("ExecStart=/usr/local/bin/lite-apiserver \\\n"), "ExecStart follows --prefix");
+    assert!(
+        !root.join("etc/kubernetes/edge/tls.json.new").exists(),
+        "an unchanged tls.json is left alone"
+    );
+    let unit =
+        fs::read_to_string(root.join("etc/systemd/system/lite-apiserver.service")).expect("unit");
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/lite-apiserver \\\n"),
+        "ExecStart follows --prefix"
+    );
     assert_eq!(mode(&root.join("usr/local/bin/lite-apiserver")), 0o755);
 }
 
@@ -445,7 +484,11 @@ fn install_sh_keeps_edited_config_and_follows_the_prefix() {
 fn has_elf_interpreter(path: &Path) -> bool {
     const PT_INTERP: u32 = 3;
     let elf = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    assert!(elf.len() >= 52 && elf.starts_with(b"\x7fELF"), "{} is not an ELF file", path.display());
+    assert!(
+        elf.len() >= 52 && elf.starts_with(b"\x7fELF"),
+        "{} is not an ELF file",
+        path.display()
+    );
     let big_endian = elf[5] == 2;
     let number = |offset: usize, width: usize| -> usize {
         let bytes = &elf[offset..offset + width];
@@ -463,7 +506,12 @@ fn has_elf_interpreter(path: &Path) -> bool {
 #[test]
 fn elf_reader_tells_dynamic_from_static() {
     let exe = std::env::current_exe().expect("test executable");
-    assert_eq!(has_elf_interpreter(&exe), !cfg!(target_feature = "crt-static"), "{}", exe.display());
+    assert_eq!(
+        has_elf_interpreter(&exe),
+        !cfg!(target_feature = "crt-static"),
+        "{}",
+        exe.display()
+    );
 }
 
 /// Set by CI after the documented static build (docs/DEPLOY.md): no ELF interpreter, under
@@ -475,7 +523,11 @@ fn static_binary_is_static_small_and_resolves_names() {
         eprintln!("SKIPPED: {STATIC_BINARY_VAR} is not set — static binary not checked");
         return;
     };
-    assert!(!has_elf_interpreter(&binary), "{} has an ELF interpreter: not static", binary.display());
+    assert!(
+        !has_elf_interpreter(&binary),
+        "{} has an ELF interpreter: not static",
+        binary.display()
+    );
     let size = fs::metadata(&binary).expect("static binary").len();
     assert!(
         size < MAX_STATIC_BINARY_BYTES,

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use common::client::Conn;
 use common::wire;
 use common::*;
-use rustls::pki_types::ServerName;
 use rustls::ClientConnection;
+use rustls::pki_types::ServerName;
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
 /// How long a single raw read or a clean-up may take before the test fails.
@@ -74,7 +74,8 @@ impl Rig {
 
     /// A TLS connection to the proxy presenting `kubelet.crt`.
     fn raw(&self) -> Conn {
-        Conn::open_as(&self.env.pki, self.lite.port, Some("kubelet")).expect("TLS connection to the proxy")
+        Conn::open_as(&self.env.pki, self.lite.port, Some("kubelet"))
+            .expect("TLS connection to the proxy")
     }
 
     fn metric(&self, name: &str) -> u64 {
@@ -83,7 +84,9 @@ impl Rig {
 
     fn snapshot(&mut self) -> Snapshot {
         let metrics = self.diag.metrics();
-        let gauge = |name: &str| metric_value(&metrics, name).unwrap_or_else(|| panic!("no {name}:\n{metrics}"));
+        let gauge = |name: &str| {
+            metric_value(&metrics, name).unwrap_or_else(|| panic!("no {name}:\n{metrics}"))
+        };
         let pid = self.lite.proc().pid();
         Snapshot {
             clients: gauge("lite_apiserver_open_client_connections"),
@@ -106,7 +109,8 @@ impl Rig {
         let settled = wait_for(SETTLE, || {
             let first = self.snapshot();
             let second = self.snapshot();
-            let quiet = first.clients == 0 && first.fds - first.upstreams as i64 == second.fds - second.upstreams as i64;
+            let quiet = first.clients == 0
+                && first.fds - first.upstreams as i64 == second.fds - second.upstreams as i64;
             quiet.then_some(first)
         })
         .expect("the proxy settles after one good request");
@@ -146,7 +150,8 @@ fn open_fds(pid: u32) -> i64 {
 /// The first TLS flight of a real client (its ClientHello record).
 fn client_hello(pki: &Pki) -> Vec<u8> {
     let name = ServerName::try_from("localhost").expect("server name");
-    let mut tls = ClientConnection::new(common::client::tls_config(pki, None), name).expect("client connection");
+    let mut tls = ClientConnection::new(common::client::tls_config(pki, None), name)
+        .expect("client connection");
     let mut hello = Vec::new();
     while tls.wants_write() {
         tls.write_tls(&mut hello).expect("ClientHello");
@@ -156,7 +161,12 @@ fn client_hello(pki: &Pki) -> Vec<u8> {
 
 /// Writes `bytes` on a plain TCP connection to `port`, optionally half-closes, and reports
 /// whether the peer hung up within `timeout`, with whatever it sent back.
-fn plain_tcp_abuse(port: u16, bytes: &[u8], half_close: bool, timeout: Duration) -> (bool, Vec<u8>) {
+fn plain_tcp_abuse(
+    port: u16,
+    bytes: &[u8],
+    half_close: bool,
+    timeout: Duration,
+) -> (bool, Vec<u8>) {
     let mut sock = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
     sock.write_all(bytes).expect("write");
     if half_close {
@@ -174,7 +184,9 @@ fn plain_tcp_abuse(port: u16, bytes: &[u8], half_close: bool, timeout: Duration)
         match sock.read(&mut chunk) {
             Ok(0) => return (true, received),
             Ok(n) => received.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return (false, received),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return (false, received);
+            }
             Err(_) => return (true, received),
         }
     }
@@ -201,7 +213,11 @@ fn expect_local_rejection(rig: &Rig, request: &[u8], code: u16) {
     conn.send(request).unwrap_or_else(|e| panic!("send {shown:?}: {e}"));
     let response = conn.response("GET").unwrap_or_else(|e| panic!("no answer to {shown:?}: {e}"));
     assert_status_body(&response, code);
-    assert!(response.header("x-fake-user").is_none(), "{shown:?} reached the fake: {:?}", response.headers);
+    assert!(
+        response.header("x-fake-user").is_none(),
+        "{shown:?} reached the fake: {:?}",
+        response.headers
+    );
     assert!(conn.closed_within(IO_DEADLINE), "connection left open after rejecting {shown:?}");
 }
 
@@ -247,7 +263,8 @@ fn an_oversized_head_gets_431_and_one_within_limits_is_proxied() {
     let mut conn = rig.raw();
     for i in 0..100 {
         let line = format!("X-Filler-{i}: {}\r\n", "b".repeat(1000));
-        let bytes = if i == 0 { format!("GET /debug/echo HTTP/1.1\r\nHost: x\r\n{line}") } else { line };
+        let bytes =
+            if i == 0 { format!("GET /debug/echo HTTP/1.1\r\nHost: x\r\n{line}") } else { line };
         // The proxy answers once the head passes the limit, then reads and drops the rest
         // (lingering close): sending never fails.
         conn.send(bytes.as_bytes()).unwrap_or_else(|e| panic!("header {i} after the answer: {e}"));
@@ -267,7 +284,11 @@ fn an_oversized_head_gets_431_and_one_within_limits_is_proxied() {
 
     // 40 KiB of headers is within the limit: forwarded and echoed intact.
     let value = "c".repeat(40 * 1024);
-    let echo = rig.client(Some("kubelet")).request("GET", "/debug/echo", &[("X-Large", &value)], b"").expect_status(200).json();
+    let echo = rig
+        .client(Some("kubelet"))
+        .request("GET", "/debug/echo", &[("X-Large", &value)], b"")
+        .expect_status(200)
+        .json();
     assert_eq!(echo_header(&echo, "x-large"), vec![value]);
     rig.assert_recovered(&baseline, "oversized heads");
 }
@@ -336,13 +357,20 @@ fn a_connection_header_cannot_strip_the_body_framing() {
     let response = conn.response("POST").expect("an answer");
     if response.status == 200 {
         let echo = response.json();
-        assert_eq!(echo["body_len"], smuggled.len(), "the body did not reach the cloud as a body: {echo}");
+        assert_eq!(
+            echo["body_len"],
+            smuggled.len(),
+            "the body did not reach the cloud as a body: {echo}"
+        );
     } else {
         assert_status_body(&response, 400);
     }
     drop(conn);
     let next = rig.client(Some("kubelet")).get("/debug/echo?after=1").expect_status(200).json();
-    assert_eq!(next["query"], "after=1", "a pooled upstream connection answered a smuggled request");
+    assert_eq!(
+        next["query"], "after=1",
+        "a pooled upstream connection answered a smuggled request"
+    );
     rig.assert_recovered(&baseline, "Connection: Content-Length");
 }
 
@@ -431,7 +459,11 @@ fn pipelined_requests_are_answered_in_order() {
     let blob = conn.response("GET").expect("3rd").expect_status(200);
     assert_eq!(blob.body.len(), 100_000);
     for n in [4, 5] {
-        let echo = conn.response("GET").unwrap_or_else(|e| panic!("response {n}: {e}")).expect_status(200).json();
+        let echo = conn
+            .response("GET")
+            .unwrap_or_else(|e| panic!("response {n}: {e}"))
+            .expect_status(200)
+            .json();
         assert_eq!(echo["query"], format!("n={n}"));
     }
     let refusal = conn.response("GET").expect("an answer to the garbage at the end");
@@ -452,19 +484,34 @@ fn http_1_0_closes_by_default_and_gets_chunked_answers_dechunked() {
     assert!(conn.closed_within(IO_DEADLINE), "HTTP/1.0 without keep-alive must be closed");
 
     let mut conn = rig.raw();
-    conn.send(b"GET /debug/echo?n=1 HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n").expect("send");
+    conn.send(b"GET /debug/echo?n=1 HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        .expect("send");
     let response = conn.response("GET").expect("answer").expect_status(200);
     assert!(response.headers.has_token("connection", "keep-alive"), "{:?}", response.headers);
-    conn.send(b"GET /debug/echo?n=2 HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n").expect("send 2nd");
+    conn.send(b"GET /debug/echo?n=2 HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        .expect("send 2nd");
     assert_eq!(conn.response("GET").expect("2nd answer").expect_status(200).json()["query"], "n=2");
     drop(conn);
 
-    let direct = rig.env.client(rig.fake.port, Some("kubelet")).get("/debug/blob?bytes=300000&chunked=1").expect_status(200);
+    let direct = rig
+        .env
+        .client(rig.fake.port, Some("kubelet"))
+        .get("/debug/blob?bytes=300000&chunked=1")
+        .expect_status(200);
     let mut conn = rig.raw();
     conn.send(b"GET /debug/blob?bytes=300000&chunked=1 HTTP/1.0\r\nHost: x\r\n\r\n").expect("send");
     let response = conn.response("GET").expect("answer").expect_status(200);
-    assert!(response.header("transfer-encoding").is_none(), "chunked sent to HTTP/1.0: {:?}", response.headers);
-    assert_eq!(sha256_hex(&response.body), sha256_hex(&direct.body), "de-chunked body differs ({} bytes)", response.body.len());
+    assert!(
+        response.header("transfer-encoding").is_none(),
+        "chunked sent to HTTP/1.0: {:?}",
+        response.headers
+    );
+    assert_eq!(
+        sha256_hex(&response.body),
+        sha256_hex(&direct.body),
+        "de-chunked body differs ({} bytes)",
+        response.body.len()
+    );
     rig.assert_recovered(&baseline, "HTTP/1.0");
 }
 
@@ -495,10 +542,25 @@ fn traversal_and_percent_encoding_pass_through_verbatim() {
     assert_eq!(echo["query"], query);
     // Paths are not normalized or decoded: had the proxy collapsed `..` (or decoded and then
     // collapsed `%2e%2e`), these would reach /debug/echo and answer 200.
-    for path in ["/debug/x/../echo", "/debug/x/%2e%2e/echo", "/debug/x/%2E%2E/echo", "/debug/./echo", "/debug//echo"] {
+    for path in [
+        "/debug/x/../echo",
+        "/debug/x/%2e%2e/echo",
+        "/debug/x/%2E%2E/echo",
+        "/debug/./echo",
+        "/debug//echo",
+    ] {
         let response = client.get(path);
-        assert_ne!(response.status, 200, "{path} was normalized to /debug/echo: {}", response.text());
-        assert!(response.header("x-fake-user").is_some(), "{path} was answered by the proxy, not the cloud: {}", response.text());
+        assert_ne!(
+            response.status,
+            200,
+            "{path} was normalized to /debug/echo: {}",
+            response.text()
+        );
+        assert!(
+            response.header("x-fake-user").is_some(),
+            "{path} was answered by the proxy, not the cloud: {}",
+            response.text()
+        );
     }
     drop(client);
     rig.assert_recovered(&baseline, "traversal paths");
@@ -509,7 +571,10 @@ fn plain_http_and_garbage_on_the_tls_port_are_closed() {
     let mut rig = Rig::start("nontls", &[], &[&format!("--tls-handshake-timeout={SHORT_TIMEOUT}")]);
     let baseline = rig.baseline();
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("plain HTTP", b"GET /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec()),
+        (
+            "plain HTTP",
+            b"GET /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+        ),
         ("random bytes", garbage(4096, 7)),
         ("zeros", vec![0; 1024]),
         ("TLS record of impossible length", b"\x16\x03\x01\xff\xff".to_vec()),
@@ -519,14 +584,18 @@ fn plain_http_and_garbage_on_the_tls_port_are_closed() {
     for (what, bytes) in &cases {
         let (closed, reply) = plain_tcp_abuse(rig.lite.port, bytes, false, CUTOFF);
         assert!(closed, "{what}: connection left open");
-        assert!(!String::from_utf8_lossy(&reply).contains("HTTP/"), "{what}: answered in plain HTTP");
+        assert!(
+            !String::from_utf8_lossy(&reply).contains("HTTP/"),
+            "{what}: answered in plain HTTP"
+        );
     }
     rig.assert_recovered(&baseline, "non-TLS bytes");
 }
 
 #[test]
 fn truncated_tls_handshakes_are_closed() {
-    let mut rig = Rig::start("truncatedtls", &[], &[&format!("--tls-handshake-timeout={SHORT_TIMEOUT}")]);
+    let mut rig =
+        Rig::start("truncatedtls", &[], &[&format!("--tls-handshake-timeout={SHORT_TIMEOUT}")]);
     let baseline = rig.baseline();
     let hello = client_hello(&rig.env.pki);
     assert!(hello.len() > 10, "ClientHello is {} bytes", hello.len());
@@ -556,7 +625,8 @@ fn many_stalled_partial_heads_do_not_stop_good_requests() {
     let mut stalled: Vec<Conn> = (0..40)
         .map(|i| {
             let mut conn = rig.raw();
-            conn.send(format!("GET {PODS}?n={i} HTTP/1.1\r\nHost: x\r\nX-Slow: ").as_bytes()).expect("partial head");
+            conn.send(format!("GET {PODS}?n={i} HTTP/1.1\r\nHost: x\r\nX-Slow: ").as_bytes())
+                .expect("partial head");
             conn
         })
         .collect();
@@ -570,7 +640,8 @@ fn many_stalled_partial_heads_do_not_stop_good_requests() {
 
 #[test]
 fn slowloris_head_is_cut_off_by_the_head_read_timeout() {
-    let mut rig = Rig::start("slowloris", &[], &[&format!("--read-header-timeout={SHORT_TIMEOUT}")]);
+    let mut rig =
+        Rig::start("slowloris", &[], &[&format!("--read-header-timeout={SHORT_TIMEOUT}")]);
     let baseline = rig.baseline();
     let mut conn = rig.raw();
     conn.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n").as_bytes()).expect("partial head");
@@ -583,7 +654,11 @@ fn slowloris_head_is_cut_off_by_the_head_read_timeout() {
             break;
         }
     }
-    assert!(closed, "a head dripping one byte every 2 s was still open after {:?}", started.elapsed());
+    assert!(
+        closed,
+        "a head dripping one byte every 2 s was still open after {:?}",
+        started.elapsed()
+    );
     eprintln!("slowloris connection closed after {:?}", started.elapsed());
     rig.assert_recovered(&baseline, "slowloris");
 }
@@ -612,10 +687,16 @@ fn connections_beyond_max_connections_are_refused_and_the_first_ones_keep_workin
     let rejected_before = rig.metric("lite_apiserver_rejected_connections_total");
     // The next one is told why: a 503 Status naming the flag, then the close.
     let mut extra = rig.raw();
-    extra.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).expect("send past the limit");
+    extra
+        .send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .expect("send past the limit");
     let answer = extra.response("GET").expect("an answer past the limit");
     assert_status_body(&answer, 503);
-    assert!(answer.text().contains("--max-connections"), "the 503 does not say why: {}", answer.text());
+    assert!(
+        answer.text().contains("--max-connections"),
+        "the 503 does not say why: {}",
+        answer.text()
+    );
     assert!(extra.closed_within(IO_DEADLINE), "the connection past the limit stayed open");
     assert!(rig.metric("lite_apiserver_rejected_connections_total") > rejected_before);
     // Past the answered ones, a flood is only closed: no handshake, no answer.
@@ -624,12 +705,20 @@ fn connections_beyond_max_connections_are_refused_and_the_first_ones_keep_workin
     let answered: Vec<Conn> = (0..ANSWERED_PAST_LIMIT).map(|_| rig.raw()).collect();
     let refused = match Conn::open_as(&rig.env.pki, rig.lite.port, Some("kubelet")) {
         Err(_) => true,
-        Ok(mut flood) => flood.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).is_err() || flood.response("GET").is_err(),
+        Ok(mut flood) => {
+            flood.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).is_err()
+                || flood.response("GET").is_err()
+        }
     };
-    assert!(refused, "connection {} of a {LIMIT}-connection limit was answered", LIMIT + ANSWERED_PAST_LIMIT + 1);
+    assert!(
+        refused,
+        "connection {} of a {LIMIT}-connection limit was answered",
+        LIMIT + ANSWERED_PAST_LIMIT + 1
+    );
     drop(answered);
     for (i, conn) in held.iter_mut().enumerate() {
-        conn.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).expect("send on a held connection");
+        conn.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .expect("send on a held connection");
         let response = conn.response("GET").unwrap_or_else(|e| panic!("held connection {i}: {e}"));
         assert_eq!(response.status, 200, "held connection {i}");
     }
@@ -652,8 +741,11 @@ fn vanishing_watch_client(label: &str, query: &str) {
     let baseline = rig.baseline();
     let upstreams_before = rig.snapshot().upstreams;
     let mut conn = rig.raw();
-    conn.send(format!("GET {PODS}?watch=true&timeoutSeconds=600{query} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .expect("send watch");
+    conn.send(
+        format!("GET {PODS}?watch=true&timeoutSeconds=600{query} HTTP/1.1\r\nHost: x\r\n\r\n")
+            .as_bytes(),
+    )
+    .expect("send watch");
     let deadline = Instant::now() + IO_DEADLINE;
     while wire::parse_head(&conn.buf).expect("response head").is_none() {
         assert!(conn.fill(deadline).expect("watch response head") > 0, "watch closed");
@@ -700,11 +792,22 @@ fn an_upstream_hanging_mid_body_ends_the_client_connection_and_caches_nothing() 
     conn.send(b"GET /debug/hang-body HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
     let started = Instant::now();
     // The fake stalls for 60 s: only the proxy's stall timeout can close this in time.
-    assert!(conn.closed_within(CUTOFF), "client still open {:?} into a hung body", started.elapsed());
+    assert!(
+        conn.closed_within(CUTOFF),
+        "client still open {:?} into a hung body",
+        started.elapsed()
+    );
     eprintln!("hung body: client closed after {:?}", started.elapsed());
     let text = String::from_utf8_lossy(&conn.buf).into_owned();
-    assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("0123456789"), "unexpected bytes: {text:?}");
-    assert_eq!(rig.metric("lite_apiserver_cache_stored_total"), stored_before, "a truncated body was cached");
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("0123456789"),
+        "unexpected bytes: {text:?}"
+    );
+    assert_eq!(
+        rig.metric("lite_apiserver_cache_stored_total"),
+        stored_before,
+        "a truncated body was cached"
+    );
     rig.assert_recovered(&baseline, "an upstream hanging mid-body");
 }
 
@@ -714,7 +817,8 @@ fn an_upstream_answering_garbage_gets_a_502_status() {
     let baseline = rig.baseline();
     let mut client = rig.client(Some("kubelet"));
     assert_status_body(&client.get("/debug/garbage"), 502);
-    let posted = client.request("POST", "/debug/garbage", &[("Content-Type", "application/json")], b"{}");
+    let posted =
+        client.request("POST", "/debug/garbage", &[("Content-Type", "application/json")], b"{}");
     assert_status_body(&posted, 502);
     drop(client);
     rig.assert_recovered(&baseline, "garbage from the upstream");
@@ -725,13 +829,23 @@ fn an_upstream_answering_garbage_gets_a_502_status() {
 // ---------------------------------------------------------------------------------------
 
 fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).permissions().mode() & 0o777
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 /// Waits until the cache thread has stored at least `count` answers.
 fn wait_stored(rig: &Rig, count: u64) {
-    let stored = wait_for(IO_DEADLINE, || (rig.metric("lite_apiserver_cache_stored_total") >= count).then_some(()));
-    assert!(stored.is_some(), "the cache stored fewer than {count} answers:\n{}", rig.diag.metrics());
+    let stored = wait_for(IO_DEADLINE, || {
+        (rig.metric("lite_apiserver_cache_stored_total") >= count).then_some(())
+    });
+    assert!(
+        stored.is_some(),
+        "the cache stored fewer than {count} answers:\n{}",
+        rig.diag.metrics()
+    );
 }
 
 #[test]
@@ -777,7 +891,10 @@ fn bearer_tokens_are_never_logged_or_stored() {
         .expect("watch");
     conn.response("GET").expect("watch ends after timeoutSeconds");
     let mut conn = Conn::open_as(&rig.env.pki, rig.lite.port, None).expect("connect");
-    conn.send(format!("GET /api HTTP/1.1\r\nAuthorization: {bearer}\r\nX-Bad\x01: v\r\n\r\n").as_bytes()).expect("send");
+    conn.send(
+        format!("GET /api HTTP/1.1\r\nAuthorization: {bearer}\r\nX-Bad\x01: v\r\n\r\n").as_bytes(),
+    )
+    .expect("send");
     assert_status_body(&conn.response("GET").expect("answer"), 400);
     let mut conn = Conn::open_as(&rig.env.pki, rig.lite.port, None).expect("connect");
     conn.send(format!("POST /debug/echo HTTP/1.1\r\nAuthorization: {bearer}\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n").as_bytes())
@@ -799,14 +916,20 @@ fn bearer_tokens_are_never_logged_or_stored() {
     rig.lite.proc().wait_output(Duration::from_secs(15)).expect("lite-apiserver exits on SIGTERM");
     let stderr = rig.lite.proc().output();
     assert!(stderr.contains("DEBUG"), "debug logging was not on:\n{stderr}");
-    for (place, text) in [("the log", &stderr), ("/debug/cache", &debug_cache), ("/metrics", &metrics)] {
+    for (place, text) in
+        [("the log", &stderr), ("/debug/cache", &debug_cache), ("/metrics", &metrics)]
+    {
         assert!(!text.contains(TOKEN), "the bearer token appears in {place}:\n{text}");
     }
     let mut files = 0;
     for entry in std::fs::read_dir(rig.lite.cache_dir()).expect("cache dir") {
         let path = entry.expect("entry").path();
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        assert!(!contains(&bytes, TOKEN.as_bytes()), "the bearer token is stored in {}", path.display());
+        assert!(
+            !contains(&bytes, TOKEN.as_bytes()),
+            "the bearer token is stored in {}",
+            path.display()
+        );
         files += 1;
     }
     assert!(files > 0, "no cache files to inspect");
@@ -831,7 +954,10 @@ fn fuzz_inputs(dir: &str, target: &str) -> Vec<Vec<u8>> {
         .unwrap_or_default();
     files.retain(|f| !f.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')));
     files.sort();
-    files.iter().map(|f| std::fs::read(f).unwrap_or_else(|e| panic!("read {}: {e}", f.display()))).collect()
+    files
+        .iter()
+        .map(|f| std::fs::read(f).unwrap_or_else(|e| panic!("read {}: {e}", f.display())))
+        .collect()
 }
 
 /// The quoted entries of `fuzz/dict/<target>.dict` (libFuzzer format), unescaped.

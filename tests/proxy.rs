@@ -108,7 +108,9 @@ fn watch_pod_lifecycle(client: &mut Client, name: &str) {
 
     let mut changed = added["object"].clone();
     changed["metadata"]["labels"]["changed"] = json!("yes");
-    client.request("PUT", &format!("{PODS}/{name}"), &[JSON], &json_body(&changed)).expect_status(200);
+    client
+        .request("PUT", &format!("{PODS}/{name}"), &[JSON], &json_body(&changed))
+        .expect_status(200);
     let modified = watch.expect_change(EVENT_TIMEOUT, "MODIFIED", name);
     assert_eq!(modified["object"]["metadata"]["labels"]["changed"], "yes");
 
@@ -136,13 +138,17 @@ fn identity_is_chosen_by_client_cert_cn() {
 
 #[test]
 fn no_cert_uses_default_identity_and_token_passes_unchanged() {
-    let setup = Proxied::start("token", &["--token", "pod-token=system:serviceaccount:default:app"], &[]);
+    let setup =
+        Proxied::start("token", &["--token", "pod-token=system:serviceaccount:default:app"], &[]);
     let mut client = setup.client(None);
     let bearer = ("Authorization", "Bearer pod-token");
 
     let resp = client.request("GET", PODS, &[bearer], b"").expect_status(200);
     assert_eq!(fake_user(&resp), "system:serviceaccount:default:app");
-    assert!(resp.header("x-fake-serial").is_none(), "default identity must not present a client cert");
+    assert!(
+        resp.header("x-fake-serial").is_none(),
+        "default identity must not present a client cert"
+    );
 
     let echo = client.request("GET", "/debug/echo", &[bearer], b"").expect_status(200).json();
     assert_eq!(echo_header(&echo, "authorization"), vec!["Bearer pod-token"]);
@@ -204,13 +210,19 @@ fn assert_echo_receives_bodies_intact(client: &mut Client) {
     let octets = ("Content-Type", "application/octet-stream");
     let echo = client.request("POST", "/debug/echo", &[octets], &body).expect_status(200).json();
     assert_eq!(echo["method"], "POST");
-    assert_eq!((&echo["body_len"], &echo["body_sha256"]), (&json!(body.len()), &json!(sha256_hex(&body))));
+    assert_eq!(
+        (&echo["body_len"], &echo["body_sha256"]),
+        (&json!(body.len()), &json!(sha256_hex(&body)))
+    );
 
     let chunked_headers = [octets, ("Transfer-Encoding", "chunked")];
     for (len, chunk_size) in [(1 << 20, 64 * 1024), (1000, 7)] {
         let part = &body[..len];
         let chunked = wire::encode_chunked(part, chunk_size);
-        let echo = client.request("PUT", "/debug/echo", &chunked_headers, &chunked).expect_status(200).json();
+        let echo = client
+            .request("PUT", "/debug/echo", &chunked_headers, &chunked)
+            .expect_status(200)
+            .json();
         let seen = (&echo["body_len"], &echo["body_sha256"]);
         assert_eq!(
             seen,
@@ -256,8 +268,9 @@ fn a_client_that_stops_reading_does_not_grow_proxy_memory() {
         "proxy RSS grew from {baseline} to {peak} bytes while its client was not reading"
     );
     // Directly from the fake this takes about a second (see the self-test).
-    let body =
-        stream.read_to_end(Duration::from_secs(30)).unwrap_or_else(|e| panic!("the rest of the body: {e}"));
+    let body = stream
+        .read_to_end(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("the rest of the body: {e}"));
     assert_eq!(body.len(), TOTAL, "body length after resuming reads");
 }
 
@@ -289,7 +302,8 @@ fn upstream_killed_gives_503_and_recovers_when_back() {
 
     setup.fake.restart();
     let recovered = wait_for(Duration::from_secs(10), || {
-        let resp = setup.client(Some("kubelet")).try_request("POST", "/debug/echo", &[], b"x").ok()?;
+        let resp =
+            setup.client(Some("kubelet")).try_request("POST", "/debug/echo", &[], b"x").ok()?;
         (resp.status == 200).then_some(resp)
     });
     assert!(recovered.is_some(), "the proxy did not reach the restarted upstream within 10 s");
@@ -306,7 +320,11 @@ fn upstream_that_never_answers_tls_times_out_with_status() {
     let resp = env.client(lite.port, Some("kubelet")).request("POST", "/debug/echo", &[], b"x");
     assert!(matches!(resp.status, 503 | 504), "status {}: {}", resp.status, resp.text());
     assert_status_body(&resp, resp.status);
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?} with --timeout=1", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?} with --timeout=1",
+        started.elapsed()
+    );
     lite.assert_alive();
 }
 
@@ -328,7 +346,8 @@ fn keep_alive_serves_sequential_requests_on_one_connection() {
         client.get("/version").expect_status(200);
         client.get(PODS).expect_status(200);
         let body = format!("round {round}");
-        let echo = client.request("POST", "/debug/echo", &[], body.as_bytes()).expect_status(200).json();
+        let echo =
+            client.request("POST", "/debug/echo", &[], body.as_bytes()).expect_status(200).json();
         assert_eq!(echo["body_sha256"], sha256_hex(body.as_bytes()));
         client.get("/debug/blob?bytes=70000&chunked=1").expect_status(200);
     }
@@ -349,7 +368,8 @@ fn hop_by_hop_headers_are_dropped_and_others_pass() {
         ("X-Ordinary", "kept"),
         ("Accept", "application/json"),
     ];
-    let resp = setup.client(Some("admin")).request("GET", "/debug/echo", &headers, b"").expect_status(200);
+    let resp =
+        setup.client(Some("admin")).request("GET", "/debug/echo", &headers, b"").expect_status(200);
     let echo = resp.json();
     for dropped in ["connection", "x-custom", "keep-alive", "te", "proxy-connection"] {
         assert!(echo_header(&echo, dropped).is_empty(), "{dropped} reached upstream: {echo}");
@@ -377,7 +397,8 @@ fn upgrade_is_tunnelled_as_raw_bytes() {
     let mut tunnel = tunnel.expect("101 gives a tunnel");
     for payload in [b"hello through the tunnel\n".to_vec(), pattern_bytes(256 * 1024)] {
         tunnel.send(&payload).expect("write to tunnel");
-        let echoed = tunnel.recv_exact(payload.len(), Duration::from_secs(10)).expect("echo from tunnel");
+        let echoed =
+            tunnel.recv_exact(payload.len(), Duration::from_secs(10)).expect("echo from tunnel");
         assert!(echoed == payload, "tunnel altered {} bytes", payload.len());
     }
 }
@@ -385,7 +406,9 @@ fn upgrade_is_tunnelled_as_raw_bytes() {
 #[test]
 fn malformed_requests_get_400_status() {
     let mut setup = Proxied::start("malformed", &[], &[]);
-    for garbage in [&b"THIS IS NOT HTTP\r\n\r\n"[..], b"GET /version HTTP/1.1\r\nHost localhost\r\n\r\n"] {
+    for garbage in
+        [&b"THIS IS NOT HTTP\r\n\r\n"[..], b"GET /version HTTP/1.1\r\nHost localhost\r\n\r\n"]
+    {
         let resp = setup.client(Some("admin")).raw(garbage).expect("a response to garbage");
         assert_status_body(&resp, 400);
     }
@@ -428,7 +451,8 @@ fn discovery_and_custom_resources_pass_through() {
         }
         assert_eq!(got, expected, "{path}");
     }
-    let widgets = client.get("/apis/example.com/v1/namespaces/default/widgets").expect_status(200).json();
+    let widgets =
+        client.get("/apis/example.com/v1/namespaces/default/widgets").expect_status(200).json();
     assert_eq!(widgets["kind"], "WidgetList", "{widgets}");
 
     let widget = json!({
@@ -443,8 +467,14 @@ fn discovery_and_custom_resources_pass_through() {
         &[JSON],
         &json_body(&widget),
     );
-    assert!(matches!(created.status, 200 | 201), "create widget: {} {}", created.status, created.text());
-    let got = client.get("/apis/example.com/v1/namespaces/default/widgets/w1").expect_status(200).json();
+    assert!(
+        matches!(created.status, 200 | 201),
+        "create widget: {} {}",
+        created.status,
+        created.text()
+    );
+    let got =
+        client.get("/apis/example.com/v1/namespaces/default/widgets/w1").expect_status(200).json();
     assert_eq!(got["spec"]["size"], 3);
 }
 
@@ -470,5 +500,8 @@ fn a_slow_upstream_request_does_not_block_others() {
         started.elapsed()
     );
     let slow_took = slow.join().expect("slow request thread");
-    assert!(slow_took >= Duration::from_millis(2900), "the slow request returned early: {slow_took:?}");
+    assert!(
+        slow_took >= Duration::from_millis(2900),
+        "the slow request returned early: {slow_took:?}"
+    );
 }

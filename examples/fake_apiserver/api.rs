@@ -98,21 +98,12 @@ fn resolve_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, A
     };
     let resource = resources::find(group, version, plural).ok_or_else(ApiError::not_found_path)?;
     let namespaced = resources::get(resource).namespaced;
-    let misplaced = if namespaced {
-        namespace.is_none() && name.is_some()
-    } else {
-        namespace.is_some()
-    };
+    let misplaced =
+        if namespaced { namespace.is_none() && name.is_some() } else { namespace.is_some() };
     if misplaced {
         return Err(ApiError::not_found_path());
     }
-    Ok(Target {
-        resource,
-        namespace,
-        name,
-        subresource,
-        legacy_watch,
-    })
+    Ok(Target { resource, namespace, name, subresource, legacy_watch })
 }
 
 fn dispatch(request: &Request, shared: &Shared, target: &Target) -> Result<Reply, ApiError> {
@@ -175,11 +166,7 @@ fn subresource_reply(
 }
 
 pub fn negotiate(request: &Request, target: &Target) -> Result<Repr, ApiError> {
-    repr::negotiate(
-        request.header("Accept"),
-        target.type_(),
-        request.query_param("includeObject"),
-    )
+    repr::negotiate(request.header("Accept"), target.type_(), request.query_param("includeObject"))
 }
 
 pub fn object_reply(
@@ -190,11 +177,7 @@ pub fn object_reply(
 ) -> Result<Reply, ApiError> {
     let repr = negotiate(request, target)?;
     let body = repr.encode(&repr.object(target.type_(), object, true));
-    Ok(Reply::Full(Response::new(
-        status,
-        &repr.content_type(false),
-        body,
-    )))
+    Ok(Reply::Full(Response::new(status, &repr.content_type(false), body)))
 }
 
 pub fn selector(request: &Request) -> Result<Selector, ApiError> {
@@ -216,9 +199,9 @@ fn list(request: &Request, shared: &Shared, target: &Target) -> Result<Reply, Ap
     let selector = selector(request)?;
     let limit = match request.query_param("limit") {
         None | Some("" | "0") => usize::MAX,
-        Some(text) => text
-            .parse()
-            .map_err(|_| ApiError::bad_request(format!("invalid limit: {text:?}")))?,
+        Some(text) => {
+            text.parse().map_err(|_| ApiError::bad_request(format!("invalid limit: {text:?}")))?
+        }
     };
     let resume_after = request
         .query_param("continue")
@@ -230,11 +213,7 @@ fn list(request: &Request, shared: &Shared, target: &Target) -> Result<Reply, Ap
         let store = shared.read();
         let matching: Vec<Value> = store
             .list(target.resource, target.namespace.as_deref())
-            .filter(|o| {
-                resume_after
-                    .as_ref()
-                    .is_none_or(|after| object_position(o) > *after)
-            })
+            .filter(|o| resume_after.as_ref().is_none_or(|after| object_position(o) > *after))
             .filter(|o| selector.matches(o))
             .cloned()
             .collect();
@@ -248,41 +227,25 @@ fn list(request: &Request, shared: &Shared, target: &Target) -> Result<Reply, Ap
         metadata["remainingItemCount"] = json!(remaining);
     }
     let body = repr.encode(&repr.list(target.type_(), &page, metadata));
-    Ok(Reply::Full(Response::new(
-        200,
-        &repr.content_type(true),
-        body,
-    )))
+    Ok(Reply::Full(Response::new(200, &repr.content_type(true), body)))
 }
 
 /// `(namespace, name)`: the list order, and what a continue token remembers.
 pub fn object_position(object: &Value) -> (String, String) {
-    let text = |field: &str| {
-        object["metadata"][field]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
+    let text = |field: &str| object["metadata"][field].as_str().unwrap_or_default().to_string();
     (text("namespace"), text("name"))
 }
 
 /// Continue tokens are opaque to clients: hex of `namespace/name` of the last item sent.
 fn encode_continue((namespace, name): &(String, String)) -> String {
-    format!("{namespace}/{name}")
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{namespace}/{name}").bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
     let invalid = || ApiError::bad_request("continue key is not valid");
     let bytes: Option<Vec<u8>> = (0..token.len())
         .step_by(2)
-        .map(|i| {
-            token
-                .get(i..i + 2)
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-        })
+        .map(|i| token.get(i..i + 2).and_then(|hex| u8::from_str_radix(hex, 16).ok()))
         .collect();
     let text = String::from_utf8(bytes.ok_or_else(invalid)?).map_err(|_| invalid())?;
     let (namespace, name) = text.split_once('/').ok_or_else(invalid)?;

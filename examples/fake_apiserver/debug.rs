@@ -38,9 +38,9 @@ pub fn handle(request: &Request, conn: &mut Conn, include_body: bool) -> Option<
         "/debug/echo" => send(conn, &Response::json(200, &echo(request)), include_body),
         "/debug/slow" => slow(request, conn, include_body),
         "/debug/hang-body" => hang_body(conn),
-        "/debug/garbage" => conn
-            .write_all(b"\x00\x01garbage, not HTTP\xff\xfe\r\n\r\n")
-            .map(|()| After::Close),
+        "/debug/garbage" => {
+            conn.write_all(b"\x00\x01garbage, not HTTP\xff\xfe\r\n\r\n").map(|()| After::Close)
+        }
         _ => return None,
     };
     Some(result)
@@ -52,8 +52,7 @@ fn send(conn: &mut Conn, response: &Response, include_body: bool) -> io::Result<
 
 fn query_number(request: &Request, name: &str) -> Result<u64, ApiError> {
     let text = request.query_param(name).unwrap_or("0");
-    text.parse()
-        .map_err(|_| ApiError::bad_request(format!("invalid {name}: {text:?}")))
+    text.parse().map_err(|_| ApiError::bad_request(format!("invalid {name}: {text:?}")))
 }
 
 /// A 1 MiB printable pattern from a fixed-seed xorshift; blob byte `i` is `pattern[i % len]`.
@@ -87,10 +86,7 @@ fn blob(request: &Request, conn: &mut Conn, include_body: bool) -> io::Result<Af
         Ok(total) => total,
         Err(error) => return send(conn, &error.to_response(), include_body),
     };
-    let content_type = [(
-        "Content-Type".to_string(),
-        "application/octet-stream".to_string(),
-    )];
+    let content_type = [("Content-Type".to_string(), "application/octet-stream".to_string())];
     let chunked = request.query_flag("chunked");
     if chunked {
         conn.start_chunked(200, "application/octet-stream")?;
@@ -119,10 +115,7 @@ fn blob(request: &Request, conn: &mut Conn, include_body: bool) -> io::Result<Af
 fn echo(request: &Request) -> Value {
     let mut headers: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for (name, value) in &request.headers {
-        headers
-            .entry(name.to_ascii_lowercase())
-            .or_default()
-            .push(value);
+        headers.entry(name.to_ascii_lowercase()).or_default().push(value);
     }
     let digest = ring::digest::digest(&ring::digest::SHA256, &request.body);
     let mut echoed = json!({
@@ -147,11 +140,7 @@ fn slow(request: &Request, conn: &mut Conn, include_body: bool) -> io::Result<Af
         Err(error) => return send(conn, &error.to_response(), include_body),
     };
     thread::sleep(Duration::from_millis(ms.min(MAX_SLOW_MS)));
-    send(
-        conn,
-        &Response::json(200, &json!({ "slept_ms": ms })),
-        include_body,
-    )
+    send(conn, &Response::json(200, &json!({ "slept_ms": ms })), include_body)
 }
 
 fn hang_body(conn: &mut Conn) -> io::Result<After> {
@@ -168,13 +157,8 @@ fn hang_body(conn: &mut Conn) -> io::Result<After> {
 /// Switches protocols (echoing the `Upgrade` header) and echoes bytes until EOF.
 pub fn upgrade_echo(request: &Request, conn: &mut Conn) -> io::Result<After> {
     let protocol = request.header("Upgrade").unwrap_or("SPDY/3.1").to_string();
-    let mut head = conn.head(
-        101,
-        &[
-            ("Connection".into(), "Upgrade".into()),
-            ("Upgrade".into(), protocol),
-        ],
-    );
+    let mut head =
+        conn.head(101, &[("Connection".into(), "Upgrade".into()), ("Upgrade".into(), protocol)]);
     head.push_str("\r\n");
     conn.write_all(head.as_bytes())?;
     let early = conn.take_pending();

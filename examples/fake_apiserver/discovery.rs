@@ -50,9 +50,8 @@ fn aggregated_version(accept: Option<&str>) -> Option<&'static str> {
 /// the empty byte string.
 fn openapi_v2(request: &Request) -> Response {
     const PROTOBUF_V2: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
-    let wants_protobuf = request
-        .header("Accept")
-        .is_some_and(|accept| accept.contains(PROTOBUF_V2));
+    let wants_protobuf =
+        request.header("Accept").is_some_and(|accept| accept.contains(PROTOBUF_V2));
     if wants_protobuf {
         // kube labels it octet-stream: Go cannot parse the `@` in the requested media type.
         return Response::new(200, "application/octet-stream", Vec::new());
@@ -120,9 +119,7 @@ fn group_list() -> Value {
 }
 
 fn types_in(group: &str, version: &str) -> impl Iterator<Item = &'static ResourceType> {
-    RESOURCES
-        .iter()
-        .filter(move |r| r.group == group && r.version == version)
+    RESOURCES.iter().filter(move |r| r.group == group && r.version == version)
 }
 
 /// What a subresource answers with, and the verbs it allows.
@@ -164,11 +161,8 @@ fn resource_list(group: &str, version: &str) -> Value {
             }));
         }
     }
-    let group_version = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
+    let group_version =
+        if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",
@@ -178,10 +172,8 @@ fn resource_list(group: &str, version: &str) -> Value {
 }
 
 fn aggregated_response(discovery_version: &str, groups: &[(&str, &str)]) -> Response {
-    let items: Vec<Value> = groups
-        .iter()
-        .map(|(group, version)| group_discovery(group, version))
-        .collect();
+    let items: Vec<Value> =
+        groups.iter().map(|(group, version)| group_discovery(group, version)).collect();
     let body = json!({
         "kind": "APIGroupDiscoveryList",
         "apiVersion": format!("apidiscovery.k8s.io/{discovery_version}"),

@@ -28,17 +28,11 @@ pub struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// `true` for `1`/`true` (the forms client-go and kubectl send).
@@ -62,11 +56,7 @@ pub struct Response {
 
 impl Response {
     pub fn new(status: u16, content_type: &str, body: Vec<u8>) -> Response {
-        Response {
-            status,
-            headers: vec![("Content-Type".into(), content_type.into())],
-            body,
-        }
+        Response { status, headers: vec![("Content-Type".into(), content_type.into())], body }
     }
 
     pub fn json(status: u16, value: &serde_json::Value) -> Response {
@@ -74,11 +64,7 @@ impl Response {
     }
 
     pub fn text(status: u16, text: &str) -> Response {
-        Response::new(
-            status,
-            "text/plain; charset=utf-8",
-            text.as_bytes().to_vec(),
-        )
+        Response::new(status, "text/plain; charset=utf-8", text.as_bytes().to_vec())
     }
 }
 
@@ -101,10 +87,7 @@ impl From<io::Error> for ReadError {
 }
 
 fn bad(message: impl Into<String>) -> ReadError {
-    ReadError::Bad {
-        status: 400,
-        message: message.into(),
-    }
+    ReadError::Bad { status: 400, message: message.into() }
 }
 
 /// A client connection: the TLS stream plus bytes read but not yet consumed (pipelining),
@@ -117,11 +100,7 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(stream: TlsStream) -> Conn {
-        Conn {
-            stream,
-            pending: Vec::new(),
-            common_headers: Vec::new(),
-        }
+        Conn { stream, pending: Vec::new(), common_headers: Vec::new() }
     }
 
     pub fn set_common_headers(&mut self, headers: Vec<(String, String)>) {
@@ -144,10 +123,7 @@ impl Conn {
             }
         };
         self.pending.drain(..head_len);
-        if request
-            .header("Expect")
-            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
-        {
+        if request.header("Expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
             self.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
         request.body = if chunked {
@@ -180,10 +156,7 @@ impl Conn {
 
     fn take_exact(&mut self, len: usize) -> Result<Vec<u8>, ReadError> {
         if len > MAX_BODY_BYTES {
-            return Err(ReadError::Bad {
-                status: 413,
-                message: "request body too large".into(),
-            });
+            return Err(ReadError::Bad { status: 413, message: "request body too large".into() });
         }
         while self.pending.len() < len {
             if self.fill()? == 0 {
@@ -327,12 +300,7 @@ fn parse_head(bytes: &[u8]) -> Result<Option<ParsedHead>, ReadError> {
     let headers: Vec<(String, String)> = parsed
         .headers
         .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
+        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
         .collect();
     let mut request = Request {
         method,
@@ -348,11 +316,7 @@ fn parse_head(bytes: &[u8]) -> Result<Option<ParsedHead>, ReadError> {
     }
     let chunked = request.header_has_token("Transfer-Encoding", "chunked");
     let content_length = match request.header("Content-Length") {
-        Some(v) => Some(
-            v.trim()
-                .parse::<usize>()
-                .map_err(|_| bad("bad Content-Length"))?,
-        ),
+        Some(v) => Some(v.trim().parse::<usize>().map_err(|_| bad("bad Content-Length"))?),
         None => None,
     };
     Ok(Some((request, head_len, chunked, content_length)))
@@ -369,10 +333,7 @@ pub fn parse_query(raw: &str) -> Vec<(String, String)> {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (
-                percent_decode(&name.replace('+', " ")),
-                percent_decode(&value.replace('+', " ")),
-            )
+            (percent_decode(&name.replace('+', " ")), percent_decode(&value.replace('+', " ")))
         })
         .collect()
 }

@@ -32,10 +32,7 @@ impl Identity {
 pub fn from_certificate(tls: &ServerConnection) -> Option<Identity> {
     let leaf = tls.peer_certificates()?.first()?;
     let (serial, common_name) = serial_and_common_name(leaf.as_ref())?;
-    Some(Identity {
-        user: common_name.unwrap_or_default(),
-        serial: Some(serial_hex(serial)),
-    })
+    Some(Identity { user: common_name.unwrap_or_default(), serial: Some(serial_hex(serial)) })
 }
 
 /// A certificate wins; otherwise `Authorization: Bearer` must name a known token.
@@ -47,20 +44,12 @@ pub fn authenticate(
     if let Some(identity) = certificate {
         return Ok(identity.clone());
     }
-    let bearer = request
-        .header("Authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let bearer =
+        request.header("Authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
     match bearer {
-        None => Ok(Identity {
-            user: "system:anonymous".into(),
-            serial: None,
-        }),
+        None => Ok(Identity { user: "system:anonymous".into(), serial: None }),
         Some(token) => match tokens.get(token) {
-            Some(user) => Ok(Identity {
-                user: user.clone(),
-                serial: None,
-            }),
+            Some(user) => Ok(Identity { user: user.clone(), serial: None }),
             None => Err(ApiError::new(401, "Unauthorized", "Unauthorized")),
         },
     }
@@ -84,9 +73,7 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if count == 0 || count > 4 || rest.len() < count {
             return None;
         }
-        let len = rest[..count]
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | b as usize);
+        let len = rest[..count].iter().fold(0usize, |acc, &b| (acc << 8) | b as usize);
         (len, &rest[count..])
     };
     (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))

@@ -79,20 +79,15 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
     let mut args = args;
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let number = |what: &str| {
-            value
-                .parse::<u64>()
-                .map_err(|_| format!("{what}: not a number: {value}"))
-        };
+        let number =
+            |what: &str| value.parse::<u64>().map_err(|_| format!("{what}: not a number: {value}"));
         match flag.as_str() {
             "--cert" => options.cert = value,
             "--key" => options.key = value,
             "--client-ca" => options.client_ca = value,
             "--address" => options.address = value,
             "--port" => {
-                options.port = value
-                    .parse()
-                    .map_err(|_| format!("--port: bad port {value}"))?
+                options.port = value.parse().map_err(|_| format!("--port: bad port {value}"))?
             }
             "--bookmark-interval-ms" => {
                 options.bookmark_interval =

@@ -23,10 +23,7 @@ pub struct MediaRange<'a> {
 
 impl MediaRange<'_> {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
+        self.params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
     }
 
     pub fn is_json(&self) -> bool {
@@ -112,16 +109,11 @@ impl Repr {
         match self {
             Repr::Json => JSON.into(),
             Repr::Protobuf => PROTOBUF.into(),
-            Repr::Table(options) => format!(
-                "application/json;as=Table;v={};g=meta.k8s.io",
-                options.version
-            ),
+            Repr::Table(options) => {
+                format!("application/json;as=Table;v={};g=meta.k8s.io", options.version)
+            }
             Repr::Metadata(version) => {
-                let kind = if list {
-                    "PartialObjectMetadataList"
-                } else {
-                    "PartialObjectMetadata"
-                };
+                let kind = if list { "PartialObjectMetadataList" } else { "PartialObjectMetadata" };
                 format!("application/json;as={kind};v={version};g=meta.k8s.io")
             }
         }

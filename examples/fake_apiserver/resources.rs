@@ -41,16 +41,8 @@ impl ResourceType {
     }
 }
 
-pub const VERBS: [&str; 8] = [
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
+pub const VERBS: [&str; 8] =
+    ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
 const fn core(
     plural: &'static str,
@@ -86,40 +78,19 @@ pub static RESOURCES: [ResourceType; 9] = [
             &["status", "log", "exec", "attach", "portforward"],
         )
     },
-    core(
-        "namespaces",
-        "namespace",
-        "Namespace",
-        false,
-        &["ns"],
-        &["status", "finalize"],
-    ),
+    core("namespaces", "namespace", "Namespace", false, &["ns"], &["status", "finalize"]),
     core("configmaps", "configmap", "ConfigMap", true, &["cm"], &[]),
     core("secrets", "secret", "Secret", true, &[], &[]),
     ResourceType {
         categories: &["all"],
-        ..core(
-            "services",
-            "service",
-            "Service",
-            true,
-            &["svc"],
-            &["status"],
-        )
+        ..core("services", "service", "Service", true, &["svc"], &["status"])
     },
     core("nodes", "node", "Node", false, &["no"], &["status"]),
     core("events", "event", "Event", true, &["ev"], &[]),
     ResourceType {
         group: "apps",
         categories: &["all"],
-        ..core(
-            "deployments",
-            "deployment",
-            "Deployment",
-            true,
-            &["deploy"],
-            &["status", "scale"],
-        )
+        ..core("deployments", "deployment", "Deployment", true, &["deploy"], &["status", "scale"])
     },
     ResourceType {
         group: "example.com",
@@ -132,9 +103,7 @@ pub static RESOURCES: [ResourceType; 9] = [
 pub type ResourceId = usize;
 
 pub fn find(group: &str, version: &str, plural: &str) -> Option<ResourceId> {
-    RESOURCES
-        .iter()
-        .position(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES.iter().position(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// Plurals are unique across the groups served here.
@@ -167,16 +136,8 @@ pub fn seed() -> Vec<(&'static str, i64, Value)> {
         ("namespaces", 30 * DAY, namespace("kube-system")),
         ("namespaces", 7 * DAY, namespace("edge")),
         ("nodes", 7 * DAY, node("edge-1")),
-        (
-            "pods",
-            2 * HOUR,
-            pod("web-1", "web", "edge-1", "10.244.1.7"),
-        ),
-        (
-            "pods",
-            2 * HOUR,
-            pod("web-2", "web", "edge-2", "10.244.2.4"),
-        ),
+        ("pods", 2 * HOUR, pod("web-1", "web", "edge-1", "10.244.1.7")),
+        ("pods", 2 * HOUR, pod("web-2", "web", "edge-2", "10.244.2.4")),
         ("pods", HOUR, pod("db-1", "db", "edge-1", "10.244.1.9")),
         ("configmaps", DAY, config_map()),
         ("secrets", DAY, secret()),

@@ -56,11 +56,7 @@ fn split_terms(text: &str) -> Vec<&str> {
         }
     }
     terms.push(&text[start..]);
-    terms
-        .into_iter()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .collect()
+    terms.into_iter().map(str::trim).filter(|t| !t.is_empty()).collect()
 }
 
 fn parse_label_term(term: &str) -> Result<LabelTerm, ApiError> {
@@ -70,25 +66,16 @@ fn parse_label_term(term: &str) -> Result<LabelTerm, ApiError> {
         ))
     };
     if let Some((key, value)) = term.split_once("!=") {
-        return Ok(LabelTerm::NotEquals(
-            valid_key(key)?,
-            value.trim().to_string(),
-        ));
+        return Ok(LabelTerm::NotEquals(valid_key(key)?, value.trim().to_string()));
     }
     if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
         return Ok(LabelTerm::Equals(valid_key(key)?, value.trim().to_string()));
     }
     if let Some((key, values)) = term.split_once(" notin ") {
-        return Ok(LabelTerm::NotIn(
-            valid_key(key)?,
-            parse_set(values).ok_or_else(invalid)?,
-        ));
+        return Ok(LabelTerm::NotIn(valid_key(key)?, parse_set(values).ok_or_else(invalid)?));
     }
     if let Some((key, values)) = term.split_once(" in ") {
-        return Ok(LabelTerm::In(
-            valid_key(key)?,
-            parse_set(values).ok_or_else(invalid)?,
-        ));
+        return Ok(LabelTerm::In(valid_key(key)?, parse_set(values).ok_or_else(invalid)?));
     }
     match term.strip_prefix('!') {
         Some(key) => Ok(LabelTerm::NotExists(valid_key(key)?)),
@@ -98,13 +85,7 @@ fn parse_label_term(term: &str) -> Result<LabelTerm, ApiError> {
 
 fn parse_set(text: &str) -> Option<Vec<String>> {
     let inner = text.trim().strip_prefix('(')?.strip_suffix(')')?;
-    Some(
-        inner
-            .split(',')
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .collect(),
-    )
+    Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
 }
 
 fn valid_key(key: &str) -> Result<String, ApiError> {
@@ -131,9 +112,7 @@ impl FieldSelector {
             } else if let Some((p, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
                 (p, true, v)
             } else {
-                return Err(ApiError::bad_request(format!(
-                    "invalid field selector: {term:?}"
-                )));
+                return Err(ApiError::bad_request(format!("invalid field selector: {term:?}")));
             };
             terms.push((path.trim().to_string(), equal, value.trim().to_string()));
         }
@@ -141,15 +120,12 @@ impl FieldSelector {
     }
 
     pub fn with_name(mut self, name: &str) -> FieldSelector {
-        self.0
-            .push(("metadata.name".into(), true, name.to_string()));
+        self.0.push(("metadata.name".into(), true, name.to_string()));
         self
     }
 
     pub fn matches(&self, object: &Value) -> bool {
-        self.0
-            .iter()
-            .all(|(path, equal, value)| (field_text(object, path) == *value) == *equal)
+        self.0.iter().all(|(path, equal, value)| (field_text(object, path) == *value) == *equal)
     }
 }
 

@@ -30,9 +30,7 @@ pub struct Server {
 }
 
 pub fn serve_connection(tcp: TcpStream, tls: Arc<ServerConfig>, server: &Server) {
-    let peer = tcp
-        .peer_addr()
-        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let peer = tcp.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
     match run_connection(tcp, tls, server) {
         Ok(()) => log::debug!("{peer}: connection closed"),
         Err(e) => log::debug!("{peer}: connection ended: {e}"),
@@ -54,11 +52,7 @@ fn run_connection(mut tcp: TcpStream, tls: Arc<ServerConfig>, server: &Server) -
             Ok(request) => request,
             Err(ReadError::Closed) => return Ok(()),
             Err(ReadError::Bad { status, message }) => {
-                let reason = if status == 400 {
-                    "BadRequest"
-                } else {
-                    "RequestEntityTooLarge"
-                };
+                let reason = if status == 400 { "BadRequest" } else { "RequestEntityTooLarge" };
                 conn.set_common_headers(vec![connection_close()]);
                 conn.send(&ApiError::new(status, reason, message).to_response(), true)?;
                 return Ok(());
@@ -79,25 +73,15 @@ fn serve_request(
 ) -> io::Result<After> {
     let include_body = request.method != "HEAD";
     let identity = identity::authenticate(certificate, request, &server.tokens);
-    let user = identity
-        .as_ref()
-        .map_or("<unauthorized>", |i| i.user.as_str())
-        .to_string();
-    log::debug!(
-        "{user} {} {}?{}",
-        request.method,
-        request.path,
-        request.raw_query
-    );
+    let user = identity.as_ref().map_or("<unauthorized>", |i| i.user.as_str()).to_string();
+    log::debug!("{user} {} {}?{}", request.method, request.path, request.raw_query);
     let mut common_headers = identity.as_ref().map(Identity::headers).unwrap_or_default();
     if !request.keep_alive {
         common_headers.push(connection_close());
     }
     conn.set_common_headers(common_headers);
     if let Err(error) = identity {
-        return conn
-            .send(&error.to_response(), include_body)
-            .map(|()| After::KeepAlive);
+        return conn.send(&error.to_response(), include_body).map(|()| After::KeepAlive);
     }
 
     if let Some(result) = debug::handle(request, conn, include_body) {
@@ -105,9 +89,7 @@ fn serve_request(
     }
     let reply = route(request, server);
     match reply {
-        Reply::Full(response) => conn
-            .send(&response, include_body)
-            .map(|()| After::KeepAlive),
+        Reply::Full(response) => conn.send(&response, include_body).map(|()| After::KeepAlive),
         Reply::Watch(spec) => watch::serve(conn, &server.shared, &spec, server.bookmark_interval)
             .map(|()| After::KeepAlive),
         Reply::Upgrade => debug::upgrade_echo(request, conn),

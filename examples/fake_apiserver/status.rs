@@ -16,12 +16,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-        }
+        ApiError { code, reason, message: message.into(), details: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -29,11 +24,7 @@ impl ApiError {
     }
 
     pub fn not_found_path() -> ApiError {
-        ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
+        ApiError::new(404, "NotFound", "the server could not find the requested resource")
     }
 
     /// `pods "x" not found`, with details, as kube words it.
@@ -43,12 +34,8 @@ impl ApiError {
     }
 
     pub fn already_exists(resource: &str, name: &str) -> ApiError {
-        ApiError::new(
-            409,
-            "AlreadyExists",
-            format!("{resource} \"{name}\" already exists"),
-        )
-        .about(resource, name)
+        ApiError::new(409, "AlreadyExists", format!("{resource} \"{name}\" already exists"))
+            .about(resource, name)
     }
 
     pub fn conflict(resource: &str, name: &str) -> ApiError {
@@ -60,11 +47,7 @@ impl ApiError {
     }
 
     pub fn expired(requested: u64, oldest: u64) -> ApiError {
-        ApiError::new(
-            410,
-            "Expired",
-            format!("too old resource version: {requested} ({oldest})"),
-        )
+        ApiError::new(410, "Expired", format!("too old resource version: {requested} ({oldest})"))
     }
 
     pub fn method_not_allowed(method: &str) -> ApiError {

@@ -73,11 +73,8 @@ impl Store {
         resource: ResourceId,
         namespace: Option<&str>,
     ) -> impl Iterator<Item = &Value> {
-        let from = Key {
-            resource,
-            namespace: namespace.unwrap_or("").to_string(),
-            name: String::new(),
-        };
+        let from =
+            Key { resource, namespace: namespace.unwrap_or("").to_string(), name: String::new() };
         self.objects
             .range(from..)
             .take_while(move |(key, _)| {
@@ -110,10 +107,7 @@ impl Store {
         };
         let expected = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
         if !expected.is_empty()
-            && expected
-                != current["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or("")
+            && expected != current["metadata"]["resourceVersion"].as_str().unwrap_or("")
         {
             return Err(ApiError::conflict(&resource, &key.name));
         }
@@ -170,13 +164,7 @@ impl Store {
         object: Value,
         previous: Option<Value>,
     ) {
-        self.history.push_back(Arc::new(Event {
-            rv: self.rv,
-            resource,
-            kind,
-            object,
-            previous,
-        }));
+        self.history.push_back(Arc::new(Event { rv: self.rv, resource, kind, object, previous }));
         while self.history.len() > self.history_limit {
             self.history.pop_front();
         }
@@ -186,11 +174,7 @@ impl Store {
 fn namespace_key(name: &str) -> Key {
     // `find` cannot fail for a type listed in RESOURCES.
     let resource = resources::find_by_plural("namespaces").unwrap_or_default();
-    Key {
-        resource,
-        namespace: String::new(),
-        name: name.to_string(),
-    }
+    Key { resource, namespace: String::new(), name: name.to_string() }
 }
 
 /// A random RFC 4122 version-4 UUID.
@@ -201,14 +185,7 @@ pub fn random_uid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
 /// The store shared by all connection threads; writers notify watchers through `changed`.
@@ -219,16 +196,9 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(history_limit: usize) -> Shared {
-        let store = Store {
-            rv: 0,
-            objects: BTreeMap::new(),
-            history: VecDeque::new(),
-            history_limit,
-        };
-        Shared {
-            store: Mutex::new(store),
-            changed: Condvar::new(),
-        }
+        let store =
+            Store { rv: 0, objects: BTreeMap::new(), history: VecDeque::new(), history_limit };
+        Shared { store: Mutex::new(store), changed: Condvar::new() }
     }
 
     /// A read-only view. A panicking thread cannot leave the store half-written (every

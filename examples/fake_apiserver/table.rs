@@ -38,21 +38,11 @@ struct Column {
 }
 
 const fn column(name: &'static str, cell: fn(&Value) -> Value) -> Column {
-    Column {
-        name,
-        kind: "string",
-        priority: 0,
-        cell,
-    }
+    Column { name, kind: "string", priority: 0, cell }
 }
 
 const fn wide(name: &'static str, cell: fn(&Value) -> Value) -> Column {
-    Column {
-        name,
-        kind: "string",
-        priority: 1,
-        cell,
-    }
+    Column { name, kind: "string", priority: 1, cell }
 }
 
 const NAME: Column = column("Name", |o| o["metadata"]["name"].clone());
@@ -62,37 +52,22 @@ static POD_COLUMNS: [Column; 7] = [
     NAME,
     column("Ready", pod_ready),
     column("Status", pod_status),
-    Column {
-        name: "Restarts",
-        kind: "integer",
-        priority: 0,
-        cell: pod_restarts,
-    },
+    Column { name: "Restarts", kind: "integer", priority: 0, cell: pod_restarts },
     AGE,
     wide("IP", |o| text_or_none(&o["status"]["podIP"])),
     wide("Node", |o| text_or_none(&o["spec"]["nodeName"])),
 ];
-static NAMESPACE_COLUMNS: [Column; 3] = [
-    NAME,
-    column("Status", |o| o["status"]["phase"].clone()),
-    AGE,
-];
+static NAMESPACE_COLUMNS: [Column; 3] =
+    [NAME, column("Status", |o| o["status"]["phase"].clone()), AGE];
 static NODE_COLUMNS: [Column; 5] = [
     NAME,
     column("Status", node_status),
     column("Roles", node_roles),
     AGE,
-    column("Version", |o| {
-        o["status"]["nodeInfo"]["kubeletVersion"].clone()
-    }),
+    column("Version", |o| o["status"]["nodeInfo"]["kubeletVersion"].clone()),
 ];
 /// How many keys `data` holds (config maps and secrets).
-const DATA: Column = Column {
-    name: "Data",
-    kind: "integer",
-    priority: 0,
-    cell: data_count,
-};
+const DATA: Column = Column { name: "Data", kind: "integer", priority: 0, cell: data_count };
 static CONFIGMAP_COLUMNS: [Column; 3] = [NAME, DATA, AGE];
 static SECRET_COLUMNS: [Column; 4] = [NAME, column("Type", |o| o["type"].clone()), DATA, AGE];
 static GENERIC_COLUMNS: [Column; 2] = [NAME, AGE];
@@ -156,9 +131,7 @@ fn row(columns: &[Column], object: &Value, options: TableOptions) -> Value {
 }
 
 fn age(object: &Value) -> Value {
-    let created = object["metadata"]["creationTimestamp"]
-        .as_str()
-        .and_then(clock::parse_rfc3339);
+    let created = object["metadata"]["creationTimestamp"].as_str().and_then(clock::parse_rfc3339);
     match created {
         Some(created) => json!(clock::short_age(clock::unix_now() - created)),
         None => json!("<unknown>"),
@@ -166,25 +139,16 @@ fn age(object: &Value) -> Value {
 }
 
 fn text_or_none(value: &Value) -> Value {
-    if value.is_string() {
-        value.clone()
-    } else {
-        json!("<none>")
-    }
+    if value.is_string() { value.clone() } else { json!("<none>") }
 }
 
 fn container_statuses(pod: &Value) -> &[Value] {
-    pod["status"]["containerStatuses"]
-        .as_array()
-        .map_or(&[], Vec::as_slice)
+    pod["status"]["containerStatuses"].as_array().map_or(&[], Vec::as_slice)
 }
 
 fn pod_ready(pod: &Value) -> Value {
     let total = pod["spec"]["containers"].as_array().map_or(0, Vec::len);
-    let ready = container_statuses(pod)
-        .iter()
-        .filter(|s| s["ready"] == json!(true))
-        .count();
+    let ready = container_statuses(pod).iter().filter(|s| s["ready"] == json!(true)).count();
     json!(format!("{ready}/{total}"))
 }
 
@@ -192,27 +156,16 @@ fn pod_status(pod: &Value) -> Value {
     if pod["metadata"]["deletionTimestamp"].is_string() {
         return json!("Terminating");
     }
-    pod["status"]["phase"]
-        .as_str()
-        .map_or(json!("Pending"), |phase| json!(phase))
+    pod["status"]["phase"].as_str().map_or(json!("Pending"), |phase| json!(phase))
 }
 
 fn pod_restarts(pod: &Value) -> Value {
-    json!(
-        container_statuses(pod)
-            .iter()
-            .filter_map(|s| s["restartCount"].as_i64())
-            .sum::<i64>()
-    )
+    json!(container_statuses(pod).iter().filter_map(|s| s["restartCount"].as_i64()).sum::<i64>())
 }
 
 fn node_status(node: &Value) -> Value {
-    let conditions = node["status"]["conditions"]
-        .as_array()
-        .map_or(&[][..], Vec::as_slice);
-    let ready = conditions
-        .iter()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    let conditions = node["status"]["conditions"].as_array().map_or(&[][..], Vec::as_slice);
+    let ready = conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
     json!(if ready { "Ready" } else { "NotReady" })
 }
 
@@ -223,11 +176,7 @@ fn node_roles(node: &Value) -> Value {
         .flat_map(|labels| labels.keys())
         .filter_map(|key| key.strip_prefix("node-role.kubernetes.io/"))
         .collect();
-    json!(if roles.is_empty() {
-        "<none>".to_string()
-    } else {
-        roles.join(",")
-    })
+    json!(if roles.is_empty() { "<none>".to_string() } else { roles.join(",") })
 }
 
 fn data_count(object: &Value) -> Value {

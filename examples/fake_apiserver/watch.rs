@@ -34,10 +34,8 @@ pub struct WatchSpec {
 
 impl WatchSpec {
     fn in_scope(&self, object: &Value) -> bool {
-        let namespace_matches = self
-            .namespace
-            .as_deref()
-            .is_none_or(|ns| object["metadata"]["namespace"] == ns);
+        let namespace_matches =
+            self.namespace.as_deref().is_none_or(|ns| object["metadata"]["namespace"] == ns);
         namespace_matches && self.selector.matches(object)
     }
 
@@ -49,11 +47,7 @@ impl WatchSpec {
             return None;
         }
         let now = self.in_scope(&event.object);
-        match (
-            event.kind,
-            event.previous.as_ref().map(|p| self.in_scope(p)),
-            now,
-        ) {
+        match (event.kind, event.previous.as_ref().map(|p| self.in_scope(p)), now) {
             (EventType::Modified, Some(false), true) => {
                 Some((EventType::Added, event.object.clone()))
             }
@@ -81,9 +75,7 @@ impl Watcher<'_> {
         let frame = match self.repr {
             Repr::Protobuf => {
                 let payload = self.repr.encode(&event);
-                let length = u32::try_from(payload.len())
-                    .unwrap_or(u32::MAX)
-                    .to_be_bytes();
+                let length = u32::try_from(payload.len()).unwrap_or(u32::MAX).to_be_bytes();
                 [&length[..], &payload].concat()
             }
             _ => [json_bytes(&event), b"\n".to_vec()].concat(),
@@ -147,11 +139,7 @@ pub fn serve(
         if now >= deadline {
             break;
         }
-        let wake_at = if spec.bookmarks {
-            deadline.min(next_bookmark)
-        } else {
-            deadline
-        };
+        let wake_at = if spec.bookmarks { deadline.min(next_bookmark) } else { deadline };
         let wait = wake_at.saturating_duration_since(now).min(MAX_IDLE_WAIT);
         let batch = shared.wait_past(cursor, wait).events_after(cursor);
         match batch {

@@ -14,21 +14,15 @@ use crate::store::{Key, Shared, Store, random_uid};
 
 /// The request body as a JSON object; a body in the fake protobuf envelope is accepted too.
 fn body_object(request: &Request) -> Result<Value, ApiError> {
-    let is_protobuf = request
-        .header("Content-Type")
-        .is_some_and(|t| t.starts_with(PROTOBUF));
+    let is_protobuf = request.header("Content-Type").is_some_and(|t| t.starts_with(PROTOBUF));
     let body = match request.body.strip_prefix(PROTOBUF_MAGIC) {
         Some(json) if is_protobuf => json,
         _ => &request.body,
     };
     match serde_json::from_slice::<Value>(body) {
         Ok(value) if value.is_object() => Ok(value),
-        Ok(_) => Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        )),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "unable to decode the request body: {e}"
-        ))),
+        Ok(_) => Err(ApiError::bad_request("the request body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!("unable to decode the request body: {e}"))),
     }
 }
 
@@ -36,10 +30,8 @@ fn body_object(request: &Request) -> Result<Value, ApiError> {
 /// an object (an empty one is added if missing), so later field writes cannot fail.
 fn check_type(object: &mut Value, target: &Target) -> Result<(), ApiError> {
     let type_ = target.type_();
-    for (field, expected) in [
-        ("kind", type_.kind.to_string()),
-        ("apiVersion", type_.api_version()),
-    ] {
+    for (field, expected) in [("kind", type_.kind.to_string()), ("apiVersion", type_.api_version())]
+    {
         match &object[field] {
             Value::Null => object[field] = json!(expected),
             Value::String(actual) if *actual == expected => {}
@@ -130,11 +122,7 @@ fn default_status(object: &mut Value, type_: &ResourceType) {
     let Some(fields) = object.as_object_mut() else {
         return;
     };
-    if let Some(status) = fields
-        .entry("status")
-        .or_insert_with(|| json!({}))
-        .as_object_mut()
-    {
+    if let Some(status) = fields.entry("status").or_insert_with(|| json!({})).as_object_mut() {
         status.entry("phase").or_insert_with(|| json!(phase));
     }
 }
@@ -214,10 +202,7 @@ fn merge_patch(target: &mut Value, patch: &Value) {
             if value.is_null() {
                 target_fields.remove(key);
             } else {
-                merge_patch(
-                    target_fields.entry(key.clone()).or_insert(Value::Null),
-                    value,
-                );
+                merge_patch(target_fields.entry(key.clone()).or_insert(Value::Null), value);
             }
         }
     }
@@ -248,17 +233,10 @@ pub fn delete_collection(
             .filter(|o| selector.matches(o))
             .map(|o| {
                 let (namespace, name) = object_position(o);
-                Key {
-                    resource: target.resource,
-                    namespace,
-                    name,
-                }
+                Key { resource: target.resource, namespace, name }
             })
             .collect();
-        let deleted: Vec<Value> = keys
-            .iter()
-            .filter_map(|key| store.delete(key).ok())
-            .collect();
+        let deleted: Vec<Value> = keys.iter().filter_map(|key| store.delete(key).ok()).collect();
         (deleted, store.rv())
     });
     let items: Vec<&Value> = deleted.iter().collect();
@@ -267,11 +245,7 @@ pub fn delete_collection(
         &items,
         json!({ "resourceVersion": rv.to_string() }),
     ));
-    Ok(Reply::Full(Response::new(
-        200,
-        &repr.content_type(true),
-        body,
-    )))
+    Ok(Reply::Full(Response::new(200, &repr.content_type(true), body)))
 }
 
 /// Loads the seed objects, aged as `resources::seed` says, through the normal create path.
@@ -280,11 +254,7 @@ pub fn load_seed(shared: &Shared) -> Result<(), ApiError> {
     for (plural, age, object) in resources::seed() {
         let resource = resources::find_by_plural(plural).ok_or_else(ApiError::not_found_path)?;
         let (namespace, name) = object_position(&object);
-        let key = Key {
-            resource,
-            namespace,
-            name,
-        };
+        let key = Key { resource, namespace, name };
         shared.write(|store| store.create(key, object, now - age))?;
     }
     Ok(())

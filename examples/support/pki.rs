@@ -64,7 +64,11 @@ impl Pki {
             pki.issue("ca", name, &leaf_params(cn, org, ExtendedKeyUsagePurpose::ClientAuth)?)?;
         }
         pki.write_ca("rogue-ca", ROGUE_CA_CN)?;
-        pki.issue("rogue-ca", "rogue", &leaf_params("admin", None, ExtendedKeyUsagePurpose::ClientAuth)?)?;
+        pki.issue(
+            "rogue-ca",
+            "rogue",
+            &leaf_params("admin", None, ExtendedKeyUsagePurpose::ClientAuth)?,
+        )?;
         pki.write_tls_json()?;
         Ok(pki)
     }
@@ -80,7 +84,8 @@ impl Pki {
     /// returns the serial in the [`serial_hex`] format.
     pub fn reissue_server(&self) -> Result<String> {
         let mut params = leaf_params(SERVER_CN, None, ExtendedKeyUsagePurpose::ServerAuth)?;
-        params.subject_alt_names = CertificateParams::new(SERVER_SANS.map(String::from))?.subject_alt_names;
+        params.subject_alt_names =
+            CertificateParams::new(SERVER_SANS.map(String::from))?.subject_alt_names;
         self.issue("ca", "server", &params)
     }
 
@@ -150,13 +155,20 @@ fn ca_params(cn: &str) -> Result<CertificateParams> {
     params.distinguished_name.remove(DnType::CommonName);
     params.distinguished_name.push(DnType::CommonName, cn);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     set_validity(&mut params)?;
     Ok(params)
 }
 
-fn leaf_params(cn: &str, org: Option<&str>, usage: ExtendedKeyUsagePurpose) -> Result<CertificateParams> {
+fn leaf_params(
+    cn: &str,
+    org: Option<&str>,
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::new())?;
     params.distinguished_name.remove(DnType::CommonName);
     if let Some(org) = org {
@@ -191,7 +203,8 @@ fn random_serial() -> Result<[u8; 16]> {
 fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+    let mut file =
+        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
     file.write_all(contents)?;
     file.sync_all()?;
     fs::rename(&tmp, path)?;

@@ -25,12 +25,7 @@ pub struct Engine<S: Store> {
 
 impl<S: Store> Engine<S> {
     pub fn new(store: S, max_bytes: u64) -> Engine<S> {
-        Engine {
-            store,
-            max_bytes,
-            watches: HashMap::new(),
-            stored_fingerprints: HashMap::new(),
-        }
+        Engine { store, max_bytes, watches: HashMap::new(), stored_fingerprints: HashMap::new() }
     }
 
     /// Stores a 200 answer: a complete JSON list as its scope's list, anything else as is.
@@ -45,32 +40,20 @@ impl<S: Store> Engine<S> {
         if self.stored_fingerprints.get(&store_key) == Some(&fingerprint) {
             return Ok(());
         }
-        let owner = Owner {
-            identity: key.identity().to_string(),
-            resource: key.resource().to_string(),
-        };
+        let owner =
+            Owner { identity: key.identity().to_string(), resource: key.resource().to_string() };
         let complete_list = key
             .scope()
             .filter(|_| is_json(content_type))
             .and_then(|scope| Some((scope, list::decompose(content_type, &body)?)));
         let change = match complete_list {
-            Some((scope, (head, items))) => Change::PutList {
-                scope: scope.store_key(),
-                owner,
-                head,
-                items,
-            },
+            Some((scope, (head, items))) => {
+                Change::PutList { scope: scope.store_key(), owner, head, items }
+            }
             None => {
-                let response = CachedResponse {
-                    status: 200,
-                    content_type: content_type.to_string(),
-                    body,
-                };
-                Change::PutEntry {
-                    key: store_key.clone(),
-                    owner,
-                    response,
-                }
+                let response =
+                    CachedResponse { status: 200, content_type: content_type.to_string(), body };
+                Change::PutEntry { key: store_key.clone(), owner, response }
             }
         };
         self.store.apply(vec![change])?;
@@ -227,9 +210,7 @@ mod tests {
     }
 
     fn event(kind: &str, object: &Value) -> Vec<u8> {
-        let mut line = json!({"type": kind, "object": object})
-            .to_string()
-            .into_bytes();
+        let mut line = json!({"type": kind, "object": object}).to_string().into_bytes();
         line.push(b'\n');
         line
     }
@@ -246,10 +227,7 @@ mod tests {
     }
 
     fn is_miss<S: Store>(engine: &mut Engine<S>, key: &ReadKey) -> bool {
-        matches!(
-            engine.answer(&Lookup::Read(key.clone())).expect("lookup"),
-            Reply::Miss
-        )
+        matches!(engine.answer(&Lookup::Read(key.clone())).expect("lookup"), Reply::Miss)
     }
 
     fn run_all<S: Store>(make: impl Fn() -> S) {
@@ -283,38 +261,22 @@ mod tests {
     }
 
     fn complete_list_answers_any_limit<S: Store>(engine: &mut Engine<S>) {
-        let body = pod_list(
-            "100",
-            &[pod("a", "90", "Running"), pod("b", "95", "Pending")],
-        );
-        let asked = read_key(
-            KUBELET,
-            "/api/v1/namespaces/default/pods?limit=500&resourceVersion=0",
-            None,
-        );
-        engine
-            .store_response(&asked, "application/json", body.clone())
-            .expect("store");
+        let body = pod_list("100", &[pod("a", "90", "Running"), pod("b", "95", "Pending")]);
+        let asked =
+            read_key(KUBELET, "/api/v1/namespaces/default/pods?limit=500&resourceVersion=0", None);
+        engine.store_response(&asked, "application/json", body.clone()).expect("store");
         assert_eq!(hit(engine, &asked), body, "byte-identical");
         let other_limit = read_key(KUBELET, "/api/v1/namespaces/default/pods?limit=1", None);
         assert_eq!(hit(engine, &other_limit), body);
-        let selected = read_key(
-            KUBELET,
-            "/api/v1/namespaces/default/pods?labelSelector=app%3Dx",
-            None,
-        );
-        assert!(
-            is_miss(engine, &selected),
-            "another selector is another scope"
-        );
+        let selected =
+            read_key(KUBELET, "/api/v1/namespaces/default/pods?labelSelector=app%3Dx", None);
+        assert!(is_miss(engine, &selected), "another selector is another scope");
     }
 
     fn pages_are_exact_entries<S: Store>(engine: &mut Engine<S>) {
         let page = br#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"5","continue":"tok"},"items":[]}"#;
         let first = read_key(KUBELET, "/api/v1/pods?limit=1", None);
-        engine
-            .store_response(&first, "application/json", page.to_vec())
-            .expect("store");
+        engine.store_response(&first, "application/json", page.to_vec()).expect("store");
         assert_eq!(hit(engine, &first), page);
         assert!(
             is_miss(engine, &read_key(KUBELET, "/api/v1/pods", None)),
@@ -322,9 +284,7 @@ mod tests {
         );
         let next = read_key(KUBELET, "/api/v1/pods?limit=1&continue=tok", None);
         let last = pod_list("5", &[pod("b", "4", "Running")]);
-        engine
-            .store_response(&next, "application/json", last.clone())
-            .expect("store");
+        engine.store_response(&next, "application/json", last.clone()).expect("store");
         assert_eq!(hit(engine, &next), last);
         assert!(
             is_miss(engine, &read_key(KUBELET, "/api/v1/pods", None)),
@@ -336,9 +296,7 @@ mod tests {
         let table_accept = Some("application/json;as=Table;v=v1;g=meta.k8s.io,application/json");
         let table = read_key(KUBELET, "/api/v1/namespaces/default/pods", table_accept);
         let table_body = br#"{"kind":"Table","apiVersion":"meta.k8s.io/v1","rows":[]}"#.to_vec();
-        engine
-            .store_response(&table, "application/json", table_body.clone())
-            .expect("store");
+        engine.store_response(&table, "application/json", table_body.clone()).expect("store");
         let proto = read_key(
             KUBELET,
             "/api/v1/namespaces/default/pods",
@@ -346,42 +304,23 @@ mod tests {
         );
         let proto_body = vec![0x6b, 0x38, 0x73, 0x00, 0xff, 0x0a];
         engine
-            .store_response(
-                &proto,
-                "application/vnd.kubernetes.protobuf",
-                proto_body.clone(),
-            )
+            .store_response(&proto, "application/vnd.kubernetes.protobuf", proto_body.clone())
             .expect("store");
         assert_eq!(hit(engine, &table), table_body);
         assert_eq!(hit(engine, &proto), proto_body);
-        assert!(is_miss(
-            engine,
-            &read_key(KUBELET, "/api/v1/namespaces/default/pods", None)
-        ));
+        assert!(is_miss(engine, &read_key(KUBELET, "/api/v1/namespaces/default/pods", None)));
     }
 
     fn identities_are_isolated<S: Store>(engine: &mut Engine<S>) {
         let secret = read_key(KUBELET, "/api/v1/namespaces/default/secrets/s", None);
         engine
-            .store_response(
-                &secret,
-                "application/json",
-                b"{\"kind\":\"Secret\"}".to_vec(),
-            )
+            .store_response(&secret, "application/json", b"{\"kind\":\"Secret\"}".to_vec())
             .expect("store");
         let list = read_key(KUBELET, "/api/v1/namespaces/default/secrets", None);
-        engine
-            .store_response(&list, "application/json", pod_list("1", &[]))
-            .expect("store");
+        engine.store_response(&list, "application/json", pod_list("1", &[])).expect("store");
         let token = "token:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
-        assert!(is_miss(
-            engine,
-            &read_key(token, "/api/v1/namespaces/default/secrets/s", None)
-        ));
-        assert!(is_miss(
-            engine,
-            &read_key(token, "/api/v1/namespaces/default/secrets", None)
-        ));
+        assert!(is_miss(engine, &read_key(token, "/api/v1/namespaces/default/secrets/s", None)));
+        assert!(is_miss(engine, &read_key(token, "/api/v1/namespaces/default/secrets", None)));
         let replay = engine.answer(&Lookup::WatchStart(watch_request(
             token,
             "/api/v1/namespaces/default/secrets?watch=1",
@@ -391,13 +330,8 @@ mod tests {
 
     fn watch_events_update_list_and_object<S: Store>(engine: &mut Engine<S>) {
         let list_key = read_key(KUBELET, "/api/v1/namespaces/default/pods?limit=500", None);
-        let body = pod_list(
-            "100",
-            &[pod("a", "90", "Pending"), pod("b", "95", "Running")],
-        );
-        engine
-            .store_response(&list_key, "application/json", body)
-            .expect("store list");
+        let body = pod_list("100", &[pod("a", "90", "Pending"), pod("b", "95", "Running")]);
+        engine.store_response(&list_key, "application/json", body).expect("store list");
         let get_a = read_key(KUBELET, "/api/v1/namespaces/default/pods/a", None);
         engine
             .store_response(
@@ -436,21 +370,11 @@ mod tests {
             &[pod("a", "101", "Running"), pod("c", "102", "Pending")],
         ))
         .expect("json");
-        assert_eq!(
-            hit_json(engine, &list_key),
-            expected,
-            "rebuilt as kube would return it"
-        );
-        assert_eq!(
-            hit(engine, &get_a),
-            format!("{}\n", pod("a", "101", "Running")).into_bytes()
-        );
+        assert_eq!(hit_json(engine, &list_key), expected, "rebuilt as kube would return it");
+        assert_eq!(hit(engine, &get_a), format!("{}\n", pod("a", "101", "Running")).into_bytes());
         assert!(is_miss(engine, &get_b), "deleted object's GET is gone");
         assert!(
-            is_miss(
-                engine,
-                &read_key(KUBELET, "/api/v1/namespaces/default/pods/c", None)
-            ),
+            is_miss(engine, &read_key(KUBELET, "/api/v1/namespaces/default/pods/c", None)),
             "GETs are not invented"
         );
     }
@@ -474,10 +398,7 @@ mod tests {
             .expect("get");
         engine.watch_opened(
             2,
-            &watch_request(
-                KUBELET,
-                "/api/v1/namespaces/default/pods?watch=1&resourceVersion=80",
-            ),
+            &watch_request(KUBELET, "/api/v1/namespaces/default/pods?watch=1&resourceVersion=80"),
         );
         let mut stream = event("ADDED", &pod("gone", "85", "Running"));
         stream.extend(event("MODIFIED", &pod("a", "95", "Failed")));
@@ -514,9 +435,7 @@ mod tests {
             3,
             &watch_request(KUBELET, &format!("{target}&watch=true&resourceVersion=100")),
         );
-        engine
-            .watch_bytes(3, &event("DELETED", &pod("a", "101", "Running")))
-            .expect("event");
+        engine.watch_bytes(3, &event("DELETED", &pod("a", "101", "Running"))).expect("event");
         assert_eq!(hit_json(engine, &list_key)["items"], json!([]));
         // The event cannot tell "deleted" from "stopped matching": the GET is left as it was.
         assert_eq!(hit_json(engine, &get_a), pod("a", "90", "Running"));
@@ -526,9 +445,7 @@ mod tests {
 
     fn events_split_anywhere_apply_the_same<S: Store>(engine: &mut Engine<S>) {
         let list_key = read_key(KUBELET, "/api/v1/configmaps", None);
-        engine
-            .store_response(&list_key, "application/json", pod_list("10", &[]))
-            .expect("store");
+        engine.store_response(&list_key, "application/json", pod_list("10", &[])).expect("store");
         engine.watch_opened(
             4,
             &watch_request(KUBELET, "/api/v1/configmaps?watch=1&resourceVersion=10"),
@@ -536,9 +453,7 @@ mod tests {
         let mut stream = event("ADDED", &pod("x", "11", "a\nb"));
         stream.extend(event("ADDED", &pod("y", "12", "{}")));
         for byte in &stream {
-            engine
-                .watch_bytes(4, std::slice::from_ref(byte))
-                .expect("byte");
+            engine.watch_bytes(4, std::slice::from_ref(byte)).expect("byte");
         }
         let expected: Value = serde_json::from_slice(&pod_list(
             "12",
@@ -549,32 +464,21 @@ mod tests {
     }
 
     fn replays_follow_requested_versions<S: Store>(engine: &mut Engine<S>) {
-        let list_key = read_key(
-            KUBELET,
-            "/api/v1/nodes?fieldSelector=metadata.name%3Dedge-1",
-            None,
-        );
+        let list_key =
+            read_key(KUBELET, "/api/v1/nodes?fieldSelector=metadata.name%3Dedge-1", None);
         let node = json!({"kind": "Node", "metadata": {"name": "edge-1", "resourceVersion": "40"}});
         let body = format!(
             "{{\"kind\":\"NodeList\",\"apiVersion\":\"v1\",\"metadata\":{{\"resourceVersion\":\"50\"}},\"items\":[{node}]}}"
         );
-        engine
-            .store_response(&list_key, "application/json", body.into_bytes())
-            .expect("store");
+        engine.store_response(&list_key, "application/json", body.into_bytes()).expect("store");
         let base = "/api/v1/nodes?fieldSelector=metadata.name%3Dedge-1&watch=true";
         let start = |engine: &mut Engine<S>, query: &str| {
             engine
-                .answer(&Lookup::WatchStart(watch_request(
-                    KUBELET,
-                    &format!("{base}{query}"),
-                )))
+                .answer(&Lookup::WatchStart(watch_request(KUBELET, &format!("{base}{query}"))))
                 .expect("lookup")
         };
-        let Reply::WatchReplay {
-            initial_events,
-            list_resource_version,
-            bookmark_event,
-        } = start(engine, "")
+        let Reply::WatchReplay { initial_events, list_resource_version, bookmark_event } =
+            start(engine, "")
         else {
             panic!("replay expected");
         };
@@ -597,10 +501,7 @@ mod tests {
         assert!(
             matches!(start(engine, "&resourceVersion=60"), Reply::WatchReplay { ref initial_events, .. } if initial_events.is_empty())
         );
-        assert!(matches!(
-            start(engine, "&resourceVersion=49"),
-            Reply::WatchExpired
-        ));
+        assert!(matches!(start(engine, "&resourceVersion=49"), Reply::WatchExpired));
         let Reply::WatchReplay { initial_events, .. } =
             start(engine, "&resourceVersion=50&sendInitialEvents=true")
         else {
@@ -618,9 +519,7 @@ mod tests {
         );
         let other_scope = watch_request(KUBELET, "/api/v1/nodes?watch=true");
         assert!(matches!(
-            engine
-                .answer(&Lookup::WatchStart(other_scope))
-                .expect("lookup"),
+            engine.answer(&Lookup::WatchStart(other_scope)).expect("lookup"),
             Reply::Miss
         ));
     }
@@ -629,15 +528,9 @@ mod tests {
         let list_key = read_key(KUBELET, "/api/v1/services", None);
         let body = pod_list(
             "100",
-            &[
-                pod("kept", "90", "a"),
-                pod("deleted", "91", "b"),
-                pod("changed", "92", "c"),
-            ],
+            &[pod("kept", "90", "a"), pod("deleted", "91", "b"), pod("changed", "92", "c")],
         );
-        engine
-            .store_response(&list_key, "application/json", body)
-            .expect("store");
+        engine.store_response(&list_key, "application/json", body).expect("store");
         engine.watch_opened(5, &watch_request(KUBELET, "/api/v1/services?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"));
         let mut stream = event("ADDED", &pod("changed", "120", "c2"));
         stream.extend(event("ADDED", &pod("kept", "90", "a")));
@@ -648,11 +541,7 @@ mod tests {
         engine.watch_bytes(5, &stream).expect("events");
         let expected: Value = serde_json::from_slice(&pod_list(
             "130",
-            &[
-                pod("changed", "120", "c2"),
-                pod("kept", "90", "a"),
-                pod("new", "110", "n"),
-            ],
+            &[pod("changed", "120", "c2"), pod("kept", "90", "a"), pod("new", "110", "n")],
         ))
         .expect("json");
         assert_eq!(hit_json(engine, &list_key), expected);
@@ -660,9 +549,7 @@ mod tests {
 
     fn interrupted_streams_stop_updating<S: Store>(engine: &mut Engine<S>) {
         let list_key = read_key(KUBELET, "/api/v1/endpoints", None);
-        engine
-            .store_response(&list_key, "application/json", pod_list("10", &[]))
-            .expect("store");
+        engine.store_response(&list_key, "application/json", pod_list("10", &[])).expect("store");
         engine.watch_opened(
             6,
             &watch_request(KUBELET, "/api/v1/endpoints?watch=1&resourceVersion=10"),
@@ -671,18 +558,14 @@ mod tests {
         engine.watch_bytes(6, &line[..5]).expect("partial");
         engine.watch_interrupted(6);
         engine.watch_bytes(6, &line[5..]).expect("rest");
-        engine
-            .watch_bytes(6, &event("ADDED", &pod("y", "12", "a")))
-            .expect("later");
+        engine.watch_bytes(6, &event("ADDED", &pod("y", "12", "a"))).expect("later");
         assert_eq!(hit_json(engine, &list_key)["items"], json!([]));
         engine.watch_opened(
             7,
             &watch_request(KUBELET, "/api/v1/endpoints?watch=1&resourceVersion=10"),
         );
         engine.watch_bytes(7, b"not json\n").expect("garbage");
-        engine
-            .watch_bytes(7, &event("ADDED", &pod("z", "13", "a")))
-            .expect("after garbage");
+        engine.watch_bytes(7, &event("ADDED", &pod("z", "13", "a"))).expect("after garbage");
         assert_eq!(hit_json(engine, &list_key)["items"], json!([]));
     }
 
@@ -693,14 +576,10 @@ mod tests {
         let body = pod_list("30000", &big);
         assert!(body.len() > 5 << 20);
         let key = read_key(KUBELET, "/api/v1/pods", None);
-        engine
-            .store_response(&key, "application/json", body.clone())
-            .expect("store");
+        engine.store_response(&key, "application/json", body.clone()).expect("store");
         assert_eq!(hit(engine, &key), body);
         let opaque = read_key(KUBELET, "/openapi/v2", None);
-        engine
-            .store_response(&opaque, "application/json", body.clone())
-            .expect("store");
+        engine.store_response(&opaque, "application/json", body.clone()).expect("store");
         assert_eq!(hit(engine, &opaque), body);
     }
 
@@ -709,9 +588,7 @@ mod tests {
     const TABLE: Option<&str> = Some("application/json;as=Table;v=v1;g=meta.k8s.io");
 
     fn store<S: Store>(engine: &mut Engine<S>, key: &ReadKey, body: Vec<u8>) {
-        engine
-            .store_response(key, "application/json", body)
-            .expect("store");
+        engine.store_response(key, "application/json", body).expect("store");
     }
 
     fn object_body(object: &Value) -> Vec<u8> {
@@ -741,12 +618,7 @@ mod tests {
         let items = list["items"].as_array().cloned().unwrap_or_default();
         items
             .iter()
-            .map(|item| {
-                item["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string()
-            })
+            .map(|item| item["metadata"]["name"].as_str().unwrap_or_default().to_string())
             .collect()
     }
 
@@ -763,16 +635,8 @@ mod tests {
     fn deleted_objects_leave_every_identitys_reads<S: Store>(engine: &mut Engine<S>) {
         let pods = [pod("a", "90", "Running"), pod("b", "95", "Running")];
         let list = read_key(KUBELET, &format!("{DEFAULT_PODS}?limit=500"), None);
-        let on_node = read_key(
-            KUBELET,
-            "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1",
-            None,
-        );
-        let token_list = read_key(
-            TOKEN,
-            &format!("{DEFAULT_PODS}?labelSelector=app%3Dx"),
-            None,
-        );
+        let on_node = read_key(KUBELET, "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1", None);
+        let token_list = read_key(TOKEN, &format!("{DEFAULT_PODS}?labelSelector=app%3Dx"), None);
         for key in [&list, &on_node, &token_list] {
             store(engine, key, pod_list("100", &pods));
         }
@@ -787,21 +651,11 @@ mod tests {
         let get_b = read_key(KUBELET, &format!("{DEFAULT_PODS}/b"), None);
         store(engine, &get_b, object_body(&pods[1]));
         let other_namespace = read_key(KUBELET, "/api/v1/namespaces/other/pods/a", None);
-        store(
-            engine,
-            &other_namespace,
-            object_body(&pod("a", "80", "Running")),
-        );
+        store(engine, &other_namespace, object_body(&pod("a", "80", "Running")));
 
         // The deleted object answered as it was removed (no deletionTimestamp).
         let removed = object_body(&pod("a", "101", "Running"));
-        delete(
-            engine,
-            &format!("{DEFAULT_PODS}/a"),
-            200,
-            "application/json",
-            &removed,
-        );
+        delete(engine, &format!("{DEFAULT_PODS}/a"), 200, "application/json", &removed);
         for key in [&get_a, &token_get_a, &status_a, &table_a] {
             assert!(is_miss(engine, key), "{}: still cached", key.path());
         }
@@ -813,11 +667,7 @@ mod tests {
                 "list version kept"
             );
         }
-        assert_eq!(
-            hit_json(engine, &get_b),
-            pods[1],
-            "another object is untouched"
-        );
+        assert_eq!(hit_json(engine, &get_b), pods[1], "another object is untouched");
         assert!(
             !is_miss(engine, &other_namespace),
             "the same name in another namespace is untouched"
@@ -846,10 +696,7 @@ mod tests {
             "application/json; charset=utf-8",
             &finished,
         );
-        assert!(
-            is_miss(engine, &get_c),
-            "a pod removed by its final DELETE is gone"
-        );
+        assert!(is_miss(engine, &get_c), "a pod removed by its final DELETE is gone");
     }
 
     fn terminating_objects_replace_older_cached_states<S: Store>(engine: &mut Engine<S>) {
@@ -874,28 +721,17 @@ mod tests {
             "application/json",
             &object_body(&graceful),
         );
-        assert_eq!(
-            hit(engine, &get_a),
-            object_body(&graceful),
-            "framed like the cached GET"
-        );
+        assert_eq!(hit(engine, &get_a), object_body(&graceful), "framed like the cached GET");
         assert_eq!(
             hit(engine, &token_get_a),
             graceful.to_string().into_bytes(),
             "every identity's copy"
         );
-        assert_eq!(
-            hit(engine, &table_a),
-            table,
-            "other representations are left as they are"
-        );
+        assert_eq!(hit(engine, &table_a), table, "other representations are left as they are");
         for key in [&list, &on_node] {
             let cached = hit_json(engine, key);
             assert_eq!(cached["items"][0], graceful, "{}", key.path());
-            assert_eq!(
-                cached["metadata"]["resourceVersion"], "200",
-                "list version kept"
-            );
+            assert_eq!(cached["metadata"]["resourceVersion"], "200", "list version kept");
         }
 
         // A cached state newer than the answer is kept; a list lacking the object gets none.
@@ -907,11 +743,7 @@ mod tests {
             "application/json",
             &object_body(&foreground),
         );
-        assert_eq!(
-            hit_json(engine, &list)["items"][1],
-            pods[1],
-            "newer list item kept"
-        );
+        assert_eq!(hit_json(engine, &list)["items"][1], pods[1], "newer list item kept");
         assert_eq!(names(engine, &on_node), ["a"], "no item invented");
         let get_d = read_key(KUBELET, &format!("{DEFAULT_PODS}/d"), None);
         let finalized = terminating("d", "150", 0, &["example.com/keep"]);
@@ -930,11 +762,7 @@ mod tests {
         let list = read_key(KUBELET, DEFAULT_PODS, None);
         let get_a = read_key(KUBELET, &format!("{DEFAULT_PODS}/a"), None);
         let cached = pod("a", "300", "Running");
-        store(
-            engine,
-            &list,
-            pod_list("300", std::slice::from_ref(&cached)),
-        );
+        store(engine, &list, pod_list("300", std::slice::from_ref(&cached)));
         store(engine, &get_a, object_body(&cached));
         let target = format!("{DEFAULT_PODS}/a");
         let removed = object_body(&pod("a", "301", "Running"));
@@ -952,18 +780,10 @@ mod tests {
                 "application/vnd.kubernetes.protobuf",
                 b"k8s\x00\x0a\x0c\x0a\x02v1\x12\x06Status",
             ),
-            (
-                200,
-                "application/json",
-                &object_body(&pod("not-a", "301", "Running")),
-            ),
+            (200, "application/json", &object_body(&pod("not-a", "301", "Running"))),
             (200, "application/json", b"{\"kind\":\"Pod\",\"metadata\":"),
             // Gone as of a state older than the cached one: the object was created again since.
-            (
-                200,
-                "application/json",
-                &object_body(&pod("a", "250", "Running")),
-            ),
+            (200, "application/json", &object_body(&pod("a", "250", "Running"))),
         ];
         for (status, content_type, body) in answers {
             delete(engine, &target, status, content_type, body);
@@ -974,29 +794,16 @@ mod tests {
 
     fn size_cap_evicts_least_recently_used<S: Store>(engine: &mut Engine<S>) {
         let keys: Vec<ReadKey> = (0..5)
-            .map(|i| {
-                read_key(
-                    KUBELET,
-                    &format!("/api/v1/namespaces/default/pods/p{i}"),
-                    None,
-                )
-            })
+            .map(|i| read_key(KUBELET, &format!("/api/v1/namespaces/default/pods/p{i}"), None))
             .collect();
         for key in &keys[..4] {
-            engine
-                .store_response(key, "application/json", vec![b'x'; 200])
-                .expect("store");
+            engine.store_response(key, "application/json", vec![b'x'; 200]).expect("store");
         }
         hit(engine, &keys[0]);
-        engine
-            .store_response(&keys[4], "application/json", vec![b'x'; 200])
-            .expect("store");
+        engine.store_response(&keys[4], "application/json", vec![b'x'; 200]).expect("store");
         assert!(engine.totals().bytes <= 1200);
         assert!(!is_miss(engine, &keys[0]), "recently read entry kept");
-        assert!(
-            is_miss(engine, &keys[1]),
-            "least recently used entry evicted"
-        );
+        assert!(is_miss(engine, &keys[1]), "least recently used entry evicted");
         assert!(!is_miss(engine, &keys[4]), "newest entry kept");
     }
 }

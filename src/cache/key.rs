@@ -15,13 +15,8 @@ const IGNORED_PARAMS: &[&str] = &[
 ];
 
 /// Parameters a watch may carry and still be served/updated as its list scope.
-const WATCH_PARAMS: &[&str] = &[
-    "watch",
-    "labelSelector",
-    "fieldSelector",
-    "sendInitialEvents",
-    "limit",
-];
+const WATCH_PARAMS: &[&str] =
+    &["watch", "labelSelector", "fieldSelector", "sendInitialEvents", "limit"];
 
 /// Subresources that stream or tunnel: never cached.
 const STREAMING_SUBRESOURCES: &[&str] = &["log", "exec", "attach", "portforward", "proxy"];
@@ -52,24 +47,11 @@ impl Representation {
         let media_type = parts.next().unwrap_or_default().to_ascii_lowercase();
         let params: Vec<(String, String)> = parts
             .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| {
-                (
-                    k.trim().to_ascii_lowercase(),
-                    v.trim().trim_matches('"').to_string(),
-                )
-            })
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()))
             .filter(|(k, _)| k != "charset" && k != "q")
             .collect();
-        let param = |name: &str| {
-            params
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let json = matches!(
-            media_type.as_str(),
-            "application/json" | "*/*" | "application/*"
-        );
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let json = matches!(media_type.as_str(), "application/json" | "*/*" | "application/*");
         let meta_v1 = param("g") == Some("meta.k8s.io") && param("v") == Some("v1");
         match (json, param("as")) {
             (true, None) if params.is_empty() => Representation::Json,
@@ -134,12 +116,7 @@ pub struct ReadKey {
 impl ReadKey {
     /// The key under which this exact answer is stored.
     pub(crate) fn store_key(&self) -> String {
-        entry_key(
-            &self.identity,
-            &self.path,
-            &self.query,
-            &self.representation,
-        )
+        entry_key(&self.identity, &self.path, &self.query, &self.representation)
     }
 
     pub fn identity(&self) -> &str {
@@ -249,10 +226,8 @@ impl ListScope {
     /// Store key of the plain GET of one object of this collection (no query, JSON).
     pub(crate) fn object_key(&self, namespace: &str, name: &str) -> String {
         let namespace = Some(namespace).filter(|ns| !ns.is_empty());
-        let path = format!(
-            "{}/{name}",
-            collection_path(&self.api_prefix, namespace, &self.resource)
-        );
+        let path =
+            format!("{}/{name}", collection_path(&self.api_prefix, namespace, &self.resource));
         entry_key(&self.identity, &path, "", &Representation::Json)
     }
 }
@@ -309,10 +284,7 @@ impl ObjectWrite {
     fn collection_paths(&self) -> Vec<String> {
         let all = collection_path(&self.api_prefix, None, &self.resource);
         match &self.namespace {
-            Some(ns) => vec![
-                collection_path(&self.api_prefix, Some(ns), &self.resource),
-                all,
-            ],
+            Some(ns) => vec![collection_path(&self.api_prefix, Some(ns), &self.resource), all],
             None => vec![all],
         }
     }
@@ -321,10 +293,7 @@ impl ObjectWrite {
     /// contains, whatever the identity: a store can pre-filter its keys with these, then
     /// `reads_object` and `lists_collection` decide.
     pub(crate) fn key_needles(&self) -> Vec<String> {
-        self.collection_paths()
-            .iter()
-            .map(|path| format!("\n{path}"))
-            .collect()
+        self.collection_paths().iter().map(|path| format!("\n{path}")).collect()
     }
 
     /// Whether the exact entry `key` is a read of the object: any identity, query,
@@ -365,10 +334,7 @@ fn identity_and_path(key: &str) -> Option<(&str, &str)> {
 
 fn entry_key(identity: &str, path: &str, query: &str, representation: &Representation) -> String {
     // The identity is length-prefixed so no identity can forge another's key prefix.
-    format!(
-        "{}:{identity}\n{path}\n{query}\n{representation}",
-        identity.len()
-    )
+    format!("{}:{identity}\n{path}\n{query}\n{representation}", identity.len())
 }
 
 fn collection_path(api_prefix: &str, namespace: Option<&str>, resource: &str) -> String {
@@ -572,11 +538,7 @@ impl ResourcePath {
             query: params.normalized(),
             scope: whole_list.then(|| self.scope(identity, params, representation.clone())),
             representation,
-            resource: resource_label(
-                &self.api_prefix,
-                &self.resource,
-                self.subresource.as_deref(),
-            ),
+            resource: resource_label(&self.api_prefix, &self.resource, self.subresource.as_deref()),
         }
     }
 }
@@ -617,11 +579,7 @@ impl<'a> Params<'a> {
     }
 
     fn normalized(&self) -> String {
-        let pairs: Vec<String> = self
-            .relevant()
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect();
+        let pairs: Vec<String> = self.relevant().iter().map(|(n, v)| format!("{n}={v}")).collect();
         pairs.join("&")
     }
 
@@ -649,10 +607,7 @@ mod tests {
     }
 
     fn uncacheable(method: &str, target: &str) -> bool {
-        matches!(
-            classify("cn:kubelet", method, target, None),
-            Classified::Uncacheable
-        )
+        matches!(classify("cn:kubelet", method, target, None), Classified::Uncacheable)
     }
 
     #[test]
@@ -677,15 +632,9 @@ mod tests {
         assert!(uncacheable("POST", "/api/v1/namespaces/a/pods"));
         assert!(uncacheable("DELETE", "/api/v1/namespaces/a/pods/p"));
         for sub in ["log", "exec", "attach", "portforward", "proxy"] {
-            assert!(
-                uncacheable("GET", &format!("/api/v1/namespaces/a/pods/p/{sub}")),
-                "{sub}"
-            );
+            assert!(uncacheable("GET", &format!("/api/v1/namespaces/a/pods/p/{sub}")), "{sub}");
         }
-        assert!(uncacheable(
-            "GET",
-            "/api/v1/namespaces/a/services/s/proxy/x/y"
-        ));
+        assert!(uncacheable("GET", "/api/v1/namespaces/a/services/s/proxy/x/y"));
         assert!(uncacheable("GET", "/api/v1/proxy/namespaces/a/pods/p"));
         assert!(uncacheable("GET", "/healthz"));
         assert!(uncacheable("GET", "/api/v1/pods/"));
@@ -702,24 +651,32 @@ mod tests {
         assert_eq!(ns.resource(), "namespaces/status");
         let deploy = read("/apis/apps/v1/namespaces/a/deployments/d", None);
         assert_eq!(deploy.resource(), "apps/deployments");
-        for object in [&key, &ns, &deploy, &read("/api/v1/namespaces/a", None), &read("/api/v1/nodes/n", None)] {
+        for object in [
+            &key,
+            &ns,
+            &deploy,
+            &read("/api/v1/namespaces/a", None),
+            &read("/api/v1/nodes/n", None),
+        ] {
             assert!(object.names_object(), "{}", object.path());
         }
-        for other in ["/api/v1/namespaces/a/pods", "/api/v1/pods", "/api/v1/namespaces", "/api", "/apis/apps/v1", "/version"] {
+        for other in [
+            "/api/v1/namespaces/a/pods",
+            "/api/v1/pods",
+            "/api/v1/namespaces",
+            "/api",
+            "/apis/apps/v1",
+            "/version",
+        ] {
             assert!(!read(other, None).names_object(), "{other}");
         }
     }
 
     #[test]
     fn query_is_normalized() {
-        let a = read(
-            "/api/v1/pods?resourceVersion=0&limit=500&labelSelector=app%3Dx&timeout=5s",
-            None,
-        );
-        let b = read(
-            "/api/v1/pods?labelSelector=app%3Dx&limit=500&pretty=true&watch=false",
-            None,
-        );
+        let a =
+            read("/api/v1/pods?resourceVersion=0&limit=500&labelSelector=app%3Dx&timeout=5s", None);
+        let b = read("/api/v1/pods?labelSelector=app%3Dx&limit=500&pretty=true&watch=false", None);
         assert_eq!(a.query(), "labelSelector=app%3Dx&limit=500");
         assert_eq!(a.store_key(), b.store_key());
         let other = read("/api/v1/pods?labelSelector=app%3Dy&limit=500", None);
@@ -728,24 +685,13 @@ mod tests {
 
     #[test]
     fn lists_have_scopes_pages_do_not() {
-        let whole = read(
-            "/api/v1/namespaces/a/pods?limit=500&resourceVersion=0",
-            None,
-        );
+        let whole = read("/api/v1/namespaces/a/pods?limit=500&resourceVersion=0", None);
         let plain = read("/api/v1/namespaces/a/pods", None);
         let scope = whole.scope().expect("scope");
         assert_eq!(Some(scope), plain.scope());
         assert_eq!(scope.path(), "/api/v1/namespaces/a/pods");
-        assert!(
-            read("/api/v1/namespaces/a/pods?limit=5&continue=abc", None)
-                .scope()
-                .is_none()
-        );
-        assert!(
-            read("/api/v1/pods?includeUninitialized=1", None)
-                .scope()
-                .is_none()
-        );
+        assert!(read("/api/v1/namespaces/a/pods?limit=5&continue=abc", None).scope().is_none());
+        assert!(read("/api/v1/pods?includeUninitialized=1", None).scope().is_none());
         let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
         assert!(read("/api/v1/pods", Some(table)).scope().is_none());
     }
@@ -761,10 +707,8 @@ mod tests {
             kubelet.scope().map(ListScope::store_key),
             pod.scope().map(ListScope::store_key)
         );
-        let protobuf = read(
-            "/api/v1/pods",
-            Some("application/vnd.kubernetes.protobuf,application/json"),
-        );
+        let protobuf =
+            read("/api/v1/pods", Some("application/vnd.kubernetes.protobuf,application/json"));
         assert_eq!(*protobuf.representation(), Representation::Protobuf);
         assert_ne!(protobuf.store_key(), read("/api/v1/pods", None).store_key());
     }
@@ -787,10 +731,7 @@ mod tests {
                 ),
                 Representation::PartialMetadata,
             ),
-            (
-                Some("application/vnd.kubernetes.protobuf"),
-                Representation::Protobuf,
-            ),
+            (Some("application/vnd.kubernetes.protobuf"), Representation::Protobuf),
             (
                 Some(
                     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
@@ -802,10 +743,7 @@ mod tests {
             assert_eq!(Representation::from_accept(accept), expected, "{accept:?}");
         }
         let beta = "application/json;as=Table;v=v1beta1;g=meta.k8s.io";
-        assert_eq!(
-            Representation::from_accept(Some(beta)),
-            Representation::Other(beta.into())
-        );
+        assert_eq!(Representation::from_accept(Some(beta)), Representation::Other(beta.into()));
     }
 
     #[test]
@@ -869,10 +807,7 @@ mod tests {
             };
             let key = key.store_key();
             assert!(
-                write
-                    .key_needles()
-                    .iter()
-                    .any(|needle| key.contains(needle.as_str())),
+                write.key_needles().iter().any(|needle| key.contains(needle.as_str())),
                 "{target}: no needle matches {key:?}"
             );
             let plain_get_of = write.plain_get_identity(&key).map(str::to_string);
@@ -880,40 +815,18 @@ mod tests {
         };
         let table = Some("application/json;as=Table;v=v1;g=meta.k8s.io");
         let of = |identity: &str| Some(identity.to_string());
+        assert_eq!(reads_object("cn:x", "/api/v1/namespaces/a/pods/p", None), (true, of("cn:x")));
         assert_eq!(
-            reads_object("cn:x", "/api/v1/namespaces/a/pods/p", None),
-            (true, of("cn:x"))
-        );
-        assert_eq!(
-            reads_object(
-                "token:y",
-                "/api/v1/namespaces/a/pods/p?resourceVersion=0",
-                None
-            ),
+            reads_object("token:y", "/api/v1/namespaces/a/pods/p?resourceVersion=0", None),
             (true, of("token:y"))
         );
-        assert_eq!(
-            reads_object("cn:x", "/api/v1/namespaces/a/pods/p", table),
-            (true, None)
-        );
-        assert_eq!(
-            reads_object("cn:x", "/api/v1/namespaces/a/pods/p/status", None),
-            (true, None)
-        );
-        assert_eq!(
-            reads_object("cn:x", "/api/v1/namespaces/a/pods/p2", None),
-            (false, None)
-        );
-        assert_eq!(
-            reads_object("cn:x", "/api/v1/namespaces/a/pods", None),
-            (false, None)
-        );
+        assert_eq!(reads_object("cn:x", "/api/v1/namespaces/a/pods/p", table), (true, None));
+        assert_eq!(reads_object("cn:x", "/api/v1/namespaces/a/pods/p/status", None), (true, None));
+        assert_eq!(reads_object("cn:x", "/api/v1/namespaces/a/pods/p2", None), (false, None));
+        assert_eq!(reads_object("cn:x", "/api/v1/namespaces/a/pods", None), (false, None));
         // An identity that looks like a path is still only an identity.
         let tricky = "cn:\n/api/v1/namespaces/a/pods/p\n";
-        assert_eq!(
-            reads_object(tricky, "/api/v1/namespaces/a/pods/q", None),
-            (false, None)
-        );
+        assert_eq!(reads_object(tricky, "/api/v1/namespaces/a/pods/q", None), (false, None));
 
         let lists = |identity: &str, target: &str| {
             let Classified::Watch(request) = classify(identity, "GET", target, None) else {
@@ -922,14 +835,8 @@ mod tests {
             write.lists_collection(&request.scope.store_key())
         };
         assert!(lists("cn:x", "/api/v1/namespaces/a/pods?watch=1"));
-        assert!(lists(
-            "token:y",
-            "/api/v1/pods?watch=1&fieldSelector=spec.nodeName%3Dn"
-        ));
-        assert!(lists(
-            "cn:x",
-            "/api/v1/namespaces/a/pods?watch=1&labelSelector=app%3Dx"
-        ));
+        assert!(lists("token:y", "/api/v1/pods?watch=1&fieldSelector=spec.nodeName%3Dn"));
+        assert!(lists("cn:x", "/api/v1/namespaces/a/pods?watch=1&labelSelector=app%3Dx"));
         assert!(!lists("cn:x", "/api/v1/namespaces/b/pods?watch=1"));
         assert!(!lists("cn:x", "/api/v1/namespaces/a/configmaps?watch=1"));
         let namespace = delete("/api/v1/namespaces/a");

@@ -175,18 +175,11 @@ mod tests {
             r#"{"kind":"PodList","metadata":{"continue":"","resourceVersion":"1"},"items":[]}"#;
         assert!(decompose("application/json", last_page.as_bytes()).is_some());
         assert!(
-            decompose(
-                "application/json",
-                br#"{"kind":"Pod","metadata":{"name":"a"}}"#
-            )
-            .is_none()
+            decompose("application/json", br#"{"kind":"Pod","metadata":{"name":"a"}}"#).is_none()
         );
         assert!(
-            decompose(
-                "application/json",
-                br#"{"metadata":{},"items":[{"metadata":{}}]}"#
-            )
-            .is_none()
+            decompose("application/json", br#"{"metadata":{},"items":[{"metadata":{}}]}"#)
+                .is_none()
         );
         assert!(decompose("application/json", b"not json").is_none());
     }

@@ -57,58 +57,26 @@ impl MemoryStore {
     fn apply_one(&mut self, change: Change) {
         let now = self.tick();
         match change {
-            Change::PutEntry {
-                key,
-                owner,
-                response,
-            } => {
+            Change::PutEntry { key, owner, response } => {
                 self.remove_entry(&key);
                 let bytes = entry_bytes(&key, &response);
                 self.bytes += bytes;
-                self.entries.insert(
-                    key,
-                    Entry {
-                        owner,
-                        response,
-                        bytes,
-                        last_access: now,
-                    },
-                );
+                self.entries.insert(key, Entry { owner, response, bytes, last_access: now });
             }
             Change::RemoveEntry { key } => self.remove_entry(&key),
-            Change::PutList {
-                scope,
-                owner,
-                head,
-                items,
-            } => {
+            Change::PutList { scope, owner, head, items } => {
                 self.remove_list(&scope);
                 let bytes = head_bytes(&scope, &head) + items.iter().map(item_bytes).sum::<u64>();
                 self.bytes += bytes;
-                let items = items
-                    .into_iter()
-                    .map(|item| (item.key.clone(), item))
-                    .collect();
-                self.lists.insert(
-                    scope,
-                    List {
-                        owner,
-                        head,
-                        items,
-                        bytes,
-                        last_access: now,
-                    },
-                );
+                let items = items.into_iter().map(|item| (item.key.clone(), item)).collect();
+                self.lists.insert(scope, List { owner, head, items, bytes, last_access: now });
             }
             Change::RemoveList { scope } => self.remove_list(&scope),
             Change::PutItem { scope, item } => {
                 if let Some(list) = self.lists.get_mut(&scope) {
                     let added = item_bytes(&item);
-                    let removed = list
-                        .items
-                        .insert(item.key.clone(), item)
-                        .as_ref()
-                        .map_or(0, item_bytes);
+                    let removed =
+                        list.items.insert(item.key.clone(), item).as_ref().map_or(0, item_bytes);
                     list.bytes = list.bytes + added - removed;
                     self.bytes = self.bytes + added - removed;
                 }
@@ -120,10 +88,7 @@ impl MemoryStore {
                     self.bytes -= removed;
                 }
             }
-            Change::SetListVersion {
-                scope,
-                resource_version,
-            } => {
+            Change::SetListVersion { scope, resource_version } => {
                 if let Some(list) = self.lists.get_mut(&scope) {
                     let old_len = list.head.resource_version.len() as u64;
                     let new_len = resource_version.len() as u64;
@@ -137,14 +102,8 @@ impl MemoryStore {
 
     /// Every entry and list, least recently used first: (last access, is_list, key).
     fn by_age(&self) -> Vec<(u64, bool, String)> {
-        let entries = self
-            .entries
-            .iter()
-            .map(|(k, e)| (e.last_access, false, k.clone()));
-        let lists = self
-            .lists
-            .iter()
-            .map(|(k, l)| (l.last_access, true, k.clone()));
+        let entries = self.entries.iter().map(|(k, e)| (e.last_access, false, k.clone()));
+        let lists = self.lists.iter().map(|(k, l)| (l.last_access, true, k.clone()));
         let mut all: Vec<_> = entries.chain(lists).collect();
         all.sort_unstable();
         all
@@ -187,18 +146,8 @@ impl Store for MemoryStore {
 
     fn keys_containing(&mut self, needle: &str) -> Result<Vec<StoredKey>, StoreError> {
         let matching = |key: &&String| key.contains(needle);
-        let entries = self
-            .entries
-            .keys()
-            .filter(matching)
-            .cloned()
-            .map(StoredKey::Entry);
-        let lists = self
-            .lists
-            .keys()
-            .filter(matching)
-            .cloned()
-            .map(StoredKey::List);
+        let entries = self.entries.keys().filter(matching).cloned().map(StoredKey::Entry);
+        let lists = self.lists.keys().filter(matching).cloned().map(StoredKey::List);
         Ok(entries.chain(lists).collect())
     }
 
@@ -226,10 +175,7 @@ impl Store for MemoryStore {
     }
 
     fn totals(&self) -> Totals {
-        Totals {
-            entries: (self.entries.len() + self.lists.len()) as u64,
-            bytes: self.bytes,
-        }
+        Totals { entries: (self.entries.len() + self.lists.len()) as u64, bytes: self.bytes }
     }
 
     fn summary(&mut self) -> Result<Vec<SummaryRow>, StoreError> {
@@ -253,12 +199,11 @@ fn summary_row<'a>(
     rows: &'a mut BTreeMap<(String, String), SummaryRow>,
     owner: &Owner,
 ) -> &'a mut SummaryRow {
-    rows.entry((owner.identity.clone(), owner.resource.clone()))
-        .or_insert_with(|| SummaryRow {
-            identity: owner.identity.clone(),
-            resource: owner.resource.clone(),
-            ..SummaryRow::default()
-        })
+    rows.entry((owner.identity.clone(), owner.resource.clone())).or_insert_with(|| SummaryRow {
+        identity: owner.identity.clone(),
+        resource: owner.resource.clone(),
+        ..SummaryRow::default()
+    })
 }
 
 #[cfg(test)]

@@ -57,11 +57,7 @@ pub struct CacheConfig {
 impl CacheConfig {
     /// A config with the default size cap and queue length.
     pub fn new(kind: CacheKind) -> CacheConfig {
-        CacheConfig {
-            kind,
-            max_bytes: DEFAULT_MAX_BYTES,
-            queue_len: DEFAULT_QUEUE_LEN,
-        }
+        CacheConfig { kind, max_bytes: DEFAULT_MAX_BYTES, queue_len: DEFAULT_QUEUE_LEN }
     }
 }
 
@@ -176,13 +172,7 @@ mod tests {
         fn new() -> (Reactor, Arc<mio::Waker>) {
             let poll = mio::Poll::new().expect("poll");
             let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE).expect("waker"));
-            (
-                Reactor {
-                    poll,
-                    events: mio::Events::with_capacity(8),
-                },
-                waker,
-            )
+            (Reactor { poll, events: mio::Events::with_capacity(8) }, waker)
         }
 
         /// Polls until `count` replies arrived through the waker.
@@ -190,9 +180,7 @@ mod tests {
             let deadline = Instant::now() + Duration::from_secs(10);
             let mut replies = Vec::new();
             while replies.len() < count && Instant::now() < deadline {
-                self.poll
-                    .poll(&mut self.events, Some(Duration::from_millis(100)))
-                    .expect("poll");
+                self.poll.poll(&mut self.events, Some(Duration::from_millis(100))).expect("poll");
                 if self.events.iter().any(|e| e.token() == WAKE) {
                     replies.extend(cache.take_replies());
                 }
@@ -225,9 +213,7 @@ mod tests {
         cache.store(key.clone(), "application/json", LIST.to_vec());
         wait_stored(&cache, 1);
         cache.lookup(1, Lookup::Read(key)).expect("lookup");
-        cache
-            .lookup(2, Lookup::Read(read("token:x", "/api/v1/pods")))
-            .expect("lookup");
+        cache.lookup(2, Lookup::Read(read("token:x", "/api/v1/pods"))).expect("lookup");
         let mut replies = reactor.replies(&cache, 2);
         replies.sort_by_key(|(id, _)| *id);
         assert!(
@@ -235,10 +221,7 @@ mod tests {
             "{replies:?}"
         );
         let stats = cache.stats();
-        assert_eq!(
-            (stats.hits, stats.misses, stats.stored, stats.entries),
-            (1, 1, 1, 1)
-        );
+        assert_eq!((stats.hits, stats.misses, stats.stored, stats.entries), (1, 1, 1, 1));
         cache.shutdown();
     }
 
@@ -253,14 +236,9 @@ mod tests {
         round_trip(CacheKind::Sqlite { dir: dir.clone() });
         let (mut reactor, waker) = Reactor::new();
         let cache = start(CacheConfig::new(CacheKind::Sqlite { dir }), waker).expect("restart");
-        cache
-            .lookup(3, Lookup::Read(read("cn:kubelet", "/api/v1/pods")))
-            .expect("lookup");
+        cache.lookup(3, Lookup::Read(read("cn:kubelet", "/api/v1/pods"))).expect("lookup");
         let replies = reactor.replies(&cache, 1);
-        assert!(
-            matches!(&replies[..], [(3, Reply::Hit(r))] if r.body == LIST),
-            "{replies:?}"
-        );
+        assert!(matches!(&replies[..], [(3, Reply::Hit(r))] if r.body == LIST), "{replies:?}");
         let summary: serde_json::Value =
             serde_json::from_str(&cache.reporter().debug_summary()).expect("summary json");
         assert_eq!(summary["identities"]["cn:kubelet"]["pods"]["lists"], 1);
@@ -270,11 +248,8 @@ mod tests {
     fn shutdown_flushes_queued_writes() {
         let dir = sqlite::tests::temp_dir("flush");
         let (_reactor, waker) = Reactor::new();
-        let cache = start(
-            CacheConfig::new(CacheKind::Sqlite { dir: dir.clone() }),
-            waker,
-        )
-        .expect("start");
+        let cache =
+            start(CacheConfig::new(CacheKind::Sqlite { dir: dir.clone() }), waker).expect("start");
         for i in 0..200 {
             cache.store(
                 read("cn:a", &format!("/api/v1/namespaces/n/pods/p{i}")),
@@ -292,11 +267,8 @@ mod tests {
     #[test]
     fn full_queues_drop_writes_and_refuse_lookups() {
         let (_reactor, waker) = Reactor::new();
-        let config = CacheConfig {
-            kind: CacheKind::Memory,
-            max_bytes: DEFAULT_MAX_BYTES,
-            queue_len: 1,
-        };
+        let config =
+            CacheConfig { kind: CacheKind::Memory, max_bytes: DEFAULT_MAX_BYTES, queue_len: 1 };
         let cache = start(config, waker).expect("start");
         for i in 0..1000 {
             let key = read("cn:a", &format!("/api/v1/namespaces/n/pods/p{i}"));
@@ -324,18 +296,19 @@ mod tests {
     #[test]
     fn a_newer_answer_replaces_a_queued_one_for_the_same_key() {
         let (mut reactor, waker) = Reactor::new();
-        let config = CacheConfig {
-            kind: CacheKind::Memory,
-            max_bytes: DEFAULT_MAX_BYTES,
-            queue_len: 1,
-        };
+        let config =
+            CacheConfig { kind: CacheKind::Memory, max_bytes: DEFAULT_MAX_BYTES, queue_len: 1 };
         let cache = start(config, waker).expect("start");
         let key = read("cn:a", "/api/v1/namespaces/n/pods/p");
         let body = |i: usize| format!("{{\"kind\":\"Pod\",\"n\":{i}}}").into_bytes();
         for i in 0..1000 {
             cache.store(key.clone(), "application/json", body(i));
         }
-        assert_eq!(cache.stats().dropped_writes, 0, "a one-slot queue holds one key's latest answer");
+        assert_eq!(
+            cache.stats().dropped_writes,
+            0,
+            "a one-slot queue holds one key's latest answer"
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             cache.lookup(1, Lookup::Read(key.clone())).expect("lookup");
@@ -363,17 +336,12 @@ mod tests {
         cache.write_answered(write, 200, "application/json", gone.to_vec());
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            cache
-                .lookup(1, Lookup::Read(read("cn:a", pod)))
-                .expect("lookup");
+            cache.lookup(1, Lookup::Read(read("cn:a", pod))).expect("lookup");
             let replies = reactor.replies(&cache, 1);
             if matches!(&replies[..], [(1, Reply::Miss)]) {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the deleted pod is still cached: {replies:?}"
-            );
+            assert!(Instant::now() < deadline, "the deleted pod is still cached: {replies:?}");
         }
         assert_eq!(cache.stats().dropped_writes, 0);
     }
@@ -384,9 +352,6 @@ mod tests {
         let file = sqlite::tests::temp_dir("notadir");
         std::fs::write(&file, b"a file where the directory should be").expect("file");
         let result = start(CacheConfig::new(CacheKind::Sqlite { dir: file }), waker);
-        assert!(
-            matches!(result, Err(CacheError::Open(_))),
-            "opening under a file must fail"
-        );
+        assert!(matches!(result, Err(CacheError::Open(_))), "opening under a file must fail");
     }
 }

@@ -136,11 +136,7 @@ impl SqliteStore {
                    SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(MAX(last_access), 0) FROM lists";
         let mut statement = self.connection.prepare(sql)?;
         let rows = statement.query_map([], |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, i64>(2)?,
-            ))
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
         })?;
         for row in rows {
             let (count, bytes, last_access) = row?;
@@ -185,9 +181,8 @@ impl SqliteStore {
     fn commit(&mut self, changes: Vec<Change>) -> Result<Delta, StoreError> {
         self.flush_touches();
         let now = self.tick();
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let transaction =
+            self.connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut delta = Delta::default();
         for change in changes {
             apply_change(&transaction, change, now, &mut delta)?;
@@ -203,11 +198,7 @@ impl SqliteStore {
                    ORDER BY 1 LIMIT ?1";
         let mut statement = self.connection.prepare_cached(sql)?;
         let rows = statement.query_map([EVICTION_BATCH], |row| {
-            Ok((
-                row.get::<_, i64>(1)? == 1,
-                row.get::<_, String>(2)?,
-                as_u64(row.get(3)?),
-            ))
+            Ok((row.get::<_, i64>(1)? == 1, row.get::<_, String>(2)?, as_u64(row.get(3)?)))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -239,18 +230,14 @@ fn rebuild_schema(connection: &Connection, found: i64) -> Result<(), StoreError>
         "DROP TABLE IF EXISTS items; DROP TABLE IF EXISTS lists; DROP TABLE IF EXISTS entries;
          PRAGMA auto_vacuum=INCREMENTAL; VACUUM;",
     )?;
-    connection.execute_batch(&format!(
-        "BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
-    ))?;
+    connection
+        .execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"))?;
     Ok(())
 }
 
 /// Renames the database (and its WAL files, which must not be replayed into a new one) aside.
 fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let seconds = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let aside = PathBuf::from(format!("{}.corrupt-{seconds}", path.display()));
     std::fs::rename(path, &aside)?;
     for suffix in ["-wal", "-shm"] {
@@ -269,11 +256,7 @@ fn apply_change(
     delta: &mut Delta,
 ) -> Result<(), StoreError> {
     match change {
-        Change::PutEntry {
-            key,
-            owner,
-            response,
-        } => {
+        Change::PutEntry { key, owner, response } => {
             remove_entry(tx, &key, delta)?;
             let bytes = entry_bytes(&key, &response);
             tx.prepare_cached(
@@ -294,12 +277,7 @@ fn apply_change(
         }
         Change::RemoveEntry { key } => remove_entry(tx, &key, delta)?,
         Change::RemoveList { scope } => remove_list(tx, &scope, delta)?,
-        Change::PutList {
-            scope,
-            owner,
-            head,
-            items,
-        } => {
+        Change::PutList { scope, owner, head, items } => {
             remove_list(tx, &scope, delta)?;
             let bytes = head_bytes(&scope, &head) + items.iter().map(item_bytes).sum::<u64>();
             tx.prepare_cached(
@@ -333,10 +311,7 @@ fn apply_change(
             let removed = remove_item(tx, &scope, &key)?;
             adjust_list_bytes(tx, &scope, 0, removed, delta)?;
         }
-        Change::SetListVersion {
-            scope,
-            resource_version,
-        } => {
+        Change::SetListVersion { scope, resource_version } => {
             let old: Option<String> = tx
                 .prepare_cached("SELECT resource_version FROM lists WHERE scope = ?1")?
                 .query_row([&scope], |row| row.get(0))
@@ -373,8 +348,7 @@ fn remove_list(tx: &Transaction<'_>, scope: &str, delta: &mut Delta) -> Result<(
         .prepare_cached("DELETE FROM lists WHERE scope = ?1 RETURNING bytes")?
         .query_row([scope], |row| row.get(0))
         .optional()?;
-    tx.prepare_cached("DELETE FROM items WHERE scope = ?1")?
-        .execute([scope])?;
+    tx.prepare_cached("DELETE FROM items WHERE scope = ?1")?.execute([scope])?;
     if let Some(old) = old {
         delta.add(-1, 0, as_u64(old));
     }
@@ -463,15 +437,8 @@ impl Store for SqliteStore {
             .optional()?;
         let head = found.and_then(|(content_type, envelope, items_at, resource_version)| {
             // A head whose split point lies outside its envelope is unusable, not a panic.
-            let items_at = usize::try_from(items_at)
-                .ok()
-                .filter(|at| *at <= envelope.len())?;
-            Some(ListHead {
-                content_type,
-                envelope,
-                items_at,
-                resource_version,
-            })
+            let items_at = usize::try_from(items_at).ok().filter(|at| *at <= envelope.len())?;
+            Some(ListHead { content_type, envelope, items_at, resource_version })
         });
         if touch && head.is_some() {
             self.touch("UPDATE lists SET last_access = ?1 WHERE scope = ?2", scope);
@@ -484,11 +451,7 @@ impl Store for SqliteStore {
             "SELECT key, resource_version, json FROM items WHERE scope = ?1 ORDER BY key",
         )?;
         let rows = statement.query_map([scope], |row| {
-            Ok(ListItem {
-                key: row.get(0)?,
-                resource_version: row.get(1)?,
-                json: row.get(2)?,
-            })
+            Ok(ListItem { key: row.get(0)?, resource_version: row.get(1)?, json: row.get(2)? })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -628,10 +591,7 @@ pub(crate) mod tests {
         let totals = store.totals();
         drop(store);
         let mut store = SqliteStore::open(&dir).expect("reopen");
-        assert_eq!(
-            store.entry("k", true).expect("read"),
-            Some(suite::response("body"))
-        );
+        assert_eq!(store.entry("k", true).expect("read"), Some(suite::response("body")));
         assert_eq!(store.totals(), totals);
     }
 
@@ -670,17 +630,11 @@ pub(crate) mod tests {
         std::fs::write(dir.join(FILE_NAME), vec![0x5a; 8192]).expect("garbage");
         let mut store = SqliteStore::open(&dir).expect("open despite garbage");
         assert_eq!(store.totals(), Totals::default());
-        store
-            .apply(vec![Change::RemoveEntry { key: "k".into() }])
-            .expect("usable");
+        store.apply(vec![Change::RemoveEntry { key: "k".into() }]).expect("usable");
         let aside = std::fs::read_dir(&dir)
             .expect("list")
             .filter_map(Result::ok)
-            .any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("cache.db.corrupt-")
-            });
+            .any(|e| e.file_name().to_string_lossy().starts_with("cache.db.corrupt-"));
         assert!(aside, "the garbage file is kept aside");
     }
 
@@ -694,10 +648,7 @@ pub(crate) mod tests {
             response: suite::response("body"),
         };
         store.apply(vec![entry]).expect("put");
-        store
-            .connection
-            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
-            .expect("bump");
+        store.connection.pragma_update(None, "user_version", SCHEMA_VERSION + 1).expect("bump");
         drop(store);
         let mut store = SqliteStore::open(&dir).expect("reopen");
         assert_eq!(store.entry("k", false).expect("read"), None);
@@ -708,10 +659,7 @@ pub(crate) mod tests {
     fn write_errors_are_reported_not_panicked() {
         let dir = temp_dir("readonly");
         let mut store = SqliteStore::open(&dir).expect("open");
-        store
-            .connection
-            .pragma_update(None, "query_only", true)
-            .expect("query_only");
+        store.connection.pragma_update(None, "query_only", true).expect("query_only");
         let entry = Change::PutEntry {
             key: "k".into(),
             owner: suite::owner("a"),

@@ -154,10 +154,7 @@ pub mod suite {
     use super::*;
 
     pub fn owner(identity: &str) -> Owner {
-        Owner {
-            identity: identity.to_string(),
-            resource: "pods".to_string(),
-        }
+        Owner { identity: identity.to_string(), resource: "pods".to_string() }
     }
 
     pub fn response(body: &str) -> CachedResponse {
@@ -186,12 +183,7 @@ pub mod suite {
     }
 
     fn put_list(scope: &str, identity: &str, items: Vec<ListItem>) -> Change {
-        Change::PutList {
-            scope: scope.into(),
-            owner: owner(identity),
-            head: head("1"),
-            items,
-        }
+        Change::PutList { scope: scope.into(), owner: owner(identity), head: head("1"), items }
     }
 
     pub fn run_all<S: Store>(make: impl Fn() -> S) {
@@ -207,122 +199,64 @@ pub mod suite {
     }
 
     fn entries_round_trip<S: Store>(store: &mut S) {
-        let change = Change::PutEntry {
-            key: "k1".into(),
-            owner: owner("a"),
-            response: response("one"),
-        };
+        let change =
+            Change::PutEntry { key: "k1".into(), owner: owner("a"), response: response("one") };
         store.apply(vec![change]).expect("put");
-        assert_eq!(
-            store.entry("k1", true).expect("read"),
-            Some(response("one"))
-        );
+        assert_eq!(store.entry("k1", true).expect("read"), Some(response("one")));
         assert_eq!(store.entry("k2", true).expect("read"), None);
-        let change = Change::PutEntry {
-            key: "k1".into(),
-            owner: owner("a"),
-            response: response("two"),
-        };
+        let change =
+            Change::PutEntry { key: "k1".into(), owner: owner("a"), response: response("two") };
         store.apply(vec![change]).expect("replace");
-        assert_eq!(
-            store.entry("k1", false).expect("read"),
-            Some(response("two"))
-        );
-        store
-            .apply(vec![Change::RemoveEntry { key: "k1".into() }])
-            .expect("remove");
+        assert_eq!(store.entry("k1", false).expect("read"), Some(response("two")));
+        store.apply(vec![Change::RemoveEntry { key: "k1".into() }]).expect("remove");
         assert_eq!(store.entry("k1", false).expect("read"), None);
     }
 
     fn lists_round_trip_in_key_order<S: Store>(store: &mut S) {
         let items = vec![item("b/x", "3"), item("a/y", "2"), item("a-b/z", "4")];
-        store
-            .apply(vec![put_list("s", "a", items)])
-            .expect("put list");
+        store.apply(vec![put_list("s", "a", items)]).expect("put list");
         assert_eq!(store.list_head("s", true).expect("head"), Some(head("1")));
-        let keys: Vec<String> = store
-            .list_items("s")
-            .expect("items")
-            .into_iter()
-            .map(|i| i.key)
-            .collect();
+        let keys: Vec<String> =
+            store.list_items("s").expect("items").into_iter().map(|i| i.key).collect();
         assert_eq!(keys, ["a-b/z", "a/y", "b/x"]);
-        assert_eq!(
-            store.item_version("s", "a/y").expect("rv").as_deref(),
-            Some("2")
-        );
+        assert_eq!(store.item_version("s", "a/y").expect("rv").as_deref(), Some("2"));
         assert_eq!(store.list_head("other", true).expect("head"), None);
     }
 
     fn item_changes_apply<S: Store>(store: &mut S) {
         store
-            .apply(vec![put_list(
-                "s",
-                "a",
-                vec![item("n/a", "1"), item("n/b", "1")],
-            )])
+            .apply(vec![put_list("s", "a", vec![item("n/a", "1"), item("n/b", "1")])])
             .expect("put");
         store
             .apply(vec![
-                Change::PutItem {
-                    scope: "s".into(),
-                    item: item("n/c", "5"),
-                },
-                Change::PutItem {
-                    scope: "s".into(),
-                    item: item("n/a", "6"),
-                },
-                Change::RemoveItem {
-                    scope: "s".into(),
-                    key: "n/b".into(),
-                },
-                Change::SetListVersion {
-                    scope: "s".into(),
-                    resource_version: "6".into(),
-                },
+                Change::PutItem { scope: "s".into(), item: item("n/c", "5") },
+                Change::PutItem { scope: "s".into(), item: item("n/a", "6") },
+                Change::RemoveItem { scope: "s".into(), key: "n/b".into() },
+                Change::SetListVersion { scope: "s".into(), resource_version: "6".into() },
             ])
             .expect("changes");
         let items = store.list_items("s").expect("items");
         assert_eq!(items, vec![item("n/a", "6"), item("n/c", "5")]);
         assert_eq!(
-            store
-                .list_head("s", false)
-                .expect("head")
-                .map(|h| h.resource_version)
-                .as_deref(),
+            store.list_head("s", false).expect("head").map(|h| h.resource_version).as_deref(),
             Some("6")
         );
     }
 
     fn put_list_replaces_items<S: Store>(store: &mut S) {
         store
-            .apply(vec![put_list(
-                "s",
-                "a",
-                vec![item("n/a", "1"), item("n/b", "1")],
-            )])
+            .apply(vec![put_list("s", "a", vec![item("n/a", "1"), item("n/b", "1")])])
             .expect("put");
-        store
-            .apply(vec![put_list("s", "a", vec![item("n/c", "2")])])
-            .expect("replace");
-        assert_eq!(
-            store.list_items("s").expect("items"),
-            vec![item("n/c", "2")]
-        );
+        store.apply(vec![put_list("s", "a", vec![item("n/c", "2")])]).expect("replace");
+        assert_eq!(store.list_items("s").expect("items"), vec![item("n/c", "2")]);
         assert_eq!(store.totals().entries, 1);
     }
 
     fn item_changes_need_a_list<S: Store>(store: &mut S) {
         store
             .apply(vec![
-                Change::PutItem {
-                    scope: "none".into(),
-                    item: item("n/a", "1"),
-                },
-                Change::SetListVersion {
-                    scope: "none".into(),
-                    resource_version: "6".into(),
-                },
+                Change::PutItem { scope: "none".into(), item: item("n/a", "1") },
+                Change::SetListVersion { scope: "none".into(), resource_version: "6".into() },
             ])
             .expect("no-op");
         assert_eq!(store.list_head("none", false).expect("head"), None);
@@ -331,41 +265,21 @@ pub mod suite {
     }
 
     fn totals_follow_changes<S: Store>(store: &mut S) {
-        let entry = Change::PutEntry {
-            key: "k".into(),
-            owner: owner("a"),
-            response: response("body"),
-        };
-        store
-            .apply(vec![entry, put_list("s", "a", vec![item("n/a", "1")])])
-            .expect("put");
+        let entry =
+            Change::PutEntry { key: "k".into(), owner: owner("a"), response: response("body") };
+        store.apply(vec![entry, put_list("s", "a", vec![item("n/a", "1")])]).expect("put");
         let expected = entry_bytes("k", &response("body"))
             + head_bytes("s", &head("1"))
             + item_bytes(&item("n/a", "1"));
-        assert_eq!(
-            store.totals(),
-            Totals {
-                entries: 2,
-                bytes: expected
-            }
-        );
+        assert_eq!(store.totals(), Totals { entries: 2, bytes: expected });
         store
-            .apply(vec![Change::PutItem {
-                scope: "s".into(),
-                item: item("n/b", "1"),
-            }])
+            .apply(vec![Change::PutItem { scope: "s".into(), item: item("n/b", "1") }])
             .expect("item");
-        assert_eq!(
-            store.totals().bytes,
-            expected + item_bytes(&item("n/b", "1"))
-        );
+        assert_eq!(store.totals().bytes, expected + item_bytes(&item("n/b", "1")));
         store
             .apply(vec![
                 Change::RemoveEntry { key: "k".into() },
-                Change::RemoveItem {
-                    scope: "s".into(),
-                    key: "n/a".into(),
-                },
+                Change::RemoveItem { scope: "s".into(), key: "n/a".into() },
             ])
             .expect("remove");
         assert_eq!(
@@ -386,22 +300,14 @@ pub mod suite {
             };
             store.apply(vec![change]).expect("put");
         }
-        store
-            .apply(vec![put_list("list", "a", vec![item("n/a", "1")])])
-            .expect("list");
+        store.apply(vec![put_list("list", "a", vec![item("n/a", "1")])]).expect("list");
         assert!(store.entry("old", true).expect("touch").is_some());
         let per_entry = entry_bytes("old", &response(&"x".repeat(100)));
         let target = store.totals().bytes - per_entry;
         let evicted = store.evict_to(target).expect("evict");
         assert_eq!(evicted, 1);
-        assert!(
-            store.entry("mid", false).expect("read").is_none(),
-            "mid was least recently used"
-        );
-        assert!(
-            store.entry("old", false).expect("read").is_some(),
-            "old was touched"
-        );
+        assert!(store.entry("mid", false).expect("read").is_none(), "mid was least recently used");
+        assert!(store.entry("old", false).expect("read").is_some(), "old was touched");
         store.evict_to(0).expect("evict all");
         assert_eq!(store.totals(), Totals::default());
         assert!(store.list_head("list", false).expect("head").is_none());
@@ -437,30 +343,15 @@ pub mod suite {
             store.keys_containing("\n/pods\n").expect("keys"),
             vec![StoredKey::List("1:b\n/pods\nl=".into())]
         );
-        assert!(
-            store.keys_containing("%").expect("keys").is_empty(),
-            "no pattern syntax"
-        );
+        assert!(store.keys_containing("%").expect("keys").is_empty(), "no pattern syntax");
     }
 
     fn summary_counts_per_identity<S: Store>(store: &mut S) {
         store
             .apply(vec![
-                Change::PutEntry {
-                    key: "k1".into(),
-                    owner: owner("a"),
-                    response: response("1"),
-                },
-                Change::PutEntry {
-                    key: "k2".into(),
-                    owner: owner("a"),
-                    response: response("2"),
-                },
-                Change::PutEntry {
-                    key: "k3".into(),
-                    owner: owner("b"),
-                    response: response("3"),
-                },
+                Change::PutEntry { key: "k1".into(), owner: owner("a"), response: response("1") },
+                Change::PutEntry { key: "k2".into(), owner: owner("a"), response: response("2") },
+                Change::PutEntry { key: "k3".into(), owner: owner("b"), response: response("3") },
                 put_list("s", "a", vec![item("n/a", "1"), item("n/b", "1")]),
             ])
             .expect("put");
@@ -468,17 +359,9 @@ pub mod suite {
         rows.sort_by(|x, y| x.identity.cmp(&y.identity));
         assert_eq!(rows.len(), 2);
         assert_eq!(
-            (
-                rows[0].identity.as_str(),
-                rows[0].entries,
-                rows[0].lists,
-                rows[0].list_items
-            ),
+            (rows[0].identity.as_str(), rows[0].entries, rows[0].lists, rows[0].list_items),
             ("a", 2, 1, 2)
         );
-        assert_eq!(
-            (rows[1].identity.as_str(), rows[1].entries, rows[1].lists),
-            ("b", 1, 0)
-        );
+        assert_eq!((rows[1].identity.as_str(), rows[1].entries, rows[1].lists), ("b", 1, 0));
     }
 }

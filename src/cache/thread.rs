@@ -82,7 +82,9 @@ impl Queues {
                 }
                 self.watch_bytes += len;
                 match self.jobs.back_mut() {
-                    Some(Job::WatchBytes { watch_id: last, bytes: pending }) if *last == watch_id => {
+                    Some(Job::WatchBytes { watch_id: last, bytes: pending })
+                        if *last == watch_id =>
+                    {
                         pending.extend_from_slice(&bytes)
                     }
                     _ => self.jobs.push_back(Job::WatchBytes { watch_id, bytes }),
@@ -93,7 +95,8 @@ impl Queues {
                 if let Job::Store { key, .. } = &job {
                     self.remove_store_of(key);
                 }
-                let fits_bytes = self.queued_bytes == 0 || self.queued_bytes + len <= QUEUED_BYTES_CAP;
+                let fits_bytes =
+                    self.queued_bytes == 0 || self.queued_bytes + len <= QUEUED_BYTES_CAP;
                 if self.stores >= max_stores || !fits_bytes {
                     return false;
                 }
@@ -110,7 +113,10 @@ impl Queues {
     /// fill with copies of the same body. The newer one goes to the back, after any watch
     /// bytes queued in between, so the order of writes is kept.
     fn remove_store_of(&mut self, key: &ReadKey) {
-        let queued = self.jobs.iter().position(|job| matches!(job, Job::Store { key: queued, .. } if queued == key));
+        let queued = self
+            .jobs
+            .iter()
+            .position(|job| matches!(job, Job::Store { key: queued, .. } if queued == key));
         if let Some(Job::Store { body, .. }) = queued.and_then(|index| self.jobs.remove(index)) {
             self.queued_bytes -= body.len();
             self.stores -= 1;
@@ -238,9 +244,7 @@ impl Shared {
     }
 
     fn publish_totals(&self, totals: Totals) {
-        self.counters
-            .entries
-            .store(totals.entries, Ordering::Relaxed);
+        self.counters.entries.store(totals.entries, Ordering::Relaxed);
         self.counters.bytes.store(totals.bytes, Ordering::Relaxed);
     }
 }
@@ -278,20 +282,12 @@ impl CacheHandle {
             .name("cache".to_string())
             .spawn(move || run(&thread_shared, engine))
             .map_err(|e| CacheError::Spawn(e.to_string()))?;
-        Ok(CacheHandle {
-            shared,
-            thread: Some(thread),
-            watches: Mutex::new(HashMap::new()),
-        })
+        Ok(CacheHandle { shared, thread: Some(thread), watches: Mutex::new(HashMap::new()) })
     }
 
     /// Hands a complete 200 response to the writer; dropped (and counted) when the queue is full.
     pub fn store(&self, key: ReadKey, content_type: &str, body: Vec<u8>) {
-        let job = Job::Store {
-            key,
-            content_type: content_type.to_string(),
-            body,
-        };
+        let job = Job::Store { key, content_type: content_type.to_string(), body };
         if !self.shared.try_push(job) {
             bump(&self.shared.counters.dropped_writes);
         }
@@ -306,12 +302,7 @@ impl CacheHandle {
         content_type: &str,
         body: Vec<u8>,
     ) {
-        let answer = WriteAnswer {
-            write,
-            status,
-            content_type: content_type.to_string(),
-            body,
-        };
+        let answer = WriteAnswer { write, status, content_type: content_type.to_string(), body };
         if !self.shared.try_push(Job::WriteAnswered(answer)) {
             bump(&self.shared.counters.dropped_writes);
         }
@@ -330,10 +321,7 @@ impl CacheHandle {
         }
         watches.insert(watch_id, (request.scope.clone(), false));
         drop(watches);
-        self.shared.push_control(Job::WatchOpened {
-            watch_id,
-            request: request.clone(),
-        });
+        self.shared.push_control(Job::WatchOpened { watch_id, request: request.clone() });
     }
 
     /// De-chunked body bytes of an opened watch, in order, any boundaries. When the queue is
@@ -346,10 +334,7 @@ impl CacheHandle {
         if *interrupted {
             return;
         }
-        if !self.shared.try_push(Job::WatchBytes {
-            watch_id,
-            bytes: bytes.to_vec(),
-        }) {
+        if !self.shared.try_push(Job::WatchBytes { watch_id, bytes: bytes.to_vec() }) {
             *interrupted = true;
             bump(&self.shared.counters.dropped_writes);
             self.shared.push_control(Job::WatchInterrupted { watch_id });
@@ -429,11 +414,7 @@ fn run<S: Store>(shared: &Shared, mut engine: Engine<S>) {
                     reply,
                     Reply::Hit(_) | Reply::WatchReplay { .. } | Reply::WatchExpired
                 );
-                bump(if hit {
-                    &shared.counters.hits
-                } else {
-                    &shared.counters.misses
-                });
+                bump(if hit { &shared.counters.hits } else { &shared.counters.misses });
                 shared.reply(request_id, reply);
             }
             Work::Job(job) => {
@@ -465,11 +446,7 @@ fn run<S: Store>(shared: &Shared, mut engine: Engine<S>) {
 
 fn run_job<S: Store>(shared: &Shared, engine: &mut Engine<S>, job: Job) -> Result<(), StoreError> {
     match job {
-        Job::Store {
-            key,
-            content_type,
-            body,
-        } => {
+        Job::Store { key, content_type, body } => {
             engine.store_response(&key, &content_type, body)?;
             bump(&shared.counters.stored);
         }
@@ -517,10 +494,7 @@ struct WarningLimiter {
 impl WarningLimiter {
     fn warn(&mut self, what: &str, error: &StoreError) {
         let kind = format!("{what}: {}", error.kind());
-        let due = self
-            .last
-            .get(&kind)
-            .is_none_or(|at| at.elapsed() >= WARNING_INTERVAL);
+        let due = self.last.get(&kind).is_none_or(|at| at.elapsed() >= WARNING_INTERVAL);
         if due {
             log::warn!(
                 "{what} failed: {error} (further {} errors are not logged for a minute)",

@@ -84,10 +84,7 @@ impl WatchStream {
     /// Marks the stream as no longer applied (its events after a gap would be wrong).
     pub fn stop(&mut self, reason: &str) {
         if !self.stopped {
-            log::warn!(
-                "cache: no longer updating {} from its watch: {reason}",
-                self.scope.path()
-            );
+            log::warn!("cache: no longer updating {} from its watch: {reason}", self.scope.path());
         }
         self.stopped = true;
         self.pending = Vec::new();
@@ -126,11 +123,7 @@ impl WatchStream {
                 changes
             }
         };
-        if changes.is_empty() {
-            Ok(())
-        } else {
-            store.apply(changes)
-        }
+        if changes.is_empty() { Ok(()) } else { store.apply(changes) }
     }
 
     /// The list item upsert/removal for one object event, when the list does not already
@@ -157,10 +150,7 @@ impl WatchStream {
         }
         let scope = self.scope_key.clone();
         let item_change = match kind {
-            EventType::Deleted => Change::RemoveItem {
-                scope: scope.clone(),
-                key,
-            },
+            EventType::Deleted => Change::RemoveItem { scope: scope.clone(), key },
             _ => Change::PutItem {
                 scope: scope.clone(),
                 item: ListItem {
@@ -173,10 +163,8 @@ impl WatchStream {
         if self.replaying_current_state {
             return Ok(vec![item_change]);
         }
-        let version = Change::SetListVersion {
-            scope,
-            resource_version: meta.resource_version.clone(),
-        };
+        let version =
+            Change::SetListVersion { scope, resource_version: meta.resource_version.clone() };
         Ok(vec![item_change, version])
     }
 
@@ -201,11 +189,7 @@ impl WatchStream {
                     identity: self.scope.identity().to_string(),
                     resource: self.scope.resource_label(),
                 };
-                Some(Change::PutEntry {
-                    key,
-                    owner,
-                    response: with_object(cached, object),
-                })
+                Some(Change::PutEntry { key, owner, response: with_object(cached, object) })
             }
         })
     }
@@ -256,10 +240,7 @@ impl WatchStream {
         Ok(items
             .into_iter()
             .filter(|item| !seen.contains(&item.key))
-            .map(|item| Change::RemoveItem {
-                scope: self.scope_key.clone(),
-                key: item.key,
-            })
+            .map(|item| Change::RemoveItem { scope: self.scope_key.clone(), key: item.key })
             .collect())
     }
 }
@@ -322,14 +303,8 @@ pub fn replay<S: Store>(store: &mut S, request: &WatchRequest) -> Result<Reply, 
 /// The item kind and apiVersion of a list ("PodList" holds "Pod").
 fn item_kind(head: &ListHead) -> (String, String) {
     let list_kind = json::string_member(&head.envelope, 0, &["kind"]).unwrap_or_default();
-    let kind = list_kind
-        .strip_suffix("List")
-        .unwrap_or(&list_kind)
-        .to_string();
-    (
-        kind,
-        json::string_member(&head.envelope, 0, &["apiVersion"]).unwrap_or_default(),
-    )
+    let kind = list_kind.strip_suffix("List").unwrap_or(&list_kind).to_string();
+    (kind, json::string_member(&head.envelope, 0, &["apiVersion"]).unwrap_or_default())
 }
 
 fn quoted(text: &str) -> String {
@@ -360,9 +335,7 @@ pub fn bookmark_event(
 /// The ERROR event line kube-apiserver sends when a watch starts from a version it no longer
 /// has: clients re-list on it.
 pub fn expired_event(requested_resource_version: &str) -> Vec<u8> {
-    let message = quoted(&format!(
-        "too old resource version: {requested_resource_version}"
-    ));
+    let message = quoted(&format!("too old resource version: {requested_resource_version}"));
     format!(
         "{{\"type\":\"ERROR\",\"object\":{{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{{}},\"status\":\"Failure\",\"message\":{message},\"reason\":\"Expired\",\"code\":410}}}}\n"
     )
@@ -379,10 +352,7 @@ mod tests {
         assert!(bookmark.ends_with(b"\n"));
         let value: serde_json::Value = serde_json::from_slice(&bookmark).expect("bookmark json");
         assert_eq!(value["object"]["metadata"]["resourceVersion"], "42");
-        assert_eq!(
-            value["object"]["metadata"]["annotations"][INITIAL_EVENTS_END],
-            "true"
-        );
+        assert_eq!(value["object"]["metadata"]["annotations"][INITIAL_EVENTS_END], "true");
         let expired: serde_json::Value =
             serde_json::from_slice(&expired_event("7")).expect("error json");
         assert_eq!(expired["type"], "ERROR");

@@ -60,9 +60,7 @@ fn deleted(answer: &WriteAnswer) -> Option<Deleted> {
     let at = json::value_span(body, 0)?.start;
     if json::string_member(body, at, &["kind"]).as_deref() == Some("Status") {
         let success = json::string_member(body, at, &["status"]).as_deref() == Some("Success");
-        return success.then(|| Deleted::Gone {
-            resource_version: String::new(),
-        });
+        return success.then(|| Deleted::Gone { resource_version: String::new() });
     }
     let meta = ObjectMeta::of(body, at)?;
     if meta.name != answer.write.name() || meta.namespace != answer.write.namespace() {
@@ -72,9 +70,7 @@ fn deleted(answer: &WriteAnswer) -> Option<Deleted> {
         let object = json::value_span(body, at)?;
         Some(Deleted::Terminating { meta, object })
     } else {
-        Some(Deleted::Gone {
-            resource_version: meta.resource_version,
-        })
+        Some(Deleted::Gone { resource_version: meta.resource_version })
     }
 }
 
@@ -126,10 +122,7 @@ fn gone<S: Store>(
                 if write.lists_collection(&scope)
                     && holds_item_not_newer(store, &scope, &item_key, version)? =>
             {
-                Change::RemoveItem {
-                    scope,
-                    key: item_key.clone(),
-                }
+                Change::RemoveItem { scope, key: item_key.clone() }
             }
             _ => continue,
         };
@@ -163,24 +156,14 @@ fn terminating<S: Store>(
                 let Some(cached) = cached_unless_newer(store, &key, version)? else {
                     continue;
                 };
-                let owner = Owner {
-                    identity,
-                    resource: write.resource_label(),
-                };
-                Change::PutEntry {
-                    key,
-                    owner,
-                    response: with_object(cached, object),
-                }
+                let owner = Owner { identity, resource: write.resource_label() };
+                Change::PutEntry { key, owner, response: with_object(cached, object) }
             }
             StoredKey::List(scope)
                 if write.lists_collection(&scope)
                     && holds_item_not_newer(store, &scope, &item.key, version)? =>
             {
-                Change::PutItem {
-                    scope,
-                    item: item.clone(),
-                }
+                Change::PutItem { scope, item: item.clone() }
             }
             StoredKey::List(_) => continue,
         };
@@ -213,11 +196,7 @@ pub fn with_object(cached: CachedResponse, object: &[u8]) -> CachedResponse {
     if cached.body.ends_with(b"\n") {
         body.push(b'\n');
     }
-    CachedResponse {
-        status: cached.status,
-        content_type: cached.content_type,
-        body,
-    }
+    CachedResponse { status: cached.status, content_type: cached.content_type, body }
 }
 
 /// Whether the list `scope` holds the item `key` in a state not newer than `version`.

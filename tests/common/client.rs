@@ -64,7 +64,13 @@ impl Client {
     }
 
     /// Sends one request and reads the whole response; panics on any I/O or protocol error.
-    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         self.try_request(method, path, headers, body)
             .unwrap_or_else(|e| panic!("{method} {path} on port {} failed: {e}", self.port))
     }
@@ -85,7 +91,10 @@ impl Client {
             // (the output is now captured in full, see `Proc::final_output`). A GET is safe
             // to send again, as client-go's retrying callers would; say so in the output.
             Err(e) if fresh && method == "GET" && e.kind() == io::ErrorKind::ConnectionReset => {
-                eprintln!("GET {path}: new connection to port {} reset ({e}); trying once more", self.port);
+                eprintln!(
+                    "GET {path}: new connection to port {} reset ({e}); trying once more",
+                    self.port
+                );
                 std::thread::sleep(Duration::from_millis(100));
                 self.exchange(method, path, headers, body)
             }
@@ -93,7 +102,13 @@ impl Client {
         }
     }
 
-    fn exchange(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response> {
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<Response> {
         let deadline = Instant::now() + self.timeout;
         let mut conn = self.connection()?;
         let sent = conn.send_request(method, path, self.port, headers, body);
@@ -105,9 +120,11 @@ impl Client {
         };
         let framing = framing(&head, method)?;
         let body = conn.read_body(framing, deadline)?;
-        let client_closes =
-            headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("connection") && v.contains("close"));
-        let reusable = framing != Framing::UntilClose && !head.headers.has_token("connection", "close");
+        let client_closes = headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("connection") && v.contains("close"));
+        let reusable =
+            framing != Framing::UntilClose && !head.headers.has_token("connection", "close");
         if reusable && !client_closes && sent.is_ok() {
             self.conn = Some(conn);
         }
@@ -242,9 +259,14 @@ impl WatchStream {
     pub fn next_change(&mut self, timeout: Duration) -> serde_json::Value {
         let deadline = Instant::now() + timeout;
         loop {
-            let event = self.next_event(deadline.saturating_duration_since(Instant::now())).unwrap_or_else(|| {
-                panic!("no event other than BOOKMARK within {timeout:?} (stream closed: {})", self.closed)
-            });
+            let event = self
+                .next_event(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no event other than BOOKMARK within {timeout:?} (stream closed: {})",
+                        self.closed
+                    )
+                });
             if event["type"] != "BOOKMARK" {
                 return event;
             }
@@ -252,9 +274,18 @@ impl WatchStream {
     }
 
     /// The next change, checked to be a `kind` event (ADDED, MODIFIED, DELETED) of `name`.
-    pub fn expect_change(&mut self, timeout: Duration, kind: &str, name: &str) -> serde_json::Value {
+    pub fn expect_change(
+        &mut self,
+        timeout: Duration,
+        kind: &str,
+        name: &str,
+    ) -> serde_json::Value {
         let event = self.next_change(timeout);
-        assert_eq!((event["type"].as_str(), super::kube::event_name(&event)), (Some(kind), name), "unexpected event: {event}");
+        assert_eq!(
+            (event["type"].as_str(), super::kube::event_name(&event)),
+            (Some(kind), name),
+            "unexpected event: {event}"
+        );
         event
     }
 
@@ -280,8 +311,9 @@ impl WatchStream {
     pub fn read_to_end(&mut self, timeout: Duration) -> io::Result<Vec<u8>> {
         let deadline = Instant::now() + timeout;
         while !self.closed {
-            self.pump(deadline)
-                .map_err(|e| io::Error::new(e.kind(), format!("{e} after {} bytes", self.lines.len())))?;
+            self.pump(deadline).map_err(|e| {
+                io::Error::new(e.kind(), format!("{e} after {} bytes", self.lines.len()))
+            })?;
         }
         Ok(std::mem::take(&mut self.lines))
     }
@@ -414,8 +446,12 @@ impl Conn {
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
-        let has_body_method = ["POST", "PUT", "PATCH"].iter().any(|m| m.eq_ignore_ascii_case(method));
-        if !has("content-length") && !has("transfer-encoding") && (has_body_method || !body.is_empty()) {
+        let has_body_method =
+            ["POST", "PUT", "PATCH"].iter().any(|m| m.eq_ignore_ascii_case(method));
+        if !has("content-length")
+            && !has("transfer-encoding")
+            && (has_body_method || !body.is_empty())
+        {
             head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         head.push_str("\r\n");
@@ -455,8 +491,13 @@ impl Conn {
                 Ok(_) => {
                     self.tls.conn.process_new_packets().map_err(io::Error::other)?;
                 }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no data before the deadline"));
+                Err(e)
+                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no data before the deadline",
+                    ));
                 }
                 Err(e) => return Err(e),
             }
@@ -494,7 +535,10 @@ impl Conn {
             if self.fill(deadline)? == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("connection closed before a response head ({} bytes read)", self.buf.len()),
+                    format!(
+                        "connection closed before a response head ({} bytes read)",
+                        self.buf.len()
+                    ),
                 ));
             }
         }
@@ -548,7 +592,10 @@ impl Conn {
 }
 
 fn truncated(got: usize, expected: usize) -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, format!("body cut after {got} of {expected} bytes"))
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("body cut after {got} of {expected} bytes"),
+    )
 }
 
 /// A client TLS config (ring provider) trusting the PKI's CA, with an optional client cert.
@@ -557,10 +604,11 @@ pub fn tls_config(pki: &Pki, cert_name: Option<&str>) -> Arc<ClientConfig> {
     for cert in load_certs(&pki.path("ca.crt")) {
         roots.add(cert).expect("add CA to root store");
     }
-    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("default protocol versions")
-        .with_root_certificates(roots);
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("default protocol versions")
+            .with_root_certificates(roots);
     let config = match cert_name {
         None => builder.with_no_client_auth(),
         Some(name) => {

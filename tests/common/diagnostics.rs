@@ -49,7 +49,10 @@ impl Diagnostics {
         let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))?;
         stream.set_read_timeout(Some(DEADLINE))?;
         stream.set_write_timeout(Some(DEADLINE))?;
-        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes())?;
+        stream.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw)?;
         let text = String::from_utf8_lossy(&raw).into_owned();
@@ -64,7 +67,8 @@ impl Diagnostics {
 
     /// `GET path`: (status, body); panics when the listener does not answer.
     pub fn get(&self, path: &str) -> (u16, String) {
-        self.try_get(path).unwrap_or_else(|e| panic!("diagnostics GET {path} on {} failed: {e}", self.port))
+        self.try_get(path)
+            .unwrap_or_else(|e| panic!("diagnostics GET {path} on {} failed: {e}", self.port))
     }
 
     /// The body of `/metrics`.
@@ -78,7 +82,8 @@ impl Diagnostics {
     /// `lite_apiserver_responses_total{source="cache",code="2xx"}`.
     pub fn metric(&self, series: &str) -> u64 {
         let text = self.metrics();
-        metric_value(&text, series).unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
+        metric_value(&text, series)
+            .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
     }
 }
 

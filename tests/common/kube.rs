@@ -10,18 +10,28 @@ use super::wire::Response;
 pub fn assert_status_body(resp: &Response, code: u16) {
     assert_eq!(resp.status, code, "status; body: {}", resp.text());
     let content_type = resp.header("content-type").unwrap_or_default();
-    assert!(content_type.starts_with("application/json"), "Status Content-Type is {content_type:?}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "Status Content-Type is {content_type:?}"
+    );
     let status = resp.json();
     assert_eq!(status["kind"], "Status", "{status}");
     assert_eq!(status["apiVersion"], "v1", "{status}");
     assert_eq!(status["status"], "Failure", "{status}");
     assert_eq!(status["code"], u64::from(code), "{status}");
-    assert!(status["message"].as_str().is_some_and(|m| !m.is_empty()), "Status has no message: {status}");
+    assert!(
+        status["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "Status has no message: {status}"
+    );
 }
 
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `len` deterministic bytes covering every byte value (not valid UTF-8, not compressible
@@ -45,14 +55,18 @@ pub fn echo_header(echo: &Value, name: &str) -> Vec<String> {
     let strings = |value: &Value| -> Vec<String> {
         match value {
             Value::String(s) => vec![s.clone()],
-            Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Value::Array(items) => {
+                items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
+            }
             _ => Vec::new(),
         }
     };
     match &echo["headers"] {
-        Value::Object(map) => {
-            map.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).flat_map(|(_, v)| strings(v)).collect()
-        }
+        Value::Object(map) => map
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| strings(v))
+            .collect(),
         Value::Array(items) => items
             .iter()
             .filter_map(|item| match item {

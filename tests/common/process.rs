@@ -26,7 +26,8 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(program: &Path, args: &[String]) -> Proc {
-        let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name =
+            program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
@@ -75,7 +76,8 @@ impl Proc {
         let status = self.wait_exit(timeout)?;
         // The pipes close at exit; give the drain threads a moment to see EOF.
         wait_for(Duration::from_secs(2), || {
-            (Arc::strong_count(&self.stdout) == 1 && Arc::strong_count(&self.stderr) == 1).then_some(())
+            (Arc::strong_count(&self.stdout) == 1 && Arc::strong_count(&self.stderr) == 1)
+                .then_some(())
         });
         Some(status)
     }
@@ -83,7 +85,10 @@ impl Proc {
     /// Kills the process and returns all it wrote (for failure messages: reading the pipes
     /// while it runs can miss the lines it logged just before the failure).
     pub fn final_output(&mut self) -> String {
-        let exited = self.exit_status().map(|status| format!("[exited by itself: {status}]\n")).unwrap_or_default();
+        let exited = self
+            .exit_status()
+            .map(|status| format!("[exited by itself: {status}]\n"))
+            .unwrap_or_default();
         self.kill();
         self.wait_output(Duration::ZERO);
         format!("{exited}{}", self.output())
@@ -124,12 +129,20 @@ impl Proc {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let ready = wait_for(START_TIMEOUT, || {
             if let Some(status) = self.exit_status() {
-                panic!("{} exited ({status}) before listening on {port}:\n{}", self.name, self.output());
+                panic!(
+                    "{} exited ({status}) before listening on {port}:\n{}",
+                    self.name,
+                    self.output()
+                );
             }
             TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok().map(|_| ())
         });
         if ready.is_none() {
-            panic!("{} not listening on {port} after {START_TIMEOUT:?}:\n{}", self.name, self.output());
+            panic!(
+                "{} not listening on {port} after {START_TIMEOUT:?}:\n{}",
+                self.name,
+                self.output()
+            );
         }
     }
 }
@@ -161,7 +174,8 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> Arc<Mutex<String>> {
 /// (`<target>/<profile>/deps/<test>-<hash>`).
 pub fn fake_apiserver_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("test exe lives in <target>/<profile>/deps");
+    let profile_dir =
+        exe.parent().and_then(Path::parent).expect("test exe lives in <target>/<profile>/deps");
     let bin = profile_dir.join("examples").join("fake_apiserver");
     assert!(
         bin.exists(),
@@ -258,9 +272,9 @@ impl Drop for FakeApiserver {
 
 /// The port of a `listening on 127.0.0.1:<port>` line.
 fn listening_port(stdout: &str) -> Option<u16> {
-    stdout
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("listening on ")?.rsplit(':').next()?.parse().ok())
+    stdout.lines().find_map(|line| {
+        line.trim().strip_prefix("listening on ")?.rsplit(':').next()?.parse().ok()
+    })
 }
 
 /// A lite-apiserver process, its port and its cache directory (kept across restarts).

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
@@ -66,7 +66,14 @@ pub fn expired_client_pem(pki: &Pki, cn: &str) -> (String, String) {
 /// apiserver presents after its CA was replaced.
 pub fn rogue_server_pem(pki: &Pki) -> (String, String) {
     let sans = ["localhost", "127.0.0.1"];
-    leaf_pem(pki, "rogue-ca", "kube-apiserver", &sans, ExtendedKeyUsagePurpose::ServerAuth, Validity::Current)
+    leaf_pem(
+        pki,
+        "rogue-ca",
+        "kube-apiserver",
+        &sans,
+        ExtendedKeyUsagePurpose::ServerAuth,
+        Validity::Current,
+    )
 }
 
 /// The issuer side of `pki.rs`'s CA `ca`: an issued certificate's issuer must match the
@@ -136,20 +143,23 @@ pub fn served_serial(pki: &Pki, port: u16) -> String {
     for cert in rustls_pemfile::certs(&mut BufReader::new(ca.as_slice())) {
         roots.add(cert.expect("parse ca.crt")).expect("add CA to root store");
     }
-    let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     let name = ServerName::try_from("localhost").expect("valid server name");
     let mut tls = ClientConnection::new(Arc::new(config), name).expect("client connection");
     let mut sock = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
     sock.set_read_timeout(Some(Duration::from_secs(10))).expect("set read timeout");
     sock.set_write_timeout(Some(Duration::from_secs(10))).expect("set write timeout");
     while tls.is_handshaking() {
-        tls.complete_io(&mut sock).unwrap_or_else(|e| panic!("TLS handshake with port {port}: {e}"));
+        tls.complete_io(&mut sock)
+            .unwrap_or_else(|e| panic!("TLS handshake with port {port}: {e}"));
     }
-    let leaf = tls.peer_certificates().and_then(|chain| chain.first()).expect("server sent a certificate");
+    let leaf =
+        tls.peer_certificates().and_then(|chain| chain.first()).expect("server sent a certificate");
     der_serial(leaf)
 }
 

@@ -13,12 +13,19 @@ impl Headers {
     }
 
     pub fn get_all(&self, name: &str) -> Vec<&str> {
-        self.0.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.0
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// True when a comma-separated header such as `Connection` lists `token`.
     pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.get_all(name).iter().flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token))
+        self.get_all(name)
+            .iter()
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
     }
 }
 
@@ -41,8 +48,9 @@ impl Response {
 
     /// The body as JSON; panics with the body text when it is not.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("response {} body is not JSON ({e}): {}", self.status, self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("response {} body is not JSON ({e}): {}", self.status, self.text())
+        })
     }
 
     /// Panics (showing the body) unless the status is `expected`.
@@ -83,7 +91,10 @@ pub fn parse_head(buf: &[u8]) -> io::Result<Option<(Head, usize)>> {
         }
         Err(e) => Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("bad response head ({e}): {:?}", String::from_utf8_lossy(&buf[..buf.len().min(200)])),
+            format!(
+                "bad response head ({e}): {:?}",
+                String::from_utf8_lossy(&buf[..buf.len().min(200)])
+            ),
         )),
     }
 }
@@ -109,11 +120,9 @@ pub fn framing(head: &Head, request_method: &str) -> io::Result<Framing> {
         return Ok(Framing::Chunked);
     }
     match head.headers.get("content-length") {
-        Some(value) => {
-            value.trim().parse().map(Framing::Length).map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("bad Content-Length {value:?}"))
-            })
-        }
+        Some(value) => value.trim().parse().map(Framing::Length).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("bad Content-Length {value:?}"))
+        }),
         None => Ok(Framing::UntilClose),
     }
 }
@@ -186,7 +195,9 @@ impl ChunkDecoder {
                 size => ChunkState::Data(size),
             },
             ChunkState::DataEnd if line.is_empty() => ChunkState::Size,
-            ChunkState::DataEnd => return Err(invalid(format!("chunk not followed by CRLF: {line:?}"))),
+            ChunkState::DataEnd => {
+                return Err(invalid(format!("chunk not followed by CRLF: {line:?}")));
+            }
             ChunkState::Trailer if line.is_empty() => ChunkState::Done,
             state => state,
         };
