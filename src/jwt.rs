@@ -1,0 +1,1 @@
+//! Service-account token verification with the cloud issuer's keys: (being written).

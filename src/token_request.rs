@@ -1,0 +1,1 @@
+//! TokenRequest (serviceaccounts/<sa>/token) bodies in JSON and protobuf: (being written).
