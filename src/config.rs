@@ -44,6 +44,10 @@ pub struct Config {
     pub diagnostics_port: u16,
     pub max_connections: usize,
     pub client_timeouts: ClientTimeouts,
+    /// `--cloud-down-after`: failed cloud probes in a row before the node goes offline.
+    pub cloud_down_after: usize,
+    /// `--cloud-up-after`: good cloud probes in a row before the node goes back online.
+    pub cloud_up_after: usize,
     /// SuperEdge flags we accept and ignore, reported as a warning once logging is up.
     pub ignored_flags: Vec<String>,
 }
@@ -140,6 +144,8 @@ Flags:
   --idle-timeout SECONDS         close keep-alive connections idle this long (default 90)
   --stall-timeout SECONDS        abandon a non-watch request when no byte moves for this
                                  long (default 60)
+  --cloud-down-after N           failed /readyz probes in a row before going offline (default 3)
+  --cloud-up-after N             good /readyz probes in a row before going online (default 2)
   --log-level LEVEL              error|warn|info|debug|trace (default info; RUST_LOG too)
   --help, --version
 ";
@@ -229,6 +235,8 @@ struct Builder {
     diagnostics_port: Option<u16>,
     max_connections: Option<usize>,
     client_timeouts: ClientTimeouts,
+    cloud_down_after: Option<usize>,
+    cloud_up_after: Option<usize>,
     ignored_flags: Vec<String>,
 }
 
@@ -260,6 +268,8 @@ impl Builder {
             "read-header-timeout" => self.client_timeouts.read_header = seconds(name, &value)?,
             "idle-timeout" => self.client_timeouts.idle = seconds(name, &value)?,
             "stall-timeout" => self.client_timeouts.stall = seconds(name, &value)?,
+            "cloud-down-after" => self.cloud_down_after = Some(positive(name, &value)?),
+            "cloud-up-after" => self.cloud_up_after = Some(positive(name, &value)?),
             _ if IGNORED_FLAGS.contains(&name) => self.ignored_flags.push(name.to_string()),
             _ => return Err(ConfigError::UnknownFlag(name.to_string())),
         }
@@ -313,6 +323,8 @@ impl Builder {
             diagnostics_port: self.diagnostics_port.unwrap_or(51004),
             max_connections: self.max_connections.unwrap_or(1024),
             client_timeouts: self.client_timeouts,
+            cloud_down_after: self.cloud_down_after.unwrap_or(3),
+            cloud_up_after: self.cloud_up_after.unwrap_or(2),
             ignored_flags: self.ignored_flags,
         })
     }
@@ -473,6 +485,19 @@ mod tests {
             "--timeout=1.5",
             "--sync-duration=99999999999",
         ] {
+            let err = run(&[bad]).expect_err(bad);
+            let flag = bad.split('=').next().unwrap_or(bad);
+            assert!(err.to_string().contains(flag), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn cloud_hysteresis_defaults_and_bounds() {
+        let config = run(&[]).expect("valid");
+        assert_eq!((config.cloud_down_after, config.cloud_up_after), (3, 2));
+        let config = run(&["--cloud-down-after=5", "--cloud-up-after", "1"]).expect("valid");
+        assert_eq!((config.cloud_down_after, config.cloud_up_after), (5, 1));
+        for bad in ["--cloud-down-after=0", "--cloud-up-after=-1", "--cloud-up-after=two"] {
             let err = run(&[bad]).expect_err(bad);
             let flag = bad.split('=').next().unwrap_or(bad);
             assert!(err.to_string().contains(flag), "{bad}: {err}");

@@ -13,7 +13,8 @@ use crate::cache::{self, CacheConfig, CacheKind};
 use crate::certs::{self, CertsSnapshot, ReloadContext};
 use crate::config::{CacheType, Config};
 use crate::diagnostics::{self, Sources};
-use crate::health::{self, ProbeTarget};
+use crate::cloud_client::{self, CloudEndpoint};
+use crate::health::{self, Hysteresis, ProbeTarget};
 use crate::metrics::Metrics;
 use crate::reactor::{self, Cloud, Inbox, Reactor, ReactorParts};
 use crate::sdnotify;
@@ -73,12 +74,22 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let (health_tx, health_rx) = mpsc::channel();
     let server_name = tls::upstream_server_name(&config.upstream_host).map_err(StartError::Tls)?;
+    let probe_identity = health::probe_identity(&loaded.identities);
+    if !probe_identity.name.is_empty() {
+        log::info!("probing the cloud's /readyz as {}", probe_identity.name);
+    }
     let probe_target = ProbeTarget {
-        host: config.upstream_host.clone(),
-        port: config.upstream_port,
-        server_name: server_name.clone(),
-        config: loaded.identities.default.config.clone(),
-        timeout: config.timeout,
+        endpoint: CloudEndpoint {
+            host: config.upstream_host.clone(),
+            port: config.upstream_port,
+            server_name: server_name.clone(),
+            config: probe_identity.config.clone(),
+            timeout: config.timeout,
+        },
+        hysteresis: Hysteresis {
+            down_after: config.cloud_down_after,
+            up_after: config.cloud_up_after,
+        },
     };
     let first_addr = initial_address(&config);
     let prober_waker = waker.clone();
@@ -121,7 +132,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         suspect: false,
         addr: first_addr,
         server_name,
-        host_header: health::host_header(&config.upstream_host, config.upstream_port),
+        host_header: cloud_client::host_header(&config.upstream_host, config.upstream_port),
         prober,
     };
     metrics.set_cloud(cloud.up, "the cloud apiserver address is not resolved yet");
