@@ -15,6 +15,7 @@ pub mod config;
 pub mod diagnostics;
 pub mod health;
 pub mod http1;
+pub mod issuer_keys;
 pub mod jwt;
 pub mod memory;
 pub mod metrics;
