@@ -20,8 +20,9 @@ use crate::jwt::{Discovery, DocumentError, KeySet};
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 /// Where kube-apiserver serves its keys, whatever `jwks_uri` the discovery names.
 pub const JWKS_PATH: &str = "/openid/v1/jwks";
-/// Documents larger than this are not an issuer's (a JWKS holds a few keys).
-const MAX_DOCUMENT_LEN: usize = 1024 * 1024;
+/// Documents larger than this are not an issuer's (a JWKS holds a few keys): the
+/// `max_body` to give the transport.
+pub const MAX_DOCUMENT_LEN: usize = 1024 * 1024;
 const STORED_VERSION: u64 = 1;
 
 /// Why documents (fetched or stored) gave no keys.
