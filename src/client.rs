@@ -1,98 +1,57 @@
-//! One client connection: its TLS transport, the bytes waiting in each direction,
-//! and the phase it is in.
+//! One client connection: its TLS transport, the bytes waiting in each direction, the
+//! phase it is in, and the steps of the phases that need nothing but the connection
+//! itself (handshake, reading a head, closing, lingering). The phases that talk to the
+//! cloud or the cache own their state and steps in their own files.
 //!
 //! Phase lifecycle (the reactor drives the transitions):
 //! ```text
-//! Handshake ─► ReadHead ─┬─► Exchange (proxying to the cloud) ─► ReadHead | Closing
-//!                        ├─► AwaitCache (cloud down) ─► ReadHead | OfflineWatch
-//!                        ├─► (local Status response) ─► ReadHead | Closing
-//!                        └─► Tunnel (after 101 Switching Protocols) ─► closed
+//! Handshake ─► ReadHead ─┬─► Exchange (proxy.rs) ─┬─► ReadHead | Closing
+//!    │            ▲       │                        └─► Tunnel (tunnel.rs, after 101) ─► closed
+//!    │            │       ├─► AwaitCache (cloud down: a lookup on the cache thread)
+//!    │            │       │      └─► ReadHead (cached answer) | OfflineWatch (offline_watch.rs)
+//!    │            └───────┴─◄ (a local Status answer) ─► ReadHead | Closing
+//!    ▼
+//! Closing ─► Lingering ─► closed
 //! ```
+//! `Taken` is only ever seen while a phase is out being worked on (`take_phase`); finding
+//! it anywhere else is a bug, reported and closed, never mistaken for a decision.
 
-use std::time::Instant;
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
 
 use crate::cache::Classified;
-use crate::http1::RequestHead;
-use crate::metrics::OpenWatch;
+use crate::config::Config;
+use crate::http1::{self, HttpError, RequestHead};
+use crate::offline_watch::OfflineWatch;
 use crate::proxy::Exchange;
+use crate::queue::OutQueue;
 use crate::status::LocalResponse;
-use crate::transport::{Transport, TransportError};
-use crate::upstream::UpstreamConn;
+use crate::transport::{ReadOutcome, Transport, TransportError};
+use crate::tunnel::Tunnel;
 
-/// Bytes on their way into a transport, written as fast as rustls takes them.
-#[derive(Default)]
-pub struct OutQueue {
-    buf: Vec<u8>,
-    pos: usize,
+/// How long a cache lookup may take before the client gets a `503`.
+const CACHE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection may take to flush its last bytes.
+const CLOSING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closing connection keeps reading what the client still sends.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a phase step asks of the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Progress was made: step again.
+    Again,
+    /// Nothing to do until the next readiness event or timer.
+    Wait,
+    /// The connection is finished.
+    Close,
 }
 
-impl OutQueue {
-    pub fn push(&mut self, bytes: &[u8]) {
-        if self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        }
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// Queues a buffer without copying it when nothing else is waiting.
-    pub fn push_owned(&mut self, bytes: Vec<u8>) {
-        if self.is_empty() {
-            self.buf = bytes;
-            self.pos = 0;
-        } else {
-            self.push(&bytes);
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Moves queued bytes into `transport` and flushes it; returns bytes moved.
-    /// Flushing comes first each round: it is what makes room in rustls.
-    pub fn drain_into(&mut self, transport: &mut Transport) -> Result<usize, TransportError> {
-        let mut moved = 0;
-        loop {
-            transport.flush()?;
-            if self.is_empty() {
-                break;
-            }
-            let accepted = transport.write_plain(&self.buf[self.pos..])?;
-            if accepted == 0 {
-                break;
-            }
-            moved += accepted;
-            self.pos += accepted;
-        }
-        if self.is_empty() {
-            // Give back the memory of a large response once it is gone.
-            self.buf = Vec::new();
-            self.pos = 0;
-        }
-        Ok(moved)
-    }
-}
-
-/// A watch answered from the cache while the cloud is down.
-pub struct OfflineWatch {
-    pub counted: OpenWatch,
-    pub ends_at: Instant,
-    pub next_bookmark: Option<Instant>,
-    /// The BOOKMARK line to repeat (at the cached list's resourceVersion).
-    pub bookmark_event: Vec<u8>,
-}
-
-/// An upgraded connection (exec, attach, port-forward): bytes copied both ways.
-pub struct Tunnel {
-    pub counted: OpenWatch,
-    pub upstream: UpstreamConn,
-    pub upstream_slot: usize,
-    pub to_upstream: OutQueue,
+/// A cache lookup in flight for a request the cloud cannot answer now.
+pub struct AwaitCache {
+    pub request_id: u64,
+    pub head: RequestHead,
+    pub route: Classified,
 }
 
 pub enum Phase {
@@ -102,12 +61,7 @@ pub enum Phase {
         started: Option<Instant>,
     },
     Exchange(Box<Exchange>),
-    /// A cache lookup is in flight on the cache thread.
-    AwaitCache {
-        request_id: u64,
-        head: Box<RequestHead>,
-        route: Box<Classified>,
-    },
+    AwaitCache(Box<AwaitCache>),
     OfflineWatch(Box<OfflineWatch>),
     /// Raw bytes both ways after `101 Switching Protocols`.
     Tunnel(Box<Tunnel>),
@@ -120,19 +74,29 @@ pub enum Phase {
     Lingering {
         write_shut: bool,
     },
+    /// The phase is out being worked on (see `ClientConn::take_phase`).
+    Taken,
+}
+
+/// What reading a request head came to.
+pub enum HeadRead {
+    Step(Step),
+    Request(RequestHead),
+    /// Not a request we can parse: answered with a `400`/`431` and closed.
+    Malformed(HttpError),
 }
 
 pub struct ClientConn {
     pub transport: Transport,
     /// Common Name of the verified client certificate.
-    pub peer_cn: Option<String>,
+    peer_cn: Option<String>,
     /// Bytes read from the client and not yet consumed (heads, bodies, pipelined requests).
     pub inbuf: Vec<u8>,
     /// Bytes for the client.
     pub out: OutQueue,
     pub phase: Phase,
     /// When the current phase began (deadlines count from here).
-    pub phase_since: Instant,
+    phase_since: Instant,
     /// The deadline a timer is armed for, if any.
     pub armed: Option<Instant>,
     /// The minor HTTP version of the current request, for local responses.
@@ -142,7 +106,7 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
-    pub fn new(transport: Transport) -> ClientConn {
+    pub fn new(transport: Transport, over_limit: bool) -> ClientConn {
         ClientConn {
             transport,
             peer_cn: None,
@@ -152,8 +116,12 @@ impl ClientConn {
             phase_since: Instant::now(),
             armed: None,
             minor_version: 1,
-            over_limit: false,
+            over_limit,
         }
+    }
+
+    pub fn peer_cn(&self) -> Option<&str> {
+        self.peer_cn.as_deref()
     }
 
     pub fn set_phase(&mut self, phase: Phase) {
@@ -161,9 +129,29 @@ impl ClientConn {
         self.phase_since = Instant::now();
     }
 
-    /// Queues a complete local response; the phase after it is the caller's choice.
-    pub fn queue_local(&mut self, response: &LocalResponse, head_only: bool) {
+    /// Takes the phase out to work on it, leaving `Taken`; the caller puts one back with
+    /// `set_phase` (a new phase) or `restore_phase` (the same phase, its clock running on).
+    pub fn take_phase(&mut self) -> Phase {
+        std::mem::replace(&mut self.phase, Phase::Taken)
+    }
+
+    pub fn restore_phase(&mut self, phase: Phase) {
+        self.phase = phase;
+    }
+
+    /// Ready for the next request on this connection.
+    pub fn await_next_request(&mut self) {
+        self.set_phase(Phase::ReadHead { started: None });
+    }
+
+    /// Queues a complete local response and moves on: the next request, or the close.
+    pub fn answer(&mut self, response: &LocalResponse, head_only: bool) {
         self.out.push_owned(response.to_bytes(self.minor_version, head_only));
+        if response.close {
+            self.set_phase(Phase::Closing);
+        } else {
+            self.await_next_request();
+        }
     }
 
     /// Moves queued output into the socket.
@@ -171,8 +159,129 @@ impl ClientConn {
         self.out.drain_into(&mut self.transport)
     }
 
+    /// A long-running stream (watch, tunnel) is open on this connection.
+    pub fn is_watching(&self) -> bool {
+        match &self.phase {
+            Phase::Exchange(exchange) => exchange.is_long_running(),
+            Phase::OfflineWatch(_) | Phase::Tunnel(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Between requests (or not yet speaking HTTP): closing it loses nothing.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::Handshake | Phase::ReadHead { started: None })
+    }
+
+    /// When the current phase gives up (None: never, the peer decides).
+    pub fn deadline(&self, config: &Config) -> Option<Instant> {
+        let timeouts = &config.client_timeouts;
+        match &self.phase {
+            Phase::Handshake => Some(self.phase_since + timeouts.handshake),
+            Phase::ReadHead { started: Some(started) } => Some(*started + timeouts.read_header),
+            Phase::ReadHead { started: None } => Some(self.phase_since + timeouts.idle),
+            Phase::Exchange(exchange) => exchange.deadline(config),
+            Phase::AwaitCache(_) => Some(self.phase_since + CACHE_LOOKUP_TIMEOUT),
+            Phase::OfflineWatch(watch) => Some(watch.deadline()),
+            Phase::Tunnel(_) | Phase::Taken => None,
+            Phase::Closing => Some(self.phase_since + CLOSING_TIMEOUT),
+            Phase::Lingering { .. } => Some(self.phase_since + LINGER_TIMEOUT),
+        }
+    }
+
+    pub fn step_handshake(&mut self) -> Step {
+        if let Err(e) = self.transport.drive() {
+            log::debug!("client handshake failed: {e}");
+            return Step::Close;
+        }
+        if self.transport.is_handshaking() {
+            return if self.transport.peer_closed() { Step::Close } else { Step::Wait };
+        }
+        self.learn_peer_name();
+        self.await_next_request();
+        Step::Again
+    }
+
+    /// Reads until a whole request head is buffered. The previous response goes out
+    /// first: pipelined requests must not grow memory.
+    pub fn step_read_head(&mut self, scratch: &mut [u8]) -> HeadRead {
+        if let Err(e) = self.flush() {
+            log::debug!("client write failed: {e}");
+            return HeadRead::Step(Step::Close);
+        }
+        if !self.out.is_empty() {
+            return HeadRead::Step(Step::Wait);
+        }
+        if !self.inbuf.is_empty() {
+            match http1::parse_request(&self.inbuf) {
+                Ok(Some((head, length))) => {
+                    self.inbuf.drain(..length);
+                    self.minor_version = head.minor_version;
+                    return HeadRead::Request(head);
+                }
+                Ok(None) => {}
+                Err(e) => return HeadRead::Malformed(e),
+            }
+        }
+        match self.transport.read_plain(scratch) {
+            Ok(ReadOutcome::Data(n)) => {
+                if let Phase::ReadHead { started: started @ None } = &mut self.phase {
+                    *started = Some(Instant::now());
+                }
+                self.inbuf.extend_from_slice(&scratch[..n]);
+                HeadRead::Step(Step::Again)
+            }
+            Ok(ReadOutcome::WouldBlock) => HeadRead::Step(Step::Wait),
+            Ok(ReadOutcome::Eof) => HeadRead::Step(Step::Close),
+            Err(e) => {
+                log::debug!("client read failed: {e}");
+                HeadRead::Step(Step::Close)
+            }
+        }
+    }
+
+    /// While a cache lookup is in flight: only output moves.
+    pub fn step_flush_only(&mut self) -> Step {
+        match self.flush() {
+            Ok(_) => Step::Wait,
+            Err(_) => Step::Close,
+        }
+    }
+
+    /// Flushes what is left, then lingers.
+    pub fn step_closing(&mut self) -> Step {
+        if self.flush().is_err() {
+            return Step::Close;
+        }
+        if self.out.is_empty() {
+            self.transport.send_close_notify();
+            self.set_phase(Phase::Lingering { write_shut: false });
+            return Step::Again;
+        }
+        Step::Wait
+    }
+
+    /// Sends what is left of the close_notify, shuts our side, and drops whatever the
+    /// client still sends until it closes too.
+    pub fn step_lingering(&mut self, scratch: &mut [u8]) -> Step {
+        if self.transport.flush().is_err() {
+            return Step::Close;
+        }
+        if let Phase::Lingering { write_shut: write_shut @ false } = &mut self.phase
+            && self.transport.is_flushed()
+        {
+            let _ = self.transport.socket.shutdown(Shutdown::Write);
+            *write_shut = true;
+        }
+        match self.transport.read_plain(scratch) {
+            Ok(ReadOutcome::Data(_)) => Step::Again,
+            Ok(ReadOutcome::WouldBlock) => Step::Wait,
+            Ok(ReadOutcome::Eof) | Err(_) => Step::Close,
+        }
+    }
+
     /// Reads the verified client certificate's Common Name after the handshake.
-    pub fn learn_peer_name(&mut self) {
+    fn learn_peer_name(&mut self) {
         self.peer_cn = self
             .transport
             .tls()
@@ -181,12 +290,11 @@ impl ClientConn {
             .and_then(|leaf| crate::x509::summarize(leaf).ok())
             .and_then(|summary| summary.common_name);
     }
+}
 
-    pub fn is_watching(&self) -> bool {
-        match &self.phase {
-            Phase::Exchange(exchange) => exchange.is_long_running(),
-            Phase::OfflineWatch(_) | Phase::Tunnel(_) => true,
-            _ => false,
-        }
-    }
+/// The answer to a head that cannot be parsed: `431` when it is too large, else `400`.
+pub fn malformed_head_response(error: &HttpError) -> LocalResponse {
+    let too_large = matches!(error, HttpError::HeadTooLarge | HttpError::TooManyHeaders);
+    let code = if too_large { 431 } else { 400 };
+    LocalResponse::status(code, "BadRequest", &error.to_string()).closing()
 }

@@ -7,14 +7,18 @@
 //! cacheable GETs and of the writes the cache learns from (handed over when complete), and
 //! watch events as they arrive.
 
+use std::fmt;
+use std::io;
 use std::time::Instant;
 
 use crate::body::BodyTracker;
 use crate::cache::{self, CacheHandle, Classified, ObjectWrite, ReadKey};
-use crate::client::{ClientConn, OutQueue};
+use crate::client::ClientConn;
+use crate::config::Config;
 use crate::http1::{self, Framing, HttpError, RequestHead, ResponseHead};
 use crate::metrics::OpenWatch;
-use crate::transport::ReadOutcome;
+use crate::queue::OutQueue;
+use crate::transport::{ReadOutcome, TransportError};
 use crate::upstream::UpstreamConn;
 
 /// Largest response body copied to the cache; bigger ones are proxied, not cached.
@@ -63,16 +67,53 @@ pub enum PumpOutcome {
         client_keep_alive: bool,
     },
     /// The upstream failed before any response byte: the caller retries or falls back.
-    UpstreamFailed {
-        reason: String,
-        timeout: bool,
-    },
+    UpstreamFailed(UpstreamFailure),
     /// `101 Switching Protocols` was forwarded: the connection becomes a tunnel.
     Upgraded,
     /// Broken mid-response: nothing more can be said to the client.
     Abort(String),
     /// The client's request body is malformed: a 400 if no response byte was sent yet.
     BadRequestBody(String),
+}
+
+/// Why the cloud gave no answer to a request.
+#[derive(Debug)]
+pub enum UpstreamFailure {
+    Connect(io::Error),
+    Tls(TransportError),
+    Write(TransportError),
+    Read(TransportError),
+    /// Closed before a response head.
+    Closed,
+    /// No connection, or no answer, within its deadline.
+    TimedOut,
+    /// What came back is not an HTTP response.
+    BadResponse(HttpError),
+}
+
+impl UpstreamFailure {
+    /// The cloud said something, just not HTTP: a `502`, not a reason to use the cache.
+    pub fn is_bad_response(&self) -> bool {
+        matches!(self, UpstreamFailure::BadResponse(_))
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, UpstreamFailure::TimedOut)
+    }
+}
+
+impl fmt::Display for UpstreamFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamFailure::Connect(e) => write!(f, "connect to the cloud apiserver failed: {e}"),
+            UpstreamFailure::Tls(e) => write!(f, "TLS with the cloud apiserver failed: {e}"),
+            UpstreamFailure::Write(e) => write!(f, "write to the cloud failed: {e}"),
+            UpstreamFailure::Read(e) => write!(f, "read from the cloud failed: {e}"),
+            UpstreamFailure::Closed => f.write_str("the cloud apiserver closed the connection"),
+            UpstreamFailure::TimedOut => f.write_str("timed out waiting for the cloud apiserver"),
+            UpstreamFailure::BadResponse(e) => write!(f, "bad response from the cloud: {e}"),
+        }
+    }
 }
 
 pub struct Exchange {
@@ -90,24 +131,28 @@ pub struct Exchange {
     pub started: Instant,
     pub last_activity: Instant,
     next_watch_id: u64,
-    /// Set for a long-running request (watch, follow, exec…) while it is proxied.
-    pub counted: Option<OpenWatch>,
+    /// A long-running request (watch, follow, exec…): no stall deadline; counted among
+    /// open watches while it is proxied.
+    long_running: Option<OpenWatch>,
 }
 
 impl Exchange {
+    /// `request_framing` is the request body's, as the plan validated it; `long_running`
+    /// the open-watch count a long-running request holds while it runs.
     pub fn new(
         request: RequestHead,
         route: Classified,
-        upstream: UpstreamConn,
-        upstream_slot: usize,
+        (upstream, upstream_slot): (UpstreamConn, usize),
         upstream_head: Vec<u8>,
+        request_framing: Framing,
         watch_id: u64,
-    ) -> Result<Exchange, HttpError> {
-        let request_body = BodyTracker::new(request.framing()?);
+        long_running: Option<OpenWatch>,
+    ) -> Exchange {
+        let request_body = BodyTracker::new(request_framing);
         let mut to_upstream = OutQueue::default();
         to_upstream.push(&upstream_head);
         let now = Instant::now();
-        Ok(Exchange {
+        Exchange {
             request,
             route,
             upstream,
@@ -120,8 +165,8 @@ impl Exchange {
             started: now,
             last_activity: now,
             next_watch_id: watch_id,
-            counted: None,
-        })
+            long_running,
+        }
     }
 
     /// Re-sends the request on a fresh connection (only for bodiless requests).
@@ -145,21 +190,26 @@ impl Exchange {
         matches!(&self.response, ResponseState::AwaitingHead(buf) if buf.is_empty())
     }
 
-    /// A long-running request (kube-apiserver's term): a watch, a followed log, an
-    /// exec/attach/port-forward or proxy stream. These may be silent for long
-    /// stretches, so no idle timeout applies; their own timeouts end them.
+    /// A long-running request (as planned): no stall deadline applies.
     pub fn is_long_running(&self) -> bool {
-        let query_is = |name: &str, values: &[&str]| {
-            http1::query_param(&self.request.target, name).is_some_and(|v| values.contains(&v))
-        };
-        let path = self.request.path();
-        let streaming_subresource =
-            ["/exec", "/attach", "/portforward", "/proxy"].iter().any(|s| path.ends_with(s))
-                || path.contains("/proxy/");
-        matches!(self.route, Classified::Watch(_))
-            || query_is("watch", &["true", "1"])
-            || query_is("follow", &["true", "1"])
-            || streaming_subresource
+        self.long_running.is_some()
+    }
+
+    /// The open-watch count, handed on when the exchange becomes a tunnel.
+    pub fn take_watch_count(&mut self) -> Option<OpenWatch> {
+        self.long_running.take()
+    }
+
+    /// When the exchange gives up: connecting has `--timeout`; a long-running stream
+    /// has none; anything else `--stall-timeout` without a byte moving.
+    pub fn deadline(&self, config: &Config) -> Option<Instant> {
+        if !self.upstream.is_established() {
+            Some(self.started + config.timeout)
+        } else if self.is_long_running() {
+            None
+        } else {
+            Some(self.last_activity + config.client_timeouts.stall)
+        }
     }
 
     /// A long-running response is streaming to the client.
@@ -177,10 +227,10 @@ impl Exchange {
         match self.upstream.poll_connected() {
             Ok(true) => {}
             Ok(false) => return PumpOutcome::Wait,
-            Err(e) => return self.failed(format!("connect to the cloud apiserver failed: {e}")),
+            Err(e) => return self.failed(UpstreamFailure::Connect(e)),
         }
         if let Err(e) = self.upstream.transport.drive() {
-            return self.failed(format!("TLS with the cloud apiserver failed: {e}"));
+            return self.failed(UpstreamFailure::Tls(e));
         }
         // Output first: room it makes lets this turn read more from the cloud, and no
         // new readiness event would come for bytes the cloud already sent.
@@ -211,11 +261,11 @@ impl Exchange {
         }
     }
 
-    fn failed(&self, reason: String) -> PumpOutcome {
+    fn failed(&self, failure: UpstreamFailure) -> PumpOutcome {
         if self.response_not_started() {
-            PumpOutcome::UpstreamFailed { reason, timeout: false }
+            PumpOutcome::UpstreamFailed(failure)
         } else {
-            PumpOutcome::Abort(reason)
+            PumpOutcome::Abort(failure.to_string())
         }
     }
 
@@ -230,7 +280,7 @@ impl Exchange {
             let moved = self
                 .to_upstream
                 .drain_into(&mut self.upstream.transport)
-                .map_err(|e| self.failed(format!("write to the cloud failed: {e}")))?;
+                .map_err(|e| self.failed(UpstreamFailure::Write(e)))?;
             progressed |= moved > 0;
             if !self.to_upstream.is_empty() {
                 return Ok(progressed);
@@ -273,7 +323,7 @@ impl Exchange {
                 Ok(ReadOutcome::Data(n)) => n,
                 Ok(ReadOutcome::WouldBlock) => break,
                 Ok(ReadOutcome::Eof) => return self.upstream_eof(tee).map(|()| true),
-                Err(e) => return Err(self.failed(format!("read from the cloud failed: {e}"))),
+                Err(e) => return Err(self.failed(UpstreamFailure::Read(e))),
             };
             progressed = true;
             let bytes = &scratch[..n];
@@ -305,10 +355,7 @@ impl Exchange {
             Ok(Some(parsed)) => parsed,
             Ok(None) => return Ok(()),
             Err(e) => {
-                return Err(PumpOutcome::UpstreamFailed {
-                    reason: format!("bad response from the cloud: {e}"),
-                    timeout: false,
-                });
+                return Err(PumpOutcome::UpstreamFailed(UpstreamFailure::BadResponse(e)));
             }
         };
         let rest = buf.split_off(length);
@@ -388,9 +435,7 @@ impl Exchange {
 
     fn upstream_eof(&mut self, tee: &mut Tee<'_>) -> Result<(), PumpOutcome> {
         match &mut self.response {
-            ResponseState::AwaitingHead(_) => {
-                Err(self.failed("the cloud apiserver closed the connection".into()))
-            }
+            ResponseState::AwaitingHead(_) => Err(self.failed(UpstreamFailure::Closed)),
             ResponseState::Body(body) if body.tracker.until_close() => {
                 body.upstream_reusable = false;
                 body.tracker = BodyTracker::new(Framing::None);

@@ -11,12 +11,13 @@ use mio::net::TcpListener;
 
 use crate::cache::{self, CacheConfig, CacheKind};
 use crate::certs::{self, CertsSnapshot, ReloadContext};
+use crate::cloud::Cloud;
+use crate::cloud_client::CloudEndpoint;
 use crate::config::{CacheType, Config};
 use crate::diagnostics::{self, Sources};
-use crate::cloud_client::{self, CloudEndpoint};
 use crate::health::{self, Hysteresis, ProbeTarget};
 use crate::metrics::Metrics;
-use crate::reactor::{self, Cloud, Inbox, Reactor, ReactorParts};
+use crate::reactor::{self, Inbox, Reactor, ReactorParts};
 use crate::sdnotify;
 use crate::signals::Signals;
 use crate::tls;
@@ -127,18 +128,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
             "diagnostics on http://{addr} (/healthz /readyz /metrics /debug/cache /debug/certs)"
         );
     }
-    let cloud = Cloud {
-        up: first_addr.is_some(),
-        suspect: false,
-        addr: first_addr,
-        server_name,
-        host_header: cloud_client::host_header(&config.upstream_host, config.upstream_port),
-        prober,
-    };
-    metrics.set_cloud(cloud.up, "the cloud apiserver address is not resolved yet");
+    let host_header = health::host_header(&config.upstream_host, config.upstream_port);
+    let cloud = Cloud::new(first_addr, server_name, host_header, prober);
+    metrics.set_cloud(cloud.is_up(), "the cloud apiserver address is not resolved yet");
     for listener in &listeners {
         if let Ok(addr) = listener.local_addr() {
-            log::info!("serving on https://{addr}, cloud apiserver {}", cloud.host_header);
+            log::info!("serving on https://{addr}, cloud apiserver {}", cloud.host_header());
         }
     }
     let reactor = Reactor::new(ReactorParts {

@@ -25,9 +25,14 @@ pub struct Signals {
 extern "C" fn on_signal(signal: libc::c_int) {
     let fd = PIPE_WRITE_FD.load(Ordering::Relaxed);
     let byte = signal as u8;
-    // SAFETY: write(2) is async-signal-safe; a full pipe just drops the byte.
+    // SAFETY: write(2) is async-signal-safe; a full pipe just drops the byte. The handler
+    // may interrupt code between a failing call and its read of errno, so errno is put
+    // back as it was (__errno_location is the thread's own errno, also signal-safe).
     unsafe {
+        let errno = libc::__errno_location();
+        let saved = *errno;
         libc::write(fd, (&byte as *const u8).cast(), 1);
+        *errno = saved;
     }
 }
 

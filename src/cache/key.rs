@@ -18,8 +18,9 @@ const IGNORED_PARAMS: &[&str] = &[
 const WATCH_PARAMS: &[&str] =
     &["watch", "labelSelector", "fieldSelector", "sendInitialEvents", "limit"];
 
-/// Subresources that stream or tunnel: never cached.
-const STREAMING_SUBRESOURCES: &[&str] = &["log", "exec", "attach", "portforward", "proxy"];
+/// Subresources that stream or tunnel rather than answer a document: never cached. All but
+/// `log` are long-running (kube-apiserver's term); a log only when followed.
+pub const STREAMING_SUBRESOURCES: &[&str] = &["log", "exec", "attach", "portforward", "proxy"];
 
 /// Subresources of a namespace object (`/api/v1/namespaces/<name>/<sub>`), after kube's resolver.
 const NAMESPACE_SUBRESOURCES: &[&str] = &["status", "finalize"];

@@ -25,8 +25,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use key::{
-    Classified, ListScope, ObjectWrite, ReadKey, Representation, WatchRequest, WriteMethod,
-    classify, classify_write,
+    Classified, ListScope, ObjectWrite, ReadKey, Representation, STREAMING_SUBRESOURCES,
+    WatchRequest, WriteMethod, classify, classify_write,
 };
 pub use thread::{CacheHandle, CacheReporter};
 pub use watch::{bookmark_event, expired_event};

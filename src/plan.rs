@@ -1,0 +1,266 @@
+//! Request planning: what one request becomes — a local answer, an answer from the
+//! cache, or an exchange with the cloud — decided from its head, who is asking and what
+//! the reactor knows of the cloud. A pure function: no sockets, no clock, unit-tested.
+
+use crate::cache::{self, Classified, STREAMING_SUBRESOURCES};
+use crate::http1::{self, Framing, RequestHead};
+use crate::status::LocalResponse;
+
+/// What the reactor knows of the cloud when a request arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloudVerdict {
+    Up,
+    /// A fresh connection timed out and the prober has not answered yet: reads go to the
+    /// cache rather than each waiting `--timeout`; writes still try the cloud.
+    Suspect,
+    Down,
+}
+
+/// Everything besides the head that a plan depends on.
+pub struct Context<'a> {
+    /// CN of the client's verified certificate.
+    pub peer_cn: Option<&'a str>,
+    /// The upstream identity chosen for it (empty: the default identity).
+    pub identity_name: &'a str,
+    pub cloud: CloudVerdict,
+    /// `Host` for the cloud apiserver.
+    pub host_header: &'a str,
+    /// `--modify-request-accept`.
+    pub modify_request_accept: bool,
+    /// Accepted past `--max-connections` (the limit, for the message).
+    pub over_limit: Option<usize>,
+    pub shutting_down: bool,
+}
+
+pub enum Plan {
+    /// Answered here, without the cloud or the cache.
+    Answer(LocalResponse),
+    /// Answered from the cache (or refused with `503`): the cloud cannot be asked now.
+    FromCache { route: Classified },
+    /// Sent to the cloud.
+    Proxy(ProxyPlan),
+}
+
+pub struct ProxyPlan {
+    pub route: Classified,
+    /// The head as it goes to the cloud.
+    pub upstream_head: Vec<u8>,
+    pub request_framing: Framing,
+    /// A long-running request: no stall deadline applies.
+    pub long_running: bool,
+}
+
+pub fn plan(head: &RequestHead, context: &Context) -> Plan {
+    let request_framing = match head.validate().and_then(|()| head.framing()) {
+        Ok(framing) => framing,
+        Err(e) => return Plan::Answer(LocalResponse::bad_request(&e.to_string())),
+    };
+    if let Some(limit) = context.over_limit {
+        let message = format!("too many connections to lite-apiserver (--max-connections={limit})");
+        return Plan::Answer(LocalResponse::status(503, "ServiceUnavailable", &message).closing());
+    }
+    if context.shutting_down {
+        let message = "lite-apiserver is shutting down";
+        return Plan::Answer(LocalResponse::cloud_unavailable(message).closing());
+    }
+    let cache_identity = cache_identity(context.peer_cn, context.identity_name, head);
+    let (route, accept) = route(&cache_identity, head, context.modify_request_accept);
+    let cacheable = !matches!(route, Classified::Uncacheable);
+    let from_cache = match context.cloud {
+        CloudVerdict::Up => false,
+        CloudVerdict::Suspect => cacheable,
+        CloudVerdict::Down => true,
+    };
+    if from_cache {
+        return Plan::FromCache { route };
+    }
+    let mut replace: Vec<(&str, &str)> = accept.iter().map(|a| ("Accept", a.as_str())).collect();
+    if cacheable {
+        // The cache stores and splits plain bodies: no gzip on what it will keep.
+        replace.push(("Accept-Encoding", ""));
+    }
+    let upstream_head = head.to_upstream_bytes(context.host_header, &replace);
+    let long_running = is_long_running(head, &route);
+    Plan::Proxy(ProxyPlan { route, upstream_head, request_framing, long_running })
+}
+
+/// Classifies a request for the cache, asking the cloud for JSON instead of protobuf on
+/// resource reads when `--modify-request-accept` is on (so the answer can be cached and
+/// kept current from watch events). Returns the Accept to send upstream when changed.
+fn route(
+    cache_identity: &str,
+    head: &RequestHead,
+    modify_accept: bool,
+) -> (Classified, Option<String>) {
+    let accept = head.header_str("accept");
+    let route = cache::classify(cache_identity, &head.method, &head.target, accept);
+    let resource_read = match &route {
+        Classified::Read(key) => key.resource() != "discovery",
+        Classified::Watch(_) => true,
+        Classified::Uncacheable => false,
+    };
+    let wants_protobuf = accept
+        .is_some_and(|a| a.contains("application/vnd.kubernetes.protobuf") && !a.contains("as="));
+    if modify_accept && resource_read && wants_protobuf {
+        let json = "application/json".to_string();
+        let route = cache::classify(cache_identity, &head.method, &head.target, Some(&json));
+        return (route, Some(json));
+    }
+    (route, None)
+}
+
+/// The identity a client's cache entries are filed under. A configured CN is the
+/// strongest proof of who is asking; then a bearer token (hashed, never stored in
+/// clear); then any verified CN; else anonymous. Never the User-Agent.
+pub fn cache_identity(peer_cn: Option<&str>, identity_name: &str, head: &RequestHead) -> String {
+    if !identity_name.is_empty() {
+        return format!("cn:{identity_name}");
+    }
+    let token =
+        head.header_str("authorization").and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
+    if let Some(token) = token.filter(|t| !t.is_empty()) {
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let hex: String = digest.as_ref().iter().take(16).map(|b| format!("{b:02x}")).collect();
+        return format!("token:{hex}");
+    }
+    match peer_cn {
+        Some(cn) => format!("cn:{cn}"),
+        None => "anonymous".to_string(),
+    }
+}
+
+/// A long-running request (kube-apiserver's term): a watch, a followed log, an
+/// exec/attach/port-forward or proxy stream. These may be silent for long stretches, so
+/// no stall deadline applies; their own timeouts end them.
+fn is_long_running(head: &RequestHead, route: &Classified) -> bool {
+    let query_is_true =
+        |name: &str| matches!(http1::query_param(&head.target, name), Some("true" | "1"));
+    let path = head.path();
+    let last_segment = path.rsplit('/').next().unwrap_or("");
+    let streams = STREAMING_SUBRESOURCES.iter().any(|s| *s != "log" && *s == last_segment)
+        || path.contains("/proxy/");
+    matches!(route, Classified::Watch(_))
+        || query_is_true("watch")
+        || query_is_true("follow")
+        || streams
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> RequestHead {
+        let bytes = format!("{text}\r\nHost: 127.0.0.1\r\n\r\n");
+        match http1::parse_request(bytes.as_bytes()) {
+            Ok(Some((head, _))) => head,
+            _ => panic!("test head does not parse: {text}"),
+        }
+    }
+
+    fn head_with(text: &str, header: &str) -> RequestHead {
+        head(&format!("{text}\r\n{header}"))
+    }
+
+    fn context(cloud: CloudVerdict) -> Context<'static> {
+        Context {
+            peer_cn: None,
+            identity_name: "",
+            cloud,
+            host_header: "cloud:6443",
+            modify_request_accept: true,
+            over_limit: None,
+            shutting_down: false,
+        }
+    }
+
+    fn proxied(plan: Plan) -> ProxyPlan {
+        match plan {
+            Plan::Proxy(proxy) => proxy,
+            _ => panic!("expected the request to be proxied"),
+        }
+    }
+
+    fn upstream_text(plan: &ProxyPlan) -> String {
+        String::from_utf8_lossy(&plan.upstream_head).to_ascii_lowercase()
+    }
+
+    #[test]
+    fn a_read_goes_to_the_cloud_while_it_is_up_asking_for_a_plain_body() {
+        let get = head_with("GET /api/v1/pods HTTP/1.1", "Accept-Encoding: gzip");
+        let plan = proxied(plan(&get, &context(CloudVerdict::Up)));
+        assert!(matches!(plan.route, Classified::Read(_)));
+        assert!(!plan.long_running);
+        let text = upstream_text(&plan);
+        assert!(text.contains("host: cloud:6443"), "{text}");
+        assert!(!text.contains("gzip"), "{text}");
+    }
+
+    #[test]
+    fn a_suspect_cloud_sends_reads_to_the_cache_and_writes_to_the_cloud() {
+        let context = context(CloudVerdict::Suspect);
+        let get = head("GET /api/v1/namespaces/default/pods/web HTTP/1.1");
+        assert!(matches!(plan(&get, &context), Plan::FromCache { route: Classified::Read(_) }));
+        let post = head("POST /api/v1/namespaces/default/pods HTTP/1.1\r\nContent-Length: 0");
+        assert!(matches!(plan(&post, &context), Plan::Proxy(_)));
+    }
+
+    #[test]
+    fn a_down_cloud_sends_everything_to_the_cache_side() {
+        let post = head("POST /api/v1/namespaces/default/pods HTTP/1.1\r\nContent-Length: 0");
+        let plan = plan(&post, &context(CloudVerdict::Down));
+        assert!(matches!(plan, Plan::FromCache { route: Classified::Uncacheable }));
+    }
+
+    #[test]
+    fn protobuf_reads_are_asked_as_json_when_modify_request_accept_is_on() {
+        let accept = "Accept: application/vnd.kubernetes.protobuf,application/json";
+        let get = head_with("GET /api/v1/pods HTTP/1.1", accept);
+        let text = upstream_text(&proxied(plan(&get, &context(CloudVerdict::Up))));
+        assert!(text.contains("accept: application/json\r\n"), "{text}");
+        let mut keep = context(CloudVerdict::Up);
+        keep.modify_request_accept = false;
+        let text = upstream_text(&proxied(plan(&get, &keep)));
+        assert!(text.contains("protobuf"), "{text}");
+    }
+
+    #[test]
+    fn watches_follows_and_tunnels_are_long_running_and_logs_are_not() {
+        let up = context(CloudVerdict::Up);
+        let long = |target: &str| {
+            proxied(plan(&head(&format!("GET {target} HTTP/1.1")), &up)).long_running
+        };
+        assert!(long("/api/v1/pods?watch=true"));
+        assert!(long("/api/v1/namespaces/a/pods/p/log?follow=true"));
+        assert!(long("/api/v1/namespaces/a/pods/p/exec?command=sh"));
+        assert!(long("/api/v1/namespaces/a/pods/p/proxy/metrics"));
+        assert!(!long("/api/v1/namespaces/a/pods/p/log"));
+        assert!(!long("/api/v1/namespaces/a/pods/p"));
+    }
+
+    #[test]
+    fn over_the_limit_and_shutting_down_are_answered_locally_and_close() {
+        let get = head("GET /api/v1/pods HTTP/1.1");
+        let mut over = context(CloudVerdict::Up);
+        over.over_limit = Some(10);
+        let Plan::Answer(answer) = plan(&get, &over) else { panic!("expected a local answer") };
+        assert_eq!((answer.status, answer.close), (503, true));
+        assert!(String::from_utf8_lossy(&answer.body).contains("--max-connections=10"));
+        let mut stopping = context(CloudVerdict::Up);
+        stopping.shutting_down = true;
+        let Plan::Answer(answer) = plan(&get, &stopping) else { panic!("expected an answer") };
+        assert_eq!((answer.status, answer.close), (503, true));
+    }
+
+    #[test]
+    fn cache_identity_prefers_a_configured_cn_then_a_token_hash_then_the_cn() {
+        let bearer = head_with("GET /api HTTP/1.1", "Authorization: Bearer secret-token");
+        assert_eq!(cache_identity(Some("kubelet"), "kubelet", &bearer), "cn:kubelet");
+        let by_token = cache_identity(Some("someone"), "", &bearer);
+        assert!(by_token.starts_with("token:") && !by_token.contains("secret"), "{by_token}");
+        let plain = head("GET /api HTTP/1.1");
+        assert_eq!(cache_identity(Some("someone"), "", &plain), "cn:someone");
+        assert_eq!(cache_identity(None, "", &plain), "anonymous");
+        let agent = head_with("GET /api HTTP/1.1", "User-Agent: kubelet/v1.30");
+        assert_eq!(cache_identity(None, "", &agent), "anonymous");
+    }
+}

@@ -1,0 +1,260 @@
+//! The reactor's side of one request: carrying out its plan (plan.rs) — a local answer,
+//! a cache lookup, or an exchange with the cloud on a pooled connection — and acting on
+//! what the exchange comes to: the next request, a tunnel, a retry on a fresh
+//! connection, or the cache when the cloud gave no answer.
+//!
+//! ```text
+//! head ─► plan ─┬─ Answer ───────────────────────────────► respond_local
+//!               ├─ FromCache ─► offline::start ─► lookup ─► (cache thread) ─► offline::answer
+//!               └─ Proxy ─► checkout_upstream ─► Exchange::pump ─┬─ Finished ─► release_upstream
+//!                                                               ├─ Upgraded ─► Tunnel
+//!                                                               └─ UpstreamFailed ─► retry | cache
+//! ```
+
+use super::{Conn, Reactor};
+use crate::cache::{Classified, Lookup};
+use crate::client::{AwaitCache, ClientConn, Phase, Step};
+use crate::http1::RequestHead;
+use crate::metrics::{OpenWatch, Source};
+use crate::offline::{self, OfflineStart};
+use crate::plan::{self, Context, Plan, ProxyPlan};
+use crate::proxy::{Exchange, PumpOutcome, Tee, UpstreamFailure};
+use crate::status::LocalResponse;
+use crate::tunnel::Tunnel;
+use crate::upstream::UpstreamConn;
+
+impl Reactor {
+    /// Decides what one request becomes and starts it.
+    pub(super) fn start_request(
+        &mut self,
+        slot: usize,
+        client: &mut ClientConn,
+        head: RequestHead,
+    ) {
+        log::debug!("{} {} (client {:?})", head.method, head.target, client.peer_cn());
+        let identity = self.identities.select(client.peer_cn()).clone();
+        let context = Context {
+            peer_cn: client.peer_cn(),
+            identity_name: &identity.name,
+            cloud: self.cloud.verdict(),
+            host_header: self.cloud.host_header(),
+            modify_request_accept: self.config.modify_request_accept,
+            over_limit: client.over_limit.then_some(self.config.max_connections),
+            shutting_down: self.shutdown_deadline.is_some(),
+        };
+        match plan::plan(&head, &context) {
+            Plan::Answer(response) => {
+                self.respond_local(client, &response, Source::Local, head.method == "HEAD");
+            }
+            Plan::FromCache { route } => self.serve_offline(slot, client, head, route),
+            Plan::Proxy(proxy) => match self.checkout_upstream(&identity, slot) {
+                Ok(upstream) => self.start_exchange(client, head, proxy, upstream),
+                Err(e) => {
+                    log::debug!("cannot connect to the cloud apiserver: {e}");
+                    self.cloud.connect_failed(&self.metrics);
+                    self.serve_offline(slot, client, head, proxy.route);
+                }
+            },
+        }
+    }
+
+    fn start_exchange(
+        &mut self,
+        client: &mut ClientConn,
+        head: RequestHead,
+        proxy: ProxyPlan,
+        upstream: (UpstreamConn, usize),
+    ) {
+        self.next_id += 1;
+        let counted = proxy.long_running.then(|| OpenWatch::new(&self.metrics));
+        let exchange = Exchange::new(
+            head,
+            proxy.route,
+            upstream,
+            proxy.upstream_head,
+            proxy.request_framing,
+            self.next_id,
+            counted,
+        );
+        client.set_phase(Phase::Exchange(Box::new(exchange)));
+    }
+
+    pub(super) fn step_exchange(&mut self, slot: usize, client: &mut ClientConn) -> Step {
+        let Phase::Exchange(mut exchange) = client.take_phase() else { return Step::Close };
+        let mut tee = Tee { cache: self.cache.as_ref(), budget: &mut self.copy_budget };
+        match exchange.pump(client, &mut tee, &mut self.scratch) {
+            PumpOutcome::Progress => {
+                client.restore_phase(Phase::Exchange(exchange));
+                Step::Again
+            }
+            PumpOutcome::Wait => {
+                client.restore_phase(Phase::Exchange(exchange));
+                Step::Wait
+            }
+            PumpOutcome::Finished { upstream_reusable, client_keep_alive } => {
+                self.count_exchange(&exchange);
+                let Exchange { upstream, upstream_slot, .. } = *exchange;
+                self.release_upstream(upstream_slot, upstream, upstream_reusable);
+                if client_keep_alive {
+                    client.await_next_request();
+                } else {
+                    client.set_phase(Phase::Closing);
+                }
+                Step::Again
+            }
+            PumpOutcome::UpstreamFailed(failure) => {
+                self.exchange_failed(slot, client, exchange, failure)
+            }
+            PumpOutcome::Upgraded => {
+                self.count_exchange(&exchange);
+                let counted =
+                    exchange.take_watch_count().unwrap_or_else(|| OpenWatch::new(&self.metrics));
+                let Exchange { upstream, upstream_slot, .. } = *exchange;
+                client.set_phase(Phase::Tunnel(Box::new(Tunnel::new(
+                    counted,
+                    upstream,
+                    upstream_slot,
+                ))));
+                Step::Again
+            }
+            PumpOutcome::BadRequestBody(reason) if exchange.response_not_started() => {
+                log::debug!("{} {}: {reason}", exchange.request.method, exchange.request.target);
+                let Exchange { upstream, upstream_slot, .. } = *exchange;
+                // The cloud holds part of a body that will never end: that connection is spent.
+                self.drop_upstream(upstream_slot, upstream);
+                self.respond_local(
+                    client,
+                    &LocalResponse::bad_request(&reason),
+                    Source::Local,
+                    false,
+                );
+                Step::Again
+            }
+            PumpOutcome::BadRequestBody(reason) | PumpOutcome::Abort(reason) => {
+                log::debug!("exchange aborted: {reason}");
+                exchange.abandon(&mut self.tee());
+                client.restore_phase(Phase::Exchange(exchange));
+                Step::Close
+            }
+        }
+    }
+
+    pub(super) fn tee(&mut self) -> Tee<'_> {
+        Tee { cache: self.cache.as_ref(), budget: &mut self.copy_budget }
+    }
+
+    fn count_exchange(&self, exchange: &Exchange) {
+        if let Some(status) = exchange.status() {
+            self.metrics.count_response(Source::Upstream, status);
+        }
+    }
+
+    /// The cloud failed before answering: retry a stale pooled connection once, else
+    /// answer from the cache (reads) or with a `Status` (writes, bad answers).
+    pub(super) fn exchange_failed(
+        &mut self,
+        slot: usize,
+        client: &mut ClientConn,
+        mut exchange: Box<Exchange>,
+        failure: UpstreamFailure,
+    ) -> Step {
+        log::debug!("{} {}: {failure}", exchange.request.method, exchange.request.target);
+        if exchange.can_retry() {
+            let identity = exchange.upstream.identity.clone();
+            if let Ok((fresh, fresh_slot)) = self.connect_upstream(&identity, slot) {
+                let old_slot = exchange.upstream_slot;
+                let stale = exchange.retry_on(fresh, fresh_slot);
+                self.drop_upstream(old_slot, stale);
+                log::debug!("pooled connection was closed by the cloud; retrying on a new one");
+                client.restore_phase(Phase::Exchange(exchange));
+                return Step::Again;
+            }
+        }
+        let Exchange { request, route, upstream, upstream_slot, .. } = *exchange;
+        let reused = upstream.reused;
+        self.drop_upstream(upstream_slot, upstream);
+        if failure.is_bad_response() {
+            log::warn!("{} {}: {failure}", request.method, request.target);
+            let response =
+                LocalResponse::status(502, "InternalError", &failure.to_string()).closing();
+            self.respond_local(client, &response, Source::Local, request.method == "HEAD");
+            return Step::Again;
+        }
+        self.cloud.request_failed(&failure, reused, &self.metrics);
+        self.serve_offline(slot, client, request, route);
+        Step::Again
+    }
+
+    /// Serves a request without the cloud: reads and watches from the cache (the lookup
+    /// runs on the cache thread), anything else with `503`.
+    pub(super) fn serve_offline(
+        &mut self,
+        slot: usize,
+        client: &mut ClientConn,
+        head: RequestHead,
+        route: Classified,
+    ) {
+        let why = "the cloud apiserver is unreachable";
+        let response = match offline::start(&head, &route, why) {
+            OfflineStart::Lookup(lookup) => match self.lookup(slot, *lookup) {
+                Some(request_id) => {
+                    let waiting = AwaitCache { request_id, head, route };
+                    client.set_phase(Phase::AwaitCache(Box::new(waiting)));
+                    return;
+                }
+                None => {
+                    LocalResponse::cloud_unavailable(&format!("{why}; the cache is not available"))
+                }
+            },
+            OfflineStart::Refuse(response) => response,
+        };
+        self.respond_local(client, &response, Source::Local, head.method == "HEAD");
+    }
+
+    /// Writes a local response; the connection then reads the next request or closes.
+    pub(super) fn respond_local(
+        &mut self,
+        client: &mut ClientConn,
+        response: &LocalResponse,
+        source: Source,
+        head_only: bool,
+    ) {
+        self.metrics.count_response(source, response.status);
+        client.answer(response, head_only);
+    }
+
+    /// A new request id for a cache lookup by `slot`.
+    fn lookup(&mut self, slot: usize, lookup: Lookup) -> Option<u64> {
+        let cache = self.cache.as_ref()?;
+        self.next_id += 1;
+        let id = self.next_id;
+        match cache.lookup(id, lookup) {
+            Ok(()) => {
+                self.lookups.insert(id, slot);
+                Some(id)
+            }
+            Err(e) => {
+                log::warn!("cache lookup refused: {e}");
+                None
+            }
+        }
+    }
+
+    /// Hands finished cache lookups to the clients waiting for them.
+    pub(super) fn deliver_cache_replies(&mut self) {
+        let Some(cache) = &self.cache else { return };
+        for (request_id, reply) in cache.take_replies() {
+            let Some(slot) = self.lookups.remove(&request_id) else { continue };
+            let Some(Conn::Client(mut client)) = self.conns.take(slot) else { continue };
+            match client.take_phase() {
+                Phase::AwaitCache(waiting) if waiting.request_id == request_id => {
+                    let AwaitCache { head, route, .. } = *waiting;
+                    offline::answer(&mut client, &head, route, reply, &self.metrics);
+                }
+                other => client.restore_phase(other),
+            }
+            self.conns.put(slot, Conn::Client(client));
+            self.drive_client(slot);
+        }
+    }
+}
