@@ -557,6 +557,31 @@ mod tests {
         assert_eq!(kicked_probe_at(Some(last), now, soon), soon, "never later than planned");
     }
 
+    fn identity_set(names: &[&str]) -> IdentitySet {
+        let trust = crate::tls::UpstreamTrust::Insecure;
+        let named = |name: &str| {
+            let identity = Identity::default_identity(&trust).unwrap();
+            Arc::new(Identity { name: name.to_string(), ..identity })
+        };
+        IdentitySet {
+            by_name: names.iter().map(|name| (name.to_string(), named(name))).collect(),
+            default: named(""),
+        }
+    }
+
+    #[test]
+    fn probe_identity_prefers_kubelet_then_the_first_then_the_default() {
+        let pick = |names: &[&str]| probe_identity(&identity_set(names)).name.clone();
+        assert_eq!(
+            pick(&["admin", "system:node:edge-1", "system:kube-proxy"]),
+            "system:node:edge-1"
+        );
+        assert_eq!(pick(&["system:kube-proxy", "admin"]), "admin");
+        assert_eq!(pick(&[]), "");
+        let set = identity_set(&["admin"]);
+        assert!(Arc::ptr_eq(&probe_config(&set), &set.by_name["admin"].config));
+    }
+
     fn response(status: u16, body: &str) -> Result<CloudResponse, CloudGetError> {
         Ok(CloudResponse { addr: addr(), status, headers: Vec::new(), body: body.into() })
     }

@@ -8,6 +8,9 @@
 //! ```
 //! Prints `listening on <addr>:<port>` on stdout once ready; logs go to stderr
 //! (`FAKE_APISERVER_LOG=debug` logs every request).
+//!
+//! Outages on demand: `POST /debug/fault?mode=etcd-down|lb-dead|throttle|none` (see
+//! `faults.rs`); the other `/debug/*` endpoints are listed in `debug.rs`.
 
 #[path = "../support/pki.rs"]
 mod pki;
@@ -16,6 +19,7 @@ mod api;
 mod clock;
 mod debug;
 mod discovery;
+mod faults;
 mod http;
 mod identity;
 mod repr;

@@ -12,6 +12,7 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use crate::api::{self, Reply};
 use crate::debug::{self, After};
 use crate::discovery;
+use crate::faults;
 use crate::http::{Conn, ReadError, Request, Response};
 use crate::identity::{self, Identity};
 use crate::status::ApiError;
@@ -80,6 +81,9 @@ fn serve_request(
         common_headers.push(connection_close());
     }
     conn.set_common_headers(common_headers);
+    if let Some(response) = faults::handle(request) {
+        return conn.send(&response, include_body).map(|()| After::KeepAlive);
+    }
     if let Err(error) = identity {
         return conn.send(&error.to_response(), include_body).map(|()| After::KeepAlive);
     }

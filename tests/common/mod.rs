@@ -12,6 +12,7 @@ pub mod client;
 pub mod diagnostics;
 pub mod kube;
 pub mod process;
+pub mod relay;
 pub mod rotation;
 pub mod wire;
 
@@ -25,6 +26,7 @@ pub use diagnostics::{Diagnostics, metric_value};
 pub use kube::*;
 pub use pki::Pki;
 pub use process::{FakeApiserver, Lite, Proc};
+pub use relay::{Relay, RelayMode};
 pub use wire::{Headers, Response};
 
 /// How often conditions are polled.
