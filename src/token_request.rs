@@ -16,6 +16,7 @@ use std::fmt;
 
 use serde_json::{Map, Value as Json, json};
 
+use crate::jwt::decode_base64url;
 use crate::protobuf::{self, ProtoError, Reader, Unknown, Writer};
 use crate::x509::format_unix;
 
@@ -262,14 +263,14 @@ fn rewrite_protobuf(body: &[u8], hint: i64) -> Result<Vec<u8>, TokenRequestError
     let envelope = protobuf::decode_envelope(body)?;
     let mut time = Writer::new();
     time.int64(TIME_SECONDS, hint);
-    let status = envelope_field(envelope.raw, REQUEST_STATUS)?.unwrap_or_default();
+    let status = last_message_field(envelope.raw, REQUEST_STATUS)?.unwrap_or_default();
     let status = replace_field(status, STATUS_EXPIRATION_TIMESTAMP, time.as_bytes())?;
     let raw = replace_field(envelope.raw, REQUEST_STATUS, &status)?;
     Ok(protobuf::encode_envelope(&Unknown { raw: &raw, ..envelope }))
 }
 
 /// The last occurrence of length-delimited field `number` in `message`.
-fn envelope_field(message: &[u8], number: u32) -> Result<Option<&[u8]>, TokenRequestError> {
+fn last_message_field(message: &[u8], number: u32) -> Result<Option<&[u8]>, TokenRequestError> {
     let mut found = None;
     for field in Reader::new(message) {
         let (n, value) = field?;
@@ -484,40 +485,11 @@ pub fn jwt_expiry(token: &str) -> Result<i64, JwtError> {
         (Some(_), Some(payload), Some(_), None) => payload,
         _ => return Err(JwtError::NotAJwt),
     };
-    let payload = base64url_decode(payload).ok_or(JwtError::Base64)?;
+    let payload = decode_base64url(payload).map_err(|_| JwtError::Base64)?;
     let claims: Json = serde_json::from_slice(&payload).map_err(|_| JwtError::Json)?;
     let exp = claims.as_object().ok_or(JwtError::Json)?.get("exp").ok_or(JwtError::NoExp)?;
     // NumericDate may be fractional; whole seconds are enough here.
     exp.as_i64().or_else(|| exp.as_f64().map(|f| f as i64)).ok_or(JwtError::NoExp)
-}
-
-/// Decodes unpadded base64url (RFC 4648 §5), as JWT segments are written; `None` on any
-/// other character, on padding or on an impossible length.
-pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
-    fn sextet(c: u8) -> Option<u32> {
-        match c {
-            b'A'..=b'Z' => Some(u32::from(c - b'A')),
-            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
-            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
-            b'-' => Some(62),
-            b'_' => Some(63),
-            _ => None,
-        }
-    }
-    if text.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    for chunk in text.as_bytes().chunks(4) {
-        let mut bits = 0u32;
-        for &c in chunk {
-            bits = (bits << 6) | sextet(c)?;
-        }
-        bits <<= 6 * (4 - chunk.len() as u32);
-        let bytes = bits.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    Some(out)
 }
 
 /// A TokenRequest body decoded far enough for this module.
@@ -1368,19 +1340,6 @@ mod tests {
             "2023-11-14T22:13:20Zjunk",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn base64url_decodes_jwt_segments() {
-        for input in
-            [&b""[..], b"f", b"fo", b"foo", b"foob", b"fooba", b"foobar", &[0xfb, 0xff, 0xfe]]
-        {
-            assert_eq!(base64url_decode(&base64url(input)).as_deref(), Some(input));
-        }
-        assert_eq!(base64url_decode("-_8"), Some(vec![0xfb, 0xff]));
-        for bad in ["Zm9v=", "Zm9+", "Z", "Zm9vY"] {
-            assert_eq!(base64url_decode(bad), None, "{bad}");
         }
     }
 
