@@ -2,13 +2,13 @@
 //! `system:anonymous`, as kube's authenticator chain decides. Includes the minimal DER walk
 //! that finds a certificate's serial number and subject CN.
 
-use std::collections::HashMap;
-
 use rustls::ServerConnection;
 
 use crate::http::Request;
 use crate::pki::serial_hex;
+use crate::server::Server;
 use crate::status::ApiError;
+use crate::tokens;
 
 #[derive(Clone)]
 pub struct Identity {
@@ -35,11 +35,12 @@ pub fn from_certificate(tls: &ServerConnection) -> Option<Identity> {
     Some(Identity { user: common_name.unwrap_or_default(), serial: Some(serial_hex(serial)) })
 }
 
-/// A certificate wins; otherwise `Authorization: Bearer` must name a known token.
+/// A certificate wins; otherwise `Authorization: Bearer` must name a `--token` token or be
+/// a service-account JWT this fake signed that is still valid (`tokens::authenticate`).
 pub fn authenticate(
     certificate: Option<&Identity>,
     request: &Request,
-    tokens: &HashMap<String, String>,
+    server: &Server,
 ) -> Result<Identity, ApiError> {
     if let Some(identity) = certificate {
         return Ok(identity.clone());
@@ -48,10 +49,13 @@ pub fn authenticate(
         request.header("Authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
     match bearer {
         None => Ok(Identity { user: "system:anonymous".into(), serial: None }),
-        Some(token) => match tokens.get(token) {
-            Some(user) => Ok(Identity { user: user.clone(), serial: None }),
-            None => Err(ApiError::new(401, "Unauthorized", "Unauthorized")),
-        },
+        Some(token) => server
+            .tokens
+            .get(token)
+            .cloned()
+            .or_else(|| tokens::authenticate(token, server))
+            .map(|user| Identity { user, serial: None })
+            .ok_or_else(|| ApiError::new(401, "Unauthorized", "Unauthorized")),
     }
 }
 

@@ -5,6 +5,7 @@
 //! ```text
 //! fake_apiserver --cert F --key F --client-ca F [--address 127.0.0.1] [--port 0]
 //!                [--token TOKEN=USER]... [--bookmark-interval-ms 1000] [--history 1000]
+//!                [--service-account-signing-alg RS256|ES256]
 //! ```
 //! Prints `listening on <addr>:<port>` on stdout once ready; logs go to stderr
 //! (`FAKE_APISERVER_LOG=debug` logs every request).
@@ -26,9 +27,11 @@ mod repr;
 mod resources;
 mod selectors;
 mod server;
+mod signing;
 mod status;
 mod store;
 mod table;
+mod tokens;
 mod watch;
 mod writes;
 
@@ -63,11 +66,12 @@ struct Options {
     tokens: HashMap<String, String>,
     bookmark_interval: Duration,
     history: usize,
+    signing_alg: signing::Alg,
 }
 
 const USAGE: &str = "usage: fake_apiserver --cert F --key F --client-ca F [--address 127.0.0.1] \
                      [--port 0] [--token TOKEN=USER]... [--bookmark-interval-ms 1000] \
-                     [--history 1000]";
+                     [--history 1000] [--service-account-signing-alg RS256|ES256]";
 
 fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut options = Options {
@@ -79,6 +83,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
         tokens: HashMap::new(),
         bookmark_interval: Duration::from_millis(1000),
         history: 1000,
+        signing_alg: signing::Alg::Rs256,
     };
     let mut args = args;
     while let Some(flag) = args.next() {
@@ -101,6 +106,10 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
             "--token" => {
                 let (token, user) = value.split_once('=').ok_or("--token wants TOKEN=USER")?;
                 options.tokens.insert(token.to_string(), user.to_string());
+            }
+            "--service-account-signing-alg" => {
+                options.signing_alg = signing::Alg::parse(&value)
+                    .ok_or_else(|| format!("{flag}: RS256 or ES256, not {value}"))?
             }
             _ => return Err(format!("unknown flag {flag}")),
         }
@@ -137,10 +146,14 @@ fn run(options: Options) -> Result<(), Box<dyn Error>> {
     let tls = tls_config(&options)?;
     let shared = Shared::new(options.history);
     writes::load_seed(&shared).map_err(|e| e.message)?;
+    // The fake's serving certificate and client certificates share this CA (tests' PKI).
+    let root_ca = std::fs::read_to_string(&options.client_ca)?;
+    tokens::publish_root_ca(&shared, &root_ca).map_err(|e| e.message)?;
     let server = Arc::new(Server {
         shared,
         tokens: options.tokens,
         bookmark_interval: options.bookmark_interval,
+        signer: signing::Signer::new(options.signing_alg)?,
     });
 
     let listener = TcpListener::bind((options.address.as_str(), options.port))?;

@@ -15,8 +15,10 @@ use crate::discovery;
 use crate::faults;
 use crate::http::{Conn, ReadError, Request, Response};
 use crate::identity::{self, Identity};
+use crate::signing::Signer;
 use crate::status::ApiError;
 use crate::store::Shared;
+use crate::tokens;
 use crate::watch;
 
 /// An idle keep-alive connection (or a stalled handshake) is closed after this long.
@@ -28,6 +30,8 @@ pub struct Server {
     pub shared: Shared,
     pub tokens: HashMap<String, String>,
     pub bookmark_interval: Duration,
+    /// Signs and checks service-account tokens (`tokens`).
+    pub signer: Signer,
 }
 
 pub fn serve_connection(tcp: TcpStream, tls: Arc<ServerConfig>, server: &Server) {
@@ -73,7 +77,7 @@ fn serve_request(
     server: &Server,
 ) -> io::Result<After> {
     let include_body = request.method != "HEAD";
-    let identity = identity::authenticate(certificate, request, &server.tokens);
+    let identity = identity::authenticate(certificate, request, server);
     let user = identity.as_ref().map_or("<unauthorized>", |i| i.user.as_str()).to_string();
     log::debug!("{user} {} {}?{}", request.method, request.path, request.raw_query);
     let mut common_headers = identity.as_ref().map(Identity::headers).unwrap_or_default();
@@ -111,6 +115,9 @@ fn route(request: &Request, server: &Server) -> Reply {
         .any(|p| path == *p || path.starts_with(&format!("{p}/")))
     {
         return Reply::Full(Response::text(200, "ok"));
+    }
+    if let Some(response) = tokens::handle(request, server) {
+        return Reply::Full(response);
     }
     if let Some(response) = discovery::handle(request) {
         return Reply::Full(response);
