@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit tests, and integration tests that start the real
+# Runs the whole test suite: format and lint checks, unit tests, and integration tests that start the real
 # binary, the bundled fake kube-apiserver and real clients (kubectl, the Python
 # client) on loopback. Installs what the tests need when it is missing.
 set -euo pipefail
@@ -14,6 +14,10 @@ if ((${#missing[@]})) && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; t
   apt-get update -qq >/dev/null || true
   apt-get install -y -qq "${missing[@]}" >/dev/null || echo "warning: could not install ${missing[*]}" >&2
 fi
+
+# The tree is formatted and lint-clean before anything runs.
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
 
 # The static binary edgeadm copies onto nodes: tests/deploy.rs checks it is static.
 if [[ $(uname -m) == x86_64 ]]; then

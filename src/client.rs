@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use crate::cache::Classified;
 use crate::config::Config;
 use crate::http1::{self, HttpError, RequestHead};
+use crate::metrics::StaleReason;
 use crate::offline_watch::OfflineWatch;
+use crate::plan::ProxyPlan;
 use crate::proxy::Exchange;
 use crate::queue::OutQueue;
 use crate::status::LocalResponse;
@@ -52,6 +54,31 @@ pub struct AwaitCache {
     pub request_id: u64,
     pub head: RequestHead,
     pub route: Classified,
+    pub on_miss: OnMiss,
+}
+
+/// Why a request is answered from the cache, which decides what a miss becomes.
+pub enum OnMiss {
+    /// The cloud is down: `404` for an object, `503` for the rest.
+    CloudDown,
+    /// The cloud failed this request without an answer: `503`.
+    NoAnswer,
+    /// The cloud answered this error (`502`/`503`/`504`): it is passed on.
+    CloudError(LocalResponse),
+    /// The cloud's state is not known yet: a miss is asked of the cloud.
+    AskCloud(Box<ProxyPlan>),
+}
+
+impl OnMiss {
+    /// What a cache hit stands in for, for `/metrics`.
+    pub fn stale_reason(&self) -> StaleReason {
+        match self {
+            OnMiss::CloudDown => StaleReason::CloudDown,
+            OnMiss::NoAnswer => StaleReason::NoAnswer,
+            OnMiss::CloudError(_) => StaleReason::CloudError,
+            OnMiss::AskCloud(_) => StaleReason::CloudUnknown,
+        }
+    }
 }
 
 pub enum Phase {

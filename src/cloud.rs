@@ -2,6 +2,15 @@
 //! it reachable, and the short-lived suspicion a timed-out request raises. Only the
 //! prober's reports flip it up or down: one slow connect among hundreds of watches must
 //! not take every client offline.
+//!
+//! ```text
+//! Unknown ──first probe──► Up ◄──M good probes── Down
+//!                          └───N failed probes──►
+//! ```
+//! A fresh process is `Unknown` until the prober's first answer: reads go to the cache
+//! first (a node rebooted on a cut link must not wait `--timeout` per read), and a miss
+//! asks the cloud. The prober applies the hysteresis (`health.rs`); a request that fails
+//! makes the cloud `suspect` (reads go to the cache) until the prober's next report.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +23,15 @@ use crate::metrics::Metrics;
 use crate::plan::CloudVerdict;
 use crate::proxy::UpstreamFailure;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Unknown,
+    Up,
+    Down,
+}
+
 pub struct Cloud {
-    up: bool,
+    state: State,
     /// A fresh connection timed out: until the prober's next report (which a kick always
     /// brings), reads go to the cache instead of waiting `--timeout` each.
     suspect: bool,
@@ -35,26 +51,23 @@ pub enum CloudChange {
 }
 
 impl Cloud {
-    /// Up when its address is known at start; the prober corrects that within a probe.
+    /// Unknown until the prober's first report.
     pub fn new(
         addr: Option<SocketAddr>,
         server_name: ServerName<'static>,
         host_header: String,
         prober: Prober,
     ) -> Cloud {
-        Cloud { up: addr.is_some(), suspect: false, addr, server_name, host_header, prober }
+        Cloud { state: State::Unknown, suspect: false, addr, server_name, host_header, prober }
     }
 
     pub fn verdict(&self) -> CloudVerdict {
-        match (self.up, self.suspect) {
-            (false, _) => CloudVerdict::Down,
-            (true, true) => CloudVerdict::Suspect,
-            (true, false) => CloudVerdict::Up,
+        match (self.state, self.suspect) {
+            (State::Down, _) => CloudVerdict::Down,
+            (State::Unknown, _) => CloudVerdict::Unknown,
+            (State::Up, true) => CloudVerdict::Suspect,
+            (State::Up, false) => CloudVerdict::Up,
         }
-    }
-
-    pub fn is_up(&self) -> bool {
-        self.up
     }
 
     pub fn addr(&self) -> Option<SocketAddr> {
@@ -72,27 +85,35 @@ impl Cloud {
     /// Takes in a prober report; returns the change it makes, if any.
     pub fn on_report(&mut self, report: HealthReport, metrics: &Metrics) -> Option<CloudChange> {
         self.suspect = false;
-        let (up, reason) = match report {
+        let (state, reason) = match report {
             HealthReport::Up(addr) => {
                 self.addr = Some(addr);
-                if !self.up {
-                    log::info!("cloud apiserver reachable again at {addr}: proxying");
-                }
-                (true, String::new())
+                (State::Up, String::new())
             }
-            HealthReport::Down(reason) => {
-                if self.up {
-                    log::warn!("cloud apiserver unreachable, serving from cache: {reason}");
-                }
-                (false, reason)
-            }
+            HealthReport::Down(reason) => (State::Down, reason),
         };
-        if self.up == up {
-            return None;
+        // The reason may change while down (e.g. refused connects, then a 500).
+        metrics.set_cloud(state == State::Up, &reason);
+        let before = std::mem::replace(&mut self.state, state);
+        match (before, state) {
+            (State::Unknown, State::Up) => log::info!("cloud apiserver reachable: proxying"),
+            (State::Unknown, State::Down) => {
+                log::warn!("cloud apiserver unreachable at start, serving from cache: {reason}");
+                return Some(CloudChange::WentAway);
+            }
+            (State::Down, State::Up) => {
+                log::info!("cloud apiserver reachable again: proxying");
+                metrics.count_cloud_transition(true);
+                return Some(CloudChange::CameBack);
+            }
+            (State::Up, State::Down) => {
+                log::warn!("cloud apiserver unreachable, serving from cache: {reason}");
+                metrics.count_cloud_transition(false);
+                return Some(CloudChange::WentAway);
+            }
+            _ => {}
         }
-        self.up = up;
-        metrics.set_cloud(up, &reason);
-        Some(if up { CloudChange::CameBack } else { CloudChange::WentAway })
+        None
     }
 
     /// A request could not reach the cloud. Whether the cloud as a whole is down is the
@@ -105,6 +126,13 @@ impl Cloud {
         self.suspect |= failure.is_timeout() && !reused;
         metrics.upstream_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         log::debug!("request to the cloud failed: {failure}; asking the prober");
+        self.prober.kick();
+    }
+
+    /// The cloud answered a read with `502`/`503`/`504`: its load balancer may be in front
+    /// of a dead apiserver. The prober finds out; the read is answered from the cache.
+    pub fn answered_error(&mut self, metrics: &Metrics) {
+        metrics.upstream_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.prober.kick();
     }
 

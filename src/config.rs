@@ -48,6 +48,12 @@ pub struct Config {
     pub cloud_down_after: usize,
     /// `--cloud-up-after`: good cloud probes in a row before the node goes back online.
     pub cloud_up_after: usize,
+    /// `--reconnect-spread`: offline watches end spread over this long when the cloud
+    /// returns (zero: all at once), so a site's nodes do not re-watch in the same second.
+    pub reconnect_spread: Duration,
+    /// `--cloud-response-timeout`: a cacheable read whose answer has not begun this long
+    /// after it was sent is answered from the cache (when it holds one).
+    pub cloud_response_timeout: Duration,
     /// SuperEdge flags we accept and ignore, reported as a warning once logging is up.
     pub ignored_flags: Vec<String>,
 }
@@ -146,6 +152,10 @@ Flags:
                                  long (default 60)
   --cloud-down-after N           failed /readyz probes in a row before going offline (default 3)
   --cloud-up-after N             good /readyz probes in a row before going online (default 2)
+  --reconnect-spread SECONDS     end offline watches spread over this long when the cloud
+                                 returns (default 10; 0 = all at once)
+  --cloud-response-timeout SECONDS  answer a cacheable read from the cache when the cloud
+                                 has not begun its answer this long after it (default 5)
   --log-level LEVEL              error|warn|info|debug|trace (default info; RUST_LOG too)
   --help, --version
 ";
@@ -237,6 +247,8 @@ struct Builder {
     client_timeouts: ClientTimeouts,
     cloud_down_after: Option<usize>,
     cloud_up_after: Option<usize>,
+    reconnect_spread: Option<Duration>,
+    cloud_response_timeout: Option<Duration>,
     ignored_flags: Vec<String>,
 }
 
@@ -270,6 +282,10 @@ impl Builder {
             "stall-timeout" => self.client_timeouts.stall = seconds(name, &value)?,
             "cloud-down-after" => self.cloud_down_after = Some(positive(name, &value)?),
             "cloud-up-after" => self.cloud_up_after = Some(positive(name, &value)?),
+            "reconnect-spread" => self.reconnect_spread = Some(seconds_or_zero(name, &value)?),
+            "cloud-response-timeout" => {
+                self.cloud_response_timeout = Some(seconds(name, &value)?);
+            }
             _ if IGNORED_FLAGS.contains(&name) => self.ignored_flags.push(name.to_string()),
             _ => return Err(ConfigError::UnknownFlag(name.to_string())),
         }
@@ -325,6 +341,8 @@ impl Builder {
             client_timeouts: self.client_timeouts,
             cloud_down_after: self.cloud_down_after.unwrap_or(3),
             cloud_up_after: self.cloud_up_after.unwrap_or(2),
+            reconnect_spread: self.reconnect_spread.unwrap_or(Duration::from_secs(10)),
+            cloud_response_timeout: self.cloud_response_timeout.unwrap_or(Duration::from_secs(5)),
             ignored_flags: self.ignored_flags,
         })
     }
@@ -398,6 +416,11 @@ fn seconds(flag: &str, value: &str) -> Result<Duration, ConfigError> {
         Ok(n) if (1..=MAX_SECONDS).contains(&n) => Ok(Duration::from_secs(n)),
         _ => Err(invalid(flag, value, &format!("expected whole seconds from 1 to {MAX_SECONDS}"))),
     }
+}
+
+/// Like `seconds`, but zero is allowed (it switches the thing off).
+fn seconds_or_zero(flag: &str, value: &str) -> Result<Duration, ConfigError> {
+    if value == "0" { Ok(Duration::ZERO) } else { seconds(flag, value) }
 }
 
 fn cache_type(value: &str) -> Result<CacheType, ConfigError> {
@@ -495,6 +518,14 @@ mod tests {
     fn cloud_hysteresis_defaults_and_bounds() {
         let config = run(&[]).expect("valid");
         assert_eq!((config.cloud_down_after, config.cloud_up_after), (3, 2));
+        assert_eq!(config.reconnect_spread, Duration::from_secs(10));
+        assert_eq!(config.cloud_response_timeout, Duration::from_secs(5));
+        let config = run(&["--reconnect-spread=0", "--cloud-response-timeout=2"]).expect("valid");
+        assert_eq!(config.reconnect_spread, Duration::ZERO);
+        assert_eq!(config.cloud_response_timeout, Duration::from_secs(2));
+        for bad in ["--reconnect-spread=-1", "--cloud-response-timeout=0"] {
+            assert!(run(&[bad]).is_err(), "{bad} must be refused");
+        }
         let config = run(&["--cloud-down-after=5", "--cloud-up-after", "1"]).expect("valid");
         assert_eq!((config.cloud_down_after, config.cloud_up_after), (5, 1));
         for bad in ["--cloud-down-after=0", "--cloud-up-after=-1", "--cloud-up-after=two"] {

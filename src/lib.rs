@@ -5,37 +5,41 @@
 //! exchange (`proxy`) or answering it from the cache (`offline`, `cache`). Helper
 //! threads write the cache, probe the cloud (`health`) and reload certificates
 //! (`certs`); `server` wires them together.
+//!
+//! Only what the binary, the integration tests and the fuzz targets use is public;
+//! everything else is `pub(crate)`, so the compiler reports what nothing uses.
 
 pub mod body;
 pub mod cache;
 pub mod certs;
-pub mod cloud_client;
-pub mod client;
-pub mod cloud;
+pub(crate) mod client;
+pub(crate) mod cloud;
+pub(crate) mod cloud_client;
 pub mod config;
-pub mod diagnostics;
-pub mod health;
+pub(crate) mod diagnostics;
+pub(crate) mod health;
 pub mod http1;
 pub mod issuer_keys;
 pub mod jwt;
 pub mod memory;
-pub mod metrics;
-pub mod offline;
-pub mod offline_watch;
+pub(crate) mod metrics;
+pub(crate) mod offline;
+pub(crate) mod offline_watch;
+pub(crate) mod plan;
 pub mod protobuf;
-pub mod plan;
-pub mod proxy;
-pub mod queue;
-pub mod reactor;
-pub mod sdnotify;
+pub(crate) mod proxy;
+pub(crate) mod queue;
+pub(crate) mod reactor;
+pub(crate) mod sdnotify;
 pub mod server;
-pub mod signals;
-pub mod slab;
-pub mod status;
-pub mod timer;
+pub(crate) mod signals;
+pub(crate) mod slab;
+pub(crate) mod status;
+pub(crate) mod timer;
+pub(crate) mod tls;
 pub mod token_request;
-pub mod tls;
-pub mod transport;
-pub mod tunnel;
-pub mod upstream;
+pub(crate) mod transport;
+pub(crate) mod tunnel;
+pub(crate) mod upstream;
+pub(crate) mod watch_frames;
 pub mod x509;

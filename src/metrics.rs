@@ -31,6 +31,36 @@ pub enum Source {
 
 const CODE_CLASSES: usize = 5;
 
+/// Why a read was answered from the cache instead of the cloud.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleReason {
+    CloudDown,
+    /// Before the first probe of a fresh process, or after a request timed out.
+    CloudUnknown,
+    /// The cloud answered `502`/`503`/`504`.
+    CloudError,
+    /// The cloud reset the connection or did not begin its answer in time.
+    NoAnswer,
+}
+
+impl StaleReason {
+    const ALL: [StaleReason; 4] = [
+        StaleReason::CloudDown,
+        StaleReason::CloudUnknown,
+        StaleReason::CloudError,
+        StaleReason::NoAnswer,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            StaleReason::CloudDown => "cloud_down",
+            StaleReason::CloudUnknown => "cloud_unknown",
+            StaleReason::CloudError => "cloud_error",
+            StaleReason::NoAnswer => "no_answer",
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     /// [source][code class 1xx..5xx]
@@ -44,12 +74,47 @@ pub struct Metrics {
     /// Why the cloud is considered down (for /readyz).
     cloud_reason: Mutex<String>,
     pub cert_reload_failures: AtomicU64,
+    /// Cache answers standing in for the cloud, by `StaleReason`.
+    stale_answers: [AtomicU64; 4],
+    /// Times the cloud went from up to down or back.
+    cloud_transitions: AtomicU64,
+    /// Seconds spent offline in finished outages; the current one is added when printed.
+    offline_seconds: AtomicU64,
+    /// When the current outage began (unix seconds), 0 while up.
+    offline_since: AtomicU64,
+    /// The oldest cache answer served in the last minute: (age, when served), unix seconds.
+    oldest_answer: Mutex<(u64, u64)>,
 }
 
 impl Metrics {
     pub fn count_response(&self, source: Source, status: u16) {
         let class = usize::from(status / 100).clamp(1, CODE_CLASSES) - 1;
         self.responses[source as usize][class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_stale_answer(&self, reason: StaleReason, age_seconds: u64) {
+        self.stale_answers[reason as usize].fetch_add(1, Ordering::Relaxed);
+        let now = unix_now();
+        if let Ok(mut oldest) = self.oldest_answer.lock() {
+            let (age, served) = *oldest;
+            if age_seconds >= age || now.saturating_sub(served) > 60 {
+                *oldest = (age_seconds, now);
+            }
+        }
+    }
+
+    /// A transition of the cloud's state (not the first verdict of a fresh process).
+    pub fn count_cloud_transition(&self, up: bool) {
+        self.cloud_transitions.fetch_add(1, Ordering::Relaxed);
+        let now = unix_now();
+        if up {
+            let since = self.offline_since.swap(0, Ordering::Relaxed);
+            if since != 0 {
+                self.offline_seconds.fetch_add(now.saturating_sub(since), Ordering::Relaxed);
+            }
+        } else {
+            self.offline_since.store(now, Ordering::Relaxed);
+        }
     }
 
     pub fn set_cloud(&self, up: bool, reason: &str) {
@@ -107,6 +172,42 @@ impl Metrics {
         out.push_str(&format!(
             "# TYPE lite_apiserver_cloud_up gauge\nlite_apiserver_cloud_up {up}\n"
         ));
+        self.render_outages(&mut out);
         out
     }
+
+    /// Cloud transitions, time offline, and what the cache answered in the cloud's stead.
+    fn render_outages(&self, out: &mut String) {
+        let now = unix_now();
+        let since = self.offline_since.load(Ordering::Relaxed);
+        let current = if since == 0 { 0 } else { now.saturating_sub(since) };
+        let offline = self.offline_seconds.load(Ordering::Relaxed) + current;
+        let transitions = self.cloud_transitions.load(Ordering::Relaxed);
+        out.push_str(&format!(
+            "# TYPE lite_apiserver_cloud_transitions_total counter\n\
+             lite_apiserver_cloud_transitions_total {transitions}\n\
+             # TYPE lite_apiserver_offline_seconds_total counter\n\
+             lite_apiserver_offline_seconds_total {offline}\n\
+             # HELP lite_apiserver_stale_answers_total Reads answered from the cache in the cloud's stead, by reason.\n\
+             # TYPE lite_apiserver_stale_answers_total counter\n"
+        ));
+        for reason in StaleReason::ALL {
+            let count = self.stale_answers[reason as usize].load(Ordering::Relaxed);
+            let label = reason.label();
+            out.push_str(&format!(
+                "lite_apiserver_stale_answers_total{{reason=\"{label}\"}} {count}\n"
+            ));
+        }
+        let (age, served) = self.oldest_answer.lock().map(|o| *o).unwrap_or((0, 0));
+        let recent = if now.saturating_sub(served) <= 60 { age } else { 0 };
+        out.push_str(&format!(
+            "# HELP lite_apiserver_oldest_answer_age_seconds Age of the oldest cache answer served in the last minute.\n\
+             # TYPE lite_apiserver_oldest_answer_age_seconds gauge\n\
+             lite_apiserver_oldest_answer_age_seconds {recent}\n"
+        ));
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

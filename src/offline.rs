@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::body::{LAST_CHUNK, encode_chunk};
 use crate::cache::{self, CachedResponse, Classified, Lookup, Reply};
-use crate::client::ClientConn;
+use crate::client::{ClientConn, OnMiss};
 use crate::http1::{Framing, RequestHead};
 use crate::metrics::{Metrics, OpenWatch, Source};
 use crate::offline_watch::OfflineWatch;
@@ -50,18 +50,21 @@ pub fn start(head: &RequestHead, route: &Classified, why: &str) -> OfflineStart 
     }
 }
 
-/// Turns the cache's reply into the client's answer.
+/// Turns the cache's reply into the client's answer; `on_miss` says why the cache was
+/// asked, and so what a miss becomes.
 pub fn answer(
     client: &mut ClientConn,
     head: &RequestHead,
     route: Classified,
     reply: Reply,
+    on_miss: OnMiss,
     metrics: &Arc<Metrics>,
 ) {
     let head_only = head.method == "HEAD";
     let (source, response) = match (reply, route) {
         (Reply::Hit(cached), _) => {
             log::debug!("{} {}: served from cache", head.method, head.target);
+            metrics.count_stale_answer(on_miss.stale_reason(), 0);
             (Source::Cache, cached_response(cached))
         }
         (Reply::WatchReplay { initial_events, bookmark_event, .. }, Classified::Watch(request)) => {
@@ -86,13 +89,21 @@ pub fn answer(
                 format!("the cloud apiserver is unreachable and the cache failed: {reason}");
             (Source::Local, LocalResponse::cloud_unavailable(&message))
         }
-        (_, route) => {
-            let message = format!(
-                "the cloud apiserver is unreachable and {} is not in the cache",
-                head.path()
-            );
-            (Source::Local, miss_response(&route, &message))
-        }
+        (_, route) => match on_miss {
+            OnMiss::CloudError(response) => (Source::Upstream, response),
+            OnMiss::CloudDown => {
+                let path = head.path();
+                let message =
+                    format!("the cloud apiserver is unreachable and {path} is not in the cache");
+                (Source::Local, miss_response(&route, &message))
+            }
+            OnMiss::NoAnswer | OnMiss::AskCloud(_) => {
+                let path = head.path();
+                let message =
+                    format!("the cloud apiserver did not answer and {path} is not in the cache");
+                (Source::Local, LocalResponse::cloud_unavailable(&message))
+            }
+        },
     };
     metrics.count_response(source, response.status);
     client.answer(&response, head_only);

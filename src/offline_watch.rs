@@ -1,7 +1,8 @@
 //! A watch answered from the cache while the cloud is down: the cached state as events
 //! (sent when it starts), then the stream held open with a BOOKMARK every 15 s when the
 //! client allows them, until the client's `timeoutSeconds` (default 5 min) or the
-//! cloud's return end it with a clean end of stream, so the client re-watches.
+//! cloud's return (spread over `--reconnect-spread`) end it with a clean end of stream,
+//! so the client re-watches.
 
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,11 @@ impl OfflineWatch {
             bookmark_event,
         };
         client.set_phase(Phase::OfflineWatch(Box::new(watch)));
+    }
+
+    /// Brings the end forward to `at` (the cloud is back: the client should re-watch).
+    pub fn end_by(&mut self, at: Instant) {
+        self.ends_at = self.ends_at.min(at);
     }
 
     /// The next time the watch has something to do: a BOOKMARK or its end.

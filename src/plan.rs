@@ -9,6 +9,10 @@ use crate::status::LocalResponse;
 /// What the reactor knows of the cloud when a request arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloudVerdict {
+    /// A fresh process before the prober's first answer: reads are answered from the
+    /// cache when it holds them (a node rebooted on a cut link must not wait `--timeout`
+    /// per read), and asked of the cloud when it does not.
+    Unknown,
     Up,
     /// A fresh connection timed out and the prober has not answered yet: reads go to the
     /// cache rather than each waiting `--timeout`; writes still try the cloud.
@@ -35,8 +39,9 @@ pub struct Context<'a> {
 pub enum Plan {
     /// Answered here, without the cloud or the cache.
     Answer(LocalResponse),
-    /// Answered from the cache (or refused with `503`): the cloud cannot be asked now.
-    FromCache { route: Classified },
+    /// Answered from the cache; `ask_cloud` is what to send the cloud on a miss (none:
+    /// the cloud cannot be asked, the miss is answered `404`/`503`).
+    FromCache { route: Classified, ask_cloud: Option<Box<ProxyPlan>> },
     /// Sent to the cloud.
     Proxy(ProxyPlan),
 }
@@ -66,13 +71,8 @@ pub fn plan(head: &RequestHead, context: &Context) -> Plan {
     let cache_identity = cache_identity(context.peer_cn, context.identity_name, head);
     let (route, accept) = route(&cache_identity, head, context.modify_request_accept);
     let cacheable = !matches!(route, Classified::Uncacheable);
-    let from_cache = match context.cloud {
-        CloudVerdict::Up => false,
-        CloudVerdict::Suspect => cacheable,
-        CloudVerdict::Down => true,
-    };
-    if from_cache {
-        return Plan::FromCache { route };
+    if context.cloud == CloudVerdict::Down {
+        return Plan::FromCache { route, ask_cloud: None };
     }
     let mut replace: Vec<(&str, &str)> = accept.iter().map(|a| ("Accept", a.as_str())).collect();
     if cacheable {
@@ -81,7 +81,12 @@ pub fn plan(head: &RequestHead, context: &Context) -> Plan {
     }
     let upstream_head = head.to_upstream_bytes(context.host_header, &replace);
     let long_running = is_long_running(head, &route);
-    Plan::Proxy(ProxyPlan { route, upstream_head, request_framing, long_running })
+    let cache_first = cacheable && context.cloud != CloudVerdict::Up;
+    let proxy = ProxyPlan { route, upstream_head, request_framing, long_running };
+    if cache_first {
+        return Plan::FromCache { route: proxy.route.clone(), ask_cloud: Some(Box::new(proxy)) };
+    }
+    Plan::Proxy(proxy)
 }
 
 /// Classifies a request for the cache, asking the cloud for JSON instead of protobuf on
@@ -196,19 +201,29 @@ mod tests {
     }
 
     #[test]
-    fn a_suspect_cloud_sends_reads_to_the_cache_and_writes_to_the_cloud() {
-        let context = context(CloudVerdict::Suspect);
-        let get = head("GET /api/v1/namespaces/default/pods/web HTTP/1.1");
-        assert!(matches!(plan(&get, &context), Plan::FromCache { route: Classified::Read(_) }));
-        let post = head("POST /api/v1/namespaces/default/pods HTTP/1.1\r\nContent-Length: 0");
-        assert!(matches!(plan(&post, &context), Plan::Proxy(_)));
+    fn an_unknown_or_suspect_cloud_reads_the_cache_first_and_writes_to_the_cloud() {
+        for verdict in [CloudVerdict::Unknown, CloudVerdict::Suspect] {
+            let context = context(verdict);
+            let get = head("GET /api/v1/namespaces/default/pods/web HTTP/1.1");
+            let Plan::FromCache { route: Classified::Read(_), ask_cloud: Some(miss) } =
+                plan(&get, &context)
+            else {
+                panic!("{verdict:?}: a read goes to the cache first, then the cloud");
+            };
+            assert!(upstream_text(&miss).starts_with("get /api/v1/namespaces/default/pods/web"));
+            let post = head("POST /api/v1/namespaces/default/pods HTTP/1.1\r\nContent-Length: 0");
+            assert!(matches!(plan(&post, &context), Plan::Proxy(_)), "{verdict:?}");
+        }
     }
 
     #[test]
     fn a_down_cloud_sends_everything_to_the_cache_side() {
         let post = head("POST /api/v1/namespaces/default/pods HTTP/1.1\r\nContent-Length: 0");
         let plan = plan(&post, &context(CloudVerdict::Down));
-        assert!(matches!(plan, Plan::FromCache { route: Classified::Uncacheable }));
+        assert!(matches!(
+            plan,
+            Plan::FromCache { route: Classified::Uncacheable, ask_cloud: None }
+        ));
     }
 
     #[test]

@@ -11,15 +11,17 @@ use std::fmt;
 use std::io;
 use std::time::Instant;
 
-use crate::body::BodyTracker;
+use crate::body::{BodyTracker, LAST_CHUNK, encode_chunk};
 use crate::cache::{self, CacheHandle, Classified, ObjectWrite, ReadKey};
 use crate::client::ClientConn;
 use crate::config::Config;
 use crate::http1::{self, Framing, HttpError, RequestHead, ResponseHead};
 use crate::metrics::OpenWatch;
 use crate::queue::OutQueue;
+use crate::status::LocalResponse;
 use crate::transport::{ReadOutcome, TransportError};
 use crate::upstream::UpstreamConn;
+use crate::watch_frames::{EventFramer, EventFraming};
 
 /// Largest response body copied to the cache; bigger ones are proxied, not cached.
 const MAX_CACHED_BODY: usize = 64 << 20;
@@ -32,6 +34,35 @@ const QUEUE_HIGH_WATER: usize = 16 * 1024;
 enum ResponseState {
     AwaitingHead(Vec<u8>),
     Body(Box<BodyState>),
+    /// A `502`/`503`/`504` to a cacheable read, read whole before deciding who answers.
+    Error(Box<ErrorBody>),
+}
+
+/// Largest error body held back while the cache is asked.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+struct ErrorBody {
+    head: ResponseHead,
+    tracker: BodyTracker,
+    payload: Vec<u8>,
+}
+
+impl ErrorBody {
+    /// The cloud's answer as the client will get it if the cache has nothing.
+    fn response(self) -> LocalResponse {
+        let content_type = self.head.header_str("content-type").unwrap_or("text/plain");
+        let mut response = LocalResponse {
+            status: self.head.status,
+            content_type: content_type.to_string(),
+            extra_headers: Vec::new(),
+            body: self.payload,
+            close: false,
+        };
+        if let Some(retry) = self.head.header_str("retry-after") {
+            response.extra_headers.push(("Retry-After".to_string(), retry.to_string()));
+        }
+        response
+    }
 }
 
 struct BodyState {
@@ -44,6 +75,9 @@ struct BodyState {
     /// Payload collected for the cache: 200s of cacheable reads, answers to object writes.
     cache_copy: Option<CacheCopy>,
     watch_id: Option<u64>,
+    /// A watch to a chunked HTTP/1.1 client: re-chunked whole events at a time, so it can
+    /// be ended cleanly when the cloud goes (watch_frames.rs).
+    events: Option<EventFramer>,
 }
 
 /// A response body being collected for the cache.
@@ -68,6 +102,12 @@ pub enum PumpOutcome {
     },
     /// The upstream failed before any response byte: the caller retries or falls back.
     UpstreamFailed(UpstreamFailure),
+    /// A cacheable read was answered `502`/`503`/`504` (read whole, nothing sent to the
+    /// client): the cache may answer instead, else `response` is passed on.
+    CloudError {
+        response: LocalResponse,
+        upstream_reusable: bool,
+    },
     /// `101 Switching Protocols` was forwarded: the connection becomes a tunnel.
     Upgraded,
     /// Broken mid-response: nothing more can be said to the client.
@@ -201,14 +241,18 @@ impl Exchange {
     }
 
     /// When the exchange gives up: connecting has `--timeout`; a long-running stream
-    /// has none; anything else `--stall-timeout` without a byte moving.
+    /// has none; a cacheable read whose answer has not begun `--cloud-response-timeout`;
+    /// anything else `--stall-timeout` without a byte moving.
     pub fn deadline(&self, config: &Config) -> Option<Instant> {
+        let stalled = self.last_activity + config.client_timeouts.stall;
         if !self.upstream.is_established() {
             Some(self.started + config.timeout)
         } else if self.is_long_running() {
             None
+        } else if self.response_not_started() && matches!(self.route, Classified::Read(_)) {
+            Some(stalled.min(self.started + config.cloud_response_timeout))
         } else {
-            Some(self.last_activity + config.client_timeouts.stall)
+            Some(stalled)
         }
     }
 
@@ -224,6 +268,18 @@ impl Exchange {
         tee: &mut Tee<'_>,
         scratch: &mut [u8],
     ) -> PumpOutcome {
+        if self.response_complete() && !self.upstream_reusable_so_far() {
+            // The cloud side is over (a watch ended cleanly after it went): only the
+            // client's last bytes are left.
+            return match client.flush() {
+                Err(e) => PumpOutcome::Abort(format!("client write failed: {e}")),
+                Ok(moved) => self.finished(client).unwrap_or(if moved > 0 {
+                    PumpOutcome::Progress
+                } else {
+                    PumpOutcome::Wait
+                }),
+            };
+        }
         match self.upstream.poll_connected() {
             Ok(true) => {}
             Ok(false) => return PumpOutcome::Wait,
@@ -322,8 +378,15 @@ impl Exchange {
             let n = match self.upstream.transport.read_plain(scratch) {
                 Ok(ReadOutcome::Data(n)) => n,
                 Ok(ReadOutcome::WouldBlock) => break,
-                Ok(ReadOutcome::Eof) => return self.upstream_eof(tee).map(|()| true),
-                Err(e) => return Err(self.failed(UpstreamFailure::Read(e))),
+                Ok(ReadOutcome::Eof) => {
+                    return self
+                        .upstream_ended(client, tee, UpstreamFailure::Closed)
+                        .map(|()| true);
+                }
+                Err(e) => {
+                    let failure = UpstreamFailure::Read(e);
+                    return self.upstream_ended(client, tee, failure).map(|()| true);
+                }
             };
             progressed = true;
             let bytes = &scratch[..n];
@@ -333,12 +396,51 @@ impl Exchange {
                     self.try_response_head(client, tee)?;
                 }
                 ResponseState::Body(body) => body.consume(bytes, client, tee)?,
+                ResponseState::Error(_) => self.collect_error(bytes)?,
             }
             if let Err(e) = client.flush() {
                 return Err(PumpOutcome::Abort(format!("client write failed: {e}")));
             }
         }
         Ok(progressed)
+    }
+
+    /// Takes bytes of an error answer held back; `Err(CloudError)` once it is whole.
+    fn collect_error(&mut self, bytes: &[u8]) -> Result<(), PumpOutcome> {
+        let ResponseState::Error(error) = &mut self.response else { return Ok(()) };
+        let payload = &mut error.payload;
+        let progress = error
+            .tracker
+            .feed(bytes, &mut |part| {
+                if payload.len() + part.len() <= MAX_ERROR_BODY {
+                    payload.extend_from_slice(part);
+                }
+            })
+            .map_err(|e| PumpOutcome::Abort(format!("bad response body from the cloud: {e}")))?;
+        if !error.tracker.is_done() {
+            return Ok(());
+        }
+        let upstream_reusable = error.head.keep_alive()
+            && !error.tracker.until_close()
+            && progress.consumed == bytes.len();
+        Err(self.take_cloud_error(upstream_reusable))
+    }
+
+    /// The held error answer, as the outcome that lets the cache answer instead.
+    fn take_cloud_error(&mut self, upstream_reusable: bool) -> PumpOutcome {
+        let state = std::mem::replace(&mut self.response, ResponseState::AwaitingHead(Vec::new()));
+        let ResponseState::Error(error) = state else {
+            return PumpOutcome::Abort("no error answer was held".into());
+        };
+        let complete = error.tracker.is_done() && error.payload.len() <= MAX_ERROR_BODY;
+        let response = if complete {
+            error.response()
+        } else {
+            let status = error.head.status;
+            let message = format!("the cloud apiserver answered {status}");
+            LocalResponse::status(status, "ServiceUnavailable", &message)
+        };
+        PumpOutcome::CloudError { response, upstream_reusable }
     }
 
     fn response_complete(&self) -> bool {
@@ -368,6 +470,11 @@ impl Exchange {
         let framing = head
             .framing(&self.request.method)
             .map_err(|e| PumpOutcome::Abort(format!("bad response framing: {e}")))?;
+        if matches!(self.route, Classified::Read(_)) && matches!(head.status, 502..=504) {
+            let error = ErrorBody { head, tracker: BodyTracker::new(framing), payload: Vec::new() };
+            self.response = ResponseState::Error(Box::new(error));
+            return self.collect_error(&rest);
+        }
         let mut body = self.body_state(&head, framing, client.minor_version, tee);
         client.out.push(&head.to_client_bytes(
             client.minor_version,
@@ -422,7 +529,11 @@ impl Exchange {
             }
             _ => None,
         };
+        let events = EventFraming::of(&content_type)
+            .filter(|_| ok && self.is_watch() && framing == Framing::Chunked && !dechunk)
+            .map(EventFramer::new);
         BodyState {
+            events,
             tracker: BodyTracker::new(framing),
             status: head.status,
             dechunk,
@@ -433,9 +544,23 @@ impl Exchange {
         }
     }
 
-    fn upstream_eof(&mut self, tee: &mut Tee<'_>) -> Result<(), PumpOutcome> {
+    /// The cloud closed or broke the connection: before the head that is a failure the
+    /// caller may retry or answer from the cache; a body read until close is complete; a
+    /// watch ends cleanly; anything else is cut short and must end abruptly.
+    fn upstream_ended(
+        &mut self,
+        client: &mut ClientConn,
+        tee: &mut Tee<'_>,
+        failure: UpstreamFailure,
+    ) -> Result<(), PumpOutcome> {
         match &mut self.response {
-            ResponseState::AwaitingHead(_) => Err(self.failed(UpstreamFailure::Closed)),
+            ResponseState::AwaitingHead(_) => Err(self.failed(failure)),
+            ResponseState::Error(error) => {
+                if error.tracker.until_close() {
+                    error.tracker = BodyTracker::new(Framing::None);
+                }
+                Err(self.take_cloud_error(false))
+            }
             ResponseState::Body(body) if body.tracker.until_close() => {
                 body.upstream_reusable = false;
                 body.tracker = BodyTracker::new(Framing::None);
@@ -443,10 +568,32 @@ impl Exchange {
                 Ok(())
             }
             ResponseState::Body(body) => {
+                if body.end_cleanly(client, tee) {
+                    log::debug!("{}: {failure}; watch ended cleanly", self.request.target);
+                    return Ok(());
+                }
                 body.abandon(tee);
-                Err(PumpOutcome::Abort("the cloud apiserver closed mid-response".into()))
+                Err(PumpOutcome::Abort(format!("{failure} mid-response")))
             }
         }
+    }
+
+    /// Ends a relayed watch now, cleanly (the cloud is gone); false when it cannot be
+    /// (no response yet, not a watch, or an event too large to hold).
+    pub fn end_cleanly(&mut self, client: &mut ClientConn, tee: &mut Tee<'_>) -> bool {
+        match &mut self.response {
+            ResponseState::Body(body) => body.end_cleanly(client, tee),
+            ResponseState::AwaitingHead(_) | ResponseState::Error(_) => false,
+        }
+    }
+
+    fn is_watch(&self) -> bool {
+        matches!(self.route, Classified::Watch(_))
+            || matches!(http1::query_param(&self.request.target, "watch"), Some("true" | "1"))
+    }
+
+    fn upstream_reusable_so_far(&self) -> bool {
+        matches!(&self.response, ResponseState::Body(body) if body.upstream_reusable)
     }
 
     fn finished(&mut self, client: &ClientConn) -> Option<PumpOutcome> {
@@ -473,6 +620,7 @@ impl Exchange {
     pub fn status(&self) -> Option<u16> {
         match &self.response {
             ResponseState::Body(body) => Some(body.status),
+            ResponseState::Error(error) => Some(error.head.status),
             ResponseState::AwaitingHead(_) => None,
         }
     }
@@ -506,6 +654,7 @@ impl BodyState {
             let dechunk = self.dechunk;
             let cache_copy = &mut self.cache_copy;
             let watch = self.watch_id.zip(tee.cache);
+            let events = &mut self.events;
             let out = &mut client.out;
             let held_before = copy_held(cache_copy);
             let progress = self
@@ -513,6 +662,11 @@ impl BodyState {
                 .feed(bytes, &mut |payload| {
                     if dechunk {
                         out.push(payload);
+                    } else if let Some(events) = events.as_mut() {
+                        let whole = events.push(payload);
+                        if !whole.is_empty() {
+                            out.push(&encode_chunk(&whole));
+                        }
                     }
                     if let Some(copy) = cache_copy {
                         copy.bytes.extend_from_slice(payload);
@@ -524,7 +678,7 @@ impl BodyState {
                 .map_err(|e| {
                     PumpOutcome::Abort(format!("bad response body from the cloud: {e}"))
                 })?;
-            if !dechunk {
+            if !dechunk && self.events.is_none() {
                 client.out.push(&bytes[..progress.consumed]);
             }
             let held = copy_held(&self.cache_copy);
@@ -545,9 +699,26 @@ impl BodyState {
             self.upstream_reusable = false;
         }
         if self.tracker.is_done() {
+            if self.events.is_some() {
+                client.out.push(LAST_CHUNK);
+            }
             self.finish(tee);
         }
         Ok(())
+    }
+
+    /// Ends a re-chunked watch at its last whole event: the terminating chunk goes out,
+    /// a partial event held back is dropped, and the cloud connection is not reused.
+    fn end_cleanly(&mut self, client: &mut ClientConn, tee: &mut Tee<'_>) -> bool {
+        if self.tracker.is_done() || !self.events.as_ref().is_some_and(EventFramer::can_end_cleanly)
+        {
+            return false;
+        }
+        client.out.push(LAST_CHUNK);
+        self.tracker = BodyTracker::new(Framing::None);
+        self.upstream_reusable = false;
+        self.abandon(tee);
+        true
     }
 
     fn finish(&mut self, tee: &mut Tee<'_>) {

@@ -130,7 +130,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     let host_header = health::host_header(&config.upstream_host, config.upstream_port);
     let cloud = Cloud::new(first_addr, server_name, host_header, prober);
-    metrics.set_cloud(cloud.is_up(), "the cloud apiserver address is not resolved yet");
+    metrics.set_cloud(false, "waiting for the first probe of the cloud apiserver");
     for listener in &listeners {
         if let Ok(addr) = listener.local_addr() {
             log::info!("serving on https://{addr}, cloud apiserver {}", cloud.host_header());

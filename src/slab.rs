@@ -8,18 +8,16 @@ pub struct Slab<T> {
     entries: Vec<Option<T>>,
     free: Vec<usize>,
     released: Vec<usize>,
-    len: usize,
 }
 
 impl<T> Default for Slab<T> {
     fn default() -> Self {
-        Slab { entries: Vec::new(), free: Vec::new(), released: Vec::new(), len: 0 }
+        Slab { entries: Vec::new(), free: Vec::new(), released: Vec::new() }
     }
 }
 
 impl<T> Slab<T> {
     pub fn insert(&mut self, value: T) -> usize {
-        self.len += 1;
         match self.free.pop() {
             Some(slot) => {
                 self.entries[slot] = Some(value);
@@ -56,21 +54,12 @@ impl<T> Slab<T> {
         if let Some(entry) = self.entries.get_mut(slot) {
             *entry = None;
             self.released.push(slot);
-            self.len -= 1;
         }
     }
 
     /// Makes released slots reusable: call between event batches.
     pub fn recycle(&mut self) {
         self.free.append(&mut self.released);
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     pub fn slots(&self) -> Vec<usize> {
@@ -91,6 +80,6 @@ mod tests {
         assert_ne!(a, b, "a slot is not reused within the same batch");
         slab.recycle();
         assert_eq!(slab.insert("c"), a);
-        assert_eq!(slab.len(), 2);
+        assert_eq!(slab.slots().len(), 2);
     }
 }

@@ -39,11 +39,6 @@ impl LocalResponse {
         self
     }
 
-    pub fn with_header(mut self, name: &str, value: &str) -> LocalResponse {
-        self.extra_headers.push((name.to_string(), value.to_string()));
-        self
-    }
-
     pub fn bad_request(message: &str) -> LocalResponse {
         LocalResponse::status(400, "BadRequest", message).closing()
     }

@@ -31,7 +31,7 @@ use crate::certs::{CertUpdate, Reloader};
 use crate::client::{self, ClientConn, HeadRead, Phase, Step};
 use crate::cloud::{Cloud, CloudChange};
 use crate::config::Config;
-use crate::health::HealthReport;
+use crate::health::{self, HealthReport};
 use crate::metrics::{Metrics, Source};
 use crate::offline_watch::{self, Tick};
 use crate::proxy::{CopyBudget, Exchange, UpstreamFailure};
@@ -372,34 +372,63 @@ impl Reactor {
         self.deliver_cache_replies();
     }
 
-    /// When the cloud is lost, proxied streams may hang on a dead link: close them so
-    /// watch clients re-watch and get served from the cache.
+    /// When the cloud is lost, proxied streams may hang on a dead link. Watches end
+    /// cleanly (their clients re-watch and are served from the cache); other streams
+    /// (followed logs, proxies) are closed.
     fn end_proxied_watches(&mut self) {
         for slot in self.conns.slots() {
             let streaming = matches!(self.conns.get(slot),
                 Some(Conn::Client(c)) if matches!(&c.phase, Phase::Exchange(e) if e.is_streaming()));
-            if streaming && let Some(Conn::Client(client)) = self.conns.take(slot) {
-                self.close_client(slot, client);
+            if !streaming {
+                continue;
             }
+            let Some(Conn::Client(mut client)) = self.conns.take(slot) else { continue };
+            let Phase::Exchange(mut exchange) = client.take_phase() else { continue };
+            if !exchange.end_cleanly(&mut client, &mut self.tee()) {
+                client.restore_phase(Phase::Exchange(exchange));
+                self.close_client(slot, client);
+                continue;
+            }
+            self.count_exchange(&exchange);
+            let Exchange { upstream, upstream_slot, .. } = *exchange;
+            self.drop_upstream(upstream_slot, upstream);
+            client.await_next_request();
+            self.conns.put(slot, Conn::Client(client));
+            self.drive_client(slot);
         }
     }
 
-    /// The cloud is back: offline watches end cleanly so their clients re-list fresh data.
+    /// The cloud is back: offline watches end cleanly so their clients re-list fresh data,
+    /// spread over `--reconnect-spread` so a site's nodes do not all re-watch at once.
     fn end_offline_watches(&mut self) {
-        for slot in self.conns.slots() {
+        let watching: Vec<usize> = self
+            .conns
+            .slots()
+            .into_iter()
+            .filter(|&slot| {
+                matches!(self.conns.get(slot), Some(Conn::Client(c)) if matches!(c.phase, Phase::OfflineWatch(_)))
+            })
+            .collect();
+        let now = Instant::now();
+        let spread = self.config.reconnect_spread;
+        let count = watching.len() as u32;
+        for (index, slot) in (0u32..).zip(watching) {
             let Some(Conn::Client(client)) = self.conns.get_mut(slot) else { continue };
-            if matches!(client.phase, Phase::OfflineWatch(_)) {
-                offline_watch::finish(client);
-                self.drive_client(slot);
-            }
+            let Phase::OfflineWatch(watch) = &mut client.phase else { continue };
+            watch.end_by(now + spread * index / count.max(1));
+            client.armed = None;
+            self.arm(slot);
         }
+        // The first ones are due now.
+        self.expire_timers();
     }
 
     fn apply_cert_update(&mut self, update: CertUpdate) {
         match update {
             CertUpdate::Identities(identities) => {
-                if !Arc::ptr_eq(&identities.default.config, &self.identities.default.config) {
-                    self.cloud.probe_with(identities.default.config.clone());
+                let probe = health::probe_config(&identities);
+                if !Arc::ptr_eq(&probe, &health::probe_config(&self.identities)) {
+                    self.cloud.probe_with(probe);
                 }
                 self.identities = identities;
                 self.retire_idle_upstreams();

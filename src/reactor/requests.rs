@@ -12,8 +12,8 @@
 //! ```
 
 use super::{Conn, Reactor};
-use crate::cache::{Classified, Lookup};
-use crate::client::{AwaitCache, ClientConn, Phase, Step};
+use crate::cache::{Classified, Lookup, Reply};
+use crate::client::{AwaitCache, ClientConn, OnMiss, Phase, Step};
 use crate::http1::RequestHead;
 use crate::metrics::{OpenWatch, Source};
 use crate::offline::{self, OfflineStart};
@@ -32,7 +32,7 @@ impl Reactor {
         head: RequestHead,
     ) {
         log::debug!("{} {} (client {:?})", head.method, head.target, client.peer_cn());
-        let identity = self.identities.select(client.peer_cn()).clone();
+        let identity = self.identities.select(client.peer_cn());
         let context = Context {
             peer_cn: client.peer_cn(),
             identity_name: &identity.name,
@@ -46,15 +46,32 @@ impl Reactor {
             Plan::Answer(response) => {
                 self.respond_local(client, &response, Source::Local, head.method == "HEAD");
             }
-            Plan::FromCache { route } => self.serve_offline(slot, client, head, route),
-            Plan::Proxy(proxy) => match self.checkout_upstream(&identity, slot) {
-                Ok(upstream) => self.start_exchange(client, head, proxy, upstream),
-                Err(e) => {
-                    log::debug!("cannot connect to the cloud apiserver: {e}");
-                    self.cloud.connect_failed(&self.metrics);
-                    self.serve_offline(slot, client, head, proxy.route);
-                }
-            },
+            Plan::FromCache { route, ask_cloud: None } => {
+                self.serve_offline(slot, client, head, route, OnMiss::CloudDown);
+            }
+            Plan::FromCache { route, ask_cloud: Some(proxy) } => {
+                self.serve_offline(slot, client, head, route, OnMiss::AskCloud(proxy));
+            }
+            Plan::Proxy(proxy) => self.proxy_request(slot, client, head, proxy),
+        }
+    }
+
+    /// Sends a request to the cloud on a pooled or new connection.
+    fn proxy_request(
+        &mut self,
+        slot: usize,
+        client: &mut ClientConn,
+        head: RequestHead,
+        proxy: ProxyPlan,
+    ) {
+        let identity = self.identities.select(client.peer_cn()).clone();
+        match self.checkout_upstream(&identity, slot) {
+            Ok(upstream) => self.start_exchange(client, head, proxy, upstream),
+            Err(e) => {
+                log::debug!("cannot connect to the cloud apiserver: {e}");
+                self.cloud.connect_failed(&self.metrics);
+                self.serve_offline(slot, client, head, proxy.route, OnMiss::NoAnswer);
+            }
         }
     }
 
@@ -105,6 +122,20 @@ impl Reactor {
             PumpOutcome::UpstreamFailed(failure) => {
                 self.exchange_failed(slot, client, exchange, failure)
             }
+            PumpOutcome::CloudError { response, upstream_reusable } => {
+                self.count_exchange(&exchange);
+                let Exchange { request, route, upstream, upstream_slot, .. } = *exchange;
+                log::debug!(
+                    "{} {}: the cloud answered {}",
+                    request.method,
+                    request.target,
+                    response.status
+                );
+                self.release_upstream(upstream_slot, upstream, upstream_reusable);
+                self.cloud.answered_error(&self.metrics);
+                self.serve_offline(slot, client, request, route, OnMiss::CloudError(response));
+                Step::Again
+            }
             PumpOutcome::Upgraded => {
                 self.count_exchange(&exchange);
                 let counted =
@@ -143,7 +174,7 @@ impl Reactor {
         Tee { cache: self.cache.as_ref(), budget: &mut self.copy_budget }
     }
 
-    fn count_exchange(&self, exchange: &Exchange) {
+    pub(super) fn count_exchange(&self, exchange: &Exchange) {
         if let Some(status) = exchange.status() {
             self.metrics.count_response(Source::Upstream, status);
         }
@@ -159,7 +190,8 @@ impl Reactor {
         failure: UpstreamFailure,
     ) -> Step {
         log::debug!("{} {}: {failure}", exchange.request.method, exchange.request.target);
-        if exchange.can_retry() {
+        // A stale pooled connection is retried once; a timeout is not (it would wait again).
+        if exchange.can_retry() && !failure.is_timeout() {
             let identity = exchange.upstream.identity.clone();
             if let Ok((fresh, fresh_slot)) = self.connect_upstream(&identity, slot) {
                 let old_slot = exchange.upstream_slot;
@@ -181,24 +213,25 @@ impl Reactor {
             return Step::Again;
         }
         self.cloud.request_failed(&failure, reused, &self.metrics);
-        self.serve_offline(slot, client, request, route);
+        self.serve_offline(slot, client, request, route, OnMiss::NoAnswer);
         Step::Again
     }
 
-    /// Serves a request without the cloud: reads and watches from the cache (the lookup
-    /// runs on the cache thread), anything else with `503`.
+    /// Serves a request from the cache: reads and watches are looked up (on the cache
+    /// thread), anything else gets `503` — or, when the cloud answered an error, that.
     pub(super) fn serve_offline(
         &mut self,
         slot: usize,
         client: &mut ClientConn,
         head: RequestHead,
         route: Classified,
+        on_miss: OnMiss,
     ) {
         let why = "the cloud apiserver is unreachable";
         let response = match offline::start(&head, &route, why) {
             OfflineStart::Lookup(lookup) => match self.lookup(slot, *lookup) {
                 Some(request_id) => {
-                    let waiting = AwaitCache { request_id, head, route };
+                    let waiting = AwaitCache { request_id, head, route, on_miss };
                     client.set_phase(Phase::AwaitCache(Box::new(waiting)));
                     return;
                 }
@@ -206,7 +239,10 @@ impl Reactor {
                     LocalResponse::cloud_unavailable(&format!("{why}; the cache is not available"))
                 }
             },
-            OfflineStart::Refuse(response) => response,
+            OfflineStart::Refuse(response) => match on_miss {
+                OnMiss::CloudError(answer) => answer,
+                _ => response,
+            },
         };
         self.respond_local(client, &response, Source::Local, head.method == "HEAD");
     }
@@ -248,8 +284,22 @@ impl Reactor {
             let Some(Conn::Client(mut client)) = self.conns.take(slot) else { continue };
             match client.take_phase() {
                 Phase::AwaitCache(waiting) if waiting.request_id == request_id => {
-                    let AwaitCache { head, route, .. } = *waiting;
-                    offline::answer(&mut client, &head, route, reply, &self.metrics);
+                    let AwaitCache { head, route, on_miss, .. } = *waiting;
+                    match (reply, on_miss) {
+                        (Reply::Miss | Reply::Failed(_), OnMiss::AskCloud(proxy)) => {
+                            self.proxy_request(slot, &mut client, head, *proxy);
+                        }
+                        (reply, on_miss) => {
+                            offline::answer(
+                                &mut client,
+                                &head,
+                                route,
+                                reply,
+                                on_miss,
+                                &self.metrics,
+                            );
+                        }
+                    }
                 }
                 other => client.restore_phase(other),
             }
