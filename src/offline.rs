@@ -91,17 +91,13 @@ pub fn answer(
         }
         (_, route) => match on_miss {
             OnMiss::CloudError(response) => (Source::Upstream, response),
-            OnMiss::CloudDown => {
+            // The cloud could not be reached for this request: as when it is down, a
+            // missing object is `404`, a missing collection `503`.
+            OnMiss::CloudDown | OnMiss::NoAnswer | OnMiss::AskCloud(_) => {
                 let path = head.path();
                 let message =
                     format!("the cloud apiserver is unreachable and {path} is not in the cache");
                 (Source::Local, miss_response(&route, &message))
-            }
-            OnMiss::NoAnswer | OnMiss::AskCloud(_) => {
-                let path = head.path();
-                let message =
-                    format!("the cloud apiserver did not answer and {path} is not in the cache");
-                (Source::Local, LocalResponse::cloud_unavailable(&message))
             }
         },
     };
@@ -125,11 +121,19 @@ fn miss_response(route: &Classified, message: &str) -> LocalResponse {
     }
 }
 
+/// Carried by answers served from the cache: whole seconds since the cloud gave the answer
+/// (or a watch or the same answer again last brought it up to date).
+pub const CACHE_AGE_HEADER: &str = "X-Lite-Apiserver-Cache-Age";
+
 fn cached_response(cached: CachedResponse) -> LocalResponse {
+    let age = cached.age().to_string();
     LocalResponse {
         status: cached.status,
         content_type: cached.content_type,
-        extra_headers: vec![(CACHE_HEADER.to_string(), "hit".to_string())],
+        extra_headers: vec![
+            (CACHE_HEADER.to_string(), "hit".to_string()),
+            (CACHE_AGE_HEADER.to_string(), age),
+        ],
         body: cached.body,
         close: false,
     }
