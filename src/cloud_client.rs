@@ -16,7 +16,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::body::BodyTracker;
-use crate::http1::{self, Header, HttpError, ResponseHead};
+use crate::http1::{self, HttpError, ResponseHead};
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -43,16 +43,8 @@ pub struct CloudResponse {
     /// The address that answered.
     pub addr: SocketAddr,
     pub status: u16,
-    pub headers: Vec<Header>,
     /// The payload (de-chunked).
     pub body: Vec<u8>,
-}
-
-impl CloudResponse {
-    /// The first value of header `name` (any case), if it is text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        http1::header_str(&self.headers, name)
-    }
 }
 
 /// Where in the exchange a failure happened.
@@ -131,8 +123,8 @@ impl fmt::Display for CloudGetError {
                 write!(f, "cannot resolve {host}: {e}")
             }
             CloudGetError::Resolve { host, source: None } => write!(f, "{host} has no address"),
-            CloudGetError::Connect { addr, detail, .. } => {
-                write!(f, "cannot connect to {addr}: {detail}")
+            CloudGetError::Connect { addr, kind, detail } => {
+                write!(f, "cannot connect to {addr} ({kind}): {detail}")
             }
             CloudGetError::Tls { addr, error } => write!(f, "TLS with {addr} failed: {error}"),
             CloudGetError::Timeout { addr, stage, limit } => {
@@ -147,8 +139,8 @@ impl fmt::Display for CloudGetError {
             CloudGetError::BodyTooLarge { addr, limit } => {
                 write!(f, "response body from {addr} is over {limit} bytes")
             }
-            CloudGetError::LocalResource { stage, detail, .. } => {
-                write!(f, "local fault while {stage}: {detail}")
+            CloudGetError::LocalResource { stage, errno, detail } => {
+                write!(f, "local fault while {stage} (errno {errno}): {detail}")
             }
         }
     }
@@ -235,7 +227,7 @@ impl CloudEndpoint {
         let mut reader = Reader { stream, addr, deadline: answer, buf: Vec::new() };
         let head = reader.read_head()?;
         let body = reader.read_body(&head, max_body)?;
-        Ok(CloudResponse { addr, status: head.status, headers: head.headers, body })
+        Ok(CloudResponse { addr, status: head.status, body })
     }
 
     fn resolve(&self) -> Result<SocketAddr, CloudGetError> {
@@ -466,7 +458,6 @@ mod tests {
             .unwrap();
         handle.join().unwrap();
         assert_eq!((response.status, response.body.as_slice()), (200, &b"ok"[..]));
-        assert_eq!(response.header("x-a"), Some("b"));
         assert_eq!(response.addr.port(), port);
         let head = rx.recv().unwrap();
         assert!(head.starts_with("GET /readyz?verbose HTTP/1.1\r\n"), "{head}");

@@ -157,6 +157,7 @@ impl Verdicts {
         }
     }
 
+    #[cfg(test)]
     pub fn state(&self) -> CloudState {
         self.state
     }
@@ -583,7 +584,7 @@ mod tests {
     }
 
     fn response(status: u16, body: &str) -> Result<CloudResponse, CloudGetError> {
-        Ok(CloudResponse { addr: addr(), status, headers: Vec::new(), body: body.into() })
+        Ok(CloudResponse { addr: addr(), status, body: body.into() })
     }
 
     #[test]
