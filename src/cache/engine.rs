@@ -6,10 +6,10 @@ use std::collections::HashMap;
 
 use super::key::{ReadKey, WatchRequest};
 use super::list;
-use super::store::{Change, Owner, Store, StoreError, SummaryRow, Totals};
+use super::store::{Change, Owner, Store, StoreError, StoredHead, StoredKey, SummaryRow, Totals};
 use super::watch::{self, WatchStream};
 use super::write::{self, WriteAnswer};
-use super::{CachedResponse, Lookup, Reply};
+use super::{CachedResponse, Lookup, Reply, unix_now};
 
 /// Fingerprints remembered to skip re-storing unchanged answers, at most.
 const MAX_FINGERPRINTS: usize = 16 * 1024;
@@ -18,14 +18,23 @@ pub struct Engine<S: Store> {
     store: S,
     max_bytes: u64,
     watches: HashMap<u64, WatchStream>,
-    /// Store key → fingerprint of the answer last stored under it. Clients re-read the
-    /// same lists all the time; storing (and re-splitting) an identical list is waste.
-    stored_fingerprints: HashMap<String, u64>,
+    /// Store key → fingerprint of the answer last stored under it, and where it went.
+    /// Clients re-read the same lists all the time; storing (and re-splitting) an identical
+    /// list is waste: it is only marked current.
+    stored_fingerprints: HashMap<String, (u64, StoredKey)>,
+    /// Unix seconds, the time answers are stamped with (tests set their own).
+    clock: fn() -> u64,
 }
 
 impl<S: Store> Engine<S> {
     pub fn new(store: S, max_bytes: u64) -> Engine<S> {
-        Engine { store, max_bytes, watches: HashMap::new(), stored_fingerprints: HashMap::new() }
+        Engine {
+            store,
+            max_bytes,
+            watches: HashMap::new(),
+            stored_fingerprints: HashMap::new(),
+            clock: unix_now,
+        }
     }
 
     /// Stores a 200 answer: a complete JSON list as its scope's list, anything else as is.
@@ -37,8 +46,13 @@ impl<S: Store> Engine<S> {
     ) -> Result<(), StoreError> {
         let store_key = key.store_key();
         let fingerprint = fingerprint(content_type, &body);
-        if self.stored_fingerprints.get(&store_key) == Some(&fingerprint) {
-            return Ok(());
+        let now = (self.clock)();
+        match self.stored_fingerprints.get(&store_key) {
+            Some((known, stored)) if *known == fingerprint => {
+                let refresh = Change::Refresh { key: stored.clone(), stored_at: now };
+                return self.store.apply(vec![refresh]);
+            }
+            _ => {}
         }
         let owner =
             Owner { identity: key.identity().to_string(), resource: key.resource().to_string() };
@@ -46,21 +60,24 @@ impl<S: Store> Engine<S> {
             .scope()
             .filter(|_| is_json(content_type))
             .and_then(|scope| Some((scope, list::decompose(content_type, &body)?)));
-        let change = match complete_list {
+        let (change, stored) = match complete_list {
             Some((scope, (head, items))) => {
-                Change::PutList { scope: scope.store_key(), owner, head, items }
+                let scope = scope.store_key();
+                let stored = StoredKey::List(scope.clone());
+                (Change::PutList { scope, owner, head, items, stored_at: now }, stored)
             }
             None => {
-                let response =
-                    CachedResponse { status: 200, content_type: content_type.to_string(), body };
-                Change::PutEntry { key: store_key.clone(), owner, response }
+                let content_type = content_type.to_string();
+                let response = CachedResponse { status: 200, content_type, body, stored_at: now };
+                let stored = StoredKey::Entry(store_key.clone());
+                (Change::PutEntry { key: store_key.clone(), owner, response }, stored)
             }
         };
         self.store.apply(vec![change])?;
         if self.stored_fingerprints.len() >= MAX_FINGERPRINTS {
             self.stored_fingerprints.clear();
         }
-        self.stored_fingerprints.insert(store_key, fingerprint);
+        self.stored_fingerprints.insert(store_key, (fingerprint, stored));
         self.evict_if_needed()
     }
 
@@ -74,13 +91,15 @@ impl<S: Store> Engine<S> {
     fn read(&mut self, key: &ReadKey) -> Result<Reply, StoreError> {
         if let Some(scope) = key.scope() {
             let scope_key = scope.store_key();
-            if let Some(head) = self.store.list_head(&scope_key, true)? {
+            if let Some(StoredHead { head, stored_at }) = self.store.list_head(&scope_key, true)? {
                 let items = self.store.list_items(&scope_key)?;
                 let body = list::rebuild(&head, &items);
+                let content_type = head.content_type;
                 return Ok(Reply::Hit(CachedResponse {
                     status: 200,
-                    content_type: head.content_type,
+                    content_type,
                     body,
+                    stored_at,
                 }));
             }
         }
@@ -100,7 +119,7 @@ impl<S: Store> Engine<S> {
         let Some(stream) = self.watches.get_mut(&watch_id) else {
             return Ok(());
         };
-        stream.feed(&mut self.store, bytes)?;
+        stream.feed(&mut self.store, bytes, (self.clock)())?;
         self.evict_if_needed()
     }
 
@@ -117,7 +136,7 @@ impl<S: Store> Engine<S> {
 
     /// Applies what the cloud answered to a write of one object (see `write`).
     pub fn write_answered(&mut self, answer: &WriteAnswer) -> Result<(), StoreError> {
-        let changes = write::changes(&mut self.store, answer)?;
+        let changes = write::changes(&mut self.store, answer, (self.clock)())?;
         if changes.is_empty() {
             return Ok(());
         }
@@ -176,6 +195,20 @@ mod tests {
     use crate::cache::sqlite::SqliteStore;
     use crate::cache::sqlite::tests::temp_dir;
     use serde_json::{Value, json};
+    use std::cell::Cell;
+
+    thread_local! {
+        /// The clock of `test_clock`, per test thread (tests run in parallel).
+        static NOW: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn test_clock() -> u64 {
+        NOW.with(Cell::get)
+    }
+
+    fn set_now(seconds: u64) {
+        NOW.with(|now| now.set(seconds));
+    }
 
     const KUBELET: &str = "cn:system:node:edge-1";
 
@@ -247,6 +280,7 @@ mod tests {
         deleted_objects_leave_every_identitys_reads(&mut engine());
         terminating_objects_replace_older_cached_states(&mut engine());
         unclear_delete_answers_change_nothing(&mut engine());
+        stored_times_follow_answers_watch_events_and_bookmarks(&mut engine());
         size_cap_evicts_least_recently_used(&mut Engine::new(make(), 1200));
     }
 
@@ -805,5 +839,65 @@ mod tests {
         assert!(!is_miss(engine, &keys[0]), "recently read entry kept");
         assert!(is_miss(engine, &keys[1]), "least recently used entry evicted");
         assert!(!is_miss(engine, &keys[4]), "newest entry kept");
+    }
+
+    fn stored_at<S: Store>(engine: &mut Engine<S>, key: &ReadKey) -> u64 {
+        match engine.answer(&Lookup::Read(key.clone())).expect("lookup") {
+            Reply::Hit(response) => response.stored_at,
+            other => panic!("{}: expected a hit, got {other:?}", key.path()),
+        }
+    }
+
+    fn stored_times_follow_answers_watch_events_and_bookmarks<S: Store>(engine: &mut Engine<S>) {
+        engine.clock = test_clock;
+        let list = read_key(KUBELET, DEFAULT_PODS, None);
+        let get_a = read_key(KUBELET, &format!("{DEFAULT_PODS}/a"), None);
+        let get_b = read_key(KUBELET, &format!("{DEFAULT_PODS}/b"), None);
+        let times = |engine: &mut Engine<S>| {
+            [stored_at(engine, &list), stored_at(engine, &get_a), stored_at(engine, &get_b)]
+        };
+        set_now(1_000);
+        store(engine, &list, pod_list("100", &[pod("a", "90", "Running"), pod("b", "95", "x")]));
+        store(engine, &get_a, object_body(&pod("a", "90", "Running")));
+        store(engine, &get_b, object_body(&pod("b", "95", "x")));
+        assert_eq!(times(engine), [1_000, 1_000, 1_000]);
+
+        set_now(1_100);
+        store(engine, &get_b, object_body(&pod("b", "95", "x")));
+        assert_eq!(times(engine), [1_000, 1_000, 1_100], "the same answer again is current");
+
+        let request =
+            watch_request(KUBELET, &format!("{DEFAULT_PODS}?watch=1&resourceVersion=100"));
+        engine.watch_opened(1, &request);
+        set_now(1_200);
+        engine.watch_bytes(1, &event("MODIFIED", &pod("a", "101", "Running"))).expect("event");
+        assert_eq!(times(engine), [1_200, 1_200, 1_100], "the event's list and object");
+
+        set_now(1_300);
+        engine.watch_bytes(1, &event("MODIFIED", &pod("a", "100", "Old"))).expect("stale");
+        assert_eq!(times(engine), [1_200, 1_200, 1_100], "an event older than the list");
+
+        let bookmark = |rv: &str| {
+            event(
+                "BOOKMARK",
+                &json!({"kind": "Pod", "apiVersion": "v1",
+                                      "metadata": {"resourceVersion": rv}}),
+            )
+        };
+        set_now(1_400);
+        engine.watch_bytes(1, &bookmark("101")).expect("bookmark");
+        assert_eq!(times(engine), [1_400, 1_200, 1_100], "nothing changed up to the bookmark");
+        set_now(1_500);
+        engine.watch_bytes(1, &bookmark("100")).expect("old bookmark");
+        assert_eq!(times(engine), [1_400, 1_200, 1_100], "a bookmark older than the list");
+
+        set_now(1_600);
+        let graceful = object_body(&terminating("a", "150", 30, &[]));
+        delete(engine, &format!("{DEFAULT_PODS}/a"), 200, "application/json", &graceful);
+        assert_eq!(
+            times(engine),
+            [1_400, 1_600, 1_100],
+            "a write's answer is the object's newest state, not the rest of the list's"
+        );
     }
 }

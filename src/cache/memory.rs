@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use super::CachedResponse;
 use super::list::{ListHead, ListItem};
 use super::store::{
-    Change, Owner, Store, StoreError, StoredKey, SummaryRow, Totals, entry_bytes, head_bytes,
-    item_bytes,
+    Change, Owner, Store, StoreError, StoredHead, StoredKey, SummaryRow, Totals, entry_bytes,
+    head_bytes, item_bytes,
 };
 
 struct Entry {
@@ -19,6 +19,7 @@ struct Entry {
 struct List {
     owner: Owner,
     head: ListHead,
+    stored_at: u64,
     items: BTreeMap<String, ListItem>,
     bytes: u64,
     last_access: u64,
@@ -64,12 +65,13 @@ impl MemoryStore {
                 self.entries.insert(key, Entry { owner, response, bytes, last_access: now });
             }
             Change::RemoveEntry { key } => self.remove_entry(&key),
-            Change::PutList { scope, owner, head, items } => {
+            Change::PutList { scope, owner, head, items, stored_at } => {
                 self.remove_list(&scope);
                 let bytes = head_bytes(&scope, &head) + items.iter().map(item_bytes).sum::<u64>();
                 self.bytes += bytes;
                 let items = items.into_iter().map(|item| (item.key.clone(), item)).collect();
-                self.lists.insert(scope, List { owner, head, items, bytes, last_access: now });
+                let list = List { owner, head, stored_at, items, bytes, last_access: now };
+                self.lists.insert(scope, list);
             }
             Change::RemoveList { scope } => self.remove_list(&scope),
             Change::PutItem { scope, item } => {
@@ -97,6 +99,16 @@ impl MemoryStore {
                     list.head.resource_version = resource_version;
                 }
             }
+            Change::Refresh { key: StoredKey::Entry(key), stored_at } => {
+                if let Some(entry) = self.entries.get_mut(&key) {
+                    entry.response.stored_at = stored_at;
+                }
+            }
+            Change::Refresh { key: StoredKey::List(scope), stored_at } => {
+                if let Some(list) = self.lists.get_mut(&scope) {
+                    list.stored_at = stored_at;
+                }
+            }
         }
     }
 
@@ -121,13 +133,13 @@ impl Store for MemoryStore {
         }))
     }
 
-    fn list_head(&mut self, scope: &str, touch: bool) -> Result<Option<ListHead>, StoreError> {
+    fn list_head(&mut self, scope: &str, touch: bool) -> Result<Option<StoredHead>, StoreError> {
         let now = self.tick();
         Ok(self.lists.get_mut(scope).map(|list| {
             if touch {
                 list.last_access = now;
             }
-            list.head.clone()
+            StoredHead { head: list.head.clone(), stored_at: list.stored_at }
         }))
     }
 

@@ -14,6 +14,7 @@ mod json;
 mod key;
 mod list;
 mod memory;
+mod schema;
 mod sqlite;
 mod store;
 mod thread;
@@ -23,6 +24,7 @@ mod write;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use key::{
     Classified, ListScope, ObjectWrite, ReadKey, Representation, STREAMING_SUBRESOURCES,
@@ -89,6 +91,25 @@ pub struct CachedResponse {
     pub status: u16,
     pub content_type: String,
     pub body: Vec<u8>,
+    /// When the cloud gave this answer, or last confirmed it (the same answer again, or a
+    /// watch event bringing it up to date), in unix seconds.
+    pub stored_at: u64,
+}
+
+impl CachedResponse {
+    /// Whole seconds since `stored_at`, never negative (the clock may have been set back).
+    pub fn age(&self) -> u64 {
+        self.age_at(unix_now())
+    }
+
+    fn age_at(&self, now: u64) -> u64 {
+        now.saturating_sub(self.stored_at)
+    }
+}
+
+/// The wall clock in unix seconds (0 if it reads before 1970).
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
 }
 
 /// The answer to a `Lookup`.
@@ -129,31 +150,41 @@ pub struct CacheStats {
 }
 
 /// Opens the store and starts the cache thread. `waker` is woken whenever replies are ready.
+/// A database of a schema this build does not know is left as it is, and the cache runs in
+/// memory (see `schema`).
 pub fn start(config: CacheConfig, waker: Arc<mio::Waker>) -> Result<CacheHandle, CacheError> {
-    match config.kind {
-        CacheKind::Sqlite { dir } => {
-            let store =
-                sqlite::SqliteStore::open(&dir).map_err(|e| CacheError::Open(e.to_string()))?;
-            log::info!(
-                "cache: {} (max {} bytes)",
-                dir.join(sqlite::FILE_NAME).display(),
-                config.max_bytes
-            );
+    let CacheKind::Sqlite { dir } = &config.kind else {
+        log::info!(
+            "cache: in memory (max {} bytes); cached answers are lost on restart",
+            config.max_bytes
+        );
+        return start_in_memory(&config, waker);
+    };
+    let path = dir.join(sqlite::FILE_NAME);
+    match sqlite::SqliteStore::open(dir) {
+        Ok(store) => {
+            log::info!("cache: {} (max {} bytes)", path.display(), config.max_bytes);
             CacheHandle::spawn(store, config.max_bytes, config.queue_len, waker)
         }
-        CacheKind::Memory => {
-            log::info!(
-                "cache: in memory (max {} bytes); cached answers are lost on restart",
-                config.max_bytes
+        Err(store::StoreError::UnknownSchema { found, known }) => {
+            log::warn!(
+                "cache: {} has schema version {found}, which this lite-apiserver does not know \
+                 (it knows 0 to {known}: written by a newer release, or not a cache); the file \
+                 is left untouched and answers are cached in memory only, lost on restart \
+                 (move the file away to start a new one)",
+                path.display()
             );
-            CacheHandle::spawn(
-                memory::MemoryStore::new(),
-                config.max_bytes,
-                config.queue_len,
-                waker,
-            )
+            start_in_memory(&config, waker)
         }
+        Err(error) => Err(CacheError::Open(error.to_string())),
     }
+}
+
+fn start_in_memory(
+    config: &CacheConfig,
+    waker: Arc<mio::Waker>,
+) -> Result<CacheHandle, CacheError> {
+    CacheHandle::spawn(memory::MemoryStore::new(), config.max_bytes, config.queue_len, waker)
 }
 
 #[cfg(test)]
@@ -353,5 +384,39 @@ mod tests {
         std::fs::write(&file, b"a file where the directory should be").expect("file");
         let result = start(CacheConfig::new(CacheKind::Sqlite { dir: file }), waker);
         assert!(matches!(result, Err(CacheError::Open(_))), "opening under a file must fail");
+    }
+
+    #[test]
+    fn age_is_never_negative() {
+        let cached = CachedResponse {
+            status: 200,
+            content_type: "application/json".into(),
+            body: Vec::new(),
+            stored_at: 1_000,
+        };
+        assert_eq!(cached.age_at(1_042), 42);
+        assert_eq!(cached.age_at(900), 0, "a clock set back");
+    }
+
+    #[test]
+    fn a_database_of_an_unknown_schema_is_left_alone_and_answers_are_cached_in_memory() {
+        let dir = sqlite::tests::temp_dir("unknown-schema");
+        let file = dir.join(sqlite::FILE_NAME);
+        drop(sqlite::SqliteStore::open(&dir).expect("create"));
+        let connection = rusqlite::Connection::open(&file).expect("open raw");
+        connection.pragma_update(None, "user_version", schema::VERSION + 1).expect("bump");
+        drop(connection);
+        let bytes = std::fs::read(&file).expect("read");
+
+        let (mut reactor, waker) = Reactor::new();
+        let cache = start(CacheConfig::new(CacheKind::Sqlite { dir }), waker).expect("start");
+        let key = read("cn:kubelet", "/api/v1/pods");
+        cache.store(key.clone(), "application/json", LIST.to_vec());
+        wait_stored(&cache, 1);
+        cache.lookup(1, Lookup::Read(key)).expect("lookup");
+        let replies = reactor.replies(&cache, 1);
+        assert!(matches!(&replies[..], [(1, Reply::Hit(r))] if r.body == LIST), "{replies:?}");
+        cache.shutdown();
+        assert_eq!(std::fs::read(&file).expect("read"), bytes, "the file was changed");
     }
 }

@@ -1,6 +1,7 @@
 //! The SQLite store (`--cache-type=file`): `<dir>/cache.db`, WAL, synchronous=NORMAL, one
-//! transaction per change set, schema versioned with `user_version` (a different version is
-//! rebuilt empty), a damaged or unreadable file moved aside and replaced by a fresh one.
+//! transaction per change set, a damaged or unreadable file moved aside and replaced by a
+//! fresh one. The tables and their upgrades live in `schema`: an older version is migrated
+//! in place, one this build does not know is left untouched (`StoreError::UnknownSchema`).
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -9,30 +10,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::CachedResponse;
 use super::list::{ListHead, ListItem};
 use super::store::{
-    Change, Store, StoreError, StoredKey, SummaryRow, Totals, entry_bytes, head_bytes, item_bytes,
+    Change, Store, StoreError, StoredHead, StoredKey, SummaryRow, Totals, entry_bytes, head_bytes,
+    item_bytes,
 };
-
-/// Bump when the tables change: an older file is then rebuilt empty (it is only a cache).
-const SCHEMA_VERSION: i64 = 1;
-
-const SCHEMA: &str = "
-CREATE TABLE entries(
-    key TEXT PRIMARY KEY, identity TEXT NOT NULL, resource TEXT NOT NULL,
-    status INTEGER NOT NULL, content_type TEXT NOT NULL, body BLOB NOT NULL,
-    bytes INTEGER NOT NULL, last_access INTEGER NOT NULL);
-CREATE INDEX entries_by_access ON entries(last_access);
-CREATE TABLE lists(
-    scope TEXT PRIMARY KEY, identity TEXT NOT NULL, resource TEXT NOT NULL,
-    content_type TEXT NOT NULL, envelope BLOB NOT NULL, items_at INTEGER NOT NULL,
-    resource_version TEXT NOT NULL, bytes INTEGER NOT NULL, last_access INTEGER NOT NULL);
-CREATE INDEX lists_by_access ON lists(last_access);
-CREATE TABLE items(
-    scope TEXT NOT NULL, key TEXT NOT NULL, resource_version TEXT NOT NULL,
-    json BLOB NOT NULL, bytes INTEGER NOT NULL, PRIMARY KEY(scope, key));
-";
+use super::{CachedResponse, schema, unix_now};
 
 /// How many least-recently-used candidates one eviction query fetches.
 const EVICTION_BATCH: i64 = 64;
@@ -74,8 +57,9 @@ fn as_u64(value: i64) -> u64 {
 }
 
 impl SqliteStore {
-    /// Opens (creating it and its directory if needed) `<dir>/cache.db`. A file that cannot be
-    /// opened or fails its integrity check is renamed `cache.db.corrupt-<unix time>`.
+    /// Opens (creating it and its directory if needed) `<dir>/cache.db`, upgrading an older
+    /// schema in place. A file that cannot be opened or fails its integrity check is renamed
+    /// `cache.db.corrupt-<unix time>`; one of an unknown schema is refused, untouched.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         // An existing directory keeps its mode otherwise; the cache holds secrets.
@@ -83,6 +67,7 @@ impl SqliteStore {
         let path = dir.join(FILE_NAME);
         match SqliteStore::open_file(&path) {
             Ok(store) => Ok(store),
+            Err(error @ StoreError::UnknownSchema { .. }) => Err(error),
             Err(error) if path.exists() => {
                 let aside = move_aside(&path)?;
                 log::warn!(
@@ -105,8 +90,11 @@ impl SqliteStore {
             .write(true)
             .mode(0o600)
             .open(path)?;
-        let connection = Connection::open(path)?;
+        let mut connection = Connection::open(path)?;
         connection.busy_timeout(Duration::from_secs(5))?;
+        // Read-only checks before anything writes: a file that is not ours must stay as it is.
+        check_integrity(&connection)?;
+        let version = schema::known_version(&connection)?;
         let mode: String = connection.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             log::warn!("cache database journal mode is {mode}, not wal");
@@ -115,11 +103,7 @@ impl SqliteStore {
         // 1 MiB of page cache instead of SQLite's 2 MiB: entries are read rarely (offline)
         // and written whole, so a bigger cache buys little on a small board.
         connection.pragma_update(None, "cache_size", -1024)?;
-        check_integrity(&connection)?;
-        let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-        if version != SCHEMA_VERSION {
-            rebuild_schema(&connection, version)?;
-        }
+        schema::prepare(&mut connection, version, unix_now())?;
         let mut store = SqliteStore {
             connection,
             clock: 0,
@@ -220,21 +204,6 @@ fn check_integrity(connection: &Connection) -> Result<(), StoreError> {
     )))
 }
 
-fn rebuild_schema(connection: &Connection, found: i64) -> Result<(), StoreError> {
-    if found != 0 {
-        log::info!(
-            "cache database schema {found} differs from {SCHEMA_VERSION}; rebuilding it empty"
-        );
-    }
-    connection.execute_batch(
-        "DROP TABLE IF EXISTS items; DROP TABLE IF EXISTS lists; DROP TABLE IF EXISTS entries;
-         PRAGMA auto_vacuum=INCREMENTAL; VACUUM;",
-    )?;
-    connection
-        .execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"))?;
-    Ok(())
-}
-
 /// Renames the database (and its WAL files, which must not be replayed into a new one) aside.
 fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
     let seconds = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -260,8 +229,9 @@ fn apply_change(
             remove_entry(tx, &key, delta)?;
             let bytes = entry_bytes(&key, &response);
             tx.prepare_cached(
-                "INSERT INTO entries(key, identity, resource, status, content_type, body, bytes, last_access)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO entries(key, identity, resource, status, content_type, body, bytes,
+                                     last_access, stored_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 key,
@@ -271,18 +241,20 @@ fn apply_change(
                 response.content_type,
                 response.body,
                 as_i64(bytes),
-                now
+                now,
+                as_i64(response.stored_at)
             ])?;
             delta.add(1, bytes, 0);
         }
         Change::RemoveEntry { key } => remove_entry(tx, &key, delta)?,
         Change::RemoveList { scope } => remove_list(tx, &scope, delta)?,
-        Change::PutList { scope, owner, head, items } => {
+        Change::PutList { scope, owner, head, items, stored_at } => {
             remove_list(tx, &scope, delta)?;
             let bytes = head_bytes(&scope, &head) + items.iter().map(item_bytes).sum::<u64>();
             tx.prepare_cached(
-                "INSERT INTO lists(scope, identity, resource, content_type, envelope, items_at, resource_version, bytes, last_access)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO lists(scope, identity, resource, content_type, envelope, items_at,
+                                   resource_version, bytes, last_access, stored_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
             .execute(params![
                 scope,
@@ -293,7 +265,8 @@ fn apply_change(
                 as_i64(head.items_at as u64),
                 head.resource_version,
                 as_i64(bytes),
-                now
+                now,
+                as_i64(stored_at)
             ])?;
             for item in &items {
                 insert_item(tx, &scope, item)?;
@@ -327,6 +300,15 @@ fn apply_change(
                     delta,
                 )?;
             }
+        }
+        Change::Refresh { key, stored_at } => {
+            let (sql, key) = match key {
+                StoredKey::Entry(key) => ("UPDATE entries SET stored_at = ?2 WHERE key = ?1", key),
+                StoredKey::List(scope) => {
+                    ("UPDATE lists SET stored_at = ?2 WHERE scope = ?1", scope)
+                }
+            };
+            tx.prepare_cached(sql)?.execute(params![key, as_i64(stored_at)])?;
         }
     }
     Ok(())
@@ -412,12 +394,15 @@ impl Store for SqliteStore {
     fn entry(&mut self, key: &str, touch: bool) -> Result<Option<CachedResponse>, StoreError> {
         let found = self
             .connection
-            .prepare_cached("SELECT status, content_type, body FROM entries WHERE key = ?1")?
+            .prepare_cached(
+                "SELECT status, content_type, body, stored_at FROM entries WHERE key = ?1",
+            )?
             .query_row([key], |row| {
                 Ok(CachedResponse {
                     status: row.get(0)?,
                     content_type: row.get(1)?,
                     body: row.get(2)?,
+                    stored_at: as_u64(row.get(3)?),
                 })
             })
             .optional()?;
@@ -427,18 +412,24 @@ impl Store for SqliteStore {
         Ok(found)
     }
 
-    fn list_head(&mut self, scope: &str, touch: bool) -> Result<Option<ListHead>, StoreError> {
+    fn list_head(&mut self, scope: &str, touch: bool) -> Result<Option<StoredHead>, StoreError> {
         let found = self
             .connection
-            .prepare_cached("SELECT content_type, envelope, items_at, resource_version FROM lists WHERE scope = ?1")?
+            .prepare_cached(
+                "SELECT content_type, envelope, items_at, resource_version, stored_at FROM lists
+                 WHERE scope = ?1",
+            )?
             .query_row([scope], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?, row.get::<_, i64>(2)?, row.get::<_, String>(3)?))
+                let text = |i| row.get::<_, String>(i);
+                let number = |i| row.get::<_, i64>(i);
+                Ok((text(0)?, row.get::<_, Vec<u8>>(1)?, number(2)?, text(3)?, number(4)?))
             })
             .optional()?;
-        let head = found.and_then(|(content_type, envelope, items_at, resource_version)| {
+        let head = found.and_then(|(content_type, envelope, items_at, resource_version, at)| {
             // A head whose split point lies outside its envelope is unusable, not a panic.
             let items_at = usize::try_from(items_at).ok().filter(|at| *at <= envelope.len())?;
-            Some(ListHead { content_type, envelope, items_at, resource_version })
+            let head = ListHead { content_type, envelope, items_at, resource_version };
+            Some(StoredHead { head, stored_at: as_u64(at) })
         });
         if touch && head.is_some() {
             self.touch("UPDATE lists SET last_access = ?1 WHERE scope = ?2", scope);
@@ -620,7 +611,7 @@ pub(crate) mod tests {
         assert_eq!(pragma("journal_mode"), "Text(\"wal\")");
         assert_eq!(pragma("synchronous"), "Integer(1)", "NORMAL");
         assert_eq!(pragma("auto_vacuum"), "Integer(2)", "INCREMENTAL");
-        assert_eq!(pragma("user_version"), format!("Integer({SCHEMA_VERSION})"));
+        assert_eq!(pragma("user_version"), format!("Integer({})", schema::VERSION));
     }
 
     #[test]
@@ -638,9 +629,178 @@ pub(crate) mod tests {
         assert!(aside, "the garbage file is kept aside");
     }
 
+    /// A `cache.db` in a new directory, holding what version 1 wrote (see the fixture).
+    pub fn version_1_database(name: &str) -> PathBuf {
+        let dir = temp_dir(name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let connection = Connection::open(dir.join(FILE_NAME)).expect("create");
+        connection.execute_batch(include_str!("testdata/cache-v1.sql")).expect("fixture");
+        connection.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).expect("wal");
+        dir
+    }
+
+    /// Every row of a database: entries (key, answer with `stored_at` 0) and lists (scope,
+    /// head, items), in key order.
+    type Rows = (Vec<(String, CachedResponse)>, Vec<(String, ListHead, Vec<ListItem>)>);
+
+    /// Reads every row through raw SQL, in the columns version 1 and 2 share.
+    fn raw_rows(connection: &Connection) -> Rows {
+        let strings = |sql: &str| -> Vec<String> {
+            let mut statement = connection.prepare(sql).expect("prepare");
+            let rows = statement.query_map([], |row| row.get(0)).expect("query");
+            rows.collect::<Result<_, _>>().expect("rows")
+        };
+        let entries = strings("SELECT key FROM entries ORDER BY key")
+            .into_iter()
+            .map(|key| {
+                let response = connection
+                    .query_row(
+                        "SELECT status, content_type, body FROM entries WHERE key = ?1",
+                        [&key],
+                        |row| {
+                            Ok(CachedResponse {
+                                status: row.get(0)?,
+                                content_type: row.get(1)?,
+                                body: row.get(2)?,
+                                stored_at: 0,
+                            })
+                        },
+                    )
+                    .expect("entry");
+                (key, response)
+            })
+            .collect();
+        let lists = strings("SELECT scope FROM lists ORDER BY scope")
+            .into_iter()
+            .map(|scope| {
+                let head = connection
+                    .query_row(
+                        "SELECT content_type, envelope, items_at, resource_version FROM lists
+                         WHERE scope = ?1",
+                        [&scope],
+                        |row| {
+                            Ok(ListHead {
+                                content_type: row.get(0)?,
+                                envelope: row.get(1)?,
+                                items_at: row.get::<_, i64>(2)? as usize,
+                                resource_version: row.get(3)?,
+                            })
+                        },
+                    )
+                    .expect("list");
+                let mut statement = connection
+                    .prepare(
+                        "SELECT key, resource_version, json FROM items WHERE scope = ?1
+                         ORDER BY key",
+                    )
+                    .expect("prepare");
+                let items = statement
+                    .query_map([&scope], |row| {
+                        Ok(ListItem {
+                            key: row.get(0)?,
+                            resource_version: row.get(1)?,
+                            json: row.get(2)?,
+                        })
+                    })
+                    .expect("items")
+                    .collect::<Result<_, _>>()
+                    .expect("items");
+                (scope, head, items)
+            })
+            .collect();
+        (entries, lists)
+    }
+
     #[test]
-    fn other_schema_version_is_rebuilt() {
-        let dir = temp_dir("schema");
+    fn version_1_database_is_upgraded_in_place() {
+        let dir = version_1_database("upgrade");
+        let (v1_entries, v1_lists) =
+            raw_rows(&Connection::open(dir.join(FILE_NAME)).expect("open v1"));
+        assert_eq!((v1_entries.len(), v1_lists.len()), (2, 1), "the fixture's rows");
+
+        let before = unix_now();
+        let mut store = SqliteStore::open(&dir).expect("open and upgrade");
+        let after = unix_now();
+        let stamped = |at: u64| (before..=after).contains(&at);
+        let version: i64 =
+            store.connection.query_row("PRAGMA user_version", [], |row| row.get(0)).expect("v");
+        assert_eq!(version, schema::VERSION);
+        for (key, v1) in &v1_entries {
+            let entry = store.entry(key, false).expect("read").expect("entry kept");
+            assert!(stamped(entry.stored_at), "{key}: stored at {}", entry.stored_at);
+            assert_eq!(CachedResponse { stored_at: 0, ..entry }, *v1, "{key}");
+        }
+        for (scope, v1_head, v1_items) in &v1_lists {
+            let stored = store.list_head(scope, false).expect("head").expect("list kept");
+            assert!(stamped(stored.stored_at), "{scope}: stored at {}", stored.stored_at);
+            assert_eq!(stored.head, *v1_head, "{scope}");
+            assert_eq!(store.list_items(scope).expect("items"), *v1_items, "{scope}");
+        }
+        assert_eq!(store.totals().entries, 3);
+        assert_eq!(raw_rows(&store.connection), (v1_entries, v1_lists), "nothing else changed");
+
+        // Usable as version 2, and not upgraded a second time.
+        let entry = Change::PutEntry {
+            key: "new".into(),
+            owner: suite::owner("a"),
+            response: suite::response("n"),
+        };
+        store.apply(vec![entry]).expect("write after the upgrade");
+        let totals = store.totals();
+        drop(store);
+        let mut store = SqliteStore::open(&dir).expect("reopen");
+        assert_eq!(store.totals(), totals);
+        assert_eq!(store.entry("new", false).expect("read"), Some(suite::response("n")));
+    }
+
+    #[test]
+    fn version_1_answers_are_replayed_byte_for_byte_after_the_upgrade() {
+        use crate::cache::engine::Engine;
+        use crate::cache::{Classified, Lookup, Reply, classify};
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("testdata/cache-v1-answers.json")).expect("json");
+        let identity = fixture["identity"].as_str().expect("identity");
+        let answers = fixture["answers"].as_object().expect("answers");
+        let store = SqliteStore::open(&version_1_database("replay")).expect("open and upgrade");
+        let mut engine = Engine::new(store, 1 << 30);
+        for (path, body) in answers {
+            let Classified::Read(key) = classify(identity, "GET", path, None) else {
+                panic!("{path}: not a read");
+            };
+            let reply = engine.answer(&Lookup::Read(key)).expect("lookup");
+            let Reply::Hit(cached) = reply else { panic!("{path}: {reply:?}") };
+            assert_eq!(String::from_utf8_lossy(&cached.body), body.as_str().expect("body"));
+            assert!(cached.stored_at > 0, "{path}: no stored time");
+        }
+    }
+
+    /// The file's bytes (its WAL was checkpointed into it when the last connection closed).
+    fn file_bytes(dir: &Path) -> Vec<u8> {
+        std::fs::read(dir.join(FILE_NAME)).expect("read")
+    }
+
+    fn assert_refused_untouched(dir: &Path, found: i64) {
+        let bytes = file_bytes(dir);
+        match SqliteStore::open(dir) {
+            Err(StoreError::UnknownSchema { found: f, known }) => {
+                assert_eq!((f, known), (found, schema::VERSION));
+            }
+            Err(error) => panic!("expected UnknownSchema, got {error}"),
+            Ok(_) => panic!("a database of schema {found} was opened"),
+        }
+        assert_eq!(file_bytes(dir), bytes, "the file was changed");
+        let names: Vec<_> = std::fs::read_dir(dir)
+            .expect("list")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name != FILE_NAME)
+            .collect();
+        assert!(names.is_empty(), "nothing moved aside or added: {names:?}");
+    }
+
+    #[test]
+    fn newer_schema_version_is_refused_and_left_untouched() {
+        let dir = temp_dir("newer");
         let mut store = SqliteStore::open(&dir).expect("open");
         let entry = Change::PutEntry {
             key: "k".into(),
@@ -648,11 +808,26 @@ pub(crate) mod tests {
             response: suite::response("body"),
         };
         store.apply(vec![entry]).expect("put");
-        store.connection.pragma_update(None, "user_version", SCHEMA_VERSION + 1).expect("bump");
+        store.connection.pragma_update(None, "user_version", schema::VERSION + 1).expect("bump");
         drop(store);
-        let mut store = SqliteStore::open(&dir).expect("reopen");
-        assert_eq!(store.entry("k", false).expect("read"), None);
-        assert_eq!(store.totals(), Totals::default());
+        assert_refused_untouched(&dir, schema::VERSION + 1);
+        let connection = Connection::open(dir.join(FILE_NAME)).expect("open raw");
+        let body: Vec<u8> = connection
+            .query_row("SELECT body FROM entries WHERE key = 'k'", [], |row| row.get(0))
+            .expect("the entry is still there");
+        assert_eq!(body, b"body");
+    }
+
+    #[test]
+    fn a_database_that_is_not_a_cache_is_refused_and_left_untouched() {
+        let dir = temp_dir("foreign");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let connection = Connection::open(dir.join(FILE_NAME)).expect("create");
+        connection
+            .execute_batch("CREATE TABLE notes(text TEXT); INSERT INTO notes VALUES ('x');")
+            .expect("foreign tables");
+        drop(connection);
+        assert_refused_untouched(&dir, 0);
     }
 
     #[test]

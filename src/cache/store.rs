@@ -31,6 +31,8 @@ pub enum Change {
         owner: Owner,
         head: ListHead,
         items: Vec<ListItem>,
+        /// Unix seconds, like `CachedResponse::stored_at`.
+        stored_at: u64,
     },
     /// Removes a list and its items.
     RemoveList {
@@ -49,6 +51,20 @@ pub enum Change {
         scope: String,
         resource_version: String,
     },
+    /// The stored answer is known current at `stored_at` (the same answer came again, or a
+    /// watch brought it up to date); a no-op when absent. Item changes alone do not refresh
+    /// a list: a write's answer updates one item, not the rest.
+    Refresh {
+        key: StoredKey,
+        stored_at: u64,
+    },
+}
+
+/// A stored list's head and when it was last known current (unix seconds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredHead {
+    pub head: ListHead,
+    pub stored_at: u64,
 }
 
 /// A stored key, and whether it is an exact entry's or a list's.
@@ -80,6 +96,12 @@ pub struct SummaryRow {
 pub enum StoreError {
     Sqlite(rusqlite::Error),
     Io(std::io::Error),
+    /// The database's schema version is not one of `0..=known` (a newer release wrote it, or
+    /// it is not a cache): it is left untouched.
+    UnknownSchema {
+        found: i64,
+        known: i64,
+    },
 }
 
 impl StoreError {
@@ -91,6 +113,7 @@ impl StoreError {
                 None => "sqlite".to_string(),
             },
             StoreError::Io(e) => format!("io {:?}", e.kind()),
+            StoreError::UnknownSchema { .. } => "unknown schema".to_string(),
         }
     }
 }
@@ -100,6 +123,9 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Sqlite(e) => write!(f, "sqlite: {e}"),
             StoreError::Io(e) => write!(f, "io: {e}"),
+            StoreError::UnknownSchema { found, known } => {
+                write!(f, "schema version {found} is unknown (known: 0 to {known})")
+            }
         }
     }
 }
@@ -119,7 +145,7 @@ impl From<std::io::Error> for StoreError {
 /// A cache backend. Reads with `touch` count as an access for least-recently-used eviction.
 pub trait Store {
     fn entry(&mut self, key: &str, touch: bool) -> Result<Option<CachedResponse>, StoreError>;
-    fn list_head(&mut self, scope: &str, touch: bool) -> Result<Option<ListHead>, StoreError>;
+    fn list_head(&mut self, scope: &str, touch: bool) -> Result<Option<StoredHead>, StoreError>;
     /// The list's items in key order.
     fn list_items(&mut self, scope: &str) -> Result<Vec<ListItem>, StoreError>;
     fn item_version(&mut self, scope: &str, key: &str) -> Result<Option<String>, StoreError>;
@@ -157,11 +183,15 @@ pub mod suite {
         Owner { identity: identity.to_string(), resource: "pods".to_string() }
     }
 
+    /// When the suite's answers were stored, unless a test says otherwise.
+    pub const STORED_AT: u64 = 1_000;
+
     pub fn response(body: &str) -> CachedResponse {
         CachedResponse {
             status: 200,
             content_type: "application/json".into(),
             body: body.as_bytes().to_vec(),
+            stored_at: STORED_AT,
         }
     }
 
@@ -183,7 +213,16 @@ pub mod suite {
     }
 
     fn put_list(scope: &str, identity: &str, items: Vec<ListItem>) -> Change {
-        Change::PutList { scope: scope.into(), owner: owner(identity), head: head("1"), items }
+        put_list_at(scope, identity, items, STORED_AT)
+    }
+
+    fn put_list_at(scope: &str, identity: &str, items: Vec<ListItem>, stored_at: u64) -> Change {
+        let owner = owner(identity);
+        Change::PutList { scope: scope.into(), owner, head: head("1"), items, stored_at }
+    }
+
+    fn stored_head(rv: &str) -> StoredHead {
+        StoredHead { head: head(rv), stored_at: STORED_AT }
     }
 
     pub fn run_all<S: Store>(make: impl Fn() -> S) {
@@ -196,6 +235,7 @@ pub mod suite {
         eviction_removes_least_recently_used(&mut make());
         summary_counts_per_identity(&mut make());
         keys_are_found_by_what_they_contain(&mut make());
+        stored_times_follow_answers_and_refreshes(&mut make());
     }
 
     fn entries_round_trip<S: Store>(store: &mut S) {
@@ -215,7 +255,7 @@ pub mod suite {
     fn lists_round_trip_in_key_order<S: Store>(store: &mut S) {
         let items = vec![item("b/x", "3"), item("a/y", "2"), item("a-b/z", "4")];
         store.apply(vec![put_list("s", "a", items)]).expect("put list");
-        assert_eq!(store.list_head("s", true).expect("head"), Some(head("1")));
+        assert_eq!(store.list_head("s", true).expect("head"), Some(stored_head("1")));
         let keys: Vec<String> =
             store.list_items("s").expect("items").into_iter().map(|i| i.key).collect();
         assert_eq!(keys, ["a-b/z", "a/y", "b/x"]);
@@ -238,7 +278,7 @@ pub mod suite {
         let items = store.list_items("s").expect("items");
         assert_eq!(items, vec![item("n/a", "6"), item("n/c", "5")]);
         assert_eq!(
-            store.list_head("s", false).expect("head").map(|h| h.resource_version).as_deref(),
+            store.list_head("s", false).expect("head").map(|h| h.head.resource_version).as_deref(),
             Some("6")
         );
     }
@@ -363,5 +403,55 @@ pub mod suite {
             ("a", 2, 1, 2)
         );
         assert_eq!((rows[1].identity.as_str(), rows[1].entries, rows[1].lists), ("b", 1, 0));
+    }
+
+    fn stored_times_follow_answers_and_refreshes<S: Store>(store: &mut S) {
+        let entry = |body: &str, stored_at| Change::PutEntry {
+            key: "k".into(),
+            owner: owner("a"),
+            response: CachedResponse { stored_at, ..response(body) },
+        };
+        let entry_time =
+            |store: &mut S| store.entry("k", false).expect("read").map(|e| e.stored_at);
+        let list_time =
+            |store: &mut S| store.list_head("s", false).expect("head").map(|h| h.stored_at);
+        store
+            .apply(vec![entry("one", 100), put_list_at("s", "a", vec![item("n/a", "1")], 110)])
+            .expect("put");
+        assert_eq!((entry_time(store), list_time(store)), (Some(100), Some(110)));
+
+        // A write's answer changes one item: the rest of the list is no fresher.
+        store
+            .apply(vec![
+                Change::PutItem { scope: "s".into(), item: item("n/b", "2") },
+                Change::RemoveItem { scope: "s".into(), key: "n/a".into() },
+                Change::SetListVersion { scope: "s".into(), resource_version: "2".into() },
+            ])
+            .expect("items");
+        assert_eq!(list_time(store), Some(110), "item changes alone keep the list's time");
+
+        let totals = store.totals();
+        store
+            .apply(vec![
+                Change::Refresh { key: StoredKey::List("s".into()), stored_at: 250 },
+                Change::Refresh { key: StoredKey::Entry("k".into()), stored_at: 300 },
+                Change::Refresh { key: StoredKey::Entry("absent".into()), stored_at: 400 },
+                Change::Refresh { key: StoredKey::List("absent".into()), stored_at: 400 },
+            ])
+            .expect("refresh");
+        assert_eq!((entry_time(store), list_time(store)), (Some(300), Some(250)));
+        assert_eq!(store.totals(), totals, "a refresh stores nothing new");
+        assert_eq!(store.entry("absent", false).expect("read"), None);
+        assert_eq!(store.list_head("absent", false).expect("head"), None);
+        assert_eq!(
+            store.entry("k", false).expect("read").map(|e| e.body),
+            Some(b"one".to_vec()),
+            "a refresh keeps the answer"
+        );
+        assert_eq!(store.list_items("s").expect("items"), vec![item("n/b", "2")]);
+
+        // A new answer brings its own time, even an earlier one (the clock was set back).
+        store.apply(vec![entry("two", 50), put_list_at("s", "a", Vec::new(), 60)]).expect("new");
+        assert_eq!((entry_time(store), list_time(store)), (Some(50), Some(60)));
     }
 }

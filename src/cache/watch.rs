@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use super::key::{ListScope, WatchRequest};
 use super::list::{ListHead, ListItem, ObjectMeta, newer};
-use super::store::{Change, Owner, Store, StoreError};
+use super::store::{Change, Owner, Store, StoreError, StoredHead, StoredKey};
 use super::write::{cached_unless_newer, with_object};
 use super::{Reply, json};
 
@@ -52,8 +52,14 @@ impl WatchStream {
         }
     }
 
-    /// Feeds de-chunked body bytes (any boundaries) and applies every completed event.
-    pub fn feed<S: Store>(&mut self, store: &mut S, mut bytes: &[u8]) -> Result<(), StoreError> {
+    /// Feeds de-chunked body bytes (any boundaries) and applies every completed event; `now`
+    /// (unix seconds) is when they arrived.
+    pub fn feed<S: Store>(
+        &mut self,
+        store: &mut S,
+        mut bytes: &[u8],
+        now: u64,
+    ) -> Result<(), StoreError> {
         while !self.stopped {
             let Some(newline) = bytes.iter().position(|b| *b == b'\n') else {
                 break;
@@ -61,11 +67,11 @@ impl WatchStream {
             let (head, tail) = bytes.split_at(newline);
             bytes = &tail[1..];
             let result = if self.pending.is_empty() {
-                self.apply_line(store, head)
+                self.apply_line(store, head, now)
             } else {
                 self.pending.extend_from_slice(head);
                 let line = std::mem::take(&mut self.pending);
-                self.apply_line(store, &line)
+                self.apply_line(store, &line, now)
             };
             if let Err(error) = result {
                 self.stop("an event could not be stored");
@@ -90,7 +96,12 @@ impl WatchStream {
         self.pending = Vec::new();
     }
 
-    fn apply_line<S: Store>(&mut self, store: &mut S, line: &[u8]) -> Result<(), StoreError> {
+    fn apply_line<S: Store>(
+        &mut self,
+        store: &mut S,
+        line: &[u8],
+        now: u64,
+    ) -> Result<(), StoreError> {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
@@ -109,7 +120,7 @@ impl WatchStream {
         };
         let changes = match kind {
             EventType::Other => return Ok(()),
-            EventType::Bookmark => self.bookmark_changes(store, &line[object])?,
+            EventType::Bookmark => self.bookmark_changes(store, &line[object], now)?,
             _ => {
                 let Some(meta) = ObjectMeta::of(line, object.start) else {
                     self.stop("a watch event has no object name");
@@ -118,8 +129,9 @@ impl WatchStream {
                 if let (Some(keys), EventType::Added) = (&mut self.initial_keys, &kind) {
                     keys.insert(meta.item_key());
                 }
-                let mut changes = self.list_changes(store, &kind, &meta, &line[object.clone()])?;
-                changes.extend(self.object_changes(store, &kind, &meta, &line[object])?);
+                let event = Event { kind: &kind, meta: &meta, object: &line[object], now };
+                let mut changes = self.list_changes(store, &event)?;
+                changes.extend(self.object_changes(store, &event)?);
                 changes
             }
         };
@@ -127,15 +139,15 @@ impl WatchStream {
     }
 
     /// The list item upsert/removal for one object event, when the list does not already
-    /// reflect it (its version is not older than the event's).
+    /// reflect it (its version is not older than the event's). A list whose version moves
+    /// forward with the stream is current as of the event.
     fn list_changes<S: Store>(
         &self,
         store: &mut S,
-        kind: &EventType,
-        meta: &ObjectMeta,
-        object: &[u8],
+        event: &Event<'_>,
     ) -> Result<Vec<Change>, StoreError> {
-        let Some(head) = store.list_head(&self.scope_key, false)? else {
+        let Event { kind, meta, object, now } = *event;
+        let Some(StoredHead { head, .. }) = store.list_head(&self.scope_key, false)? else {
             return Ok(Vec::new());
         };
         let list_has_it = !self.replaying_current_state
@@ -163,19 +175,20 @@ impl WatchStream {
         if self.replaying_current_state {
             return Ok(vec![item_change]);
         }
-        let version =
-            Change::SetListVersion { scope, resource_version: meta.resource_version.clone() };
-        Ok(vec![item_change, version])
+        let version = Change::SetListVersion {
+            scope: scope.clone(),
+            resource_version: meta.resource_version.clone(),
+        };
+        Ok(vec![item_change, version, refresh_list(scope, now)])
     }
 
     /// The change to the cached GET of the object, if one is cached and not newer.
     fn object_changes<S: Store>(
         &self,
         store: &mut S,
-        kind: &EventType,
-        meta: &ObjectMeta,
-        object: &[u8],
+        event: &Event<'_>,
     ) -> Result<Option<Change>, StoreError> {
+        let Event { kind, meta, object, now } = *event;
         let key = self.scope.object_key(&meta.namespace, &meta.name);
         let Some(cached) = cached_unless_newer(store, &key, &meta.resource_version)? else {
             return Ok(None);
@@ -189,21 +202,25 @@ impl WatchStream {
                     identity: self.scope.identity().to_string(),
                     resource: self.scope.resource_label(),
                 };
-                Some(Change::PutEntry { key, owner, response: with_object(cached, object) })
+                let response = with_object(cached, object, now);
+                Some(Change::PutEntry { key, owner, response })
             }
         })
     }
 
+    /// A bookmark not older than the list says nothing changed in between: the list is
+    /// current as of it (a quiet scope's list stays fresh through bookmarks alone).
     fn bookmark_changes<S: Store>(
         &mut self,
         store: &mut S,
         object: &[u8],
+        now: u64,
     ) -> Result<Vec<Change>, StoreError> {
         self.replaying_current_state = false;
         let Some(version) = json::string_member(object, 0, &["metadata", "resourceVersion"]) else {
             return Ok(Vec::new());
         };
-        let Some(head) = store.list_head(&self.scope_key, false)? else {
+        let Some(StoredHead { head, .. }) = store.list_head(&self.scope_key, false)? else {
             return Ok(Vec::new());
         };
         let mut changes = Vec::new();
@@ -212,14 +229,16 @@ impl WatchStream {
         if let (Some(seen), Some("true")) = (self.initial_keys.take(), ends_initial.as_deref()) {
             changes.extend(self.prune_unseen(store, &head, &version, &seen)?);
         }
-        let forward = newer(&head.resource_version, &version) != Some(true)
-            && head.resource_version != version;
-        if forward {
+        if newer(&head.resource_version, &version) == Some(true) {
+            return Ok(changes);
+        }
+        if head.resource_version != version {
             changes.push(Change::SetListVersion {
                 scope: self.scope_key.clone(),
                 resource_version: version,
             });
         }
+        changes.push(refresh_list(self.scope_key.clone(), now));
         Ok(changes)
     }
 
@@ -243,6 +262,20 @@ impl WatchStream {
             .map(|item| Change::RemoveItem { scope: self.scope_key.clone(), key: item.key })
             .collect())
     }
+}
+
+/// One object event of a stream, as it arrived.
+#[derive(Clone, Copy)]
+struct Event<'a> {
+    kind: &'a EventType,
+    meta: &'a ObjectMeta,
+    object: &'a [u8],
+    /// Unix seconds.
+    now: u64,
+}
+
+fn refresh_list(scope: String, now: u64) -> Change {
+    Change::Refresh { key: StoredKey::List(scope), stored_at: now }
 }
 
 /// Whether a watch begins with synthetic ADDED events for the current state.
@@ -272,7 +305,7 @@ pub fn replay<S: Store>(store: &mut S, request: &WatchRequest) -> Result<Reply, 
         return Ok(hold_open_without_events(request));
     }
     let scope_key = request.scope.store_key();
-    let Some(head) = store.list_head(&scope_key, true)? else {
+    let Some(StoredHead { head, .. }) = store.list_head(&scope_key, true)? else {
         return Ok(Reply::Miss);
     };
     let requested = request.resource_version.as_deref().unwrap_or_default();

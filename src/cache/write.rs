@@ -32,8 +32,13 @@ enum Deleted {
     Terminating { meta: ObjectMeta, object: Span },
 }
 
-/// The changes `answer` calls for (none when it says nothing certain).
-pub fn changes<S: Store>(store: &mut S, answer: &WriteAnswer) -> Result<Vec<Change>, StoreError> {
+/// The changes `answer`, received at `now` (unix seconds), calls for (none when it says
+/// nothing certain).
+pub fn changes<S: Store>(
+    store: &mut S,
+    answer: &WriteAnswer,
+    now: u64,
+) -> Result<Vec<Change>, StoreError> {
     match answer.write.method() {
         WriteMethod::Delete => match deleted(answer) {
             None => Ok(Vec::new()),
@@ -41,7 +46,7 @@ pub fn changes<S: Store>(store: &mut S, answer: &WriteAnswer) -> Result<Vec<Chan
                 gone(store, &answer.write, &resource_version)
             }
             Some(Deleted::Terminating { meta, object }) => {
-                terminating(store, &answer.write, &meta, &answer.body[object])
+                terminating(store, &answer.write, &meta, &answer.body[object], now)
             }
         },
     }
@@ -139,6 +144,7 @@ fn terminating<S: Store>(
     write: &ObjectWrite,
     meta: &ObjectMeta,
     object: &[u8],
+    now: u64,
 ) -> Result<Vec<Change>, StoreError> {
     let version = meta.resource_version.as_str();
     let item = ListItem {
@@ -157,7 +163,7 @@ fn terminating<S: Store>(
                     continue;
                 };
                 let owner = Owner { identity, resource: write.resource_label() };
-                Change::PutEntry { key, owner, response: with_object(cached, object) }
+                Change::PutEntry { key, owner, response: with_object(cached, object, now) }
             }
             StoredKey::List(scope)
                 if write.lists_collection(&scope)
@@ -190,13 +196,14 @@ pub fn cached_unless_newer<S: Store>(
 }
 
 /// A cached GET answer carrying `object` instead, framed like the cached one (kube ends its
-/// bodies with a newline; watch events and list items have none). Also used by watch events.
-pub fn with_object(cached: CachedResponse, object: &[u8]) -> CachedResponse {
+/// bodies with a newline; watch events and list items have none), current as of
+/// `stored_at`. Also used by watch events.
+pub fn with_object(cached: CachedResponse, object: &[u8], stored_at: u64) -> CachedResponse {
     let mut body = object.to_vec();
     if cached.body.ends_with(b"\n") {
         body.push(b'\n');
     }
-    CachedResponse { status: cached.status, content_type: cached.content_type, body }
+    CachedResponse { status: cached.status, content_type: cached.content_type, body, stored_at }
 }
 
 /// Whether the list `scope` holds the item `key` in a state not newer than `version`.
