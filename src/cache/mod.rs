@@ -150,8 +150,8 @@ pub struct CacheStats {
 }
 
 /// Opens the store and starts the cache thread. `waker` is woken whenever replies are ready.
-/// A database of a schema this build does not know is left as it is, and the cache runs in
-/// memory (see `schema`).
+/// A database of a schema this build does not know, or whose upgrade failed, is left as it
+/// is, and the cache runs in memory (see `schema`).
 pub fn start(config: CacheConfig, waker: Arc<mio::Waker>) -> Result<CacheHandle, CacheError> {
     let CacheKind::Sqlite { dir } = &config.kind else {
         log::info!(
@@ -172,6 +172,14 @@ pub fn start(config: CacheConfig, waker: Arc<mio::Waker>) -> Result<CacheHandle,
                  (it knows 0 to {known}: written by a newer release, or not a cache); the file \
                  is left untouched and answers are cached in memory only, lost on restart \
                  (move the file away to start a new one)",
+                path.display()
+            );
+            start_in_memory(&config, waker)
+        }
+        Err(error @ store::StoreError::UpgradeFailed { .. }) => {
+            log::warn!(
+                "cache: {} could not be upgraded ({error}); it is left as it was, to be upgraded \
+                 at the next start, and answers are cached in memory only meanwhile",
                 path.display()
             );
             start_in_memory(&config, waker)

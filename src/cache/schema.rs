@@ -7,7 +7,9 @@
 //!
 //! What opening does, by the version found:
 //! - 0 and no tables: a new file; the current tables are created.
-//! - 1 to `VERSION - 1`: upgraded in place, all steps in one transaction.
+//! - 1 to `VERSION - 1`: upgraded in place, all steps in one transaction. If that fails (a
+//!   full disk), it is rolled back: `StoreError::UpgradeFailed`, the file as it was, the
+//!   cache in memory until the next start tries again.
 //!   - 1 → 2: `stored_at` (unix seconds) on entries and lists, for the age of cached answers.
 //!     Version 1 never recorded when a row was stored: its rows count as stored at the
 //!     upgrade, their age is counted from then.
@@ -79,17 +81,22 @@ fn create(connection: &Connection) -> Result<(), StoreError> {
 }
 
 /// Runs every step from `from` on, and the new version, in one transaction: a crash or a
-/// full disk midway leaves the file at `from`, to be upgraded at the next start.
+/// full disk midway leaves the file at `from`, to be upgraded at the next start. A failure
+/// is `UpgradeFailed`, never taken for damage: the file is not moved aside.
 fn upgrade(connection: &mut Connection, from: i64, now: u64) -> Result<(), StoreError> {
+    run_steps(connection, from, now).map_err(|error| StoreError::UpgradeFailed { from, error })?;
+    log::info!("cache: database upgraded in place from schema version {from} to {VERSION}");
+    Ok(())
+}
+
+fn run_steps(connection: &mut Connection, from: i64, now: u64) -> rusqlite::Result<()> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let first = usize::try_from(from - 1).unwrap_or(0);
     for step in &MIGRATIONS[first..] {
         step(&transaction, now)?;
     }
     transaction.pragma_update(None, "user_version", VERSION)?;
-    transaction.commit()?;
-    log::info!("cache: database upgraded in place from schema version {from} to {VERSION}");
-    Ok(())
+    transaction.commit()
 }
 
 /// 1 → 2. Adding a column with a constant default rewrites no row, however big the cache.

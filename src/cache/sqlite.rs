@@ -59,7 +59,8 @@ fn as_u64(value: i64) -> u64 {
 impl SqliteStore {
     /// Opens (creating it and its directory if needed) `<dir>/cache.db`, upgrading an older
     /// schema in place. A file that cannot be opened or fails its integrity check is renamed
-    /// `cache.db.corrupt-<unix time>`; one of an unknown schema is refused, untouched.
+    /// `cache.db.corrupt-<unix time>`; one of an unknown schema, or whose upgrade failed, is
+    /// refused, untouched.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         // An existing directory keeps its mode otherwise; the cache holds secrets.
@@ -67,7 +68,10 @@ impl SqliteStore {
         let path = dir.join(FILE_NAME);
         match SqliteStore::open_file(&path) {
             Ok(store) => Ok(store),
-            Err(error @ StoreError::UnknownSchema { .. }) => Err(error),
+            // Not damage: moving such a file aside would empty the cache.
+            Err(error @ (StoreError::UnknownSchema { .. } | StoreError::UpgradeFailed { .. })) => {
+                Err(error)
+            }
             Err(error) if path.exists() => {
                 let aside = move_aside(&path)?;
                 log::warn!(
@@ -779,15 +783,12 @@ pub(crate) mod tests {
         std::fs::read(dir.join(FILE_NAME)).expect("read")
     }
 
-    fn assert_refused_untouched(dir: &Path, found: i64) {
+    /// Opens `dir`, which must fail without changing its file or adding one; the error.
+    fn refused_untouched(dir: &Path) -> StoreError {
         let bytes = file_bytes(dir);
-        match SqliteStore::open(dir) {
-            Err(StoreError::UnknownSchema { found: f, known }) => {
-                assert_eq!((f, known), (found, schema::VERSION));
-            }
-            Err(error) => panic!("expected UnknownSchema, got {error}"),
-            Ok(_) => panic!("a database of schema {found} was opened"),
-        }
+        let Err(error) = SqliteStore::open(dir) else {
+            panic!("{} was opened", dir.display());
+        };
         assert_eq!(file_bytes(dir), bytes, "the file was changed");
         let names: Vec<_> = std::fs::read_dir(dir)
             .expect("list")
@@ -796,6 +797,12 @@ pub(crate) mod tests {
             .filter(|name| name != FILE_NAME)
             .collect();
         assert!(names.is_empty(), "nothing moved aside or added: {names:?}");
+        error
+    }
+
+    fn is_unknown_schema(error: &StoreError, version: i64) -> bool {
+        matches!(error, StoreError::UnknownSchema { found, known }
+                 if *found == version && *known == schema::VERSION)
     }
 
     #[test]
@@ -810,7 +817,8 @@ pub(crate) mod tests {
         store.apply(vec![entry]).expect("put");
         store.connection.pragma_update(None, "user_version", schema::VERSION + 1).expect("bump");
         drop(store);
-        assert_refused_untouched(&dir, schema::VERSION + 1);
+        let error = refused_untouched(&dir);
+        assert!(is_unknown_schema(&error, schema::VERSION + 1), "{error}");
         let connection = Connection::open(dir.join(FILE_NAME)).expect("open raw");
         let body: Vec<u8> = connection
             .query_row("SELECT body FROM entries WHERE key = 'k'", [], |row| row.get(0))
@@ -827,7 +835,30 @@ pub(crate) mod tests {
             .execute_batch("CREATE TABLE notes(text TEXT); INSERT INTO notes VALUES ('x');")
             .expect("foreign tables");
         drop(connection);
-        assert_refused_untouched(&dir, 0);
+        let error = refused_untouched(&dir);
+        assert!(is_unknown_schema(&error, 0), "{error}");
+    }
+
+    #[test]
+    fn a_failed_upgrade_is_rolled_back_and_the_file_kept() {
+        let dir = version_1_database("failed-upgrade");
+        // The upgrade's second statement fails: lists already has the column it adds.
+        let connection = Connection::open(dir.join(FILE_NAME)).expect("open v1");
+        connection.execute_batch("ALTER TABLE lists ADD COLUMN stored_at INTEGER").expect("alter");
+        drop(connection);
+        let error = refused_untouched(&dir);
+        assert!(matches!(error, StoreError::UpgradeFailed { from: 1, .. }), "{error}");
+        let connection = Connection::open(dir.join(FILE_NAME)).expect("reopen raw");
+        let version: i64 =
+            connection.query_row("PRAGMA user_version", [], |row| row.get(0)).expect("version");
+        let added: i64 = connection
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('entries') WHERE name = 'stored_at'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("columns");
+        assert_eq!((version, added), (1, 0), "the first statement was rolled back");
     }
 
     #[test]

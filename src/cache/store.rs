@@ -102,6 +102,12 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    /// Upgrading the schema from version `from` failed (a full disk); rolled back, the file
+    /// is as it was.
+    UpgradeFailed {
+        from: i64,
+        error: rusqlite::Error,
+    },
 }
 
 impl StoreError {
@@ -114,6 +120,7 @@ impl StoreError {
             },
             StoreError::Io(e) => format!("io {:?}", e.kind()),
             StoreError::UnknownSchema { .. } => "unknown schema".to_string(),
+            StoreError::UpgradeFailed { .. } => "schema upgrade".to_string(),
         }
     }
 }
@@ -125,6 +132,9 @@ impl fmt::Display for StoreError {
             StoreError::Io(e) => write!(f, "io: {e}"),
             StoreError::UnknownSchema { found, known } => {
                 write!(f, "schema version {found} is unknown (known: 0 to {known})")
+            }
+            StoreError::UpgradeFailed { from, error } => {
+                write!(f, "upgrading schema version {from} failed: {error}")
             }
         }
     }
