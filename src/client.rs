@@ -7,6 +7,7 @@
 //! ```text
 //! Handshake ─► ReadHead ─┬─► Exchange (proxy.rs) ─┬─► ReadHead | Closing
 //!    │            ▲       │                        └─► Tunnel (tunnel.rs, after 101) ─► closed
+//!    │            │       ├─► ReadBody (a TokenRequest) ─► Exchange | AwaitCache | ReadHead
 //!    │            │       ├─► AwaitCache (cloud down: a lookup on the cache thread)
 //!    │            │       │      └─► ReadHead (cached answer) | OfflineWatch (offline_watch.rs)
 //!    │            └───────┴─◄ (a local Status answer) ─► ReadHead | Closing
@@ -24,10 +25,11 @@ use crate::config::Config;
 use crate::http1::{self, HttpError, RequestHead};
 use crate::metrics::StaleReason;
 use crate::offline_watch::OfflineWatch;
-use crate::plan::ProxyPlan;
+use crate::plan::{Plan, ProxyPlan};
 use crate::proxy::Exchange;
 use crate::queue::OutQueue;
 use crate::status::LocalResponse;
+use crate::token_cache::TokenPending;
 use crate::transport::{ReadOutcome, Transport, TransportError};
 use crate::tunnel::Tunnel;
 
@@ -55,6 +57,16 @@ pub struct AwaitCache {
     pub head: RequestHead,
     pub route: Classified,
     pub on_miss: OnMiss,
+    /// A TokenRequest's lookup (token_cache.rs): its answer is made from the cached one.
+    pub token: Option<Box<TokenPending>>,
+}
+
+/// A request whose body is read whole into `inbuf` before its plan is carried out: a
+/// TokenRequest, whose cache key is in its body.
+pub struct ReadBody {
+    pub head: RequestHead,
+    pub plan: Plan,
+    pub length: usize,
 }
 
 /// Why a request is answered from the cache, which decides what a miss becomes.
@@ -89,6 +101,7 @@ pub enum Phase {
     },
     Exchange(Box<Exchange>),
     AwaitCache(Box<AwaitCache>),
+    ReadBody(Box<ReadBody>),
     OfflineWatch(Box<OfflineWatch>),
     /// Raw bytes both ways after `101 Switching Protocols`.
     Tunnel(Box<Tunnel>),
@@ -209,6 +222,7 @@ impl ClientConn {
             Phase::ReadHead { started: None } => Some(self.phase_since + timeouts.idle),
             Phase::Exchange(exchange) => exchange.deadline(config),
             Phase::AwaitCache(_) => Some(self.phase_since + CACHE_LOOKUP_TIMEOUT),
+            Phase::ReadBody(_) => Some(self.phase_since + timeouts.read_header),
             Phase::OfflineWatch(watch) => Some(watch.deadline()),
             Phase::Tunnel(_) | Phase::Taken => None,
             Phase::Closing => Some(self.phase_since + CLOSING_TIMEOUT),
@@ -265,6 +279,25 @@ impl ClientConn {
                 HeadRead::Step(Step::Close)
             }
         }
+    }
+
+    /// Reads until `length` body bytes are in `inbuf`; `None` once they are.
+    pub fn step_read_body(&mut self, length: usize, scratch: &mut [u8]) -> Option<Step> {
+        if self.inbuf.len() >= length {
+            return None;
+        }
+        Some(match self.transport.read_plain(scratch) {
+            Ok(ReadOutcome::Data(n)) => {
+                self.inbuf.extend_from_slice(&scratch[..n]);
+                Step::Again
+            }
+            Ok(ReadOutcome::WouldBlock) => Step::Wait,
+            Ok(ReadOutcome::Eof) => Step::Close,
+            Err(e) => {
+                log::debug!("client read failed: {e}");
+                Step::Close
+            }
+        })
     }
 
     /// While a cache lookup is in flight: only output moves.

@@ -37,6 +37,7 @@ pub(crate) mod slab;
 pub(crate) mod status;
 pub(crate) mod timer;
 pub(crate) mod tls;
+pub(crate) mod token_cache;
 pub mod token_request;
 pub(crate) mod transport;
 pub(crate) mod tunnel;

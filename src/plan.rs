@@ -89,6 +89,30 @@ pub fn plan(head: &RequestHead, context: &Context) -> Plan {
     Plan::Proxy(proxy)
 }
 
+/// Largest TokenRequest body read whole before deciding (kubelet's are a few hundred bytes).
+pub const MAX_TOKEN_REQUEST_BODY: usize = 64 * 1024;
+
+/// A TokenRequest (`POST .../serviceaccounts/<sa>/token`) is cached under what its body asks
+/// for, so its body is read whole before its plan is carried out: `Some(Ok(length))` to
+/// read, `Some(Err(413))` when too large. `None`: not a TokenRequest, or a chunked one
+/// (passed through uncached: kubelet and client-go send a `Content-Length`).
+pub fn token_request_body(head: &RequestHead) -> Option<Result<usize, LocalResponse>> {
+    if head.method != "POST" || crate::token_request::path_target(head.path()).is_none() {
+        return None;
+    }
+    let Ok(Framing::Length(length)) = head.framing() else { return None };
+    match usize::try_from(length) {
+        Ok(length) if length <= MAX_TOKEN_REQUEST_BODY => Some(Ok(length)),
+        _ => {
+            let message = format!(
+                "a TokenRequest body of {length} bytes is larger than the \
+                 {MAX_TOKEN_REQUEST_BODY} bytes lite-apiserver reads"
+            );
+            Some(Err(LocalResponse::status(413, "RequestEntityTooLarge", &message).closing()))
+        }
+    }
+}
+
 /// Classifies a request for the cache, asking the cloud for JSON instead of protobuf on
 /// resource reads when `--modify-request-accept` is on (so the answer can be cached and
 /// kept current from watch events). Returns the Accept to send upstream when changed.
@@ -264,6 +288,21 @@ mod tests {
         stopping.shutting_down = true;
         let Plan::Answer(answer) = plan(&get, &stopping) else { panic!("expected an answer") };
         assert_eq!((answer.status, answer.close), (503, true));
+    }
+
+    #[test]
+    fn token_request_bodies_are_read_first_up_to_64_kib() {
+        let token = "POST /api/v1/namespaces/default/serviceaccounts/default/token HTTP/1.1";
+        let with_length = |n: usize| head(&format!("{token}\r\nContent-Length: {n}"));
+        assert!(matches!(token_request_body(&with_length(180)), Some(Ok(180))));
+        let too_large = token_request_body(&with_length(MAX_TOKEN_REQUEST_BODY + 1));
+        assert!(matches!(too_large, Some(Err(ref r)) if r.status == 413 && r.close));
+        let chunked = head(&format!("{token}\r\nTransfer-Encoding: chunked"));
+        assert!(token_request_body(&chunked).is_none(), "chunked: passed through");
+        let pods = head("POST /api/v1/namespaces/default/pods HTTP/1.1\r\nContent-Length: 2");
+        assert!(token_request_body(&pods).is_none());
+        let get = head("GET /api/v1/namespaces/default/serviceaccounts/default/token HTTP/1.1");
+        assert!(token_request_body(&get).is_none());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::http1::{self, Framing, HttpError, RequestHead, ResponseHead};
 use crate::metrics::OpenWatch;
 use crate::queue::OutQueue;
 use crate::status::LocalResponse;
+use crate::token_cache::TokenPending;
 use crate::transport::{ReadOutcome, TransportError};
 use crate::upstream::UpstreamConn;
 use crate::watch_frames::{EventFramer, EventFraming};
@@ -90,6 +91,8 @@ struct CacheCopy {
 enum CopyFor {
     Read(ReadKey),
     Write(ObjectWrite),
+    /// A TokenRequest's `201`, stored under its key (token_cache.rs).
+    TokenRequest(ReadKey),
 }
 
 pub enum PumpOutcome {
@@ -174,6 +177,9 @@ pub struct Exchange {
     /// A long-running request (watch, follow, exec…): no stall deadline; counted among
     /// open watches while it is proxied.
     long_running: Option<OpenWatch>,
+    /// A TokenRequest: its `201` answer is cached, and the cache answers when the cloud
+    /// does not (set by the reactor after `new`).
+    pub token: Option<Box<TokenPending>>,
 }
 
 impl Exchange {
@@ -206,6 +212,7 @@ impl Exchange {
             last_activity: now,
             next_watch_id: watch_id,
             long_running,
+            token: None,
         }
     }
 
@@ -249,7 +256,9 @@ impl Exchange {
             Some(self.started + config.timeout)
         } else if self.is_long_running() {
             None
-        } else if self.response_not_started() && matches!(self.route, Classified::Read(_)) {
+        } else if self.response_not_started()
+            && (matches!(self.route, Classified::Read(_)) || self.token.is_some())
+        {
             Some(stalled.min(self.started + config.cloud_response_timeout))
         } else {
             Some(stalled)
@@ -508,6 +517,10 @@ impl Exchange {
             .is_none_or(|e| e.trim().eq_ignore_ascii_case("identity"));
         let purpose = match (&self.route, tee.cache) {
             (Classified::Read(key), Some(_)) if ok => Some(CopyFor::Read(key.clone())),
+            (Classified::Uncacheable, Some(_)) if plain && self.token.is_some() => {
+                let token = self.token.as_ref().filter(|_| head.status == 201);
+                token.map(|token| CopyFor::TokenRequest(token.cache_key().clone()))
+            }
             // Whatever the status: the cache decides what the answer means.
             (Classified::Uncacheable, Some(_)) if plain => {
                 cache::classify_write(&self.request.method, &self.request.target)
@@ -729,7 +742,9 @@ impl BodyState {
         if let Some(copy) = self.cache_copy.take() {
             tee.budget.release(copy.bytes.capacity());
             match copy.purpose {
-                CopyFor::Read(key) => cache.store(key, &copy.content_type, copy.bytes),
+                CopyFor::Read(key) | CopyFor::TokenRequest(key) => {
+                    cache.store(key, &copy.content_type, copy.bytes)
+                }
                 CopyFor::Write(write) => {
                     cache.write_answered(write, self.status, &copy.content_type, copy.bytes)
                 }

@@ -149,6 +149,22 @@ impl ReadKey {
     pub fn scope(&self) -> Option<&ListScope> {
         self.scope.as_ref()
     }
+
+    /// The key a TokenRequest's `201` answer is stored under: the asking identity, the
+    /// request's canonical text (`TokenRequestKey::canonical`) and the representation it
+    /// accepts. Its path is no request path (`tokenrequest:` prefix), so no read, list or
+    /// write of an object ever matches it; /debug/cache counts it under
+    /// `serviceaccounts/token` and never shows the key.
+    pub fn token_request(identity: &str, canonical: &str, accept: Option<&str>) -> ReadKey {
+        ReadKey {
+            identity: identity.to_string(),
+            path: format!("tokenrequest:{canonical}"),
+            query: String::new(),
+            representation: Representation::from_accept(accept),
+            resource: "serviceaccounts/token".to_string(),
+            scope: None,
+        }
+    }
 }
 
 /// A GET with watch=true on a resource collection.

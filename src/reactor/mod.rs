@@ -13,6 +13,7 @@
 //! `proxy.rs` (exchanges), `tunnel.rs`, `offline_watch.rs`, `offline.rs` (cache answers).
 
 mod requests;
+mod token_requests;
 mod upstreams;
 
 use std::collections::HashMap;
@@ -331,6 +332,7 @@ impl Reactor {
             },
             Phase::Exchange(_) => self.step_exchange(slot, client),
             Phase::AwaitCache(_) => client.step_flush_only(),
+            Phase::ReadBody(_) => self.step_read_body(slot, client),
             Phase::OfflineWatch(_) => offline_watch::step(client, &mut self.scratch),
             Phase::Tunnel(_) => self.step_tunnel(client),
             Phase::Closing => client.step_closing(),

@@ -6,6 +6,7 @@
 //! ```text
 //! head ─► plan ─┬─ Answer ───────────────────────────────► respond_local
 //!               ├─ FromCache ─► offline::start ─► lookup ─► (cache thread) ─► offline::answer
+//!               ├─ (a TokenRequest) ─► ReadBody first: token_requests.rs
 //!               └─ Proxy ─► checkout_upstream ─► Exchange::pump ─┬─ Finished ─► release_upstream
 //!                                                               ├─ Upgraded ─► Tunnel
 //!                                                               └─ UpstreamFailed ─► retry | cache
@@ -20,6 +21,7 @@ use crate::offline::{self, OfflineStart};
 use crate::plan::{self, Context, Plan, ProxyPlan};
 use crate::proxy::{Exchange, PumpOutcome, Tee, UpstreamFailure};
 use crate::status::LocalResponse;
+use crate::token_cache::TokenPending;
 use crate::tunnel::Tunnel;
 use crate::upstream::UpstreamConn;
 
@@ -42,7 +44,13 @@ impl Reactor {
             over_limit: client.over_limit.then_some(self.config.max_connections),
             shutting_down: self.shutdown_deadline.is_some(),
         };
-        match plan::plan(&head, &context) {
+        let plan = plan::plan(&head, &context);
+        if !matches!(plan, Plan::Answer(_))
+            && let Some(length) = plan::token_request_body(&head)
+        {
+            return self.read_token_body(client, head, plan, length);
+        }
+        match plan {
             Plan::Answer(response) => {
                 self.respond_local(client, &response, Source::Local, head.method == "HEAD");
             }
@@ -52,25 +60,28 @@ impl Reactor {
             Plan::FromCache { route, ask_cloud: Some(proxy) } => {
                 self.serve_offline(slot, client, head, route, OnMiss::AskCloud(proxy));
             }
-            Plan::Proxy(proxy) => self.proxy_request(slot, client, head, proxy),
+            Plan::Proxy(proxy) => self.proxy_request(slot, client, head, proxy, None),
         }
     }
 
-    /// Sends a request to the cloud on a pooled or new connection.
-    fn proxy_request(
+    /// Sends a request to the cloud on a pooled or new connection; `token`: a TokenRequest,
+    /// whose answer is cached (token_requests.rs).
+    pub(super) fn proxy_request(
         &mut self,
         slot: usize,
         client: &mut ClientConn,
         head: RequestHead,
         proxy: ProxyPlan,
+        token: Option<Box<TokenPending>>,
     ) {
         let identity = self.identities.select(client.peer_cn()).clone();
         match self.checkout_upstream(&identity, slot) {
-            Ok(upstream) => self.start_exchange(client, head, proxy, upstream),
+            Ok(upstream) => self.start_exchange(client, head, proxy, upstream, token),
             Err(e) => {
                 log::debug!("cannot connect to the cloud apiserver: {e}");
                 self.cloud.connect_failed(&self.metrics);
-                self.serve_offline(slot, client, head, proxy.route, OnMiss::NoAnswer);
+                let route = proxy.route;
+                self.serve_offline_or_token(slot, client, head, route, token, OnMiss::NoAnswer);
             }
         }
     }
@@ -81,10 +92,11 @@ impl Reactor {
         head: RequestHead,
         proxy: ProxyPlan,
         upstream: (UpstreamConn, usize),
+        token: Option<Box<TokenPending>>,
     ) {
         self.next_id += 1;
         let counted = proxy.long_running.then(|| OpenWatch::new(&self.metrics));
-        let exchange = Exchange::new(
+        let mut exchange = Exchange::new(
             head,
             proxy.route,
             upstream,
@@ -93,6 +105,7 @@ impl Reactor {
             self.next_id,
             counted,
         );
+        exchange.token = token;
         client.set_phase(Phase::Exchange(Box::new(exchange)));
     }
 
@@ -202,7 +215,7 @@ impl Reactor {
                 return Step::Again;
             }
         }
-        let Exchange { request, route, upstream, upstream_slot, .. } = *exchange;
+        let Exchange { request, route, upstream, upstream_slot, mut token, .. } = *exchange;
         let reused = upstream.reused;
         self.drop_upstream(upstream_slot, upstream);
         if failure.is_bad_response() {
@@ -213,7 +226,11 @@ impl Reactor {
             return Step::Again;
         }
         self.cloud.request_failed(&failure, reused, &self.metrics);
-        self.serve_offline(slot, client, request, route, OnMiss::NoAnswer);
+        if let Some(token) = token.as_mut() {
+            // Part of the body may be on its way to the cloud: close after the answer.
+            token.close = true;
+        }
+        self.serve_offline_or_token(slot, client, request, route, token, OnMiss::NoAnswer);
         Step::Again
     }
 
@@ -231,7 +248,7 @@ impl Reactor {
         let response = match offline::start(&head, &route, why) {
             OfflineStart::Lookup(lookup) => match self.lookup(slot, *lookup) {
                 Some(request_id) => {
-                    let waiting = AwaitCache { request_id, head, route, on_miss };
+                    let waiting = AwaitCache { request_id, head, route, on_miss, token: None };
                     client.set_phase(Phase::AwaitCache(Box::new(waiting)));
                     return;
                 }
@@ -260,7 +277,7 @@ impl Reactor {
     }
 
     /// A new request id for a cache lookup by `slot`.
-    fn lookup(&mut self, slot: usize, lookup: Lookup) -> Option<u64> {
+    pub(super) fn lookup(&mut self, slot: usize, lookup: Lookup) -> Option<u64> {
         let cache = self.cache.as_ref()?;
         self.next_id += 1;
         let id = self.next_id;
@@ -284,12 +301,15 @@ impl Reactor {
             let Some(Conn::Client(mut client)) = self.conns.take(slot) else { continue };
             match client.take_phase() {
                 Phase::AwaitCache(waiting) if waiting.request_id == request_id => {
-                    let AwaitCache { head, route, on_miss, .. } = *waiting;
-                    match (reply, on_miss) {
-                        (Reply::Miss | Reply::Failed(_), OnMiss::AskCloud(proxy)) => {
-                            self.proxy_request(slot, &mut client, head, *proxy);
+                    let AwaitCache { head, route, on_miss, token, .. } = *waiting;
+                    match (reply, on_miss, token) {
+                        (reply, on_miss, Some(token)) => {
+                            self.answer_token(&mut client, &token, reply, &on_miss);
                         }
-                        (reply, on_miss) => {
+                        (Reply::Miss | Reply::Failed(_), OnMiss::AskCloud(proxy), None) => {
+                            self.proxy_request(slot, &mut client, head, *proxy, None);
+                        }
+                        (reply, on_miss, None) => {
                             offline::answer(
                                 &mut client,
                                 &head,
