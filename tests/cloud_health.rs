@@ -7,9 +7,11 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::client::StreamEnd;
 use common::*;
 
 const POD: &str = "/api/v1/namespaces/default/pods/web-1";
@@ -82,6 +84,11 @@ impl Link {
     fn wait_cloud_up(&self, up: bool) {
         let reached = wait_for(SETTLE, || (self.cloud_up() == up).then_some(()));
         assert!(reached.is_some(), "the cloud never became up={up}: {:?}", self.readyz());
+    }
+
+    /// `lite_apiserver_cloud_transitions_total`: up→down and down→up changes so far.
+    fn transitions(&self) -> u64 {
+        self.diagnostics.metric("lite_apiserver_cloud_transitions_total")
     }
 
     fn readyz(&self) -> (u16, String) {
@@ -240,6 +247,7 @@ fn fake_fault_modes_answer_like_the_outages_they_stand_for() {
 fn readyz_500_takes_the_node_offline_and_is_named() {
     let link = Link::start("etcd-down-probe", &[]);
     let online = link.cache(POD);
+    assert_eq!(link.transitions(), 0, "the first verdict of a fresh process is no transition");
     link.fault("etcd-down");
     link.wait_cloud_up(false);
     let (status, body) = link.readyz();
@@ -253,6 +261,7 @@ fn readyz_500_takes_the_node_offline_and_is_named() {
     link.wait_cloud_up(true);
     let fresh = link.kubelet().get(POD);
     assert!(fresh.header(CACHE_HEADER).is_none(), "back online: {:?}", fresh.headers);
+    assert_eq!(link.transitions(), 2, "one offline/online round trip");
 }
 
 /// The same outage from a client's view: from the first request that meets it, the node
@@ -273,6 +282,9 @@ fn reads_meeting_a_dead_apiserver_behind_an_lb_come_from_the_cache() {
     });
     let reason = reason.expect("the prober never declared the cloud down");
     assert!(reason.contains("500"), "/readyz: {reason}");
+    let stale =
+        link.diagnostics.metric(r#"lite_apiserver_stale_answers_total{reason="cloud_error"}"#);
+    assert!(stale > 0, "answers standing in for the cloud's 503 are not counted");
 }
 
 /// Samples `lite_apiserver_cloud_up` while `work` runs; the number of offline→online
@@ -361,4 +373,268 @@ fn a_503_answer_to_a_write_reaches_the_client_unchanged() {
     assert_status_body(&resp, 503);
     assert_eq!(resp.json()["reason"], "ServiceUnavailable", "{}", resp.text());
     assert!(resp.header(CACHE_HEADER).is_none(), "{:?}", resp.headers);
+}
+
+// ---------------------------------------------------------------------------------------
+// Watches across an outage.
+// ---------------------------------------------------------------------------------------
+
+/// The fake sends BOOKMARKs often, so a relayed watch has bytes moving when it is cut.
+const FAST_BOOKMARKS: &[&str] = &["--bookmark-interval-ms", "200"];
+
+/// A watch of the pods from `version`, with BOOKMARKs.
+fn watch_path(version: &str) -> String {
+    format!("{PODS}?watch=true&resourceVersion={version}&allowWatchBookmarks=true")
+}
+
+/// Reads `watch` to its end and asserts it ended with the terminating chunk, every event
+/// whole (a half event would not parse as JSON); the events read.
+fn read_to_clean_end(watch: &mut WatchStream, what: &str) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + SETTLE;
+    let mut events = Vec::new();
+    while let Some(event) = watch.next_event(deadline.saturating_duration_since(Instant::now())) {
+        assert!(
+            event["type"].is_string() && event["object"]["metadata"].is_object(),
+            "{what}: not a whole watch event: {event}"
+        );
+        events.push(event);
+    }
+    assert_eq!(watch.end(), Some(&StreamEnd::Clean), "{what}: how the stream ended");
+    events
+}
+
+/// Watches the pods through the proxy from the cached list's version and sees two pods
+/// made at the fake arrive; the client, its watch, and the version of the last ADDED.
+fn relayed_watch(link: &Link) -> (Client, WatchStream, String) {
+    let list = link.cache(PODS).json();
+    let mut kubelet = link.kubelet();
+    let mut watch = kubelet.watch(&watch_path(&resource_version(&list)));
+    assert!(watch.head.headers.get(CACHE_HEADER).is_none(), "{:?}", watch.head.headers);
+    let mut last_seen = String::new();
+    for name in ["seen-online-1", "seen-online-2"] {
+        link.create_pod(name);
+        last_seen = resource_version(&watch.expect_change(SETTLE, "ADDED", name)["object"]);
+    }
+    (kubelet, watch, last_seen)
+}
+
+/// The client re-watches from `last_seen` on the connection its ended watch leaves, as
+/// client-go does: the node being offline, the proxy holds it from the cache, replaying
+/// nothing the client has seen, until its `timeoutSeconds` ends it cleanly.
+fn rewatch_offline(mut kubelet: Client, ended: WatchStream, last_seen: &str) {
+    assert!(kubelet.take_back(ended), "the cleanly ended watch left no usable connection");
+    let path = format!("{}&timeoutSeconds=3", watch_path(last_seen));
+    let mut resumed = kubelet.try_watch(&path, &[]).expect("re-watch on the same connection");
+    assert_eq!(kubelet.connections_opened(), 1, "the re-watch needed a new connection");
+    assert_eq!(resumed.head.headers.get(CACHE_HEADER), Some("hit"), "{:?}", resumed.head.headers);
+    let replayed = read_to_clean_end(&mut resumed, "the offline re-watch");
+    let changes: Vec<_> = replayed.iter().filter(|e| e["type"] != "BOOKMARK").collect();
+    assert!(changes.is_empty(), "the re-watch replayed events already seen: {changes:?}");
+}
+
+/// The link is cut mid-stream (every connection reset, new ones refused): the client gets
+/// the events it was sent whole, then the terminating chunk — not an abrupt close that
+/// some informers treat as fatal — and its re-watch is held from the cache.
+#[test]
+fn a_watch_cut_mid_stream_ends_cleanly_and_resumes_from_the_cache() {
+    let link = Link::start_with("watch-cut", FAST_BOOKMARKS, &[]);
+    let (kubelet, mut watch, last_seen) = relayed_watch(&link);
+    link.relay.set_mode(RelayMode::Refuse);
+    link.relay.cut_all();
+    read_to_clean_end(&mut watch, "the watch cut mid-stream");
+    link.wait_cloud_up(false);
+    rewatch_offline(kubelet, watch, &last_seen);
+}
+
+/// The prober declares the cloud down (`/readyz` answers `500`) while the fake still feeds
+/// the relayed watch: the proxy ends that watch itself, cleanly, and the re-watch is held
+/// from the cache.
+#[test]
+fn a_watch_ended_by_the_prober_ends_cleanly_and_resumes_from_the_cache() {
+    let link = Link::start_with("watch-prober", FAST_BOOKMARKS, &[]);
+    let (kubelet, mut watch, last_seen) = relayed_watch(&link);
+    link.fault("etcd-down");
+    link.wait_cloud_up(false);
+    read_to_clean_end(&mut watch, "the watch of a cloud declared down");
+    rewatch_offline(kubelet, watch, &last_seen);
+}
+
+// ---------------------------------------------------------------------------------------
+// Reads without waiting on a dead link.
+// ---------------------------------------------------------------------------------------
+
+/// Long enough that a read waiting for the connect would be obvious.
+const LONG_CONNECT_TIMEOUT: &str = "--timeout=10";
+/// A client deadline well inside it.
+const PROMPT: Duration = Duration::from_secs(5);
+
+/// A node rebooted on a cut link (connects hang): the fresh process does not know the
+/// cloud's state yet, and its first reads of cached objects come from the cache instead of
+/// waiting `--timeout` for the connect.
+#[test]
+fn a_proxy_restarted_on_a_cut_link_answers_from_the_cache_without_waiting() {
+    let mut link = Link::start("restart-cut", &[LONG_CONNECT_TIMEOUT]);
+    let online = link.cache(POD);
+    link.relay.set_mode(RelayMode::BlackHole);
+    link.lite.restart();
+    link.diagnostics.wait_up(&link.lite);
+    let mut kubelet = link.kubelet().timeout(PROMPT);
+    for round in 0..3 {
+        let resp = kubelet.try_get(POD).unwrap_or_else(|e| panic!("read #{round}: {e}"));
+        assert_cache_hit(&resp, &online, &format!("read #{round} after the restart"));
+    }
+}
+
+/// The cloud accepts the request on a pooled connection and never answers (the relay
+/// swallows open connections too): with `--cloud-response-timeout=1` the read of a cached
+/// object is answered from the cache, long before the stall timeout.
+#[test]
+fn a_read_without_an_answer_head_in_time_comes_from_the_cache() {
+    let link = Link::start("head-timeout", &["--cloud-response-timeout=1"]);
+    let online = link.cache(POD);
+    link.relay.set_mode(RelayMode::BlackHole);
+    let resp = link.kubelet().timeout(PROMPT).try_get(POD).expect("read on a silent link");
+    assert_cache_hit(&resp, &online, "read the cloud never answered");
+    let stale =
+        link.diagnostics.metric(r#"lite_apiserver_stale_answers_total{reason="no_answer"}"#);
+    assert!(stale > 0, "the answer is not counted as stale for no answer");
+}
+
+// ---------------------------------------------------------------------------------------
+// Coming back without a herd.
+// ---------------------------------------------------------------------------------------
+
+/// Offline watches held when the cloud returns.
+const HELD_WATCHES: usize = 50;
+const SPREAD_SECONDS: &str = "--reconnect-spread=5";
+
+/// Where the clients of held watches report, one channel per step so the steps of fast
+/// and slow clients do not mix.
+#[derive(Clone)]
+struct Reports {
+    holding: Sender<()>,
+    ended: Sender<(Instant, Option<StreamEnd>)>,
+    /// The re-watch's cache header (none: from the cloud) and the connections its client
+    /// has opened (one: the re-watch went on the held watch's connection).
+    rewatched: Sender<(Option<String>, usize)>,
+    converged: Sender<bool>,
+}
+
+/// The receiving ends of [`Reports`].
+struct Inbox {
+    holding: Receiver<()>,
+    ended: Receiver<(Instant, Option<StreamEnd>)>,
+    rewatched: Receiver<(Option<String>, usize)>,
+    converged: Receiver<bool>,
+}
+
+fn reports() -> (Reports, Inbox) {
+    let (holding, holding_rx) = channel();
+    let (ended, ended_rx) = channel();
+    let (rewatched, rewatched_rx) = channel();
+    let (converged, converged_rx) = channel();
+    let inbox = Inbox {
+        holding: holding_rx,
+        ended: ended_rx,
+        rewatched: rewatched_rx,
+        converged: converged_rx,
+    };
+    (Reports { holding, ended, rewatched, converged }, inbox)
+}
+
+/// One client: an offline watch from `version`, held until the cloud's return ends it; then
+/// a re-watch on the same connection, which must see pod `newcomer` made after the return.
+fn held_watch_client(mut kubelet: Client, version: String, newcomer: &str, reports: Reports) {
+    let path = watch_path(&version);
+    let mut held = kubelet.watch(&format!("{path}&timeoutSeconds=600"));
+    assert_eq!(held.head.headers.get(CACHE_HEADER), Some("hit"), "not an offline watch");
+    let _ = reports.holding.send(());
+    let ended = held.wait_closed(Duration::from_secs(120));
+    let _ = reports.ended.send((Instant::now(), held.end().cloned()));
+    if !ended || !kubelet.take_back(held) {
+        return;
+    }
+    let mut online = kubelet.watch(&path);
+    let cache = online.head.headers.get(CACHE_HEADER).map(str::to_string);
+    let _ = reports.rewatched.send((cache, kubelet.connections_opened()));
+    let deadline = Instant::now() + SETTLE * 2;
+    let converged = loop {
+        match online.next_event(deadline.saturating_duration_since(Instant::now())) {
+            Some(event) if event["type"] == "ADDED" && event_name(&event) == newcomer => {
+                break true;
+            }
+            Some(_) => {}
+            None => break false,
+        }
+    };
+    let _ = reports.converged.send(converged);
+}
+
+/// The next `count` reports of one step, each within `timeout`; panics on a missing one.
+fn collect<T>(reports: &Receiver<T>, count: usize, timeout: Duration, step: &str) -> Vec<T> {
+    (0..count)
+        .map(|i| {
+            reports.recv_timeout(timeout).unwrap_or_else(|e| panic!("{step}: report {i}: {e}"))
+        })
+        .collect()
+}
+
+/// How many of `times` fall in each whole second after the first.
+fn per_second(times: &[Instant]) -> Vec<usize> {
+    let first = times.iter().min().copied().expect("some times");
+    let mut buckets = Vec::new();
+    for t in times {
+        let second = t.duration_since(first).as_secs() as usize;
+        buckets.resize(buckets.len().max(second + 1), 0);
+        buckets[second] += 1;
+    }
+    buckets
+}
+
+/// The cloud returns while many watches are held from the cache: they end cleanly, spread
+/// over `--reconnect-spread`, and every client's re-watch reaches the cloud and sees what
+/// changed there after the return.
+#[test]
+fn held_watches_end_spread_over_the_reconnect_window_and_converge() {
+    let link = Link::start("reconnect-spread", &[SPREAD_SECONDS]);
+    let version = resource_version(&link.cache(PODS).json());
+    link.relay.set_mode(RelayMode::Refuse);
+    link.wait_cloud_up(false);
+    let newcomer = "born-after-the-return";
+    let (reports, inbox) = reports();
+    let clients: Vec<_> = (0..HELD_WATCHES)
+        .map(|_| {
+            let (kubelet, version, reports) = (link.kubelet(), version.clone(), reports.clone());
+            thread::spawn(move || held_watch_client(kubelet, version, newcomer, reports))
+        })
+        .collect();
+    collect(&inbox.holding, HELD_WATCHES, SETTLE, "holding offline");
+
+    link.relay.set_mode(RelayMode::Pass);
+    let ends = collect(&inbox.ended, HELD_WATCHES, SETTLE * 3, "ended");
+    let times: Vec<Instant> = ends
+        .into_iter()
+        .map(|(at, end)| match end {
+            Some(StreamEnd::Clean) => at,
+            end => panic!("a held watch did not end cleanly: {end:?}"),
+        })
+        .collect();
+    let first = *times.iter().min().expect("ends");
+    let span = times.iter().max().expect("ends").duration_since(first);
+    let buckets = per_second(&times);
+    assert!(span >= Duration::from_secs(3), "the ends span only {span:?}: {buckets:?}");
+    let crowded = buckets.iter().max().copied().unwrap_or(0);
+    assert!(crowded <= HELD_WATCHES / 2, "{crowded} ends in one second: {buckets:?}");
+
+    for (cache, connections) in collect(&inbox.rewatched, HELD_WATCHES, SETTLE, "re-watched") {
+        assert_eq!(cache, None, "a re-watch after the return came from the cache");
+        assert_eq!(connections, 1, "a re-watch needed a new connection");
+    }
+    link.create_pod(newcomer);
+    let converged = collect(&inbox.converged, HELD_WATCHES, SETTLE * 3, "converged");
+    let converged = converged.into_iter().filter(|saw| *saw).count();
+    assert_eq!(converged, HELD_WATCHES, "clients that saw {newcomer} after the return");
+    for client in clients {
+        client.join().expect("a client thread panicked");
+    }
 }

@@ -164,8 +164,20 @@ impl Client {
             framing,
             decoder: ChunkDecoder::default(),
             lines: Vec::new(),
-            closed: false,
+            end: None,
         })
+    }
+
+    /// Takes back the connection of a stream that ended cleanly and may be kept alive, so
+    /// the next request (a re-watch) goes on it, as Go's transport does; false otherwise.
+    pub fn take_back(&mut self, stream: WatchStream) -> bool {
+        let reusable = stream.end == Some(StreamEnd::Clean)
+            && stream.framing != Framing::UntilClose
+            && !stream.head.headers.has_token("connection", "close");
+        if reusable {
+            self.conn = Some(stream.conn);
+        }
+        reusable
     }
 
     /// Sends an upgrade request; returns the response head (with any body it had, for a
@@ -229,7 +241,19 @@ pub struct WatchStream {
     decoder: ChunkDecoder,
     /// Decoded payload not yet returned as events.
     lines: Vec<u8>,
-    closed: bool,
+    /// How the stream ended, once it has.
+    end: Option<StreamEnd>,
+}
+
+/// How a streamed body ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The framing said so: the terminating chunk, all of a Content-Length, or the close
+    /// that ends a body read until close. The connection may carry another request.
+    Clean,
+    /// The connection closed or broke before the framing ended (a chunked body without
+    /// its terminating chunk): what an informer reports as a premature close.
+    Abrupt(String),
 }
 
 impl WatchStream {
@@ -243,13 +267,13 @@ impl WatchStream {
                     panic!("watch line is not JSON ({e}): {}", String::from_utf8_lossy(&line))
                 }));
             }
-            if self.closed {
+            if self.end.is_some() {
                 return None;
             }
             match self.pump(deadline) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => return None,
-                Err(_) => self.closed = true,
+                Err(e) => self.end = Some(StreamEnd::Abrupt(e.to_string())),
             }
         }
     }
@@ -263,8 +287,8 @@ impl WatchStream {
                 .next_event(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|| {
                     panic!(
-                        "no event other than BOOKMARK within {timeout:?} (stream closed: {})",
-                        self.closed
+                        "no event other than BOOKMARK within {timeout:?} (stream end: {:?})",
+                        self.end
                     )
                 });
             if event["type"] != "BOOKMARK" {
@@ -291,26 +315,31 @@ impl WatchStream {
 
     /// True once the server ended the response or dropped the connection.
     pub fn is_closed(&self) -> bool {
-        self.closed
+        self.end.is_some()
+    }
+
+    /// How the stream ended, or `None` while it is open.
+    pub fn end(&self) -> Option<&StreamEnd> {
+        self.end.as_ref()
     }
 
     /// Waits `quiet` and panics if the stream ends meanwhile (events that arrive are kept).
     pub fn assert_open_for(&mut self, quiet: Duration) {
         let deadline = Instant::now() + quiet;
-        while !self.closed && Instant::now() < deadline {
+        while !self.is_closed() && Instant::now() < deadline {
             match self.pump(deadline) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => break,
-                Err(_) => self.closed = true,
+                Err(e) => self.end = Some(StreamEnd::Abrupt(e.to_string())),
             }
         }
-        assert!(!self.closed, "watch stream closed, expected it to stay open");
+        assert!(!self.is_closed(), "watch stream ended ({:?}), expected it open", self.end);
     }
 
     /// Reads the rest of the body (raw bytes, not events) until it ends.
     pub fn read_to_end(&mut self, timeout: Duration) -> io::Result<Vec<u8>> {
         let deadline = Instant::now() + timeout;
-        while !self.closed {
+        while !self.is_closed() {
             self.pump(deadline).map_err(|e| {
                 io::Error::new(e.kind(), format!("{e} after {} bytes", self.lines.len()))
             })?;
@@ -321,11 +350,11 @@ impl WatchStream {
     /// Waits up to `timeout` for the stream to end; returns whether it did.
     pub fn wait_closed(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        while !self.closed {
+        while !self.is_closed() {
             match self.pump(deadline) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => return false,
-                Err(_) => self.closed = true,
+                Err(e) => self.end = Some(StreamEnd::Abrupt(e.to_string())),
             }
         }
         true
@@ -337,7 +366,7 @@ impl WatchStream {
         loop {
             let end = match self.lines.iter().position(|&b| b == b'\n') {
                 Some(newline) => newline + 1,
-                None if self.closed && !self.lines.is_empty() => self.lines.len(),
+                None if self.is_closed() && !self.lines.is_empty() => self.lines.len(),
                 None => return None,
             };
             let line: Vec<u8> = self.lines.drain(..end).collect();
@@ -348,31 +377,38 @@ impl WatchStream {
     }
 
     /// Moves bytes from the socket through the body framing into `lines` (`framing` counts
-    /// down what is left of a Content-Length body); sets `closed` at the end of the body.
+    /// down what is left of a Content-Length body); sets `end` at the end of the body.
     /// Errors with `TimedOut` when nothing arrives before `deadline`.
     fn pump(&mut self, deadline: Instant) -> io::Result<()> {
         if matches!(self.framing, Framing::None | Framing::Length(0)) {
-            self.closed = true;
+            self.end = Some(StreamEnd::Clean);
             return Ok(());
         }
         if self.conn.buf.is_empty() && self.conn.fill(deadline)? == 0 {
-            self.closed = true;
+            self.end = Some(match self.framing {
+                Framing::UntilClose => StreamEnd::Clean,
+                _ => StreamEnd::Abrupt("connection closed before the end of the body".into()),
+            });
             return Ok(());
         }
         match self.framing {
             Framing::Chunked => {
                 let used = self.decoder.feed(&self.conn.buf, &mut self.lines)?;
                 self.conn.buf.drain(..used);
-                self.closed = self.decoder.is_done();
+                if self.decoder.is_done() {
+                    self.end = Some(StreamEnd::Clean);
+                }
             }
             Framing::Length(remaining) => {
                 let take = remaining.min(self.conn.buf.len());
                 self.lines.extend(self.conn.buf.drain(..take));
                 self.framing = Framing::Length(remaining - take);
-                self.closed = remaining == take;
+                if remaining == take {
+                    self.end = Some(StreamEnd::Clean);
+                }
             }
             Framing::UntilClose => self.lines.append(&mut self.conn.buf),
-            Framing::None => self.closed = true,
+            Framing::None => self.end = Some(StreamEnd::Clean),
         }
         Ok(())
     }
