@@ -8,7 +8,10 @@
 //! `system:service-account-issuer-discovery` ClusterRole.
 
 use std::fmt;
-use std::io;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -175,11 +178,13 @@ impl KeyFetcher {
 }
 
 /// Starts the fetcher: it fetches at once, then on `schedule` and on request, sends keys
-/// that differ from the last it sent to `reports`, and calls `wake` after each.
+/// that differ from the last it sent to `reports` (and writes them to `store`, where a
+/// restart finds them), and calls `wake` after each.
 /// `fetch(path)` is one GET to the cloud apiserver, answering status and body.
 pub fn spawn<F, E>(
     fetch: F,
     schedule: Schedule,
+    store: Option<PathBuf>,
     reports: Sender<IssuerKeys>,
     wake: impl Fn() + Send + 'static,
 ) -> io::Result<KeyFetcher>
@@ -190,13 +195,14 @@ where
     let (requests, requested) = mpsc::sync_channel(1);
     thread::Builder::new()
         .name("issuer-keys".into())
-        .spawn(move || run(fetch, schedule, requested, reports, wake))?;
+        .spawn(move || run(fetch, schedule, store, requested, reports, wake))?;
     Ok(KeyFetcher { requests })
 }
 
 fn run<F, E>(
     mut fetch: F,
     schedule: Schedule,
+    store: Option<PathBuf>,
     requested: Receiver<()>,
     reports: Sender<IssuerKeys>,
     wake: impl Fn(),
@@ -219,6 +225,14 @@ fn run<F, E>(
                     if last_sent.as_ref() != Some(&keys.stored) {
                         log::info!("service-account keys of {}: {:?}", keys.issuer(), keys.keys);
                         last_sent = Some(keys.stored.clone());
+                        if let Some(path) = &store
+                            && let Err(e) = store_keys(path, &keys)
+                        {
+                            log::warn!(
+                                "cannot keep service-account keys in {}: {e}",
+                                path.display()
+                            );
+                        }
                         if reports.send(keys).is_err() {
                             return; // the reactor is gone
                         }
@@ -242,6 +256,36 @@ fn run<F, E>(
             Ok(()) => due = due.min(limiter.earliest(now)),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Writes the keys to a temporary file then renames it over `path` (mode 0600): a power
+/// cut leaves the old keys or the new ones, never half of either.
+fn store_keys(path: &Path, keys: &IssuerKeys) -> io::Result<()> {
+    let temporary = path.with_extension("tmp");
+    let mut file =
+        OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
+    file.write_all(&keys.to_stored())?;
+    file.sync_all()?;
+    fs::rename(&temporary, path)
+}
+
+/// The keys a previous run kept in `path`, if any are there and readable.
+pub fn load_stored(path: &Path) -> Option<IssuerKeys> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            log::warn!("cannot read stored service-account keys {}: {e}", path.display());
+            return None;
+        }
+    };
+    match IssuerKeys::from_stored(&bytes) {
+        Ok(keys) => Some(keys),
+        Err(e) => {
+            log::warn!("ignoring stored service-account keys {}: {e}", path.display());
+            None
         }
     }
 }
@@ -394,7 +438,7 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let schedule = Schedule { period: hour, retry: hour, min_refetch: Duration::ZERO };
         let (reports_tx, reports) = mpsc::channel();
-        let fetcher = spawn(fetch, schedule, reports_tx, wake).unwrap();
+        let fetcher = spawn(fetch, schedule, None, reports_tx, wake).unwrap();
         (fetcher, reports, seen, wakes)
     }
 

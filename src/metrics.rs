@@ -94,7 +94,7 @@ impl Metrics {
 
     pub fn count_stale_answer(&self, reason: StaleReason, age_seconds: u64) {
         self.stale_answers[reason as usize].fetch_add(1, Ordering::Relaxed);
-        let now = unix_now();
+        let now = crate::clock::unix_seconds();
         if let Ok(mut oldest) = self.oldest_answer.lock() {
             let (age, served) = *oldest;
             if age_seconds >= age || now.saturating_sub(served) > 60 {
@@ -106,7 +106,7 @@ impl Metrics {
     /// A transition of the cloud's state (not the first verdict of a fresh process).
     pub fn count_cloud_transition(&self, up: bool) {
         self.cloud_transitions.fetch_add(1, Ordering::Relaxed);
-        let now = unix_now();
+        let now = crate::clock::unix_seconds();
         if up {
             let since = self.offline_since.swap(0, Ordering::Relaxed);
             if since != 0 {
@@ -178,7 +178,7 @@ impl Metrics {
 
     /// Cloud transitions, time offline, and what the cache answered in the cloud's stead.
     fn render_outages(&self, out: &mut String) {
-        let now = unix_now();
+        let now = crate::clock::unix_seconds();
         let since = self.offline_since.load(Ordering::Relaxed);
         let current = if since == 0 { 0 } else { now.saturating_sub(since) };
         let offline = self.offline_seconds.load(Ordering::Relaxed) + current;
@@ -206,8 +206,4 @@ impl Metrics {
              lite_apiserver_oldest_answer_age_seconds {recent}\n"
         ));
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -64,7 +64,7 @@ pub fn answer(
     let (source, response) = match (reply, route) {
         (Reply::Hit(cached), _) => {
             log::debug!("{} {}: served from cache", head.method, head.target);
-            metrics.count_stale_answer(on_miss.stale_reason(), 0);
+            metrics.count_stale_answer(on_miss.stale_reason(), cached.age());
             (Source::Cache, cached_response(cached))
         }
         (Reply::WatchReplay { initial_events, bookmark_event, .. }, Classified::Watch(request)) => {

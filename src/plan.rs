@@ -5,6 +5,7 @@
 use crate::cache::{self, Classified, STREAMING_SUBRESOURCES};
 use crate::http1::{self, Framing, RequestHead};
 use crate::status::LocalResponse;
+use crate::token_identity::TokenIdentity;
 
 /// What the reactor knows of the cloud when a request arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub struct Context<'a> {
     /// Accepted past `--max-connections` (the limit, for the message).
     pub over_limit: Option<usize>,
     pub shutting_down: bool,
+    /// What the request's bearer token proves (token_identity.rs).
+    pub token: TokenIdentity,
 }
 
 pub enum Plan {
@@ -68,9 +71,20 @@ pub fn plan(head: &RequestHead, context: &Context) -> Plan {
         let message = "lite-apiserver is shutting down";
         return Plan::Answer(LocalResponse::cloud_unavailable(message).closing());
     }
-    let cache_identity = cache_identity(context.peer_cn, context.identity_name, head);
+    let cache_identity = match &context.token {
+        // A configured CN still comes first: it is the stronger proof.
+        TokenIdentity::ServiceAccount(account) if context.identity_name.is_empty() => {
+            account.clone()
+        }
+        _ => cache_identity(context.peer_cn, context.identity_name, head),
+    };
     let (route, accept) = route(&cache_identity, head, context.modify_request_accept);
     let cacheable = !matches!(route, Classified::Uncacheable);
+    if context.token == TokenIdentity::Expired && context.cloud != CloudVerdict::Up {
+        // The cloud refuses an expired token too; the cache must not answer it.
+        let message = "the bearer token has expired";
+        return Plan::Answer(LocalResponse::status(401, "Unauthorized", message));
+    }
     if context.cloud == CloudVerdict::Down {
         return Plan::FromCache { route, ask_cloud: None };
     }
@@ -141,13 +155,18 @@ fn route(
 /// The identity a client's cache entries are filed under. A configured CN is the
 /// strongest proof of who is asking; then a bearer token (hashed, never stored in
 /// clear); then any verified CN; else anonymous. Never the User-Agent.
+/// The request's bearer token, if it has one.
+pub fn bearer_token(head: &RequestHead) -> Option<&str> {
+    let token =
+        head.header_str("authorization").and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
+    token.filter(|t| !t.is_empty())
+}
+
 pub fn cache_identity(peer_cn: Option<&str>, identity_name: &str, head: &RequestHead) -> String {
     if !identity_name.is_empty() {
         return format!("cn:{identity_name}");
     }
-    let token =
-        head.header_str("authorization").and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
-    if let Some(token) = token.filter(|t| !t.is_empty()) {
+    if let Some(token) = bearer_token(head) {
         let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
         let hex: String = digest.as_ref().iter().take(16).map(|b| format!("{b:02x}")).collect();
         return format!("token:{hex}");
@@ -199,6 +218,7 @@ mod tests {
             modify_request_accept: true,
             over_limit: None,
             shutting_down: false,
+            token: TokenIdentity::Unverified,
         }
     }
 
@@ -303,6 +323,34 @@ mod tests {
         assert!(token_request_body(&pods).is_none());
         let get = head("GET /api/v1/namespaces/default/serviceaccounts/default/token HTTP/1.1");
         assert!(token_request_body(&get).is_none());
+    }
+
+    #[test]
+    fn a_verified_token_files_entries_under_its_service_account_unless_a_cn_is_configured() {
+        let get = head_with("GET /api/v1/pods HTTP/1.1", "Authorization: Bearer a.b.c");
+        let mut context = context(CloudVerdict::Up);
+        context.token = TokenIdentity::ServiceAccount("sa:default/web".into());
+        let key = |plan: Plan| match proxied(plan).route {
+            Classified::Read(key) => format!("{key:?}"),
+            _ => panic!("expected a read"),
+        };
+        assert!(key(plan(&get, &context)).contains("sa:default/web"));
+        context.identity_name = "system:node:edge-1";
+        assert!(key(plan(&get, &context)).contains("cn:system:node:edge-1"));
+    }
+
+    #[test]
+    fn an_expired_token_gets_401_unless_the_cloud_can_say_so_itself() {
+        let get = head_with("GET /api/v1/pods HTTP/1.1", "Authorization: Bearer a.b.c");
+        for verdict in [CloudVerdict::Down, CloudVerdict::Unknown, CloudVerdict::Suspect] {
+            let mut context = context(verdict);
+            context.token = TokenIdentity::Expired;
+            let Plan::Answer(answer) = plan(&get, &context) else { panic!("{verdict:?}") };
+            assert_eq!(answer.status, 401, "{verdict:?}");
+        }
+        let mut up = context(CloudVerdict::Up);
+        up.token = TokenIdentity::Expired;
+        assert!(matches!(plan(&get, &up), Plan::Proxy(_)));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -16,11 +17,13 @@ use crate::cloud_client::CloudEndpoint;
 use crate::config::{CacheType, Config};
 use crate::diagnostics::{self, Sources};
 use crate::health::{self, Hysteresis, ProbeTarget};
+use crate::issuer_keys::{self, IssuerKeys, Schedule};
 use crate::metrics::Metrics;
 use crate::reactor::{self, Inbox, Reactor, ReactorParts};
 use crate::sdnotify;
 use crate::signals::Signals;
 use crate::tls;
+use crate::token_identity::TokenVerifier;
 
 #[derive(Debug)]
 pub enum StartError {
@@ -92,6 +95,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
             up_after: config.cloud_up_after,
         },
     };
+    let (keys_tx, keys_rx) = mpsc::channel();
+    let endpoint = CloudEndpoint {
+        config: loaded.identities.default.config.clone(),
+        ..probe_target.endpoint.clone()
+    };
+    let tokens = start_token_verifier(&config, endpoint, keys_tx, waker.clone())?;
     let first_addr = initial_address(&config);
     let prober_waker = waker.clone();
     let prober = health::spawn(probe_target, health_tx, move || {
@@ -143,7 +152,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         server_config: loaded.server_config.clone(),
         cache: Some(cache),
         cloud,
-        inbox: Inbox { health: health_rx, certs: certs_rx },
+        tokens,
+        inbox: Inbox { health: health_rx, certs: certs_rx, issuer_keys: keys_rx },
         signals,
         reloader,
         metrics,
@@ -152,6 +162,40 @@ pub fn run(config: Config) -> Result<(), StartError> {
     .map_err(|e| StartError::Io("cannot start the event loop", e))?;
     sdnotify::ready();
     reactor.run().map_err(|e| StartError::Io("event loop failed", e))
+}
+
+/// Where the issuer's keys are kept between runs (with the cache; nowhere for a memory one).
+fn issuer_keys_path(config: &Config) -> Option<PathBuf> {
+    match config.cache_type {
+        CacheType::File => Some(config.file_cache_path.join("issuer-keys.json")),
+        CacheType::Memory => None,
+    }
+}
+
+/// The verifier of service-account tokens, with the keys a previous run kept (so tokens
+/// verify after a reboot while offline) and a thread that fetches them from the cloud
+/// with the default identity (it needs the `system:service-account-issuer-discovery` RBAC).
+fn start_token_verifier(
+    config: &Config,
+    endpoint: CloudEndpoint,
+    keys: mpsc::Sender<IssuerKeys>,
+    waker: Arc<mio::Waker>,
+) -> Result<TokenVerifier, StartError> {
+    let store = issuer_keys_path(config);
+    let stored = store.as_deref().and_then(issuer_keys::load_stored);
+    if let Some(stored) = &stored {
+        log::info!("service-account keys of {} loaded from the cache", stored.issuer());
+    }
+    let fetch = move |path: &str| {
+        let accept = [("Accept", "application/json")];
+        endpoint.get(path, &accept, issuer_keys::MAX_DOCUMENT_LEN).map(|r| (r.status, r.body))
+    };
+    let wake = move || {
+        let _ = waker.wake();
+    };
+    let fetcher = issuer_keys::spawn(fetch, Schedule::default(), store, keys, wake)
+        .map_err(|e| StartError::Io("cannot start the service-account key fetcher", e))?;
+    Ok(TokenVerifier::new(stored, Some(fetcher)))
 }
 
 fn cache_config(config: &Config) -> CacheConfig {

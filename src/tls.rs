@@ -107,17 +107,12 @@ impl KeyPair {
             path: cert_path.into(),
             reason: e.to_string(),
         })?;
-        if summary.not_after_unix < unix_now() {
+        if summary.not_after_unix < crate::clock::unix_now() {
             let not_after = x509::format_unix(summary.not_after_unix);
             return Err(TlsError::Expired { path: cert_path.into(), not_after });
         }
         Ok(KeyPair { chain, key, summary })
     }
-}
-
-fn unix_now() -> i64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    now.map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// The serving config: our certificate, client certificates optional but verified.

@@ -9,7 +9,8 @@ use super::list;
 use super::store::{Change, Owner, Store, StoreError, StoredHead, StoredKey, SummaryRow, Totals};
 use super::watch::{self, WatchStream};
 use super::write::{self, WriteAnswer};
-use super::{CachedResponse, Lookup, Reply, unix_now};
+use super::{CachedResponse, Lookup, Reply};
+use crate::clock::unix_seconds;
 
 /// Fingerprints remembered to skip re-storing unchanged answers, at most.
 const MAX_FINGERPRINTS: usize = 16 * 1024;
@@ -33,7 +34,7 @@ impl<S: Store> Engine<S> {
             max_bytes,
             watches: HashMap::new(),
             stored_fingerprints: HashMap::new(),
-            clock: unix_now,
+            clock: unix_seconds,
         }
     }
 

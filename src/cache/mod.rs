@@ -24,7 +24,6 @@ mod write;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use key::{
     Classified, ListScope, ObjectWrite, ReadKey, Representation, STREAMING_SUBRESOURCES,
@@ -99,17 +98,12 @@ pub struct CachedResponse {
 impl CachedResponse {
     /// Whole seconds since `stored_at`, never negative (the clock may have been set back).
     pub fn age(&self) -> u64 {
-        self.age_at(unix_now())
+        self.age_at(crate::clock::unix_seconds())
     }
 
     fn age_at(&self, now: u64) -> u64 {
         now.saturating_sub(self.stored_at)
     }
-}
-
-/// The wall clock in unix seconds (0 if it reads before 1970).
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
 }
 
 /// The answer to a `Lookup`.

@@ -15,7 +15,8 @@ use super::store::{
     Change, Store, StoreError, StoredHead, StoredKey, SummaryRow, Totals, entry_bytes, head_bytes,
     item_bytes,
 };
-use super::{CachedResponse, schema, unix_now};
+use super::{CachedResponse, schema};
+use crate::clock::unix_seconds;
 
 /// How many least-recently-used candidates one eviction query fetches.
 const EVICTION_BATCH: i64 = 64;
@@ -107,7 +108,7 @@ impl SqliteStore {
         // 1 MiB of page cache instead of SQLite's 2 MiB: entries are read rarely (offline)
         // and written whole, so a bigger cache buys little on a small board.
         connection.pragma_update(None, "cache_size", -1024)?;
-        schema::prepare(&mut connection, version, unix_now())?;
+        schema::prepare(&mut connection, version, unix_seconds())?;
         let mut store = SqliteStore {
             connection,
             clock: 0,
@@ -722,9 +723,9 @@ pub(crate) mod tests {
             raw_rows(&Connection::open(dir.join(FILE_NAME)).expect("open v1"));
         assert_eq!((v1_entries.len(), v1_lists.len()), (2, 1), "the fixture's rows");
 
-        let before = unix_now();
+        let before = unix_seconds();
         let mut store = SqliteStore::open(&dir).expect("open and upgrade");
-        let after = unix_now();
+        let after = unix_seconds();
         let stamped = |at: u64| (before..=after).contains(&at);
         let version: i64 =
             store.connection.query_row("PRAGMA user_version", [], |row| row.get(0)).expect("v");

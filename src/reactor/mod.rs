@@ -33,6 +33,7 @@ use crate::client::{self, ClientConn, HeadRead, Phase, Step};
 use crate::cloud::{Cloud, CloudChange};
 use crate::config::Config;
 use crate::health::{self, HealthReport};
+use crate::issuer_keys::IssuerKeys;
 use crate::metrics::{Metrics, Source};
 use crate::offline_watch::{self, Tick};
 use crate::proxy::{CopyBudget, Exchange, UpstreamFailure};
@@ -42,6 +43,7 @@ use crate::slab::Slab;
 use crate::status::LocalResponse;
 use crate::timer::Timers;
 use crate::tls::IdentitySet;
+use crate::token_identity::TokenVerifier;
 use crate::transport::Transport;
 use crate::tunnel::{Tunnel, TunnelStep};
 use crate::upstream::{Pool, UpstreamConn};
@@ -72,6 +74,7 @@ enum Conn {
 pub struct Inbox {
     pub health: Receiver<HealthReport>,
     pub certs: Receiver<CertUpdate>,
+    pub issuer_keys: Receiver<IssuerKeys>,
 }
 
 pub struct Reactor {
@@ -87,6 +90,8 @@ pub struct Reactor {
     lookups: HashMap<u64, usize>,
     next_id: u64,
     cloud: Cloud,
+    /// Who bearer tokens speak for.
+    tokens: TokenVerifier,
     inbox: Inbox,
     signals: Signals,
     reloader: Reloader,
@@ -107,6 +112,7 @@ pub struct ReactorParts {
     pub server_config: Arc<ServerConfig>,
     pub cache: Option<CacheHandle>,
     pub cloud: Cloud,
+    pub tokens: TokenVerifier,
     pub inbox: Inbox,
     pub signals: Signals,
     pub reloader: Reloader,
@@ -140,6 +146,7 @@ impl Reactor {
             lookups: HashMap::new(),
             next_id: 1,
             cloud: parts.cloud,
+            tokens: parts.tokens,
             inbox: parts.inbox,
             signals: parts.signals,
             reloader: parts.reloader,
@@ -367,6 +374,9 @@ impl Reactor {
                 Some(CloudChange::WentAway) => self.end_proxied_watches(),
                 None => {}
             }
+        }
+        while let Ok(keys) = self.inbox.issuer_keys.try_recv() {
+            self.tokens.use_keys(keys);
         }
         while let Ok(update) = self.inbox.certs.try_recv() {
             self.apply_cert_update(update);

@@ -22,6 +22,7 @@ use crate::plan::{self, Context, Plan, ProxyPlan};
 use crate::proxy::{Exchange, PumpOutcome, Tee, UpstreamFailure};
 use crate::status::LocalResponse;
 use crate::token_cache::TokenPending;
+use crate::token_identity::TokenIdentity;
 use crate::tunnel::Tunnel;
 use crate::upstream::UpstreamConn;
 
@@ -35,6 +36,12 @@ impl Reactor {
     ) {
         log::debug!("{} {} (client {:?})", head.method, head.target, client.peer_cn());
         let identity = self.identities.select(client.peer_cn());
+        let token = match plan::bearer_token(&head) {
+            Some(token) if identity.name.is_empty() => {
+                self.tokens.identify(token, crate::clock::unix_now())
+            }
+            _ => TokenIdentity::Unverified,
+        };
         let context = Context {
             peer_cn: client.peer_cn(),
             identity_name: &identity.name,
@@ -43,6 +50,7 @@ impl Reactor {
             modify_request_accept: self.config.modify_request_accept,
             over_limit: client.over_limit.then_some(self.config.max_connections),
             shutting_down: self.shutdown_deadline.is_some(),
+            token,
         };
         let plan = plan::plan(&head, &context);
         if !matches!(plan, Plan::Answer(_))

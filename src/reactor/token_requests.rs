@@ -11,8 +11,6 @@
 //!                                                             └─► 201 (cached token) | 503
 //! ```
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use super::Reactor;
 use crate::cache::{Classified, Reply};
 use crate::client::{AwaitCache, ClientConn, OnMiss, Phase, ReadBody, Step};
@@ -125,7 +123,7 @@ impl Reactor {
         reply: Reply,
         on_miss: &OnMiss,
     ) {
-        let (source, response) = token.offline_response(reply, unix_now());
+        let (source, response) = token.offline_response(reply, crate::clock::unix_now());
         if matches!(source, Source::Cache) {
             log::info!("TokenRequest of {}: answered with the cached token", token.account());
             self.metrics.count_stale_answer(on_miss.stale_reason(), 0);
@@ -134,9 +132,4 @@ impl Reactor {
         }
         self.respond_local(client, &response, source, false);
     }
-}
-
-fn unix_now() -> i64 {
-    let elapsed = SystemTime::now().duration_since(UNIX_EPOCH);
-    elapsed.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
