@@ -92,16 +92,46 @@ if $serve; then
   exit 0
 fi
 
+# kubelet's TokenRequest for pod web-1's projected service-account token (kube-api-access):
+# before a pod starts, kubelet must get this token; offline it must come from the cache.
+as_kubelet() { curl -sS --cacert "$pki/ca.crt" --cert "$pki/kubelet.crt" --key "$pki/kubelet.key" "$@"; }
+web1_uid=$(as_kubelet "https://127.0.0.1:$port/api/v1/namespaces/default/pods/web-1" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["metadata"]["uid"])')
+token_request() {
+  as_kubelet -X POST -H 'Content-Type: application/json' -H 'Accept: application/json' \
+    "https://127.0.0.1:$port/api/v1/namespaces/default/serviceaccounts/default/token" \
+    -d "{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"TokenRequest\",\"spec\":{\"expirationSeconds\":3607,\"boundObjectRef\":{\"kind\":\"Pod\",\"apiVersion\":\"v1\",\"name\":\"web-1\",\"uid\":\"$web1_uid\"}}}"
+}
+# Prints a digest of the token, never the token itself.
+token_digest() {
+  python3 -c 'import hashlib,json,sys; t=json.load(sys.stdin)["status"]["token"]; print("token sha256:" + hashlib.sha256(t.encode()).hexdigest()[:16])' 2>/dev/null || echo "no token"
+}
+step "kubelet asks for pod web-1's service-account token (TokenRequest)"
+online_token=$(token_request | token_digest)
+echo "$online_token (issued by the cloud)"
+
 step "cut the link to the cloud"
 kill "$cloud_pid"; wait "$cloud_pid" 2>/dev/null || true
 list_pods
 echo "(served from the cache: $(curl -sS -D - -o /dev/null --cacert "$pki/ca.crt" --cert "$pki/kubelet.crt" --key "$pki/kubelet.key" "https://127.0.0.1:$port/api/v1/namespaces/default/pods" | tr -d '\r' | grep -i '^x-lite-apiserver-cache'))"
+# The node goes offline after --cloud-down-after (3) failed probes; reads did not wait.
+for _ in $(seq 1 50); do
+  curl -sf http://127.0.0.1:51004/readyz >/dev/null || break
+  sleep 0.2
+done
 echo "readiness says: $(curl -sS http://127.0.0.1:51004/readyz | head -1)"
 
 step "restart lite-apiserver while still cut off (kill -9, like a power cut)"
 kill -9 "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true
 start_proxy
 list_pods
+offline_token=$(token_request | token_digest)
+echo "TokenRequest for web-1 after the reboot: $offline_token"
+if [[ $offline_token == "$online_token" ]]; then
+  echo "(the token the cloud issued, from the cache: the pod's volume mounts, the pod comes back)"
+else
+  echo "(not the token issued online)" >&2
+fi
 
 step "the cloud comes back"
 start_cloud
