@@ -32,106 +32,6 @@ const TOKEN: &str = "pod-t0ken-4f2a";
 const SETTLE: Duration = Duration::from_secs(15);
 
 // ---------------------------------------------------------------------------------------
-// The world of one test: a fake cloud, an edge proxy with diagnostics, clients.
-// ---------------------------------------------------------------------------------------
-
-/// A fake apiserver with a lite-apiserver (diagnostics on) in front of it. Fields drop in
-/// order: the proxy, then the fake, then the PKI directory.
-struct Edge {
-    lite: Lite,
-    fake: FakeApiserver,
-    diagnostics: Diagnostics,
-    env: TestEnv,
-}
-
-impl Edge {
-    fn start(label: &str, fake_args: &[&str], lite_args: &[&str]) -> Edge {
-        let env = TestEnv::new(label);
-        let fake = env.fake(fake_args);
-        let (lite, diagnostics) = Diagnostics::lite(&env, fake.port, lite_args);
-        Edge { lite, fake, diagnostics, env }
-    }
-
-    /// A proxy started from `args` (built by the caller, e.g. to prepare its cache dir first).
-    fn start_with(env: TestEnv, fake: FakeApiserver, cache: TempDir, extra: &[&str]) -> Edge {
-        let port = free_port();
-        let diagnostics = Diagnostics::on_free_port();
-        let mut args = Lite::default_args(&env.pki, fake.port, port, cache.path());
-        args.push(diagnostics.flag());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let lite = Lite::start_with_args(port, cache, args);
-        let edge = Edge { lite, fake, diagnostics, env };
-        edge.wait_diagnostics();
-        edge
-    }
-
-    fn kubelet(&self) -> Client {
-        self.env.client(self.lite.port, Some("kubelet"))
-    }
-
-    fn client(&self, cert: Option<&str>) -> Client {
-        self.env.client(self.lite.port, cert)
-    }
-
-    /// An admin client of the fake itself, bypassing the proxy (the cloud changing on its own).
-    fn cloud_admin(&self) -> Client {
-        self.env.client(self.fake.port, Some("admin"))
-    }
-
-    /// Cuts the link: the fake is killed, its port stays reserved for [`Edge::cloud_back`].
-    fn cut_cloud(&mut self) {
-        self.fake.stop();
-    }
-
-    fn cloud_back(&mut self) {
-        let port = self.fake.port;
-        self.fake.restart();
-        assert_eq!(self.fake.port, port, "the fake must come back on the same port");
-    }
-
-    /// `GET path` on the diagnostics port: (status, body).
-    fn diag(&self, path: &str) -> (u16, String) {
-        self.diagnostics.get(path)
-    }
-
-    fn wait_diagnostics(&self) {
-        self.diagnostics.wait_up(&self.lite);
-    }
-
-    /// The value of one Prometheus series, e.g. `lite_apiserver_cache_hits_total` or
-    /// `lite_apiserver_responses_total{source="cache",code="2xx"}`.
-    fn metric(&self, series: &str) -> u64 {
-        self.diagnostics.metric(series)
-    }
-
-    /// Waits until the cache thread has stored at least `count` answers in total.
-    fn wait_stored(&self, count: u64) {
-        let stored = wait_for(SETTLE, || {
-            let stored = self.metric("lite_apiserver_cache_stored_total");
-            (stored >= count).then_some(stored)
-        });
-        assert!(
-            stored.is_some(),
-            "the cache stored {} answers, expected {count}",
-            self.metric("lite_apiserver_cache_stored_total")
-        );
-    }
-
-    /// `/debug/cache` as JSON, once `ready` accepts it (the summary is refreshed lazily).
-    fn wait_cache_summary(&self, ready: impl Fn(&Value) -> bool) -> Value {
-        let mut last = Value::Null;
-        let found = wait_for(SETTLE, || {
-            let (status, body) = self.diag("/debug/cache");
-            assert_eq!(status, 200, "/debug/cache: {body}");
-            last = serde_json::from_str(&body)
-                .unwrap_or_else(|e| panic!("/debug/cache is not JSON ({e}): {body}"));
-            ready(&last).then(|| last.clone())
-        });
-        found.unwrap_or_else(|| panic!("/debug/cache never showed the expected entries: {last}"))
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // Assertions about where an answer came from.
 // ---------------------------------------------------------------------------------------
 
@@ -529,9 +429,7 @@ fn a_watch_broken_by_the_outage_resumes_offline_from_its_last_version() {
         "{PODS}?watch=true&resourceVersion={}&allowWatchBookmarks=true",
         resource_version(&list)
     ));
-    edge.cloud_admin()
-        .request("POST", PODS, &[JSON], &json_body(&pod("seen-before-outage")))
-        .expect_status(201);
+    edge.create_pod_upstream("seen-before-outage");
     let added = watch.expect_change(SETTLE, "ADDED", "seen-before-outage");
     let last_seen = resource_version(&added["object"]);
 
@@ -734,8 +632,7 @@ fn kill_9_and_restart_while_offline_serves_the_same_bytes() {
     assert_replayed(&edge.kubelet().get(PODS), &list, "LIST before the restart");
 
     for round in 1..=2 {
-        edge.lite.restart(); // kill -9, then start again with the same cache dir
-        edge.wait_diagnostics();
+        edge.restart_lite(); // kill -9, then start again with the same cache dir
         let mut kubelet = edge.kubelet();
         assert_replayed(
             &kubelet.get(&format!("{PODS}/web-1")),
@@ -755,12 +652,10 @@ fn kill_9_and_restart_while_offline_serves_the_same_bytes() {
 /// Writes `garbage` as `<cache dir>/cache.db`, starts the proxy on it, and checks that it
 /// proxies, moved the bad file aside (bytes intact) and caches into a fresh database.
 fn corrupt_database_is_moved_aside(label: &str, garbage: Vec<u8>) {
-    let env = TestEnv::new(label);
-    let fake = env.fake(&[]);
     let cache = TempDir::new("corrupt-cache");
     std::fs::write(cache.join("cache.db"), &garbage).expect("write garbage");
     let cache_dir = cache.path().to_path_buf();
-    let mut edge = Edge::start_with(env, fake, cache, &[]);
+    let mut edge = Edge::build(label).cache_dir(cache).start();
 
     let mut kubelet = edge.kubelet();
     let online = kubelet.get(PODS).expect_status(200);
@@ -824,8 +719,7 @@ fn memory_cache_serves_offline_but_forgets_on_restart() {
         "--cache-type=memory wrote a database file"
     );
 
-    edge.lite.restart();
-    edge.wait_diagnostics();
+    edge.restart_lite();
     let mut kubelet = edge.kubelet();
     assert_offline_miss(&kubelet.get(PODS), "LIST after a restart of the memory cache");
     assert_offline_object_miss(
@@ -1020,9 +914,7 @@ fn cloud_back_means_fresh_data_and_readyz_follows() {
 
     edge.cloud_back();
     // A change the cloud saw while the node was cut off (the fake restarts from its seed).
-    edge.cloud_admin()
-        .request("POST", PODS, &[JSON], &json_body(&pod("born-while-cut-off")))
-        .expect_status(201);
+    edge.create_pod_upstream("born-while-cut-off");
     let mut kubelet = edge.kubelet();
     let mut last = None;
     let fresh = wait_for(SETTLE, || {
@@ -1224,7 +1116,7 @@ fn a_pod_deleted_through_the_proxy_is_gone_offline() {
 fn a_delete_cleans_every_identitys_cached_copies() {
     let mut edge = Edge::start("offline-delete-identities", &[], &[]);
     let on_edge_1 = "/api/v1/pods?fieldSelector=spec.nodeName%3Dedge-1";
-    let mut kube_proxy = edge.client(Some("kube-proxy"));
+    let mut kube_proxy = edge.kube_proxy();
     kube_proxy.get(&format!("{PODS}/web-1")).expect_status(200);
     kube_proxy.get(PODS).expect_status(200);
     let mut kubelet = edge.kubelet();
@@ -1243,7 +1135,7 @@ fn a_delete_cleans_every_identitys_cached_copies() {
     kubelet.request("DELETE", &format!("{PODS}/web-1"), &[], b"").expect_status(200);
 
     edge.cut_cloud();
-    let mut kube_proxy = edge.client(Some("kube-proxy"));
+    let mut kube_proxy = edge.kube_proxy();
     assert_gone_offline(&mut kube_proxy, "web-1", "kube-proxy");
     offline_list_names(&mut kube_proxy, PODS, &["db-1", "web-2"], "kube-proxy");
     let mut kubelet = edge.kubelet();

@@ -20,38 +20,6 @@ const SEEDED_PODS: [&str; 3] = ["db-1", "web-1", "web-2"];
 const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A bound for any one client command (kubectl, python) that is expected to finish.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-const JSON_CONTENT: (&str, &str) = ("Content-Type", "application/json");
-
-/// The cloud as the rest of the world sees it (changing things while the edge watches),
-/// reached past the proxy with the admin identity.
-trait Cloud {
-    fn cloud(&self) -> Client;
-
-    fn create_pod_upstream(&self, name: &str) -> Value {
-        let body = serde_json::to_vec(&pod(name)).expect("serialize pod");
-        self.cloud().request("POST", PODS, &[JSON_CONTENT], &body).expect_status(201).json()
-    }
-
-    fn delete_pod_upstream(&self, name: &str) {
-        let resp = self.cloud().request("DELETE", &format!("{PODS}/{name}"), &[], b"");
-        assert!(
-            resp.status == 200 || resp.status == 202,
-            "delete {name}: {} {}",
-            resp.status,
-            resp.text()
-        );
-    }
-
-    fn upstream_pod(&self, name: &str) -> Response {
-        self.cloud().get(&format!("{PODS}/{name}"))
-    }
-}
-
-impl Cloud for Proxied {
-    fn cloud(&self) -> Client {
-        self.direct(Some("admin"))
-    }
-}
 
 /// The names of a list's items.
 fn item_names(list: &Value) -> Vec<String> {
@@ -121,7 +89,7 @@ struct Run {
 }
 
 impl Kubectl {
-    fn new(bin: &Path, edge: &Proxied) -> Kubectl {
+    fn new(bin: &Path, edge: &Edge) -> Kubectl {
         let dir = edge.env.dir.join("kubectl");
         std::fs::create_dir_all(dir.join("home")).expect("create kubectl HOME");
         let kubeconfig = dir.join("kubeconfig");
@@ -185,7 +153,7 @@ fn kubeconfig_yaml(pki: &Pki, port: u16) -> String {
 }
 
 /// Writes `object` as a JSON manifest (kubectl reads JSON as well as YAML).
-fn manifest(edge: &Proxied, file: &str, object: &Value) -> String {
+fn manifest(edge: &Edge, file: &str, object: &Value) -> String {
     let path = edge.env.dir.join(file);
     std::fs::write(&path, serde_json::to_vec_pretty(object).expect("serialize manifest"))
         .expect("write manifest");
@@ -234,7 +202,7 @@ fn kubectl_reads(kubectl: &Kubectl) -> (String, Value, String) {
 }
 
 /// create, apply (create then configure) and delete, each checked on the cloud itself.
-fn kubectl_writes(kubectl: &Kubectl, edge: &Proxied) {
+fn kubectl_writes(kubectl: &Kubectl, edge: &Edge) {
     let created = manifest(edge, "created.json", &pod("kubectl-created"));
     let out = kubectl.ok(&["create", "-f", &created]);
     assert!(out.contains("pod/kubectl-created created"), "{out}");
@@ -280,7 +248,7 @@ fn wait_for_output(proc: &mut Proc, text: &str, what: &str) {
 }
 
 /// `get pods -w` prints the list, then a pod created in the cloud.
-fn kubectl_watch_sees_upstream_change(kubectl: &Kubectl, edge: &Proxied) {
+fn kubectl_watch_sees_upstream_change(kubectl: &Kubectl, edge: &Edge) {
     let mut watch = kubectl.spawn(&["get", "pods", "-w"]);
     wait_for_output(&mut watch, "web-1", "kubectl get pods -w");
     edge.create_pod_upstream("kubectl-watched");
@@ -293,7 +261,7 @@ fn kubectl_watch_sees_upstream_change(kubectl: &Kubectl, edge: &Proxied) {
 /// answer the same, and a write fails saying why.
 fn kubectl_online_then_offline(label: &str, version: Option<&str>) {
     let Some(bin) = kubectl_binary(version) else { return };
-    let mut edge = Proxied::start(label, &[], &[]);
+    let mut edge = Edge::start(label, &[], &[]);
     let kubectl = Kubectl::new(&bin, &edge);
     eprintln!("{}", kubectl.ok(&["version", "--client"]).lines().next().unwrap_or_default());
     kubectl_reads(&kubectl);
@@ -327,7 +295,7 @@ fn kubectl_online_then_offline(label: &str, version: Option<&str>) {
 /// killed, and ended without error by kubectl's own `--request-timeout`.
 fn kubectl_offline_watch(label: &str, version: Option<&str>) {
     let Some(bin) = kubectl_binary(version) else { return };
-    let mut edge = Proxied::start(label, &[], &[]);
+    let mut edge = Edge::start(label, &[], &[]);
     let kubectl = Kubectl::new(&bin, &edge);
     let mut online = kubectl.spawn(&["get", "pods", "-w"]);
     wait_for_output(&mut online, "web-1", "online kubectl get pods -w");
@@ -459,7 +427,7 @@ impl FileLock {
 }
 
 /// `tests/python/kube_client.py` against lite-apiserver with the given credentials.
-fn python_client(edge: &Proxied, credentials: &[String], command: &[&str]) -> Proc {
+fn python_client(edge: &Edge, credentials: &[String], command: &[&str]) -> Proc {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/kube_client.py");
     let mut args = vec![
         script.display().to_string(),
@@ -480,7 +448,7 @@ fn json_lines(stdout: &str) -> Vec<Value> {
 }
 
 /// `list_namespaced_pod` and `watch.Watch().stream(list_namespaced_pod, ...)` as `user`.
-fn python_lists_and_watches(edge: &Proxied, credentials: &[String], user: &str, new_pod: &str) {
+fn python_lists_and_watches(edge: &Edge, credentials: &[String], user: &str, new_pod: &str) {
     let mut list = python_client(edge, credentials, &["list", "default"]);
     let status = list
         .wait_output(COMMAND_TIMEOUT)
@@ -514,7 +482,7 @@ fn python_lists_and_watches(edge: &Proxied, credentials: &[String], user: &str, 
 
 #[test]
 fn python_client_lists_and_watches_with_token_and_with_client_cert() {
-    let edge = Proxied::start("python", &["--token", "python-token=python-user"], &[]);
+    let edge = Edge::start("python", &["--token", "python-token=python-user"], &[]);
     let token = vec!["--token=python-token".to_string()];
     python_lists_and_watches(&edge, &token, "python-user", "python-token-pod");
     let pki = &edge.env.pki;
@@ -542,7 +510,7 @@ fn reflector_watch_path(resource_version: &str) -> String {
 /// meanwhile arrive when the watch resumes from the last version seen.
 #[test]
 fn reflector_lists_watches_with_bookmarks_and_resumes_after_proxy_restart() {
-    let mut edge = Proxied::start("reflector-resume", &["--bookmark-interval-ms", "200"], &[]);
+    let mut edge = Edge::start("reflector-resume", &["--bookmark-interval-ms", "200"], &[]);
     let mut kubelet = edge.client(Some("kubelet"));
     let list = kubelet.get(REFLECTOR_LIST).expect_status(200).json();
     assert_lists_seeded_pods(&list);
@@ -564,7 +532,7 @@ fn reflector_lists_watches_with_bookmarks_and_resumes_after_proxy_restart() {
     assert!(watch.wait_closed(EVENT_TIMEOUT), "the watch outlived the proxy");
     edge.create_pod_upstream("during-restart");
     edge.delete_pod_upstream("before-restart");
-    edge.lite.restart();
+    edge.restart_lite();
 
     let mut watch = edge.client(Some("kubelet")).watch(&reflector_watch_path(&last_seen));
     watch.expect_change(EVENT_TIMEOUT, "ADDED", "during-restart");
@@ -576,7 +544,7 @@ fn reflector_lists_watches_with_bookmarks_and_resumes_after_proxy_restart() {
 /// cache.
 #[test]
 fn reflector_relists_after_410_expired() {
-    let mut edge = Proxied::start("reflector-410", &["--history", "3"], &[]);
+    let mut edge = Edge::start("reflector-410", &["--history", "3"], &[]);
     let mut kubelet = edge.client(Some("kubelet"));
     let stale = resource_version(&kubelet.get(REFLECTOR_LIST).expect_status(200).json());
     for i in 0..5 {
@@ -585,11 +553,8 @@ fn reflector_relists_after_410_expired() {
 
     let through_proxy =
         kubelet.watch(&reflector_watch_path(&stale)).next_event(EVENT_TIMEOUT).expect("an event");
-    let direct = edge
-        .env
-        .client(edge.fake.port, Some("kubelet"))
-        .watch(&reflector_watch_path(&stale))
-        .next_event(EVENT_TIMEOUT);
+    let direct =
+        edge.direct(Some("kubelet")).watch(&reflector_watch_path(&stale)).next_event(EVENT_TIMEOUT);
     assert_eq!(through_proxy["type"], "ERROR", "{through_proxy}");
     assert_eq!(through_proxy["object"]["code"], 410, "{through_proxy}");
     assert_eq!(through_proxy["object"]["reason"], "Expired", "{through_proxy}");
@@ -640,7 +605,7 @@ fn discovery_aggregated_and_legacy_cached_apart_and_replayed_offline() {
         ("/api/v1", LEGACY, "APIResourceList"),
         ("/apis/example.com/v1", LEGACY, "APIResourceList"),
     ];
-    let mut edge = Proxied::start("discovery", &[], &[]);
+    let mut edge = Edge::start("discovery", &[], &[]);
     let mut client = edge.client(Some("kubelet"));
     let online: Vec<Response> = requests
         .iter()
@@ -690,7 +655,7 @@ fn get_protobuf(client: &mut Client, path: &str) -> Response {
 /// accepts too, online and from the cache.
 #[test]
 fn protobuf_accept_answered_with_json_online_and_offline() {
-    let mut edge = Proxied::start("protobuf-json", &[], &[]);
+    let mut edge = Edge::start("protobuf-json", &[], &[]);
     let paths = [PODS.to_string(), format!("{PODS}/web-1")];
     let mut kubelet = edge.client(Some("kubelet"));
     let online: Vec<Value> = paths
@@ -722,10 +687,10 @@ fn protobuf_accept_answered_with_json_online_and_offline() {
 /// and are replayed offline byte for byte.
 #[test]
 fn protobuf_passes_through_and_replays_byte_identical() {
-    let mut edge = Proxied::start("protobuf-raw", &[], &["--modify-request-accept=false"]);
+    let mut edge = Edge::start("protobuf-raw", &[], &["--modify-request-accept=false"]);
     let paths = [PODS.to_string(), format!("{PODS}/web-1")];
     let mut kubelet = edge.client(Some("kubelet"));
-    let mut cloud = edge.env.client(edge.fake.port, Some("kubelet"));
+    let mut cloud = edge.direct(Some("kubelet"));
     let online: Vec<Response> = paths
         .iter()
         .map(|path| {

@@ -33,17 +33,8 @@ const SHORT_TIMEOUT: u64 = 2;
 const CUTOFF: Duration = Duration::from_secs(SHORT_TIMEOUT + 8);
 
 // ---------------------------------------------------------------------------------------
-// The rig: fake + proxy with a diagnostics port, and the leak check.
+// The leak check of an edge: its gauges and descriptors back to their baseline.
 // ---------------------------------------------------------------------------------------
-
-/// A fake apiserver behind a lite-apiserver whose diagnostics listener is on `diag`.
-/// Fields drop in order: the proxy, the fake, then the PKI directory.
-struct Rig {
-    lite: Lite,
-    fake: FakeApiserver,
-    diag: Diagnostics,
-    env: TestEnv,
-}
 
 /// What "nothing leaked" means for one proxy: with no client connected, its descriptors are
 /// this constant plus one per open (busy or pooled) upstream connection.
@@ -60,30 +51,28 @@ struct Snapshot {
     fds: i64,
 }
 
-impl Rig {
-    fn start(label: &str, fake_args: &[&str], lite_args: &[&str]) -> Rig {
-        let env = TestEnv::new(label);
-        let fake = env.fake(fake_args);
-        let (lite, diag) = Diagnostics::lite(&env, fake.port, lite_args);
-        Rig { lite, fake, diag, env }
-    }
-
-    fn client(&self, cert: Option<&str>) -> Client {
-        self.env.client(self.lite.port, cert)
-    }
-
+/// The leak check, and the connections the abuse goes out on, as methods of the edge.
+trait Hardening {
     /// A TLS connection to the proxy presenting `kubelet.crt`.
-    fn raw(&self) -> Conn {
-        Conn::open_as(&self.env.pki, self.lite.port, Some("kubelet"))
-            .expect("TLS connection to the proxy")
-    }
+    fn raw(&self) -> Conn;
+    /// The proxy's gauges and open descriptors now.
+    fn snapshot(&mut self) -> Snapshot;
+    /// One good GET through the proxy, on a fresh connection that is closed afterwards.
+    fn good_request(&mut self);
+    /// Snapshot once a good request has run and every client connection is gone.
+    fn baseline(&mut self) -> Baseline;
+    /// The proxy is alive, answers a good request, and holds no client connection, watch or
+    /// descriptor beyond the baseline (pooled upstream connections are allowed).
+    fn assert_recovered(&mut self, baseline: &Baseline, after: &str);
+}
 
-    fn metric(&self, name: &str) -> u64 {
-        self.diag.metric(name)
+impl Hardening for Edge {
+    fn raw(&self) -> Conn {
+        self.conn(Some("kubelet")).expect("TLS connection to the proxy")
     }
 
     fn snapshot(&mut self) -> Snapshot {
-        let metrics = self.diag.metrics();
+        let metrics = self.metrics();
         let gauge = |name: &str| {
             metric_value(&metrics, name).unwrap_or_else(|| panic!("no {name}:\n{metrics}"))
         };
@@ -96,14 +85,12 @@ impl Rig {
         }
     }
 
-    /// One good GET through the proxy, on a fresh connection that is closed afterwards.
     fn good_request(&mut self) {
         self.lite.assert_alive();
-        let response = self.client(Some("kubelet")).get(PODS);
+        let response = self.kubelet().get(PODS);
         assert_eq!(response.status, 200, "good request after abuse: {}", response.text());
     }
 
-    /// Snapshot once a good request has run and every client connection is gone.
     fn baseline(&mut self) -> Baseline {
         self.good_request();
         let settled = wait_for(SETTLE, || {
@@ -117,8 +104,6 @@ impl Rig {
         Baseline { fds_without_upstreams: settled.fds - settled.upstreams as i64 }
     }
 
-    /// The proxy is alive, answers a good request, and holds no client connection, watch or
-    /// descriptor beyond the baseline (pooled upstream connections are allowed).
     fn assert_recovered(&mut self, baseline: &Baseline, after: &str) {
         self.good_request();
         let mut last = None;
@@ -207,9 +192,9 @@ fn garbage(len: usize, seed: u64) -> Vec<u8> {
 
 /// Sends `request` on a fresh connection and expects a `code` Status written by the proxy
 /// itself (the fake stamps `X-Fake-User` on its answers), then the connection closing.
-fn expect_local_rejection(rig: &Rig, request: &[u8], code: u16) {
+fn expect_local_rejection(edge: &Edge, request: &[u8], code: u16) {
     let shown = String::from_utf8_lossy(&request[..request.len().min(120)]).into_owned();
-    let mut conn = rig.raw();
+    let mut conn = edge.raw();
     conn.send(request).unwrap_or_else(|e| panic!("send {shown:?}: {e}"));
     let response = conn.response("GET").unwrap_or_else(|e| panic!("no answer to {shown:?}: {e}"));
     assert_status_body(&response, code);
@@ -227,8 +212,8 @@ fn expect_local_rejection(rig: &Rig, request: &[u8], code: u16) {
 
 #[test]
 fn malformed_request_heads_get_a_400_status_and_a_close() {
-    let mut rig = Rig::start("malformed", &[], &[]);
-    let baseline = rig.baseline();
+    let mut edge = Edge::start("malformed", &[], &[]);
+    let baseline = edge.baseline();
     let cases: &[&[u8]] = &[
         b"GARBAGE\r\n\r\n",
         b"GET /api HTTP/9.9\r\nHost: x\r\n\r\n",
@@ -245,22 +230,22 @@ fn malformed_request_heads_get_a_400_status_and_a_close() {
         b"\x00\x00\x00\x00\r\n\r\n",
     ];
     for case in cases {
-        expect_local_rejection(&rig, case, 400);
+        expect_local_rejection(&edge, case, 400);
     }
-    rig.assert_recovered(&baseline, "malformed heads");
+    edge.assert_recovered(&baseline, "malformed heads");
 }
 
 #[test]
 fn an_oversized_head_gets_431_and_one_within_limits_is_proxied() {
-    let mut rig = Rig::start("bighead", &[], &[]);
-    let baseline = rig.baseline();
+    let mut edge = Edge::start("bighead", &[], &[]);
+    let baseline = edge.baseline();
     let mut big = b"GET /debug/echo HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
     big.resize(70 * 1024, b'a');
     big.extend_from_slice(b"\r\n\r\n");
-    expect_local_rejection(&rig, &big, 431);
+    expect_local_rejection(&edge, &big, 431);
 
     // Many 1 KB headers adding up past the limit, each in its own write.
-    let mut conn = rig.raw();
+    let mut conn = edge.raw();
     for i in 0..100 {
         let line = format!("X-Filler-{i}: {}\r\n", "b".repeat(1000));
         let bytes =
@@ -274,7 +259,7 @@ fn an_oversized_head_gets_431_and_one_within_limits_is_proxied() {
 
     // A client still sending a megabyte when the answer comes gets it too, rather than a reset
     // that would destroy it in flight.
-    let mut conn = rig.raw();
+    let mut conn = edge.raw();
     let mut huge = b"GET /debug/echo HTTP/1.1\r\nHost: x\r\nX-Huge: ".to_vec();
     huge.resize(1 << 20, b'h');
     conn.send(&huge).expect("the proxy reads the rest of a rejected head instead of resetting");
@@ -284,37 +269,37 @@ fn an_oversized_head_gets_431_and_one_within_limits_is_proxied() {
 
     // 40 KiB of headers is within the limit: forwarded and echoed intact.
     let value = "c".repeat(40 * 1024);
-    let echo = rig
+    let echo = edge
         .client(Some("kubelet"))
         .request("GET", "/debug/echo", &[("X-Large", &value)], b"")
         .expect_status(200)
         .json();
     assert_eq!(echo_header(&echo, "x-large"), vec![value]);
-    rig.assert_recovered(&baseline, "oversized heads");
+    edge.assert_recovered(&baseline, "oversized heads");
 }
 
 #[test]
 fn too_many_headers_get_a_4xx_status() {
-    let mut rig = Rig::start("manyheaders", &[], &[]);
-    let baseline = rig.baseline();
+    let mut edge = Edge::start("manyheaders", &[], &[]);
+    let baseline = edge.baseline();
     let mut request = b"GET /debug/echo HTTP/1.1\r\nHost: x\r\n".to_vec();
     for i in 0..300 {
         request.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
     }
     request.extend_from_slice(b"\r\n");
-    let mut conn = rig.raw();
+    let mut conn = edge.raw();
     conn.send(&request).expect("send");
     let response = conn.response("GET").expect("an answer");
     assert!(matches!(response.status, 400 | 431), "300 headers answered {}", response.status);
     assert_status_body(&response, response.status);
     assert!(conn.closed_within(IO_DEADLINE));
-    rig.assert_recovered(&baseline, "too many headers");
+    edge.assert_recovered(&baseline, "too many headers");
 }
 
 #[test]
 fn ambiguous_body_framing_is_refused_before_reaching_the_cloud() {
-    let mut rig = Rig::start("smuggling", &[], &[]);
-    let baseline = rig.baseline();
+    let mut edge = Edge::start("smuggling", &[], &[]);
+    let baseline = edge.baseline();
     let cases: &[&[u8]] = &[
         b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
@@ -330,21 +315,21 @@ fn ambiguous_body_framing_is_refused_before_reaching_the_cloud() {
         b"POST /debug/echo HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     ];
     for case in cases {
-        expect_local_rejection(&rig, case, 400);
+        expect_local_rejection(&edge, case, 400);
     }
     // Repeated identical lengths are not ambiguous.
-    let mut conn = rig.raw();
+    let mut conn = edge.raw();
     conn.send(b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello").expect("send");
     let echo = conn.response("POST").expect("answer").expect_status(200).json();
     assert_eq!(echo["body"], "hello");
     drop(conn);
-    rig.assert_recovered(&baseline, "smuggling attempts");
+    edge.assert_recovered(&baseline, "smuggling attempts");
 }
 
 #[test]
 fn a_connection_header_cannot_strip_the_body_framing() {
-    let mut rig = Rig::start("connframing", &[], &[]);
-    let baseline = rig.baseline();
+    let mut edge = Edge::start("connframing", &[], &[]);
+    let baseline = edge.baseline();
     // Were Content-Length dropped as "named by Connection", the cloud would read the body as
     // the start of a second request on a connection the proxy pools and shares.
     let smuggled = "GET /debug/echo?smuggled=1 HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -352,7 +337,7 @@ fn a_connection_header_cannot_strip_the_body_framing() {
         "POST /debug/echo HTTP/1.1\r\nHost: x\r\nConnection: Content-Length\r\nContent-Length: {}\r\n\r\n{smuggled}",
         smuggled.len()
     );
-    let mut conn = rig.raw();
+    let mut conn = edge.raw();
     conn.send(request.as_bytes()).expect("send");
     let response = conn.response("POST").expect("an answer");
     if response.status == 200 {
@@ -366,18 +351,18 @@ fn a_connection_header_cannot_strip_the_body_framing() {
         assert_status_body(&response, 400);
     }
     drop(conn);
-    let next = rig.client(Some("kubelet")).get("/debug/echo?after=1").expect_status(200).json();
+    let next = edge.client(Some("kubelet")).get("/debug/echo?after=1").expect_status(200).json();
     assert_eq!(
         next["query"], "after=1",
         "a pooled upstream connection answered a smuggled request"
     );
-    rig.assert_recovered(&baseline, "Connection: Content-Length");
+    edge.assert_recovered(&baseline, "Connection: Content-Length");
 }
 
 #[test]
 fn bad_chunked_request_bodies_get_a_400_status() {
-    let mut rig = Rig::start("badchunks", &[], &[]);
-    let baseline = rig.baseline();
+    let mut edge = Edge::start("badchunks", &[], &[]);
+    let baseline = edge.baseline();
     let head = b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
     let long_extension = format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(5000));
     let huge_trailer = format!("0\r\nX-T: {}\r\n\r\n", "t".repeat(70 * 1024));
@@ -396,7 +381,7 @@ fn bad_chunked_request_bodies_get_a_400_status() {
         let mut request = head.to_vec();
         request.extend_from_slice(body);
         let shown = String::from_utf8_lossy(&body[..body.len().min(40)]).into_owned();
-        let mut conn = rig.raw();
+        let mut conn = edge.raw();
         let _ = conn.send(&request); // the proxy may hang up while a long body is being sent
         match conn.response("POST") {
             Ok(response) => {
@@ -406,44 +391,44 @@ fn bad_chunked_request_bodies_get_a_400_status() {
             Err(e) => panic!("bad chunked body {shown:?}: no 400 Status ({e})"),
         }
     }
-    rig.assert_recovered(&baseline, "bad chunked bodies");
+    edge.assert_recovered(&baseline, "bad chunked bodies");
 }
 
 #[test]
 fn valid_chunked_request_bodies_with_extensions_and_trailers_are_forwarded() {
-    let mut rig = Rig::start("goodchunks", &[], &[]);
-    let baseline = rig.baseline();
-    let mut conn = rig.raw();
+    let mut edge = Edge::start("goodchunks", &[], &[]);
+    let baseline = edge.baseline();
+    let mut conn = edge.raw();
     conn.send(b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nhel\r\n2\r\nlo\r\n0\r\nX-Trailer: t\r\n\r\n")
         .expect("send");
     let echo = conn.response("POST").expect("answer").expect_status(200).json();
     assert_eq!(echo["body"], "hello");
     drop(conn);
-    rig.assert_recovered(&baseline, "chunked body with extensions and trailers");
+    edge.assert_recovered(&baseline, "chunked body with extensions and trailers");
 }
 
 #[test]
 fn a_body_shorter_than_announced_then_close_frees_everything() {
-    let mut rig = Rig::start("shortbody", &[], &[]);
-    let baseline = rig.baseline();
+    let mut edge = Edge::start("shortbody", &[], &[]);
+    let baseline = edge.baseline();
     for request in [
         &b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789"[..],
         b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100\r\nabc",
         b"PUT /api/v1/namespaces/default/pods/p HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"kind\"",
     ] {
-        let mut conn = rig.raw();
+        let mut conn = edge.raw();
         conn.send(request).expect("send");
         std::thread::sleep(Duration::from_millis(200)); // let the head reach the cloud
         drop(conn);
     }
-    rig.assert_recovered(&baseline, "short bodies");
+    edge.assert_recovered(&baseline, "short bodies");
 }
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let mut rig = Rig::start("pipeline", &[], &[]);
-    let baseline = rig.baseline();
-    let mut conn = rig.raw();
+    let mut edge = Edge::start("pipeline", &[], &[]);
+    let baseline = edge.baseline();
+    let mut conn = edge.raw();
     conn.send(
         b"GET /debug/echo?n=1 HTTP/1.1\r\nHost: x\r\n\r\n\
           POST /debug/echo?n=2 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
@@ -469,21 +454,21 @@ fn pipelined_requests_are_answered_in_order() {
     let refusal = conn.response("GET").expect("an answer to the garbage at the end");
     assert_status_body(&refusal, 400);
     assert!(conn.closed_within(IO_DEADLINE));
-    rig.assert_recovered(&baseline, "pipelining");
+    edge.assert_recovered(&baseline, "pipelining");
 }
 
 #[test]
 fn http_1_0_closes_by_default_and_gets_chunked_answers_dechunked() {
-    let mut rig = Rig::start("http10", &[], &[]);
-    let baseline = rig.baseline();
+    let mut edge = Edge::start("http10", &[], &[]);
+    let baseline = edge.baseline();
 
-    let mut conn = rig.raw();
+    let mut conn = edge.raw();
     conn.send(b"GET /debug/echo HTTP/1.0\r\nHost: x\r\n\r\n").expect("send");
     let response = conn.response("GET").expect("answer").expect_status(200);
     assert!(response.headers.has_token("connection", "close"), "{:?}", response.headers);
     assert!(conn.closed_within(IO_DEADLINE), "HTTP/1.0 without keep-alive must be closed");
 
-    let mut conn = rig.raw();
+    let mut conn = edge.raw();
     conn.send(b"GET /debug/echo?n=1 HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
         .expect("send");
     let response = conn.response("GET").expect("answer").expect_status(200);
@@ -493,12 +478,9 @@ fn http_1_0_closes_by_default_and_gets_chunked_answers_dechunked() {
     assert_eq!(conn.response("GET").expect("2nd answer").expect_status(200).json()["query"], "n=2");
     drop(conn);
 
-    let direct = rig
-        .env
-        .client(rig.fake.port, Some("kubelet"))
-        .get("/debug/blob?bytes=300000&chunked=1")
-        .expect_status(200);
-    let mut conn = rig.raw();
+    let direct =
+        edge.direct(Some("kubelet")).get("/debug/blob?bytes=300000&chunked=1").expect_status(200);
+    let mut conn = edge.raw();
     conn.send(b"GET /debug/blob?bytes=300000&chunked=1 HTTP/1.0\r\nHost: x\r\n\r\n").expect("send");
     let response = conn.response("GET").expect("answer").expect_status(200);
     assert!(
@@ -512,13 +494,13 @@ fn http_1_0_closes_by_default_and_gets_chunked_answers_dechunked() {
         "de-chunked body differs ({} bytes)",
         response.body.len()
     );
-    rig.assert_recovered(&baseline, "HTTP/1.0");
+    edge.assert_recovered(&baseline, "HTTP/1.0");
 }
 
 #[test]
 fn absolute_form_authority_form_and_asterisk_targets_get_400() {
-    let mut rig = Rig::start("targets", &[], &[]);
-    let baseline = rig.baseline();
+    let mut edge = Edge::start("targets", &[], &[]);
+    let baseline = edge.baseline();
     for case in [
         &b"GET https://localhost/api HTTP/1.1\r\nHost: localhost\r\n\r\n"[..],
         b"GET http://evil.example/api HTTP/1.1\r\nHost: evil.example\r\n\r\n",
@@ -526,16 +508,16 @@ fn absolute_form_authority_form_and_asterisk_targets_get_400() {
         b"CONNECT 10.0.0.1:443 HTTP/1.1\r\nHost: 10.0.0.1:443\r\n\r\n",
         b"GET api/v1/pods HTTP/1.1\r\nHost: x\r\n\r\n",
     ] {
-        expect_local_rejection(&rig, case, 400);
+        expect_local_rejection(&edge, case, 400);
     }
-    rig.assert_recovered(&baseline, "odd request targets");
+    edge.assert_recovered(&baseline, "odd request targets");
 }
 
 #[test]
 fn traversal_and_percent_encoding_pass_through_verbatim() {
-    let mut rig = Rig::start("traversal", &[], &[]);
-    let baseline = rig.baseline();
-    let mut client = rig.client(Some("kubelet"));
+    let mut edge = Edge::start("traversal", &[], &[]);
+    let baseline = edge.baseline();
+    let mut client = edge.client(Some("kubelet"));
     // The query reaches the cloud byte for byte.
     let query = "p=../../etc/passwd&q=%2e%2e%2F%2e%2e&r=%00&s=a+b";
     let echo = client.get(&format!("/debug/echo?{query}")).expect_status(200).json();
@@ -563,13 +545,14 @@ fn traversal_and_percent_encoding_pass_through_verbatim() {
         );
     }
     drop(client);
-    rig.assert_recovered(&baseline, "traversal paths");
+    edge.assert_recovered(&baseline, "traversal paths");
 }
 
 #[test]
 fn plain_http_and_garbage_on_the_tls_port_are_closed() {
-    let mut rig = Rig::start("nontls", &[], &[&format!("--tls-handshake-timeout={SHORT_TIMEOUT}")]);
-    let baseline = rig.baseline();
+    let mut edge =
+        Edge::start("nontls", &[], &[&format!("--tls-handshake-timeout={SHORT_TIMEOUT}")]);
+    let baseline = edge.baseline();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "plain HTTP",
@@ -582,36 +565,36 @@ fn plain_http_and_garbage_on_the_tls_port_are_closed() {
         ("SSLv2-style hello", b"\x80\x2e\x01\x00\x02\x00\x15\x00\x00\x00\x10".to_vec()),
     ];
     for (what, bytes) in &cases {
-        let (closed, reply) = plain_tcp_abuse(rig.lite.port, bytes, false, CUTOFF);
+        let (closed, reply) = plain_tcp_abuse(edge.lite.port, bytes, false, CUTOFF);
         assert!(closed, "{what}: connection left open");
         assert!(
             !String::from_utf8_lossy(&reply).contains("HTTP/"),
             "{what}: answered in plain HTTP"
         );
     }
-    rig.assert_recovered(&baseline, "non-TLS bytes");
+    edge.assert_recovered(&baseline, "non-TLS bytes");
 }
 
 #[test]
 fn truncated_tls_handshakes_are_closed() {
-    let mut rig =
-        Rig::start("truncatedtls", &[], &[&format!("--tls-handshake-timeout={SHORT_TIMEOUT}")]);
-    let baseline = rig.baseline();
-    let hello = client_hello(&rig.env.pki);
+    let mut edge =
+        Edge::start("truncatedtls", &[], &[&format!("--tls-handshake-timeout={SHORT_TIMEOUT}")]);
+    let baseline = edge.baseline();
+    let hello = client_hello(&edge.env.pki);
     assert!(hello.len() > 10, "ClientHello is {} bytes", hello.len());
     // Half a ClientHello, then the client hangs up its sending side.
-    let (closed, _) = plain_tcp_abuse(rig.lite.port, &hello[..hello.len() / 2], true, IO_DEADLINE);
+    let (closed, _) = plain_tcp_abuse(edge.lite.port, &hello[..hello.len() / 2], true, IO_DEADLINE);
     assert!(closed, "half a ClientHello + FIN: left open");
     // Half a ClientHello, then silence: the handshake timeout ends it.
-    let (closed, _) = plain_tcp_abuse(rig.lite.port, &hello[..hello.len() / 2], false, CUTOFF);
+    let (closed, _) = plain_tcp_abuse(edge.lite.port, &hello[..hello.len() / 2], false, CUTOFF);
     assert!(closed, "half a ClientHello + silence: left open past the handshake timeout");
     // A whole ClientHello and nothing more.
-    let (closed, _) = plain_tcp_abuse(rig.lite.port, &hello, false, CUTOFF);
+    let (closed, _) = plain_tcp_abuse(edge.lite.port, &hello, false, CUTOFF);
     assert!(closed, "ClientHello then silence: left open past the handshake timeout");
     // Connect and say nothing at all.
-    let (closed, _) = plain_tcp_abuse(rig.lite.port, b"", false, CUTOFF);
+    let (closed, _) = plain_tcp_abuse(edge.lite.port, b"", false, CUTOFF);
     assert!(closed, "silent TCP connection: left open past the handshake timeout");
-    rig.assert_recovered(&baseline, "truncated handshakes");
+    edge.assert_recovered(&baseline, "truncated handshakes");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -620,30 +603,30 @@ fn truncated_tls_handshakes_are_closed() {
 
 #[test]
 fn many_stalled_partial_heads_do_not_stop_good_requests() {
-    let mut rig = Rig::start("stalled", &[], &[]);
-    let baseline = rig.baseline();
+    let mut edge = Edge::start("stalled", &[], &[]);
+    let baseline = edge.baseline();
     let mut stalled: Vec<Conn> = (0..40)
         .map(|i| {
-            let mut conn = rig.raw();
+            let mut conn = edge.raw();
             conn.send(format!("GET {PODS}?n={i} HTTP/1.1\r\nHost: x\r\nX-Slow: ").as_bytes())
                 .expect("partial head");
             conn
         })
         .collect();
     for _ in 0..3 {
-        rig.good_request();
+        edge.good_request();
     }
-    assert_eq!(rig.snapshot().clients, 40, "stalled connections are counted");
+    assert_eq!(edge.snapshot().clients, 40, "stalled connections are counted");
     stalled.clear();
-    rig.assert_recovered(&baseline, "40 stalled partial heads");
+    edge.assert_recovered(&baseline, "40 stalled partial heads");
 }
 
 #[test]
 fn slowloris_head_is_cut_off_by_the_head_read_timeout() {
-    let mut rig =
-        Rig::start("slowloris", &[], &[&format!("--read-header-timeout={SHORT_TIMEOUT}")]);
-    let baseline = rig.baseline();
-    let mut conn = rig.raw();
+    let mut edge =
+        Edge::start("slowloris", &[], &[&format!("--read-header-timeout={SHORT_TIMEOUT}")]);
+    let baseline = edge.baseline();
+    let mut conn = edge.raw();
     conn.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n").as_bytes()).expect("partial head");
     let started = Instant::now();
     let mut closed = false;
@@ -660,20 +643,20 @@ fn slowloris_head_is_cut_off_by_the_head_read_timeout() {
         started.elapsed()
     );
     eprintln!("slowloris connection closed after {:?}", started.elapsed());
-    rig.assert_recovered(&baseline, "slowloris");
+    edge.assert_recovered(&baseline, "slowloris");
 }
 
 #[test]
 fn idle_keep_alive_connections_are_closed() {
-    let mut rig = Rig::start("idle", &[], &[&format!("--idle-timeout={SHORT_TIMEOUT}")]);
-    let baseline = rig.baseline();
-    let mut conn = rig.raw();
+    let mut edge = Edge::start("idle", &[], &[&format!("--idle-timeout={SHORT_TIMEOUT}")]);
+    let baseline = edge.baseline();
+    let mut conn = edge.raw();
     conn.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).expect("send");
     conn.response("GET").expect("answer").expect_status(200);
     let started = Instant::now();
     assert!(conn.closed_within(CUTOFF), "idle connection open after {:?}", started.elapsed());
     eprintln!("idle keep-alive connection closed after {:?}", started.elapsed());
-    rig.assert_recovered(&baseline, "idle keep-alive");
+    edge.assert_recovered(&baseline, "idle keep-alive");
 }
 
 #[test]
@@ -681,12 +664,12 @@ fn connections_beyond_max_connections_are_refused_and_the_first_ones_keep_workin
     const LIMIT: usize = 3;
     /// Connections past the limit that are still answered (reactor.rs `OVER_LIMIT_ANSWERED`).
     const ANSWERED_PAST_LIMIT: usize = 64;
-    let mut rig = Rig::start("maxconn", &[], &[&format!("--max-connections={LIMIT}")]);
-    let baseline = rig.baseline();
-    let mut held: Vec<Conn> = (0..LIMIT).map(|_| rig.raw()).collect();
-    let rejected_before = rig.metric("lite_apiserver_rejected_connections_total");
+    let mut edge = Edge::start("maxconn", &[], &[&format!("--max-connections={LIMIT}")]);
+    let baseline = edge.baseline();
+    let mut held: Vec<Conn> = (0..LIMIT).map(|_| edge.raw()).collect();
+    let rejected_before = edge.metric("lite_apiserver_rejected_connections_total");
     // The next one is told why: a 503 Status naming the flag, then the close.
-    let mut extra = rig.raw();
+    let mut extra = edge.raw();
     extra
         .send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .expect("send past the limit");
@@ -698,12 +681,12 @@ fn connections_beyond_max_connections_are_refused_and_the_first_ones_keep_workin
         answer.text()
     );
     assert!(extra.closed_within(IO_DEADLINE), "the connection past the limit stayed open");
-    assert!(rig.metric("lite_apiserver_rejected_connections_total") > rejected_before);
+    assert!(edge.metric("lite_apiserver_rejected_connections_total") > rejected_before);
     // Past the answered ones, a flood is only closed: no handshake, no answer.
-    let settled = wait_for(IO_DEADLINE, || (rig.snapshot().clients == LIMIT as u64).then_some(()));
-    assert!(settled.is_some(), "the answered connection was not released: {:?}", rig.snapshot());
-    let answered: Vec<Conn> = (0..ANSWERED_PAST_LIMIT).map(|_| rig.raw()).collect();
-    let refused = match Conn::open_as(&rig.env.pki, rig.lite.port, Some("kubelet")) {
+    let settled = wait_for(IO_DEADLINE, || (edge.snapshot().clients == LIMIT as u64).then_some(()));
+    assert!(settled.is_some(), "the answered connection was not released: {:?}", edge.snapshot());
+    let answered: Vec<Conn> = (0..ANSWERED_PAST_LIMIT).map(|_| edge.raw()).collect();
+    let refused = match edge.conn(Some("kubelet")) {
         Err(_) => true,
         Ok(mut flood) => {
             flood.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).is_err()
@@ -725,22 +708,22 @@ fn connections_beyond_max_connections_are_refused_and_the_first_ones_keep_workin
     // A freed slot is usable again.
     held.pop();
     let reopened = wait_for(IO_DEADLINE, || {
-        let mut conn = Conn::open_as(&rig.env.pki, rig.lite.port, Some("kubelet")).ok()?;
+        let mut conn = edge.conn(Some("kubelet")).ok()?;
         conn.send(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).ok()?;
         conn.response("GET").ok().filter(|r| r.status == 200)
     });
     assert!(reopened.is_some(), "no connection accepted after one of {LIMIT} closed");
     held.clear();
-    rig.assert_recovered(&baseline, "--max-connections flood");
+    edge.assert_recovered(&baseline, "--max-connections flood");
 }
 
 /// Opens a watch through the proxy, waits until it is proxied, then drops the client without
 /// a word and checks the proxy lets go of the client and the upstream connection.
 fn vanishing_watch_client(label: &str, query: &str) {
-    let mut rig = Rig::start(label, &["--bookmark-interval-ms", "500"], &[]);
-    let baseline = rig.baseline();
-    let upstreams_before = rig.snapshot().upstreams;
-    let mut conn = rig.raw();
+    let mut edge = Edge::start(label, &["--bookmark-interval-ms", "500"], &[]);
+    let baseline = edge.baseline();
+    let upstreams_before = edge.snapshot().upstreams;
+    let mut conn = edge.raw();
     conn.send(
         format!("GET {PODS}?watch=true&timeoutSeconds=600{query} HTTP/1.1\r\nHost: x\r\n\r\n")
             .as_bytes(),
@@ -750,12 +733,12 @@ fn vanishing_watch_client(label: &str, query: &str) {
     while wire::parse_head(&conn.buf).expect("response head").is_none() {
         assert!(conn.fill(deadline).expect("watch response head") > 0, "watch closed");
     }
-    let open = rig.snapshot();
+    let open = edge.snapshot();
     assert_eq!((open.clients, open.watches), (1, 1), "one client, one proxied watch");
     drop(conn);
     let mut last = None;
     let released = wait_for(SETTLE, || {
-        let now = rig.snapshot();
+        let now = edge.snapshot();
         let done = now.clients == 0 && now.upstreams <= upstreams_before;
         last = Some(now);
         done.then_some(())
@@ -764,7 +747,7 @@ fn vanishing_watch_client(label: &str, query: &str) {
         released.is_some(),
         "a vanished watch client is still held: {last:?} (upstreams before the watch: {upstreams_before})"
     );
-    rig.assert_recovered(&baseline, "a vanished watch client");
+    edge.assert_recovered(&baseline, "a vanished watch client");
 }
 
 #[test]
@@ -779,16 +762,16 @@ fn a_watch_client_that_vanishes_on_a_quiet_watch_releases_the_upstream() {
 
 #[test]
 fn an_upstream_hanging_mid_body_ends_the_client_connection_and_caches_nothing() {
-    let mut rig = Rig::start("hangbody", &[], &[&format!("--stall-timeout={SHORT_TIMEOUT}")]);
-    let baseline = rig.baseline();
+    let mut edge = Edge::start("hangbody", &[], &[&format!("--stall-timeout={SHORT_TIMEOUT}")]);
+    let baseline = edge.baseline();
     // The baseline's good GET is stored by the cache thread soon after its answer: count
     // from there, so that store is not mistaken for one of the hung body.
     let stored_before = wait_for(IO_DEADLINE, || {
-        let stored = rig.metric("lite_apiserver_cache_stored_total");
+        let stored = edge.metric("lite_apiserver_cache_stored_total");
         (stored >= 1).then_some(stored)
     })
     .expect("the baseline GET is stored");
-    let mut conn = rig.raw();
+    let mut conn = edge.raw();
     conn.send(b"GET /debug/hang-body HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
     let started = Instant::now();
     // The fake stalls for 60 s: only the proxy's stall timeout can close this in time.
@@ -804,24 +787,24 @@ fn an_upstream_hanging_mid_body_ends_the_client_connection_and_caches_nothing() 
         "unexpected bytes: {text:?}"
     );
     assert_eq!(
-        rig.metric("lite_apiserver_cache_stored_total"),
+        edge.metric("lite_apiserver_cache_stored_total"),
         stored_before,
         "a truncated body was cached"
     );
-    rig.assert_recovered(&baseline, "an upstream hanging mid-body");
+    edge.assert_recovered(&baseline, "an upstream hanging mid-body");
 }
 
 #[test]
 fn an_upstream_answering_garbage_gets_a_502_status() {
-    let mut rig = Rig::start("garbage", &[], &[]);
-    let baseline = rig.baseline();
-    let mut client = rig.client(Some("kubelet"));
+    let mut edge = Edge::start("garbage", &[], &[]);
+    let baseline = edge.baseline();
+    let mut client = edge.client(Some("kubelet"));
     assert_status_body(&client.get("/debug/garbage"), 502);
     let posted =
         client.request("POST", "/debug/garbage", &[("Content-Type", "application/json")], b"{}");
     assert_status_body(&posted, 502);
     drop(client);
-    rig.assert_recovered(&baseline, "garbage from the upstream");
+    edge.assert_recovered(&baseline, "garbage from the upstream");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -836,25 +819,13 @@ fn mode(path: &Path) -> u32 {
         & 0o777
 }
 
-/// Waits until the cache thread has stored at least `count` answers.
-fn wait_stored(rig: &Rig, count: u64) {
-    let stored = wait_for(IO_DEADLINE, || {
-        (rig.metric("lite_apiserver_cache_stored_total") >= count).then_some(())
-    });
-    assert!(
-        stored.is_some(),
-        "the cache stored fewer than {count} answers:\n{}",
-        rig.diag.metrics()
-    );
-}
-
 #[test]
 fn cache_files_and_directory_are_private() {
     let env_dir = TempDir::new("modes");
     let fresh = env_dir.join("var/lib/lite-apiserver/cache");
-    let mut rig = Rig::start("modes", &[], &[&format!("--file-cache-path={}", fresh.display())]);
-    rig.good_request();
-    wait_stored(&rig, 1);
+    let mut edge = Edge::start("modes", &[], &[&format!("--file-cache-path={}", fresh.display())]);
+    edge.good_request();
+    edge.wait_stored(1);
     assert_eq!(mode(&fresh), 0o700, "cache directory {}", fresh.display());
     for file in ["cache.db", "cache.db-wal", "cache.db-shm"] {
         let path = fresh.join(file);
@@ -864,10 +835,10 @@ fn cache_files_and_directory_are_private() {
     }
     // A directory that already exists (here 0755 from the test harness) keeps its mode, but
     // the files in it are still private.
-    let mut rig = Rig::start("modes-existing", &[], &[]);
-    rig.good_request();
-    wait_stored(&rig, 1);
-    let dir = rig.lite.cache_dir().to_path_buf();
+    let mut edge = Edge::start("modes-existing", &[], &[]);
+    edge.good_request();
+    edge.wait_stored(1);
+    let dir = edge.lite.cache_dir().to_path_buf();
     eprintln!("pre-existing cache directory mode: {:o}", mode(&dir));
     assert_eq!(mode(&dir.join("cache.db")), 0o600);
 }
@@ -876,45 +847,45 @@ fn cache_files_and_directory_are_private() {
 fn bearer_tokens_are_never_logged_or_stored() {
     const TOKEN: &str = "hardening-SECRET-token-4f1c9e";
     let token_arg = format!("{TOKEN}=alice");
-    let mut rig = Rig::start("tokens", &["--token", &token_arg], &["--log-level=debug"]);
+    let mut edge = Edge::start("tokens", &["--token", &token_arg], &["--log-level=debug"]);
     let bearer = format!("Bearer {TOKEN}");
     let auth = [("Authorization", bearer.as_str())];
-    let mut client = rig.client(None);
+    let mut client = edge.client(None);
     let listed = client.request("GET", PODS, &auth, b"").expect_status(200);
     assert_eq!(listed.header("x-fake-user"), Some("alice"), "the token reached the cloud");
     client.request("GET", "/api/v1/namespaces/default/configmaps", &auth, b"").expect_status(200);
     client.request("GET", "/api/v1/nodes/absent", &auth, b"");
     drop(client);
     // A watch, a malformed request and a smuggling attempt, all carrying the token.
-    let mut conn = Conn::open_as(&rig.env.pki, rig.lite.port, None).expect("connect");
+    let mut conn = edge.conn(None).expect("connect");
     conn.send(format!("GET {PODS}?watch=true&timeoutSeconds=2 HTTP/1.1\r\nHost: x\r\nAuthorization: {bearer}\r\n\r\n").as_bytes())
         .expect("watch");
     conn.response("GET").expect("watch ends after timeoutSeconds");
-    let mut conn = Conn::open_as(&rig.env.pki, rig.lite.port, None).expect("connect");
+    let mut conn = edge.conn(None).expect("connect");
     conn.send(
         format!("GET /api HTTP/1.1\r\nAuthorization: {bearer}\r\nX-Bad\x01: v\r\n\r\n").as_bytes(),
     )
     .expect("send");
     assert_status_body(&conn.response("GET").expect("answer"), 400);
-    let mut conn = Conn::open_as(&rig.env.pki, rig.lite.port, None).expect("connect");
+    let mut conn = edge.conn(None).expect("connect");
     conn.send(format!("POST /debug/echo HTTP/1.1\r\nAuthorization: {bearer}\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n").as_bytes())
         .expect("send");
     assert_status_body(&conn.response("POST").expect("answer"), 400);
-    wait_stored(&rig, 2);
+    edge.wait_stored(2);
     // Offline: the cached list is found under the token's hash.
-    rig.fake.stop();
+    edge.cut_cloud();
     let offline = wait_for(Duration::from_secs(20), || {
-        let response = rig.client(None).try_request("GET", PODS, &auth, b"").ok()?;
+        let response = edge.client(None).try_request("GET", PODS, &auth, b"").ok()?;
         (response.status == 200 && response.header("x-fake-user").is_none()).then_some(response)
     });
     assert!(offline.is_some(), "the token's cached list was not served offline");
 
-    let (status, debug_cache) = rig.diag.get("/debug/cache");
+    let (status, debug_cache) = edge.diag("/debug/cache");
     assert_eq!(status, 200, "/debug/cache: {debug_cache}");
-    let metrics = rig.diag.metrics();
-    rig.lite.sigterm();
-    rig.lite.proc().wait_output(Duration::from_secs(15)).expect("lite-apiserver exits on SIGTERM");
-    let stderr = rig.lite.proc().output();
+    let metrics = edge.metrics();
+    edge.lite.sigterm();
+    edge.lite.proc().wait_output(Duration::from_secs(15)).expect("lite-apiserver exits on SIGTERM");
+    let stderr = edge.lite.proc().output();
     assert!(stderr.contains("DEBUG"), "debug logging was not on:\n{stderr}");
     for (place, text) in
         [("the log", &stderr), ("/debug/cache", &debug_cache), ("/metrics", &metrics)]
@@ -922,7 +893,7 @@ fn bearer_tokens_are_never_logged_or_stored() {
         assert!(!text.contains(TOKEN), "the bearer token appears in {place}:\n{text}");
     }
     let mut files = 0;
-    for entry in std::fs::read_dir(rig.lite.cache_dir()).expect("cache dir") {
+    for entry in std::fs::read_dir(edge.lite.cache_dir()).expect("cache dir") {
         let path = entry.expect("entry").path();
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         assert!(

@@ -126,11 +126,11 @@ fn watch_pod_lifecycle(client: &mut Client, name: &str) {
 
 #[test]
 fn identity_is_chosen_by_client_cert_cn() {
-    let setup = Proxied::start("identity", &[], &[]);
+    let edge = Edge::start("identity", &[], &[]);
     for (cert, user) in
         [("kubelet", "system:node:edge-1"), ("kube-proxy", "system:kube-proxy"), ("admin", "admin")]
     {
-        let resp = setup.client(Some(cert)).get(PODS).expect_status(200);
+        let resp = edge.client(Some(cert)).get(PODS).expect_status(200);
         assert_eq!(fake_user(&resp), user, "client cert {cert}");
         assert_eq!(resp.json()["kind"], "PodList");
     }
@@ -138,9 +138,9 @@ fn identity_is_chosen_by_client_cert_cn() {
 
 #[test]
 fn no_cert_uses_default_identity_and_token_passes_unchanged() {
-    let setup =
-        Proxied::start("token", &["--token", "pod-token=system:serviceaccount:default:app"], &[]);
-    let mut client = setup.client(None);
+    let edge =
+        Edge::start("token", &["--token", "pod-token=system:serviceaccount:default:app"], &[]);
+    let mut client = edge.client(None);
     let bearer = ("Authorization", "Bearer pod-token");
 
     let resp = client.request("GET", PODS, &[bearer], b"").expect_status(200);
@@ -159,32 +159,32 @@ fn no_cert_uses_default_identity_and_token_passes_unchanged() {
 
 #[test]
 fn unknown_cn_uses_default_identity() {
-    let setup = Proxied::start("unknown-cn", &[], &[]);
-    setup.env.pki.issue_client("stranger", "system:node:somebody-else").expect("issue client cert");
-    let resp = setup.client(Some("stranger")).get("/version").expect_status(200);
+    let edge = Edge::start("unknown-cn", &[], &[]);
+    edge.env.pki.issue_client("stranger", "system:node:somebody-else").expect("issue client cert");
+    let resp = edge.client(Some("stranger")).get("/version").expect_status(200);
     assert_eq!(fake_user(&resp), "system:anonymous");
     assert!(resp.header("x-fake-serial").is_none(), "an unknown CN must not borrow an identity");
 }
 
 #[test]
 fn rogue_ca_client_cert_fails_the_handshake() {
-    let mut setup = Proxied::start("rogue", &[], &[]);
-    let outcome = setup.client(Some("rogue")).try_get("/version");
+    let mut edge = Edge::start("rogue", &[], &[]);
+    let outcome = edge.client(Some("rogue")).try_get("/version");
     assert!(outcome.is_err(), "a cert from another CA got an HTTP answer: {outcome:?}");
-    setup.lite.assert_alive();
-    setup.client(Some("admin")).get("/version").expect_status(200);
+    edge.lite.assert_alive();
+    edge.client(Some("admin")).get("/version").expect_status(200);
 }
 
 #[test]
 fn watch_events_arrive_one_by_one_on_an_open_stream() {
-    let setup = Proxied::start("watch", &[], &[]);
-    watch_pod_lifecycle(&mut setup.client(Some("kubelet")), "watched-pod");
+    let edge = Edge::start("watch", &[], &[]);
+    watch_pod_lifecycle(&mut edge.client(Some("kubelet")), "watched-pod");
 }
 
 #[test]
 fn watch_from_zero_starts_with_current_state() {
-    let setup = Proxied::start("watch-zero", &[], &[]);
-    let mut client = setup.client(Some("kubelet"));
+    let edge = Edge::start("watch-zero", &[], &[]);
+    let mut client = edge.client(Some("kubelet"));
     let listed = client.get(PODS).expect_status(200).json();
     let count = listed["items"].as_array().map_or(0, Vec::len);
     assert!(count > 0, "the fake seeds pods in default: {listed}");
@@ -198,8 +198,8 @@ fn watch_from_zero_starts_with_current_state() {
 
 #[test]
 fn large_request_body_reaches_upstream_intact() {
-    let setup = Proxied::start("post-body", &[], &[]);
-    assert_echo_receives_bodies_intact(&mut setup.client(Some("admin")));
+    let edge = Edge::start("post-body", &[], &[]);
+    assert_echo_receives_bodies_intact(&mut edge.client(Some("admin")));
 }
 
 /// Sends a 3 MiB body with Content-Length, then 1 MiB and a few bytes chunked, to
@@ -234,9 +234,9 @@ fn assert_echo_receives_bodies_intact(client: &mut Client) {
 
 #[test]
 fn large_response_arrives_intact() {
-    let setup = Proxied::start("blob", &[], &[]);
-    let mut proxied = setup.client(Some("admin"));
-    let mut direct = setup.direct(Some("admin"));
+    let edge = Edge::start("blob", &[], &[]);
+    let mut proxied = edge.client(Some("admin"));
+    let mut direct = edge.direct(Some("admin"));
     for path in ["/debug/blob?bytes=5242880", "/debug/blob?bytes=5242880&chunked=1"] {
         let expected = direct.get(path).expect_status(200);
         let got = proxied.get(path).expect_status(200);
@@ -250,17 +250,17 @@ fn large_response_arrives_intact() {
 fn a_client_that_stops_reading_does_not_grow_proxy_memory() {
     const TOTAL: usize = 64 << 20;
     const ALLOWED_GROWTH: u64 = 24 << 20;
-    let mut setup = Proxied::start("backpressure", &[], &[]);
-    let mut client = setup.client(Some("admin"));
+    let mut edge = Edge::start("backpressure", &[], &[]);
+    let mut client = edge.client(Some("admin"));
     client.get("/version").expect_status(200);
-    let baseline = setup.lite.proc().rss_bytes();
+    let baseline = edge.lite.proc().rss_bytes();
     let mut stream = client.stream(&format!("/debug/blob?bytes={TOTAL}"));
     // The client reads nothing for a while: without backpressure the proxy would buffer
     // whatever the upstream sends at loopback speed.
     let mut peak = baseline;
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
-        peak = peak.max(setup.lite.proc().rss_bytes());
+        peak = peak.max(edge.lite.proc().rss_bytes());
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
@@ -291,19 +291,19 @@ fn upstream_never_started_gives_503_status() {
 
 #[test]
 fn upstream_killed_gives_503_and_recovers_when_back() {
-    let mut setup = Proxied::start("killed", &[], &["--timeout=1"]);
-    let mut client = setup.client(Some("kubelet"));
+    let mut edge = Edge::start("killed", &[], &["--timeout=1"]);
+    let mut client = edge.client(Some("kubelet"));
     client.request("POST", "/debug/echo", &[], b"x").expect_status(200);
 
-    setup.fake.stop();
-    let resp = setup.client(Some("kubelet")).request("POST", "/debug/echo", &[], b"x");
+    edge.fake.stop();
+    let resp = edge.client(Some("kubelet")).request("POST", "/debug/echo", &[], b"x");
     assert_status_body(&resp, 503);
-    setup.lite.assert_alive();
+    edge.lite.assert_alive();
 
-    setup.fake.restart();
+    edge.fake.restart();
     let recovered = wait_for(Duration::from_secs(10), || {
         let resp =
-            setup.client(Some("kubelet")).try_request("POST", "/debug/echo", &[], b"x").ok()?;
+            edge.client(Some("kubelet")).try_request("POST", "/debug/echo", &[], b"x").ok()?;
         (resp.status == 200).then_some(resp)
     });
     assert!(recovered.is_some(), "the proxy did not reach the restarted upstream within 10 s");
@@ -330,18 +330,18 @@ fn upstream_that_never_answers_tls_times_out_with_status() {
 
 #[test]
 fn garbage_from_upstream_is_a_5xx_status_not_a_crash() {
-    let mut setup = Proxied::start("upstream-garbage", &[], &[]);
-    let resp = setup.client(Some("admin")).get("/debug/garbage");
+    let mut edge = Edge::start("upstream-garbage", &[], &[]);
+    let resp = edge.client(Some("admin")).get("/debug/garbage");
     assert!((500..=504).contains(&resp.status), "status {}: {}", resp.status, resp.text());
     assert_status_body(&resp, resp.status);
-    setup.lite.assert_alive();
-    setup.client(Some("admin")).get("/version").expect_status(200);
+    edge.lite.assert_alive();
+    edge.client(Some("admin")).get("/version").expect_status(200);
 }
 
 #[test]
 fn keep_alive_serves_sequential_requests_on_one_connection() {
-    let setup = Proxied::start("keepalive", &[], &[]);
-    let mut client = setup.client(Some("kubelet"));
+    let edge = Edge::start("keepalive", &[], &[]);
+    let mut client = edge.client(Some("kubelet"));
     for round in 0..3 {
         client.get("/version").expect_status(200);
         client.get(PODS).expect_status(200);
@@ -356,7 +356,7 @@ fn keep_alive_serves_sequential_requests_on_one_connection() {
 
 #[test]
 fn hop_by_hop_headers_are_dropped_and_others_pass() {
-    let setup = Proxied::start("hop-by-hop", &[], &[]);
+    let edge = Edge::start("hop-by-hop", &[], &[]);
     let headers = [
         ("Connection", "close, X-Custom"),
         ("X-Custom", "1"),
@@ -369,7 +369,7 @@ fn hop_by_hop_headers_are_dropped_and_others_pass() {
         ("Accept", "application/json"),
     ];
     let resp =
-        setup.client(Some("admin")).request("GET", "/debug/echo", &headers, b"").expect_status(200);
+        edge.client(Some("admin")).request("GET", "/debug/echo", &headers, b"").expect_status(200);
     let echo = resp.json();
     for dropped in ["connection", "x-custom", "keep-alive", "te", "proxy-connection"] {
         assert!(echo_header(&echo, dropped).is_empty(), "{dropped} reached upstream: {echo}");
@@ -383,8 +383,8 @@ fn hop_by_hop_headers_are_dropped_and_others_pass() {
 
 #[test]
 fn upgrade_is_tunnelled_as_raw_bytes() {
-    let setup = Proxied::start("upgrade", &[], &[]);
-    let mut client = setup.client(Some("admin"));
+    let edge = Edge::start("upgrade", &[], &[]);
+    let mut client = edge.client(Some("admin"));
     let headers = [
         ("Connection", "Upgrade"),
         ("Upgrade", "SPDY/3.1"),
@@ -405,43 +405,43 @@ fn upgrade_is_tunnelled_as_raw_bytes() {
 
 #[test]
 fn malformed_requests_get_400_status() {
-    let mut setup = Proxied::start("malformed", &[], &[]);
+    let mut edge = Edge::start("malformed", &[], &[]);
     for garbage in
         [&b"THIS IS NOT HTTP\r\n\r\n"[..], b"GET /version HTTP/1.1\r\nHost localhost\r\n\r\n"]
     {
-        let resp = setup.client(Some("admin")).raw(garbage).expect("a response to garbage");
+        let resp = edge.client(Some("admin")).raw(garbage).expect("a response to garbage");
         assert_status_body(&resp, 400);
     }
-    setup.lite.assert_alive();
-    setup.client(Some("admin")).get("/version").expect_status(200);
+    edge.lite.assert_alive();
+    edge.client(Some("admin")).get("/version").expect_status(200);
 }
 
 #[test]
 fn sigterm_exits_zero_promptly() {
-    let mut setup = Proxied::start("sigterm", &[], &[]);
-    setup.client(Some("admin")).get("/version").expect_status(200);
-    setup.lite.sigterm();
-    let status = setup.lite.proc().wait_exit(Duration::from_secs(5));
+    let mut edge = Edge::start("sigterm", &[], &[]);
+    edge.client(Some("admin")).get("/version").expect_status(200);
+    edge.lite.sigterm();
+    let status = edge.lite.proc().wait_exit(Duration::from_secs(5));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "exit status after SIGTERM: {status:?}");
 }
 
 #[test]
 fn sigterm_with_an_open_watch_closes_it_and_exits_zero() {
-    let mut setup = Proxied::start("sigterm-watch", &[], &[]);
-    let mut client = setup.client(Some("kubelet"));
+    let mut edge = Edge::start("sigterm-watch", &[], &[]);
+    let mut client = edge.client(Some("kubelet"));
     let version = resource_version(&client.get(PODS).expect_status(200).json());
     let mut watch = client.watch(&format!("{PODS}?watch=true&resourceVersion={version}"));
-    setup.lite.sigterm();
-    let status = setup.lite.proc().wait_exit(Duration::from_secs(10));
+    edge.lite.sigterm();
+    let status = edge.lite.proc().wait_exit(Duration::from_secs(10));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "exit status after SIGTERM: {status:?}");
     assert!(watch.wait_closed(Duration::from_secs(2)), "watch still open after the proxy exited");
 }
 
 #[test]
 fn discovery_and_custom_resources_pass_through() {
-    let setup = Proxied::start("discovery", &[], &[]);
-    let mut client = setup.client(Some("kubelet"));
-    let mut direct = setup.direct(Some("kubelet"));
+    let edge = Edge::start("discovery", &[], &[]);
+    let mut client = edge.client(Some("kubelet"));
+    let mut direct = edge.direct(Some("kubelet"));
     for path in ["/version", "/api", "/apis", "/apis/example.com/v1"] {
         let mut got = client.get(path).expect_status(200).json();
         let mut expected = direct.get(path).expect_status(200).json();
@@ -480,8 +480,8 @@ fn discovery_and_custom_resources_pass_through() {
 
 #[test]
 fn a_slow_upstream_request_does_not_block_others() {
-    let setup = Proxied::start("slow", &[], &[]);
-    let mut slow_client = setup.client(Some("admin"));
+    let edge = Edge::start("slow", &[], &[]);
+    let mut slow_client = edge.client(Some("admin"));
     let slow = std::thread::spawn(move || {
         let started = Instant::now();
         slow_client.get("/debug/slow?ms=3000").expect_status(200);
@@ -490,7 +490,7 @@ fn a_slow_upstream_request_does_not_block_others() {
     // Give the slow request a head start so it is in flight upstream.
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
-    let mut client = setup.client(Some("kubelet"));
+    let mut client = edge.client(Some("kubelet"));
     for _ in 0..5 {
         client.get("/version").expect_status(200);
     }

@@ -1,5 +1,6 @@
 //! Shared harness for the integration tests: per-test temp dirs and PKI, the fake
-//! kube-apiserver and lite-apiserver as child processes, and a small blocking HTTPS client.
+//! kube-apiserver and lite-apiserver as child processes, a small blocking HTTPS client, and
+//! [`Edge`], the one fixture putting them together.
 //! Every wait in here has a deadline, so a broken proxy fails a test instead of hanging it.
 
 // Each test crate uses a different subset of the harness.
@@ -10,6 +11,7 @@ pub mod pki;
 
 pub mod client;
 pub mod diagnostics;
+pub mod edge;
 pub mod kube;
 pub mod process;
 pub mod relay;
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use client::{Client, Tunnel, WatchStream};
 pub use diagnostics::{Diagnostics, metric_value};
+pub use edge::{Edge, EdgeSpec};
 pub use kube::*;
 pub use pki::Pki;
 pub use process::{FakeApiserver, Lite, Proc};
@@ -122,33 +125,5 @@ impl TestEnv {
             Some(name) => Client::with_cert(&self.pki, port, name),
             None => Client::anonymous(&self.pki, port),
         }
-    }
-}
-
-/// A fake apiserver with a lite-apiserver in front of it, the setup most tests start from.
-/// Fields drop in order: the proxy, then the fake, then the PKI directory.
-pub struct Proxied {
-    pub lite: Lite,
-    pub fake: FakeApiserver,
-    pub env: TestEnv,
-}
-
-impl Proxied {
-    pub fn start(label: &str, fake_args: &[&str], lite_args: &[&str]) -> Proxied {
-        let env = TestEnv::new(label);
-        let fake = env.fake(fake_args);
-        let lite = env.lite(fake.port, lite_args);
-        Proxied { lite, fake, env }
-    }
-
-    /// A client of the proxy presenting `<cert>.crt`, or no certificate.
-    pub fn client(&self, cert: Option<&str>) -> Client {
-        self.env.client(self.lite.port, cert)
-    }
-
-    /// A client of the fake itself, bypassing the proxy (the cloud as the rest of the
-    /// world sees it).
-    pub fn direct(&self, cert: Option<&str>) -> Client {
-        self.env.client(self.fake.port, cert)
     }
 }

@@ -289,8 +289,12 @@ pub struct Lite {
 impl Lite {
     /// The default flags (see [`Lite::default_args`]) plus `extra_args`; waits until ready.
     pub fn start(pki: &Pki, upstream_port: u16, extra_args: &[&str]) -> Lite {
+        Lite::start_in(pki, upstream_port, TempDir::new("cache"), extra_args)
+    }
+
+    /// As [`Lite::start`], caching into `cache` (which the test may have prepared).
+    pub fn start_in(pki: &Pki, upstream_port: u16, cache: TempDir, extra_args: &[&str]) -> Lite {
         let port = free_port();
-        let cache = TempDir::new("cache");
         let mut args = Lite::default_args(pki, upstream_port, port, cache.path());
         args.extend(extra_args.iter().map(|s| s.to_string()));
         Lite::start_with_args(port, cache, args)
