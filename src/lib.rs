@@ -46,3 +46,7 @@ pub(crate) mod tunnel;
 pub(crate) mod upstream;
 pub(crate) mod watch_frames;
 pub mod x509;
+#[cfg(test)]
+mod connection_tests;
+#[cfg(test)]
+mod testing;
