@@ -7,7 +7,7 @@
 //! Every error is one line naming the flag; `main` prints it and exits with status 2.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -54,6 +54,9 @@ pub struct Config {
     /// `--cloud-response-timeout`: a cacheable read whose answer has not begun this long
     /// after it was sent is answered from the cache (when it holds one).
     pub cloud_response_timeout: Duration,
+    /// `--in-cluster-address`: the address pods on this node reach lite-apiserver at,
+    /// shown to kubelet as the `default/kubernetes` Service (in_cluster.rs).
+    pub in_cluster_address: Option<SocketAddr>,
     /// SuperEdge flags we accept and ignore, reported as a warning once logging is up.
     pub ignored_flags: Vec<String>,
 }
@@ -156,6 +159,8 @@ Flags:
                                  returns (default 10; 0 = all at once)
   --cloud-response-timeout SECONDS  answer a cacheable read from the cache when the cloud
                                  has not begun its answer this long after it (default 5)
+  --in-cluster-address IP:PORT   show kubelet this address as the default/kubernetes
+                                 Service, so pods on the node use lite-apiserver (off)
   --log-level LEVEL              error|warn|info|debug|trace (default info; RUST_LOG too)
   --help, --version
 ";
@@ -249,6 +254,7 @@ struct Builder {
     cloud_up_after: Option<usize>,
     reconnect_spread: Option<Duration>,
     cloud_response_timeout: Option<Duration>,
+    in_cluster_address: Option<SocketAddr>,
     ignored_flags: Vec<String>,
 }
 
@@ -282,6 +288,10 @@ impl Builder {
             "stall-timeout" => self.client_timeouts.stall = seconds(name, &value)?,
             "cloud-down-after" => self.cloud_down_after = Some(positive(name, &value)?),
             "cloud-up-after" => self.cloud_up_after = Some(positive(name, &value)?),
+            "in-cluster-address" => {
+                let addr = value.parse().map_err(|_| invalid(name, &value, "expected IP:PORT"))?;
+                self.in_cluster_address = Some(addr);
+            }
             "reconnect-spread" => self.reconnect_spread = Some(seconds_or_zero(name, &value)?),
             "cloud-response-timeout" => {
                 self.cloud_response_timeout = Some(seconds(name, &value)?);
@@ -343,6 +353,7 @@ impl Builder {
             cloud_up_after: self.cloud_up_after.unwrap_or(2),
             reconnect_spread: self.reconnect_spread.unwrap_or(Duration::from_secs(10)),
             cloud_response_timeout: self.cloud_response_timeout.unwrap_or(Duration::from_secs(5)),
+            in_cluster_address: self.in_cluster_address,
             ignored_flags: self.ignored_flags,
         })
     }
@@ -523,6 +534,13 @@ mod tests {
         let config = run(&["--reconnect-spread=0", "--cloud-response-timeout=2"]).expect("valid");
         assert_eq!(config.reconnect_spread, Duration::ZERO);
         assert_eq!(config.cloud_response_timeout, Duration::from_secs(2));
+        assert_eq!(run(&[]).expect("valid").in_cluster_address, None);
+        let config = run(&["--in-cluster-address=169.254.0.10:51003"]).expect("valid");
+        assert_eq!(config.in_cluster_address, Some("169.254.0.10:51003".parse().expect("addr")));
+        for bad in ["--in-cluster-address=169.254.0.10", "--in-cluster-address=host:1"] {
+            let err = run(&[bad]).expect_err(bad);
+            assert!(err.to_string().contains("--in-cluster-address"), "{bad}: {err}");
+        }
         for bad in ["--reconnect-spread=-1", "--cloud-response-timeout=0"] {
             assert!(run(&[bad]).is_err(), "{bad} must be refused");
         }

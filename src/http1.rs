@@ -322,6 +322,27 @@ impl ResponseHead {
     }
 }
 
+impl ResponseHead {
+    /// The head for a body re-framed with `Content-Length: length` (a rewritten answer):
+    /// the cloud's own framing headers are dropped.
+    pub fn to_reframed_bytes(&self, minor_version: u8, close: bool, length: usize) -> Vec<u8> {
+        let framed = ResponseHead {
+            headers: self
+                .headers
+                .iter()
+                .filter(|(name, _)| {
+                    !name.eq_ignore_ascii_case("content-length")
+                        && !name.eq_ignore_ascii_case("transfer-encoding")
+                })
+                .cloned()
+                .collect(),
+            ..self.clone()
+        };
+        let length = length.to_string();
+        framed.to_client_bytes(minor_version, close, true, &[("Content-Length", &length)])
+    }
+}
+
 /// Hop-by-hop headers: the fixed list plus whatever `Connection` names — except
 /// `Content-Length`: the body is forwarded as framed, so dropping its length on the peer's
 /// say-so would make the next hop read the body as another request (smuggling).

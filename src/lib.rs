@@ -20,6 +20,7 @@ pub mod config;
 pub(crate) mod diagnostics;
 pub(crate) mod health;
 pub mod http1;
+pub(crate) mod in_cluster;
 pub mod issuer_keys;
 pub mod jwt;
 pub mod memory;

@@ -12,6 +12,7 @@ use crate::body::{LAST_CHUNK, encode_chunk};
 use crate::cache::{self, CachedResponse, Classified, Lookup, Reply};
 use crate::client::{ClientConn, OnMiss};
 use crate::http1::{Framing, RequestHead};
+use crate::in_cluster::InClusterAddress;
 use crate::metrics::{Metrics, OpenWatch, Source};
 use crate::offline_watch::OfflineWatch;
 use crate::status::{self, LocalResponse};
@@ -50,28 +51,44 @@ pub fn start(head: &RequestHead, route: &Classified, why: &str) -> OfflineStart 
     }
 }
 
-/// Turns the cache's reply into the client's answer; `on_miss` says why the cache was
-/// asked, and so what a miss becomes.
+/// What a cache reply is turned into an answer for.
+pub struct Answer {
+    pub route: Classified,
+    /// Why the cache was asked, and so what a miss becomes.
+    pub on_miss: OnMiss,
+    /// The answer shows this node as `default/kubernetes` (in_cluster.rs).
+    pub rewrite: Option<InClusterAddress>,
+}
+
+/// Turns the cache's reply into the client's answer.
 pub fn answer(
     client: &mut ClientConn,
     head: &RequestHead,
-    route: Classified,
     reply: Reply,
-    on_miss: OnMiss,
+    answer: Answer,
     metrics: &Arc<Metrics>,
 ) {
+    let Answer { route, on_miss, rewrite } = answer;
     let head_only = head.method == "HEAD";
     let (source, response) = match (reply, route) {
         (Reply::Hit(cached), _) => {
             log::debug!("{} {}: served from cache", head.method, head.target);
             metrics.count_stale_answer(on_miss.stale_reason(), cached.age());
-            (Source::Cache, cached_response(cached))
+            let mut response = cached_response(cached);
+            if let Some(body) = rewrite.and_then(|local| local.rewrite_document(&response.body)) {
+                response.body = body;
+            }
+            (Source::Cache, response)
         }
         (Reply::WatchReplay { initial_events, bookmark_event, .. }, Classified::Watch(request)) => {
             metrics.count_response(Source::Cache, 200);
             client.out.push(&watch_head(client.minor_version));
             let counted = OpenWatch::new(metrics);
-            OfflineWatch::start(client, &request, &initial_events, bookmark_event, counted);
+            let initial = match rewrite {
+                Some(local) => local.rewrite_events(&initial_events),
+                None => initial_events,
+            };
+            OfflineWatch::start(client, &request, &initial, bookmark_event, counted);
             return;
         }
         (Reply::WatchExpired, Classified::Watch(request)) => {

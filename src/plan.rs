@@ -4,6 +4,7 @@
 
 use crate::cache::{self, Classified, STREAMING_SUBRESOURCES};
 use crate::http1::{self, Framing, RequestHead};
+use crate::in_cluster::InClusterAddress;
 use crate::status::LocalResponse;
 use crate::token_identity::TokenIdentity;
 
@@ -37,6 +38,8 @@ pub struct Context<'a> {
     pub shutting_down: bool,
     /// What the request's bearer token proves (token_identity.rs).
     pub token: TokenIdentity,
+    /// `--in-cluster-address`.
+    pub in_cluster: Option<InClusterAddress>,
 }
 
 pub enum Plan {
@@ -56,6 +59,8 @@ pub struct ProxyPlan {
     pub request_framing: Framing,
     /// A long-running request: no stall deadline applies.
     pub long_running: bool,
+    /// The answer shows this node as `default/kubernetes` (kubelet, `--in-cluster-address`).
+    pub rewrite: Option<InClusterAddress>,
 }
 
 pub fn plan(head: &RequestHead, context: &Context) -> Plan {
@@ -96,7 +101,8 @@ pub fn plan(head: &RequestHead, context: &Context) -> Plan {
     let upstream_head = head.to_upstream_bytes(context.host_header, &replace);
     let long_running = is_long_running(head, &route);
     let cache_first = cacheable && context.cloud != CloudVerdict::Up;
-    let proxy = ProxyPlan { route, upstream_head, request_framing, long_running };
+    let rewrite = context.in_cluster.filter(|local| local.applies(context.peer_cn, head.path()));
+    let proxy = ProxyPlan { route, upstream_head, request_framing, long_running, rewrite };
     if cache_first {
         return Plan::FromCache { route: proxy.route.clone(), ask_cloud: Some(Box::new(proxy)) };
     }
@@ -219,6 +225,7 @@ mod tests {
             over_limit: None,
             shutting_down: false,
             token: TokenIdentity::Unverified,
+            in_cluster: None,
         }
     }
 

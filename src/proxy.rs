@@ -16,6 +16,7 @@ use crate::cache::{self, CacheHandle, Classified, ObjectWrite, ReadKey};
 use crate::client::ClientConn;
 use crate::config::Config;
 use crate::http1::{self, Framing, HttpError, RequestHead, ResponseHead};
+use crate::in_cluster::InClusterAddress;
 use crate::metrics::OpenWatch;
 use crate::queue::OutQueue;
 use crate::status::LocalResponse;
@@ -79,6 +80,17 @@ struct BodyState {
     /// A watch to a chunked HTTP/1.1 client: re-chunked whole events at a time, so it can
     /// be ended cleanly when the cloud goes (watch_frames.rs).
     events: Option<EventFramer>,
+    /// Shown to kubelet with this node as `default/kubernetes` (in_cluster.rs).
+    rewrite: Option<InClusterAddress>,
+    /// A document held whole to be rewritten before it goes out.
+    held: Option<HeldDocument>,
+}
+
+/// A response held back whole: its head waits until its rewritten length is known. Only
+/// kubelet's Service reads are held (a list of a cluster's Services, not a stream).
+struct HeldDocument {
+    head: ResponseHead,
+    payload: Vec<u8>,
 }
 
 /// A response body being collected for the cache.
@@ -180,6 +192,8 @@ pub struct Exchange {
     /// A TokenRequest: its `201` answer is cached, and the cache answers when the cloud
     /// does not (set by the reactor after `new`).
     pub token: Option<Box<TokenPending>>,
+    /// The answer shows this node as `default/kubernetes` (in_cluster.rs).
+    pub rewrite: Option<InClusterAddress>,
 }
 
 impl Exchange {
@@ -213,6 +227,7 @@ impl Exchange {
             next_watch_id: watch_id,
             long_running,
             token: None,
+            rewrite: None,
         }
     }
 
@@ -485,12 +500,17 @@ impl Exchange {
             return self.collect_error(&rest);
         }
         let mut body = self.body_state(&head, framing, client.minor_version, tee);
-        client.out.push(&head.to_client_bytes(
-            client.minor_version,
-            body.close_client,
-            body.dechunk,
-            &[],
-        ));
+        if body.rewrite.is_some() && !self.is_watch() && head.status == 200 {
+            // The whole document is rewritten before any of it goes out (in_cluster.rs).
+            body.held = Some(HeldDocument { head: head.clone(), payload: Vec::new() });
+        } else {
+            client.out.push(&head.to_client_bytes(
+                client.minor_version,
+                body.close_client,
+                body.dechunk,
+                &[],
+            ));
+        }
         if head.status == 101 {
             client.out.push(&rest);
             return Err(PumpOutcome::Upgraded);
@@ -545,7 +565,10 @@ impl Exchange {
         let events = EventFraming::of(&content_type)
             .filter(|_| ok && self.is_watch() && framing == Framing::Chunked && !dechunk)
             .map(EventFramer::new);
+        let json = content_type.starts_with("application/json");
         BodyState {
+            rewrite: self.rewrite.filter(|_| json && self.request.method == "GET"),
+            held: None,
             events,
             tracker: BodyTracker::new(framing),
             status: head.status,
@@ -668,15 +691,22 @@ impl BodyState {
             let cache_copy = &mut self.cache_copy;
             let watch = self.watch_id.zip(tee.cache);
             let events = &mut self.events;
+            let held = &mut self.held;
+            let rewrite = self.rewrite;
             let out = &mut client.out;
             let held_before = copy_held(cache_copy);
             let progress = self
                 .tracker
                 .feed(bytes, &mut |payload| {
-                    if dechunk {
+                    if let Some(held) = held.as_mut() {
+                        held.payload.extend_from_slice(payload);
+                    } else if dechunk {
                         out.push(payload);
                     } else if let Some(events) = events.as_mut() {
-                        let whole = events.push(payload);
+                        let mut whole = events.push(payload);
+                        if let Some(rewrite) = &rewrite {
+                            whole = rewrite.rewrite_events(&whole);
+                        }
                         if !whole.is_empty() {
                             out.push(&encode_chunk(&whole));
                         }
@@ -691,7 +721,7 @@ impl BodyState {
                 .map_err(|e| {
                     PumpOutcome::Abort(format!("bad response body from the cloud: {e}"))
                 })?;
-            if !dechunk && self.events.is_none() {
+            if !dechunk && self.events.is_none() && self.held.is_none() {
                 client.out.push(&bytes[..progress.consumed]);
             }
             let held = copy_held(&self.cache_copy);
@@ -715,9 +745,19 @@ impl BodyState {
             if self.events.is_some() {
                 client.out.push(LAST_CHUNK);
             }
+            self.release_held(client);
             self.finish(tee);
         }
         Ok(())
+    }
+
+    /// Sends a held document, rewritten, with its new length.
+    fn release_held(&mut self, client: &mut ClientConn) {
+        let (Some(held), Some(rewrite)) = (self.held.take(), self.rewrite) else { return };
+        let body = rewrite.rewrite_document(&held.payload).unwrap_or(held.payload);
+        let head = held.head.to_reframed_bytes(client.minor_version, self.close_client, body.len());
+        client.out.push(&head);
+        client.out.push_owned(body);
     }
 
     /// Ends a re-chunked watch at its last whole event: the terminating chunk goes out,

@@ -139,10 +139,33 @@ pub fn seed() -> Vec<(&'static str, i64, Value)> {
         ("pods", 2 * HOUR, pod("web-1", "web", "edge-1", "10.244.1.7")),
         ("pods", 2 * HOUR, pod("web-2", "web", "edge-2", "10.244.2.4")),
         ("pods", HOUR, pod("db-1", "db", "edge-1", "10.244.1.9")),
+        ("services", 30 * DAY, kubernetes_service()),
         ("configmaps", DAY, config_map()),
         ("secrets", DAY, secret()),
         ("widgets", HOUR, widget()),
     ]
+}
+
+/// `default/kubernetes`, the Service every cluster has: in-cluster clients find the
+/// apiserver through it (kubelet hands its address to pods as KUBERNETES_SERVICE_HOST).
+fn kubernetes_service() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": { "component": "apiserver", "provider": "kubernetes" },
+        },
+        "spec": {
+            "clusterIP": "10.96.0.1",
+            "clusterIPs": ["10.96.0.1"],
+            "ports": [{ "name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443 }],
+            "type": "ClusterIP",
+            "sessionAffinity": "None",
+        },
+        "status": { "loadBalancer": {} },
+    })
 }
 
 fn namespace(name: &str) -> Value {

@@ -16,6 +16,7 @@ use super::{Conn, Reactor};
 use crate::cache::{Classified, Lookup, Reply};
 use crate::client::{AwaitCache, ClientConn, OnMiss, Phase, Step};
 use crate::http1::RequestHead;
+use crate::in_cluster::InClusterAddress;
 use crate::metrics::{OpenWatch, Source};
 use crate::offline::{self, OfflineStart};
 use crate::plan::{self, Context, Plan, ProxyPlan};
@@ -51,6 +52,7 @@ impl Reactor {
             over_limit: client.over_limit.then_some(self.config.max_connections),
             shutting_down: self.shutdown_deadline.is_some(),
             token,
+            in_cluster: self.config.in_cluster_address.map(|addr| InClusterAddress { addr }),
         };
         let plan = plan::plan(&head, &context);
         if !matches!(plan, Plan::Answer(_))
@@ -114,6 +116,7 @@ impl Reactor {
             counted,
         );
         exchange.token = token;
+        exchange.rewrite = proxy.rewrite;
         client.set_phase(Phase::Exchange(Box::new(exchange)));
     }
 
@@ -301,6 +304,16 @@ impl Reactor {
         }
     }
 
+    /// Whether the answer to `head` shows `client_cn` this node as `default/kubernetes`.
+    fn in_cluster_rewrite(
+        &self,
+        client_cn: Option<&str>,
+        head: &RequestHead,
+    ) -> Option<InClusterAddress> {
+        let local = self.config.in_cluster_address.map(|addr| InClusterAddress { addr })?;
+        local.applies(client_cn, head.path()).then_some(local)
+    }
+
     /// Hands finished cache lookups to the clients waiting for them.
     pub(super) fn deliver_cache_replies(&mut self) {
         let Some(cache) = &self.cache else { return };
@@ -318,14 +331,10 @@ impl Reactor {
                             self.proxy_request(slot, &mut client, head, *proxy, None);
                         }
                         (reply, on_miss, None) => {
-                            offline::answer(
-                                &mut client,
-                                &head,
-                                route,
-                                reply,
-                                on_miss,
-                                &self.metrics,
-                            );
+                            let rewrite = self.in_cluster_rewrite(client.peer_cn(), &head);
+                            let metrics = &self.metrics;
+                            let answer = offline::Answer { route, on_miss, rewrite };
+                            offline::answer(&mut client, &head, reply, answer, metrics);
                         }
                     }
                 }
