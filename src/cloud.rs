@@ -96,7 +96,11 @@ impl Cloud {
         metrics.set_cloud(state == State::Up, &reason);
         let before = std::mem::replace(&mut self.state, state);
         match (before, state) {
-            (State::Unknown, State::Up) => log::info!("cloud apiserver reachable: proxying"),
+            (State::Unknown, State::Up) => {
+                log::info!("cloud apiserver reachable: proxying");
+                // Watches started before the first probe were held from the cache.
+                return Some(CloudChange::CameBack);
+            }
             (State::Unknown, State::Down) => {
                 log::warn!("cloud apiserver unreachable at start, serving from cache: {reason}");
                 return Some(CloudChange::WentAway);

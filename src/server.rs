@@ -96,10 +96,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         },
     };
     let (keys_tx, keys_rx) = mpsc::channel();
-    let endpoint = CloudEndpoint {
-        config: loaded.identities.default.config.clone(),
-        ..probe_target.endpoint.clone()
-    };
+    // The probe's identity (kubelet's when configured): a user the cloud knows, which the
+    // operator can grant the issuer-discovery role.
+    let endpoint = probe_target.endpoint.clone();
     let tokens = start_token_verifier(&config, endpoint, keys_tx, waker.clone())?;
     let first_addr = initial_address(&config);
     let prober_waker = waker.clone();
@@ -174,7 +173,7 @@ fn issuer_keys_path(config: &Config) -> Option<PathBuf> {
 
 /// The verifier of service-account tokens, with the keys a previous run kept (so tokens
 /// verify after a reboot while offline) and a thread that fetches them from the cloud
-/// with the default identity (it needs the `system:service-account-issuer-discovery` RBAC).
+/// (its identity needs the `system:service-account-issuer-discovery` RBAC).
 fn start_token_verifier(
     config: &Config,
     endpoint: CloudEndpoint,
