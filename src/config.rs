@@ -43,6 +43,8 @@ pub struct Config {
     pub log_level: Option<log::LevelFilter>,
     pub diagnostics_port: u16,
     pub max_connections: usize,
+    /// `--max-idle-upstream`: idle cloud connections kept per identity at most.
+    pub max_idle_upstream: usize,
     pub client_timeouts: ClientTimeouts,
     /// `--cloud-down-after`: failed cloud probes in a row before the node goes offline.
     pub cloud_down_after: usize,
@@ -148,6 +150,8 @@ Flags:
   --diagnostics-port N           plain-HTTP diagnostics on 127.0.0.1, 0 disables (default 51004)
   --max-connections N            client connections at most (default 1024); the next 64
                                  get a 503 Status, further ones are closed at once
+  --max-idle-upstream N          idle cloud connections kept per identity at most, fewer
+                                 when recent load needed fewer (default 64)
   --tls-handshake-timeout SECONDS  client TLS handshake limit (default 10)
   --read-header-timeout SECONDS  limit for reading a request head once started (default 30)
   --idle-timeout SECONDS         close keep-alive connections idle this long (default 90)
@@ -249,6 +253,7 @@ struct Builder {
     log_level: Option<log::LevelFilter>,
     diagnostics_port: Option<u16>,
     max_connections: Option<usize>,
+    max_idle_upstream: Option<usize>,
     client_timeouts: ClientTimeouts,
     cloud_down_after: Option<usize>,
     cloud_up_after: Option<usize>,
@@ -282,6 +287,7 @@ impl Builder {
                 self.diagnostics_port = Some(number(name, &value, "a port number 0-65535")?)
             }
             "max-connections" => self.max_connections = Some(positive(name, &value)?),
+            "max-idle-upstream" => self.max_idle_upstream = Some(positive(name, &value)?),
             "tls-handshake-timeout" => self.client_timeouts.handshake = seconds(name, &value)?,
             "read-header-timeout" => self.client_timeouts.read_header = seconds(name, &value)?,
             "idle-timeout" => self.client_timeouts.idle = seconds(name, &value)?,
@@ -348,6 +354,7 @@ impl Builder {
             log_level: self.log_level,
             diagnostics_port: self.diagnostics_port.unwrap_or(51004),
             max_connections: self.max_connections.unwrap_or(1024),
+            max_idle_upstream: self.max_idle_upstream.unwrap_or(64),
             client_timeouts: self.client_timeouts,
             cloud_down_after: self.cloud_down_after.unwrap_or(3),
             cloud_up_after: self.cloud_up_after.unwrap_or(2),
@@ -483,6 +490,16 @@ mod tests {
         assert_eq!(config.sync_duration, Duration::from_secs(60));
         assert!(config.modify_request_accept);
         assert!(!config.insecure);
+        assert_eq!(config.max_idle_upstream, 64);
+    }
+
+    #[test]
+    fn max_idle_upstream_is_a_positive_count() {
+        assert_eq!(run(&["--max-idle-upstream=200"]).expect("valid").max_idle_upstream, 200);
+        for bad in ["0", "-1", "many"] {
+            let error = run(&[&format!("--max-idle-upstream={bad}")]).expect_err(bad).to_string();
+            assert!(error.contains("--max-idle-upstream") && !error.contains('\n'), "{error}");
+        }
     }
 
     #[test]

@@ -70,6 +70,12 @@ pub struct Metrics {
     pub open_watches: AtomicU64,
     pub rejected_connections: AtomicU64,
     pub upstream_failures: AtomicU64,
+    /// Connections opened to the cloud (TCP + TLS attempts).
+    pub upstream_connects: AtomicU64,
+    /// Of those, closed before their TCP and TLS handshakes finished.
+    pub upstream_connect_failures: AtomicU64,
+    /// Of those, whose TLS handshake resumed a session (no full key exchange).
+    pub upstream_resumed: AtomicU64,
     pub cloud_down: AtomicBool,
     /// Why the cloud is considered down (for /readyz).
     cloud_reason: Mutex<String>,
@@ -160,6 +166,9 @@ impl Metrics {
             ("open_watches", "gauge", &self.open_watches),
             ("rejected_connections_total", "counter", &self.rejected_connections),
             ("upstream_failures_total", "counter", &self.upstream_failures),
+            ("upstream_connects_total", "counter", &self.upstream_connects),
+            ("upstream_connect_failures_total", "counter", &self.upstream_connect_failures),
+            ("upstream_resumed_total", "counter", &self.upstream_resumed),
             ("cert_reload_failures_total", "counter", &self.cert_reload_failures),
         ];
         for (name, kind, value) in gauges {

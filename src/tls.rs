@@ -215,6 +215,8 @@ fn client_config(
         }
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // `config.resumption` stays rustls' default, an in-memory session store per identity:
+    // new connections to the cloud resume (counted in lite_apiserver_upstream_resumed_total).
     Ok(Arc::new(config))
 }
 

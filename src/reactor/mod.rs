@@ -139,7 +139,7 @@ impl Reactor {
             listeners,
             conns: Slab::default(),
             timers: Timers::default(),
-            pool: Pool::default(),
+            pool: Pool::new(parts.config.max_idle_upstream),
             identities: parts.identities,
             server_config: parts.server_config,
             cache: parts.cache,
