@@ -300,3 +300,441 @@ impl Prng {
         out
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Service-account tokens (src/jwt.rs).
+// ---------------------------------------------------------------------------------------
+
+use lite_apiserver::jwt::{self, KeySet, Policy, Verdict, VerdictCache};
+use ring::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair, UnparsedPublicKey};
+
+/// The issuer and the time every JWT input is judged against (seeds are signed for them).
+pub const JWT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+pub const JWT_NOW: i64 = 1_700_000_000;
+/// TEST-ONLY keys: the crate's RSA test key, and a P-256 key made with openssl for fuzzing
+/// (its 32-byte private scalar, then its 65-byte uncompressed public point).
+const RSA_PKCS8: &[u8] = include_bytes!("../src/testdata/jwt_test_only_rsa2048.pk8");
+const EC_KEY: &[u8; 97] = include_bytes!("testdata/ec_p256.test-only.key");
+
+/// The fixed signing keys and the key set they publish.
+pub struct Signers {
+    pub rsa: RsaKeyPair,
+    pub ec: EcdsaKeyPair,
+    pub keys: KeySet,
+}
+
+thread_local! {
+    static SIGNERS: Signers = Signers::new();
+}
+
+impl Signers {
+    fn new() -> Signers {
+        let rng = ring::rand::SystemRandom::new();
+        let rsa = RsaKeyPair::from_pkcs8(RSA_PKCS8).expect("RSA test key");
+        let (private, public) = EC_KEY.split_at(32);
+        let alg = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let ec = EcdsaKeyPair::from_private_key_and_public_key(alg, private, public, &rng)
+            .expect("P-256 test key");
+        let keys = KeySet::from_value(&jwks(&rsa, &ec)).expect("test JWKS");
+        Signers { rsa, ec, keys }
+    }
+
+    /// `header.payload.signature`, RS256 (deterministic, so a fuzz input replays exactly).
+    pub fn sign_rs256(&self, header: &[u8], payload: &[u8]) -> String {
+        let input = format!("{}.{}", base64url(header), base64url(payload));
+        let mut sig = vec![0; self.rsa.public().modulus_len()];
+        let rng = ring::rand::SystemRandom::new();
+        self.rsa
+            .sign(&signature::RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut sig)
+            .expect("RS256 signature");
+        format!("{input}.{}", base64url(&sig))
+    }
+
+    /// The same with ES256 (randomised: for seeds, not for replayed properties).
+    pub fn sign_es256(&self, header: &[u8], payload: &[u8]) -> String {
+        let input = format!("{}.{}", base64url(header), base64url(payload));
+        let rng = ring::rand::SystemRandom::new();
+        let sig = self.ec.sign(&rng, input.as_bytes()).expect("ES256 signature");
+        format!("{input}.{}", base64url(sig.as_ref()))
+    }
+
+    /// Whether `signature` over exactly `signing_input` is valid under one of the keys —
+    /// checked with ring directly, not through the verifier under test.
+    fn oracle(&self, signing_input: &[u8], signature: &[u8]) -> bool {
+        let rsa = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(self.rsa.public());
+        rsa.verify(&signature::RSA_PKCS1_2048_8192_SHA256, signing_input, signature).is_ok()
+            || UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, self.ec.public_key())
+                .verify(signing_input, signature)
+                .is_ok()
+    }
+}
+
+/// The JWKS publishing both test keys, as kube-apiserver would.
+pub fn jwks(rsa: &RsaKeyPair, ec: &EcdsaKeyPair) -> serde_json::Value {
+    let components = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(rsa.public());
+    let point = ec.public_key().as_ref();
+    let (x, y) = point[1..].split_at((point.len() - 1) / 2);
+    serde_json::json!({"keys": [
+        {"kty": "RSA", "kid": "rsa", "use": "sig", "alg": "RS256",
+         "n": base64url(&components.n), "e": base64url(&components.e)},
+        {"kty": "EC", "kid": "ec", "use": "sig", "alg": "ES256", "crv": "P-256",
+         "x": base64url(x), "y": base64url(y)},
+    ]})
+}
+
+/// Runs `f` with the fixed signers (one per thread: ring key pairs are costly to parse).
+pub fn with_signers<T>(f: impl FnOnce(&Signers) -> T) -> T {
+    SIGNERS.with(f)
+}
+
+/// Unpadded base64url (the crate has only the decoder).
+pub fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len() * 4 / 3 + 3);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
+fn proves(verdict: &Verdict) -> bool {
+    matches!(verdict, Verdict::ServiceAccount { .. } | Verdict::Expired { .. })
+}
+
+/// Bearer tokens. The first byte picks the mode: the rest as a token (most inputs), or the
+/// rest as claims (odd) or as `header\nclaims` (2 mod 4) signed RS256 with the test key, so
+/// the claim checks behind the signature are reached. Properties: no panic; a token judged
+/// signed (`ServiceAccount` or `Expired`) has a signature over exactly its first two
+/// segments that ring accepts under one of the keys; the verdict cache agrees with `verify`
+/// and with itself; and a signed token with one byte changed (chosen by the input) is not.
+pub fn jwt(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else { return };
+    with_signers(|signers| {
+        let token = match mode % 4 {
+            1 => signers.sign_rs256(br#"{"alg":"RS256","kid":"rsa","typ":"JWT"}"#, rest),
+            2 => {
+                let at = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+                signers.sign_rs256(&rest[..at], rest.get(at + 1..).unwrap_or_default())
+            }
+            _ => match std::str::from_utf8(rest) {
+                Ok(text) => text.to_string(),
+                Err(_) => return,
+            },
+        };
+        let verdict = judge_token(signers, &token);
+        if proves(&verdict) {
+            let mutation = rest.iter().fold(0usize, |h, &b| h.wrapping_mul(31) ^ usize::from(b));
+            let at = mutation % token.len();
+            let mut mutated = token.clone().into_bytes();
+            // Any other printable byte: the token stays a string.
+            mutated[at] = b' ' + (mutated[at] - b' ' + 1 + (mode >> 2) % 94) % 95;
+            let mutated = String::from_utf8(mutated).expect("ASCII token");
+            let again = judge_token(signers, &mutated);
+            assert!(!proves(&again), "byte {at} changed and still {again:?}");
+        }
+    });
+}
+
+/// The verdict on `token`, checked against the oracle and the verdict cache.
+fn judge_token(signers: &Signers, token: &str) -> Verdict {
+    let policy = Policy::new(JWT_ISSUER);
+    let verdict = jwt::verify(token, &signers.keys, &policy, JWT_NOW);
+    if proves(&verdict) {
+        let (signed, signature) = token.rsplit_once('.').expect("a signed token has segments");
+        let signature = jwt::decode_base64url(signature).expect("a signed token's signature");
+        assert!(
+            signers.oracle(signed.as_bytes(), &signature),
+            "{verdict:?} without a valid signature"
+        );
+        assert!(
+            jwt::cache_identity(&verdict).is_some()
+                == matches!(verdict, Verdict::ServiceAccount { .. })
+        );
+    }
+    let mut cache = VerdictCache::new(4);
+    for _ in 0..2 {
+        let cached = cache.verify_cached(token, &signers.keys, &policy, JWT_NOW);
+        assert_eq!(cached, verdict, "the verdict cache disagrees with verify");
+    }
+    verdict
+}
+
+// ---------------------------------------------------------------------------------------
+// Protobuf bodies and length-prefixed watch frames (src/protobuf.rs, src/watch_frames.rs).
+// ---------------------------------------------------------------------------------------
+
+use lite_apiserver::protobuf::{self, Reader, Writer};
+use lite_apiserver::watch_frames::{EventFramer, EventFraming};
+
+/// How deep `rebuilt` looks into length-delimited fields that parse as messages.
+const PROTO_DEPTH: usize = 4;
+
+/// Protobuf from the cloud. Properties: no panic; an envelope that decodes re-encodes to one
+/// that decodes the same, and re-encoding that is a fixed point; a message's fields, written
+/// again with `Writer` (nested messages too), read back the same, and the same fields come
+/// out of every prefix up to the first error; and the input taken as a length-prefixed watch
+/// stream, fed in reads split by the first byte, comes out of `EventFramer` as the same
+/// bytes, frame by frame, as when fed whole.
+pub fn protobuf(data: &[u8]) {
+    if let Ok(unknown) = protobuf::decode_envelope(data) {
+        let encoded = protobuf::encode_envelope(&unknown);
+        let again = protobuf::decode_envelope(&encoded).expect("a re-encoded envelope decodes");
+        assert_eq!(again, unknown, "the envelope changed on the way round");
+        assert_eq!(protobuf::encode_envelope(&again), encoded);
+        message(unknown.raw, PROTO_DEPTH);
+    }
+    message(data.strip_prefix(protobuf::MAGIC.as_slice()).unwrap_or(data), PROTO_DEPTH);
+    watch_frames(data);
+}
+
+/// The fields of `bytes` until the first error, rebuilt (see `protobuf`).
+fn message(bytes: &[u8], depth: usize) {
+    let fields: Vec<_> = Reader::new(bytes).collect();
+    let good: Vec<_> = fields.iter().map_while(|f| f.as_ref().ok().copied()).collect();
+    assert!(fields.len() <= good.len() + 1, "the reader went on after an error");
+    let mut writer = Writer::new();
+    for (number, value) in &good {
+        writer.value(*number, *value);
+        if let (protobuf::Value::Bytes(inner), true) = (value, depth > 0) {
+            message(inner, depth - 1);
+        }
+    }
+    let reread: Vec<_> = Reader::new(writer.as_bytes()).collect();
+    let expected: Vec<_> = good.iter().copied().map(Ok).collect();
+    assert_eq!(reread, expected, "rebuilt fields read back differently");
+    assert!(writer.as_bytes().len() <= bytes.len(), "rebuilt message longer than the input");
+}
+
+fn watch_frames(data: &[u8]) {
+    let split = usize::from(data.first().copied().unwrap_or(1)) % 13 + 1;
+    let (whole, whole_clean) = run_framer(data, data.len().max(1));
+    let (pieces, pieces_clean) = run_framer(data, split);
+    assert_eq!(whole, pieces, "split {split} changed the frames sent");
+    assert_eq!(whole_clean, pieces_clean);
+    let sent: Vec<u8> = whole.concat();
+    assert!(data.starts_with(&sent), "the framer sent bytes it was not given");
+}
+
+/// Feeds `data` in reads of `split` bytes; returns the frames sent and whether it can end
+/// cleanly. Every chunk sent must be whole frames.
+fn run_framer(data: &[u8], split: usize) -> (Vec<Vec<u8>>, bool) {
+    let mut framer = EventFramer::new(EventFraming::LengthPrefixed);
+    let mut frames = Vec::new();
+    for piece in data.chunks(split) {
+        let mut chunk = &framer.push(piece)[..];
+        while !chunk.is_empty() {
+            let length = chunk.get(..4).map(|p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
+            let end = 4 + length.expect("a chunk sent cuts a frame's length") as usize;
+            assert!(end <= chunk.len(), "a chunk sent cuts a frame");
+            frames.push(chunk[..end].to_vec());
+            chunk = &chunk[end..];
+        }
+    }
+    (frames, framer.can_end_cleanly())
+}
+
+// ---------------------------------------------------------------------------------------
+// TokenRequest bodies and answers (src/token_request.rs).
+// ---------------------------------------------------------------------------------------
+
+use lite_apiserver::token_request::{BoundRef, IssuedToken, TokenRequestKey, offline_answer};
+
+const TOKEN_CONTENT_TYPES: [Option<&str>; 4] = [
+    Some("application/json"),
+    Some("application/vnd.kubernetes.protobuf"),
+    Some("application/json; charset=utf-8"),
+    None,
+];
+
+/// The keys an offline answer is asked for: the pod `web-1` the seeds are bound to, with
+/// and without audiences, and another pod.
+fn token_keys() -> Vec<TokenRequestKey> {
+    let bound = |name: &str| BoundRef {
+        kind: "Pod".into(),
+        api_version: "v1".into(),
+        name: name.into(),
+        uid: "7c1a2c1e-0000-4000-8000-000000000001".into(),
+    };
+    let key = |audiences: &[&str], pod: Option<&str>| TokenRequestKey {
+        namespace: "default".into(),
+        service_account: "web".into(),
+        audiences: audiences.iter().map(|a| a.to_string()).collect(),
+        expiration_seconds: 3600,
+        bound: pod.map(bound),
+    };
+    vec![
+        key(&[], Some("web-1")),
+        key(&["vault"], Some("web-1")),
+        key(&[], Some("db-0")),
+        key(&[], None),
+    ]
+}
+
+/// TokenRequest bodies, the first byte picking the content type. Properties: no panic; a
+/// request key's canonical text is JSON; an offline answer is only given for a key the
+/// cached body's spec answers (same bound pod, same audiences when the key names some),
+/// carries the cached token unchanged, and is itself an answer the same key accepts.
+pub fn token_request(data: &[u8]) {
+    let Some((&pick, body)) = data.split_first() else { return };
+    let content_type = TOKEN_CONTENT_TYPES[usize::from(pick) % TOKEN_CONTENT_TYPES.len()];
+    let asked = TokenRequestKey::from_request("default", "web", body, content_type);
+    if let Ok(key) = &asked {
+        serde_json::from_str::<serde_json::Value>(&key.canonical()).expect("canonical is JSON");
+    }
+    let issued = IssuedToken::from_answer(body, content_type);
+    let now = JWT_NOW + i64::from(pick >> 2) * 600;
+    for key in token_keys() {
+        let Ok(answer) = offline_answer(body, content_type, &key, now, 60) else { continue };
+        let issued = issued.as_ref().expect("an offline answer from a body that is no answer");
+        let again = IssuedToken::from_answer(&answer, content_type).expect("the answer parses");
+        assert_eq!(again.token, issued.token, "the offline answer changed the token");
+        assert_eq!(again.jwt_exp, issued.jwt_exp);
+        if let Ok(spec) = &asked {
+            let bound = |b: &Option<BoundRef>| b.as_ref().map(|b| (b.kind.clone(), b.name.clone()));
+            assert_eq!(bound(&spec.bound), bound(&key.bound), "answered for another pod");
+            assert!(key.audiences.is_empty() || key.audiences == spec.audiences);
+        }
+        let twice = offline_answer(&answer, content_type, &key, now, 60);
+        assert!(twice.is_ok(), "the offline answer is not one itself: {twice:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The issuer's discovery document and JWKS (src/issuer_keys.rs).
+// ---------------------------------------------------------------------------------------
+
+use lite_apiserver::issuer_keys::IssuerKeys;
+
+/// Discovery and JWKS documents, split at the first NUL (discovery before), and the whole
+/// input as a stored copy. Properties: no panic; keys that were read survive `to_stored` and
+/// `from_stored` with the same issuer and key ids, and storing again is a fixed point; a
+/// token signed with the test key is judged against the keys read without panicking, and
+/// it is only proven when they hold the test key.
+pub fn issuer_keys(data: &[u8]) {
+    let at = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+    let (discovery, jwks) = (&data[..at], data.get(at + 1..).unwrap_or_default());
+    for keys in [IssuerKeys::from_documents(discovery, jwks), IssuerKeys::from_stored(data)] {
+        let Ok(keys) = keys else { continue };
+        let stored = keys.to_stored();
+        let back = IssuerKeys::from_stored(&stored).expect("stored keys read back");
+        assert_eq!(back.issuer(), keys.issuer());
+        assert_eq!(back.keys().kids().collect::<Vec<_>>(), keys.keys().kids().collect::<Vec<_>>());
+        assert_eq!(back.keys().len(), keys.keys().len());
+        assert_eq!(back.to_stored(), stored, "storing is not a fixed point");
+        with_signers(|signers| {
+            let claims = serde_json::json!({
+                "iss": keys.issuer(), "aud": [keys.issuer()], "exp": JWT_NOW + 600,
+                "sub": "system:serviceaccount:default:web"});
+            let token = signers.sign_rs256(br#"{"alg":"RS256"}"#, claims.to_string().as_bytes());
+            let verdict = jwt::verify(&token, keys.keys(), &Policy::new(keys.issuer()), JWT_NOW);
+            if proves(&verdict) {
+                assert!(holds_rsa_key(&stored, signers), "proven by keys without the test key");
+            }
+        });
+    }
+}
+
+/// Whether the stored JWKS has an RSA key with the test key's modulus.
+fn holds_rsa_key(stored: &[u8], signers: &Signers) -> bool {
+    let value: Json = serde_json::from_slice(stored).expect("stored JSON");
+    let ours = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(signers.rsa.public()).n;
+    let trim = |n: &[u8]| n.iter().skip_while(|&&b| b == 0).copied().collect::<Vec<u8>>();
+    let keys = value["jwks"]["keys"].as_array().cloned().unwrap_or_default();
+    keys.iter()
+        .filter_map(|key| key["n"].as_str())
+        .any(|n| jwt::decode_base64url(n).is_ok_and(|n| trim(&n) == trim(&ours)))
+}
+
+// ---------------------------------------------------------------------------------------
+// The `kubernetes` Service rewriter (src/in_cluster.rs).
+// ---------------------------------------------------------------------------------------
+
+use lite_apiserver::in_cluster::InClusterAddress;
+use serde_json::Value as Json;
+
+/// Documents and watch events for kubelet. Properties: no panic; a rewritten document is
+/// JSON, differs from the input only in the `spec` of objects that are `default/kubernetes`
+/// Services, and those point at the local address; a document left alone holds no such
+/// Service; watch events come out one line per line in, lines that are not such events
+/// byte for byte.
+pub fn in_cluster(data: &[u8]) {
+    let local = InClusterAddress { addr: "169.254.0.10:51003".parse().expect("address") };
+    let input: Option<Json> = serde_json::from_slice(data).ok().map(|v| normalized(&v));
+    match (local.rewrite_document(data), &input) {
+        (Some(out), Some(before)) => {
+            let after: Json = serde_json::from_slice(&out).expect("a rewritten document is JSON");
+            same_but_the_service(before, &after);
+        }
+        (Some(_), None) => panic!("rewrote a document that is not JSON"),
+        (None, Some(before)) => {
+            let candidates = match before.get("items").and_then(Json::as_array) {
+                Some(items) => items.iter().collect(),
+                None => vec![before],
+            };
+            assert!(!candidates.into_iter().any(is_the_service), "left the Service alone");
+        }
+        (None, None) => {}
+    }
+    let out = local.rewrite_events(data);
+    let lines_in: Vec<&[u8]> = data.split_inclusive(|&b| b == b'\n').collect();
+    let lines_out: Vec<&[u8]> = out.split_inclusive(|&b| b == b'\n').collect();
+    assert_eq!(lines_in.len(), lines_out.len(), "watch events added or lost");
+    for (before, after) in lines_in.iter().zip(&lines_out) {
+        if before == after {
+            continue;
+        }
+        let before: Json = serde_json::from_slice(before).expect("only JSON events are rewritten");
+        let before = normalized(&before);
+        let after: Json = serde_json::from_slice(after).expect("a rewritten event is JSON");
+        assert!(is_the_service(&before["object"]), "rewrote an event without the Service");
+        same_but_the_service(&before["object"], &after["object"]);
+    }
+}
+
+/// `value` as it reads back once written (serde_json's default float parsing is not exact,
+/// so numbers are compared after one round).
+fn normalized(value: &Json) -> Json {
+    serde_json::from_str(&value.to_string()).expect("serde_json reads what it writes")
+}
+
+/// A `default/kubernetes` Service (or an object without a kind) with a spec to patch.
+fn is_the_service(object: &Json) -> bool {
+    object["kind"].as_str().is_none_or(|kind| kind == "Service")
+        && object["metadata"]["name"] == "kubernetes"
+        && object["metadata"]["namespace"] == "default"
+        && object.get("spec").is_some_and(Json::is_object)
+}
+
+/// `after` is `before` with only the Service's clusterIP(s) and first port changed.
+fn same_but_the_service(before: &Json, after: &Json) {
+    match (before.get("items").and_then(Json::as_array), after.get("items")) {
+        (Some(items), Some(Json::Array(out))) => {
+            assert_eq!(items.len(), out.len(), "items added or lost");
+            for (b, a) in items.iter().zip(out) {
+                same_but_the_service(b, a);
+            }
+            let strip = |v: &Json| {
+                let mut v = v.clone();
+                v["items"] = Json::Null;
+                v
+            };
+            assert_eq!(strip(before), strip(after), "the list around the items changed");
+        }
+        _ if is_the_service(before) => {
+            assert_eq!(after["spec"]["clusterIP"], "169.254.0.10");
+            assert_eq!(after["spec"]["clusterIPs"], serde_json::json!(["169.254.0.10"]));
+            let mut expected = before.clone();
+            expected["spec"]["clusterIP"] = after["spec"]["clusterIP"].clone();
+            expected["spec"]["clusterIPs"] = after["spec"]["clusterIPs"].clone();
+            let ports = expected["spec"].get_mut("ports").and_then(|p| p.get_mut(0));
+            if let Some(port) = ports.and_then(Json::as_object_mut) {
+                port.insert("port".into(), serde_json::json!(51003));
+            }
+            assert_eq!(&expected, after, "more than the Service's address changed");
+        }
+        _ => assert_eq!(before, after, "an object that is not the Service changed"),
+    }
+}

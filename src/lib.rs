@@ -20,7 +20,7 @@ pub mod config;
 pub(crate) mod diagnostics;
 pub(crate) mod health;
 pub mod http1;
-pub(crate) mod in_cluster;
+pub mod in_cluster;
 pub mod issuer_keys;
 pub mod jwt;
 pub mod memory;
@@ -45,7 +45,7 @@ pub mod token_request;
 pub(crate) mod transport;
 pub(crate) mod tunnel;
 pub(crate) mod upstream;
-pub(crate) mod watch_frames;
+pub mod watch_frames;
 pub mod x509;
 #[cfg(test)]
 mod connection_tests;

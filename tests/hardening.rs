@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use common::client::Conn;
 use common::wire;
 use common::*;
+use lite_apiserver::token_request::IssuedToken;
 use rustls::ClientConnection;
 use rustls::pki_types::ServerName;
 
@@ -911,6 +912,116 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
+// Hostile bearer tokens (issue 17): parsed and verified per request from any pod.
+// ---------------------------------------------------------------------------------------
+
+/// How many hostile tokens the proxy is sent, and how many of them while the cloud is up.
+const HOSTILE_TOKENS: usize = 10_000;
+const HOSTILE_ONLINE: usize = 500;
+/// What the proxy may grow by over the run (a cache thread's queue, allocator slack): far
+/// below what keeping anything per token would take.
+const RSS_SLACK: u64 = 24 << 20;
+
+/// The `n`th hostile token: garbage, bad base64, `alg: none`, traversal and huge `kid`s,
+/// deeply nested JSON, over-long tokens, signatures by a key the cloud does not have and,
+/// rarely, one so big the head passes 64 KiB. Every one is a valid header value.
+fn hostile_token(n: usize, rng: &mut checks::Prng) -> String {
+    let b64 = |text: &str| checks::base64url(text.as_bytes());
+    let payload = b64(&serde_json::json!({
+            "iss": checks::JWT_ISSUER, "aud": [checks::JWT_ISSUER], "exp": 4_102_444_800_i64,
+            "sub": "system:serviceaccount:kube-system:admin"})
+    .to_string());
+    let printable = |len: usize, rng: &mut checks::Prng| -> String {
+        (0..len).map(|_| char::from(b'!' + rng.below(94) as u8)).collect()
+    };
+    let kid = |kid: &str| b64(&format!(r#"{{"alg":"RS256","kid":{}}}"#, serde_json::json!(kid)));
+    match n % 12 {
+        _ if n % 1000 == 999 => format!("{}.{payload}.{}", b64("{}"), "A".repeat(70 << 10)),
+        0 => printable(1 + rng.below(200), rng),
+        1 => format!("{}.{}.{}", printable(20, rng), printable(40, rng), printable(30, rng)),
+        2 => format!("{}.{payload}.", b64(r#"{"alg":"none"}"#)),
+        3 => format!("{}.{payload}.", b64(r#"{"alg":"NONE","typ":"JWT"}"#)),
+        4 => format!("{}.{payload}.c2ln", kid("../../etc/passwd")),
+        5 => format!("{}.{payload}.c2ln", kid(&"k".repeat(10 << 10))),
+        6 => format!("{}.{payload}.c2ln", kid("rsa\u{0}; DROP TABLE cache;--")),
+        7 => {
+            let nested = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+            format!("{}.{}.c2ln", b64(&format!(r#"{{"alg":"RS256","x":{nested}}}"#)), b64(&nested))
+        }
+        8 => format!("{}=.{payload}==.c2ln+/", b64(r#"{"alg":"RS256"}"#)),
+        9 => format!("{}.{payload}.{}", b64(r#"{"alg":"RS256"}"#), "A".repeat(17 << 10)),
+        10 => {
+            let claims =
+                format!(r#"{{"sub":"system:serviceaccount:default:{n}","exp":4102444800}}"#);
+            checks::with_signers(|s| s.sign_rs256(br#"{"alg":"RS256"}"#, claims.as_bytes()))
+        }
+        _ => format!("{}..{}", b64(r#"{"alg":"ES256","kid":"x"}"#), printable(86, rng)),
+    }
+}
+
+/// Sends one GET with `Authorization: Bearer <token>`; the status, or None when the proxy
+/// closed without an answer.
+fn bearer_get(client: &mut Client, path: &str, token: &str) -> Option<Response> {
+    let bearer = format!("Bearer {token}");
+    client.try_request("GET", path, &[("Authorization", &bearer)], b"").ok()
+}
+
+#[test]
+fn hostile_bearer_tokens_keep_the_proxy_serving_and_read_no_one_elses_cache() {
+    const MARKER: &str = "kubelet-only-marker-pod";
+    let mut edge = Edge::start("hostile-tokens", &[], &[]);
+    edge.create_pod_upstream(MARKER);
+    let pod = format!("{PODS}/{MARKER}");
+    for path in [PODS, pod.as_str()] {
+        let cached = edge.kubelet().get(path);
+        assert_eq!(cached.status, 200, "kubelet's {path}: {}", cached.text());
+    }
+    edge.wait_stored(2);
+    let baseline = edge.baseline();
+    let mut rng = checks::Prng::new(17);
+    let mut client = edge.client(None);
+    let mut huge = 0;
+    let mut check = |n: usize, client: &mut Client, online: bool| {
+        let token = hostile_token(n, &mut rng);
+        let path = if n.is_multiple_of(2) { PODS } else { pod.as_str() };
+        let response = bearer_get(client, path, &token);
+        let status = response.as_ref().map(|r| r.status);
+        if token.len() > 64 << 10 {
+            assert_eq!(status, Some(431), "a {}-byte head", token.len());
+            huge += 1;
+        } else if let Some(response) = response {
+            let kind = n % 12;
+            let text = response.text();
+            let leaked = ["\"kind\":\"Pod", "\"uid\""].iter().any(|s| text.contains(s));
+            assert!(!leaked, "token {n} (kind {kind}) read kubelet's cache: {text}");
+            assert_ne!(response.status, 200, "token {n} (kind {kind}, online {online}) got a 200");
+        } else {
+            panic!("token {n} (kind {}): no answer", n % 12);
+        }
+    };
+    for n in 0..HOSTILE_ONLINE {
+        check(n, &mut client, true);
+    }
+    let rss_before = edge.lite.proc().rss_bytes();
+    edge.cut_cloud();
+    for n in HOSTILE_ONLINE..HOSTILE_TOKENS {
+        check(n, &mut client, false);
+    }
+    assert!(huge >= HOSTILE_TOKENS / 1000, "only {huge} oversized heads were sent");
+    let rss_after = edge.lite.proc().rss_bytes();
+    assert!(
+        rss_after <= rss_before + RSS_SLACK,
+        "RSS grew from {rss_before} to {rss_after} bytes over {HOSTILE_TOKENS} hostile tokens"
+    );
+    let offline = edge.kubelet().get(&pod);
+    assert_eq!(offline.status, 200, "kubelet's own cache offline: {}", offline.text());
+    assert!(offline.text().contains("\"uid\""), "the leak check would not see the pod");
+    drop(client);
+    edge.cloud_back();
+    edge.assert_recovered(&baseline, "hostile bearer tokens");
+}
+
+// ---------------------------------------------------------------------------------------
 // Parser properties (the cargo-fuzz targets' checks) on seeded random inputs.
 // ---------------------------------------------------------------------------------------
 
@@ -1002,6 +1113,11 @@ fn fuzz_regressions_and_seeded_stress() {
     stress("chunked_body", checks::chunked_body, 20_000);
     stress("flags", checks::flags, 5_000);
     stress("watch_stream", checks::watch_stream, 200);
+    stress("jwt", checks::jwt, 3_000);
+    stress("protobuf", checks::protobuf, 20_000);
+    stress("token_request", checks::token_request, 10_000);
+    stress("issuer_keys", checks::issuer_keys, 2_000);
+    stress("in_cluster", checks::in_cluster, 10_000);
 }
 
 /// The same with a hundred times more inputs (minutes), for machines where cargo-fuzz does
@@ -1015,5 +1131,316 @@ fn seeded_stress_long() {
     total += stress("chunked_body", checks::chunked_body, 2_000_000 * scale);
     total += stress("flags", checks::flags, 500_000 * scale);
     total += stress("watch_stream", checks::watch_stream, 20_000 * scale);
+    total += stress("jwt", checks::jwt, 300_000 * scale);
+    total += stress("protobuf", checks::protobuf, 2_000_000 * scale);
+    total += stress("token_request", checks::token_request, 1_000_000 * scale);
+    total += stress("issuer_keys", checks::issuer_keys, 200_000 * scale);
+    total += stress("in_cluster", checks::in_cluster, 1_000_000 * scale);
     eprintln!("seeded stress: {total} inputs, no property broken");
+}
+
+// ---------------------------------------------------------------------------------------
+// Seeds for the fuzz targets of the service-account and protobuf parsers, from real data:
+// tokens signed with the test keys, protobuf built with the generated Kubernetes types.
+// `cargo test --test hardening -- --ignored write_fuzz_seeds` rewrites fuzz/seeds/.
+// ---------------------------------------------------------------------------------------
+
+mod seeds {
+    use super::checks::{self, JWT_ISSUER, JWT_NOW};
+    use k8s_pb::api::authentication::v1 as authn;
+    use k8s_pb::api::core::v1 as core;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+    use k8s_pb::apimachinery::pkg::runtime as kruntime;
+    use prost::Message;
+    use serde_json::{Value, json};
+
+    pub type Seeds = Vec<(&'static str, Vec<u8>)>;
+    const POD_UID: &str = "7c1a2c1e-0000-4000-8000-000000000001";
+
+    fn claims(exp: i64, namespace: &str, name: &str) -> Value {
+        json!({
+            "iss": JWT_ISSUER, "aud": [JWT_ISSUER], "exp": exp, "iat": exp - 3600,
+            "nbf": exp - 3600, "sub": format!("system:serviceaccount:{namespace}:{name}"),
+            "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": name},
+                              "pod": {"name": "web-1", "uid": POD_UID}},
+        })
+    }
+
+    /// A token signed RS256 by the test key for `default/web`, valid at `JWT_NOW`.
+    pub fn good_token() -> String {
+        let claims = claims(JWT_NOW + 3600, "default", "web").to_string();
+        checks::with_signers(|s| s.sign_rs256(br#"{"alg":"RS256","kid":"rsa"}"#, claims.as_bytes()))
+    }
+
+    fn mode(byte: u8, rest: &[u8]) -> Vec<u8> {
+        [&[byte], rest].concat()
+    }
+
+    pub fn jwt() -> Seeds {
+        let good = claims(JWT_NOW + 3600, "default", "web").to_string();
+        let expired = claims(JWT_NOW - 7200, "kube-system", "coredns").to_string();
+        let (rs, es) = checks::with_signers(|s| {
+            (
+                s.sign_rs256(br#"{"alg":"RS256","kid":"rsa"}"#, good.as_bytes()),
+                s.sign_es256(br#"{"alg":"ES256","kid":"ec","typ":"JWT"}"#, good.as_bytes()),
+            )
+        });
+        let none = format!(
+            "{}.{}.",
+            checks::base64url(br#"{"alg":"none"}"#),
+            checks::base64url(good.as_bytes())
+        );
+        let header = |h: &str| format!("{h}\n{good}").into_bytes();
+        vec![
+            ("rs256", mode(0, rs.as_bytes())),
+            ("es256", mode(0, es.as_bytes())),
+            ("alg_none", mode(0, none.as_bytes())),
+            ("signed_claims", mode(1, good.as_bytes())),
+            ("signed_expired", mode(1, expired.as_bytes())),
+            ("signed_header", mode(2, &header(r#"{"alg":"RS256","kid":"rsa"}"#))),
+            ("kid_traversal", mode(2, &header(r#"{"alg":"RS256","kid":"../../etc/passwd"}"#))),
+            ("no_kid", mode(2, &header(r#"{"alg":"RS256"}"#))),
+            ("alg_hs256", mode(2, &header(r#"{"alg":"HS256","kid":"rsa"}"#))),
+            ("crit", mode(2, &header(r#"{"alg":"RS256","kid":"rsa","crit":["exp"]}"#))),
+        ]
+    }
+
+    fn envelope(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
+        let unknown = kruntime::Unknown {
+            type_meta: Some(kruntime::TypeMeta {
+                api_version: Some(api_version.into()),
+                kind: Some(kind.into()),
+            }),
+            raw: Some(raw),
+            content_encoding: Some(String::new()),
+            content_type: Some(String::new()),
+        };
+        [b"k8s\0".as_slice(), &unknown.encode_to_vec()].concat()
+    }
+
+    fn object_meta(namespace: &str, name: &str, rv: &str) -> Option<meta::ObjectMeta> {
+        Some(meta::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            resource_version: Some(rv.into()),
+            uid: Some("7c1a2c1e-0000-4000-8000-000000000009".into()),
+            labels: [("app".to_string(), name.to_string())].into(),
+            ..Default::default()
+        })
+    }
+
+    fn pod(name: &str, rv: &str) -> core::Pod {
+        core::Pod {
+            metadata: object_meta("default", name, rv),
+            spec: Some(core::PodSpec {
+                node_name: Some("edge-1".into()),
+                containers: vec![core::Container {
+                    name: Some("web".into()),
+                    image: Some("nginx:1.27".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn service() -> core::Service {
+        core::Service {
+            metadata: object_meta("default", "kubernetes", "7"),
+            spec: Some(core::ServiceSpec {
+                cluster_ip: Some("10.96.0.1".into()),
+                cluster_ips: vec!["10.96.0.1".into()],
+                ports: vec![core::ServicePort {
+                    name: Some("https".into()),
+                    port: Some(443),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A protobuf watch stream: 4-byte big-endian lengths, each frame a `WatchEvent` whose
+    /// object is an enveloped Pod.
+    fn watch_stream() -> Vec<u8> {
+        let mut out = Vec::new();
+        for (kind, rv) in [("ADDED", "11"), ("MODIFIED", "12"), ("DELETED", "13")] {
+            let event = meta::WatchEvent {
+                r#type: Some(kind.into()),
+                object: Some(kruntime::RawExtension {
+                    raw: Some(envelope("v1", "Pod", pod("web-1", rv).encode_to_vec())),
+                }),
+            };
+            let frame = event.encode_to_vec();
+            out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            out.extend_from_slice(&frame);
+        }
+        out
+    }
+
+    fn token_request_message(token: Option<&str>) -> authn::TokenRequest {
+        authn::TokenRequest {
+            metadata: Some(meta::ObjectMeta::default()),
+            spec: Some(authn::TokenRequestSpec {
+                audiences: Vec::new(),
+                expiration_seconds: Some(3600),
+                bound_object_ref: Some(authn::BoundObjectReference {
+                    kind: Some("Pod".into()),
+                    api_version: Some("v1".into()),
+                    name: Some("web-1".into()),
+                    u_id: Some(POD_UID.into()),
+                }),
+            }),
+            status: Some(authn::TokenRequestStatus {
+                token: token.map(str::to_string),
+                expiration_timestamp: token
+                    .map(|_| meta::Time { seconds: Some(JWT_NOW + 3600), nanos: Some(0) }),
+            }),
+        }
+    }
+
+    fn token_request_protobuf(token: Option<&str>) -> Vec<u8> {
+        envelope(
+            "authentication.k8s.io/v1",
+            "TokenRequest",
+            token_request_message(token).encode_to_vec(),
+        )
+    }
+
+    pub fn protobuf() -> Seeds {
+        let list = core::PodList {
+            metadata: Some(meta::ListMeta {
+                resource_version: Some("10".into()),
+                ..Default::default()
+            }),
+            items: vec![pod("web-0", "5"), pod("web-1", "9")],
+        };
+        vec![
+            ("pod", envelope("v1", "Pod", pod("web-0", "5").encode_to_vec())),
+            ("pod_list", envelope("v1", "PodList", list.encode_to_vec())),
+            ("service", envelope("v1", "Service", service().encode_to_vec())),
+            ("watch_stream", watch_stream()),
+            ("token_request", token_request_protobuf(Some(&good_token()))),
+        ]
+    }
+
+    fn token_request_json(token: Option<&str>, audiences: &[&str]) -> Vec<u8> {
+        let mut request = json!({
+            "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1", "metadata": {},
+            "spec": {"audiences": audiences, "expirationSeconds": 3600,
+                     "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web-1",
+                                        "uid": POD_UID}},
+            "status": {"token": "", "expirationTimestamp": null},
+        });
+        if let Some(token) = token {
+            request["status"] =
+                json!({"token": token, "expirationTimestamp": "2023-11-14T23:13:20Z"});
+        }
+        request.to_string().into_bytes()
+    }
+
+    /// First byte 0: JSON, 1: protobuf (see `checks::token_request`); 4 moves the clock on.
+    pub fn token_request() -> Seeds {
+        let token = good_token();
+        vec![
+            ("json_request", mode(0, &token_request_json(None, &[]))),
+            ("json_answer", mode(0, &token_request_json(Some(&token), &[]))),
+            ("json_answer_later", mode(4 * 40, &token_request_json(Some(&token), &[]))),
+            ("json_answer_vault", mode(0, &token_request_json(Some(&token), &["vault"]))),
+            ("proto_request", mode(1, &token_request_protobuf(None))),
+            ("proto_answer", mode(1, &token_request_protobuf(Some(&token)))),
+            ("proto_answer_later", mode(4 * 40 + 1, &token_request_protobuf(Some(&token)))),
+        ]
+    }
+
+    pub fn issuer_keys() -> Seeds {
+        let discovery = json!({
+            "issuer": JWT_ISSUER, "jwks_uri": format!("{JWT_ISSUER}/openid/v1/jwks"),
+            "response_types_supported": ["id_token"], "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+        });
+        let jwks = checks::with_signers(|s| checks::jwks(&s.rsa, &s.ec));
+        let stored = json!({"version": 1, "discovery": discovery, "jwks": jwks});
+        vec![
+            (
+                "documents",
+                [discovery.to_string().as_bytes(), b"\0", jwks.to_string().as_bytes()].concat(),
+            ),
+            ("stored", stored.to_string().into_bytes()),
+        ]
+    }
+
+    pub fn in_cluster() -> Seeds {
+        let service = |namespace: &str, name: &str| {
+            json!({
+            "kind": "Service", "apiVersion": "v1",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": "7"},
+            "spec": {"clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"], "type": "ClusterIP",
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP",
+                                "targetPort": 6443}]}})
+        };
+        let items = [service("default", "kubernetes"), service("kube-system", "kube-dns")];
+        let list = json!({"kind": "ServiceList", "apiVersion": "v1",
+                          "metadata": {"resourceVersion": "9"}, "items": items});
+        let events = [
+            ("ADDED", service("default", "kubernetes")),
+            ("MODIFIED", service("default", "web")),
+            ("BOOKMARK", json!({"kind": "Service", "metadata": {"resourceVersion": "12"}})),
+        ]
+        .map(|(kind, object)| format!("{}\n", json!({"type": kind, "object": object})))
+        .concat();
+        vec![
+            ("service", service("default", "kubernetes").to_string().into_bytes()),
+            ("other_service", service("default", "web").to_string().into_bytes()),
+            ("list", list.to_string().into_bytes()),
+            ("events", events.into_bytes()),
+        ]
+    }
+
+    pub fn all() -> Vec<(&'static str, Seeds)> {
+        vec![
+            ("jwt", jwt()),
+            ("protobuf", protobuf()),
+            ("token_request", token_request()),
+            ("issuer_keys", issuer_keys()),
+            ("in_cluster", in_cluster()),
+        ]
+    }
+}
+
+/// The seeds reach the checks behind the signature and the offline answer: without that
+/// the properties on signed tokens and answers would never run.
+#[test]
+fn fuzz_seeds_reach_the_signed_paths() {
+    use lite_apiserver::jwt::{self, Policy, Verdict};
+    let token = seeds::good_token();
+    let verdict = checks::with_signers(|s| {
+        jwt::verify(&token, &s.keys, &Policy::new(checks::JWT_ISSUER), checks::JWT_NOW)
+    });
+    assert!(matches!(verdict, Verdict::ServiceAccount { .. }), "{verdict:?}");
+    for (name, seed) in seeds::token_request() {
+        let answered = seed[1..].windows(token.len()).any(|w| w == token.as_bytes());
+        if answered {
+            let content_type = ["application/json", "application/vnd.kubernetes.protobuf"]
+                [usize::from(seed[0] % 2)];
+            let issued = IssuedToken::from_answer(&seed[1..], Some(content_type));
+            assert!(issued.is_ok(), "{name}: {issued:?}");
+        }
+    }
+}
+
+/// Writes the generated seeds to `fuzz/seeds/<target>/` (run by hand when they change).
+#[test]
+#[ignore = "writes fuzz/seeds/"]
+fn write_fuzz_seeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    for (target, seeds) in seeds::all() {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).expect("seed directory");
+        for (name, bytes) in seeds {
+            std::fs::write(dir.join(name), bytes).expect("seed file");
+        }
+    }
 }
