@@ -4,8 +4,8 @@
 //! not take every client offline.
 //!
 //! ```text
-//! Unknown ──first probe──► Up ◄──M good probes── Down
-//!                          └───N failed probes──►
+//! Unknown ──first probe──► Up ◄──M good probes── Down ◄── start, when the last run
+//!    └─────first probe──────┴───N failed probes──►         ended with the cloud down
 //! ```
 //! A fresh process is `Unknown` until the prober's first answer: reads go to the cache
 //! first (a node rebooted on a cut link must not wait `--timeout` per read), and a miss
@@ -51,14 +51,17 @@ pub enum CloudChange {
 }
 
 impl Cloud {
-    /// Unknown until the prober's first report.
+    /// Unknown until the prober's first report — or down, when the last run ended with
+    /// the cloud down (`was_down`): a node rebooted on a cut link is offline at once.
     pub fn new(
         addr: Option<SocketAddr>,
         server_name: ServerName<'static>,
         host_header: String,
         prober: Prober,
+        was_down: bool,
     ) -> Cloud {
-        Cloud { state: State::Unknown, suspect: false, addr, server_name, host_header, prober }
+        let state = if was_down { State::Down } else { State::Unknown };
+        Cloud { state, suspect: false, addr, server_name, host_header, prober }
     }
 
     pub fn verdict(&self) -> CloudVerdict {

@@ -19,6 +19,7 @@
 //! address to connect to.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
@@ -58,6 +59,29 @@ pub enum HealthReport {
 pub struct ProbeTarget {
     pub endpoint: CloudEndpoint,
     pub hysteresis: Hysteresis,
+    /// Where the last verdict is kept for the next start (`last_verdict`).
+    pub verdict_file: Option<PathBuf>,
+}
+
+/// The verdict a previous run left in `path`: `Some(false)` when it ended with the cloud
+/// down. A node rebooted on a cut link then starts offline at once, instead of waiting
+/// `--timeout` for a first probe that a black-holed link never answers.
+pub fn last_verdict(path: &Path) -> Option<bool> {
+    match std::fs::read_to_string(path).ok()?.trim() {
+        "up" => Some(true),
+        "down" => Some(false),
+        _ => None,
+    }
+}
+
+/// Keeps the verdict for the next start; a failure only costs that start's head start.
+fn keep_verdict(path: &Path, up: bool) {
+    let temporary = path.with_extension("tmp");
+    let written = std::fs::write(&temporary, if up { "up\n" } else { "down\n" })
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(e) = written {
+        log::debug!("cannot keep the cloud's state in {}: {e}", path.display());
+    }
 }
 
 /// `--cloud-down-after` / `--cloud-up-after`: consecutive probes needed to change state.
@@ -318,6 +342,9 @@ struct ProberLoop {
     next_probe: Instant,
     /// The credentials-refused warning was logged for the current identity.
     warned_refused: bool,
+    verdict_file: Option<PathBuf>,
+    /// The verdict last written to `verdict_file`.
+    kept: Option<bool>,
 }
 
 impl ProberLoop {
@@ -329,6 +356,8 @@ impl ProberLoop {
             last_probe: None,
             next_probe: Instant::now(),
             warned_refused: false,
+            verdict_file: target.verdict_file,
+            kept: None,
         }
     }
 
@@ -344,6 +373,13 @@ impl ProberLoop {
             }
             let outcome = self.probe();
             if let Some(report) = self.verdicts.observe(&outcome) {
+                let up = matches!(report, HealthReport::Up(_));
+                if let Some(path) = self.verdict_file.as_deref()
+                    && self.kept != Some(up)
+                {
+                    keep_verdict(path, up);
+                    self.kept = Some(up);
+                }
                 if reports.send(report).is_err() {
                     return;
                 }

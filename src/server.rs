@@ -94,7 +94,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
             down_after: config.cloud_down_after,
             up_after: config.cloud_up_after,
         },
+        verdict_file: kept_file(&config, "cloud-state"),
     };
+    let was_down =
+        probe_target.verdict_file.as_deref().and_then(health::last_verdict) == Some(false);
     let (keys_tx, keys_rx) = mpsc::channel();
     // The probe's identity (kubelet's when configured): a user the cloud knows, which the
     // operator can grant the issuer-discovery role.
@@ -137,8 +140,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
         );
     }
     let host_header = health::host_header(&config.upstream_host, config.upstream_port);
-    let cloud = Cloud::new(first_addr, server_name, host_header, prober);
-    metrics.set_cloud(false, "waiting for the first probe of the cloud apiserver");
+    let cloud = Cloud::new(first_addr, server_name, host_header, prober, was_down);
+    if was_down {
+        log::warn!(
+            "the cloud apiserver was down when lite-apiserver last stopped: serving from the cache until a probe finds it"
+        );
+        metrics.set_cloud(false, "down when lite-apiserver last stopped; waiting for a probe");
+    } else {
+        metrics.set_cloud(false, "waiting for the first probe of the cloud apiserver");
+    }
     for listener in &listeners {
         if let Ok(addr) = listener.local_addr() {
             log::info!("serving on https://{addr}, cloud apiserver {}", cloud.host_header());
@@ -163,10 +173,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
     reactor.run().map_err(|e| StartError::Io("event loop failed", e))
 }
 
-/// Where the issuer's keys are kept between runs (with the cache; nowhere for a memory one).
-fn issuer_keys_path(config: &Config) -> Option<PathBuf> {
+/// Where state kept between runs lives: with the cache (nowhere for a memory one).
+fn kept_file(config: &Config, name: &str) -> Option<PathBuf> {
     match config.cache_type {
-        CacheType::File => Some(config.file_cache_path.join("issuer-keys.json")),
+        CacheType::File => Some(config.file_cache_path.join(name)),
         CacheType::Memory => None,
     }
 }
@@ -180,7 +190,7 @@ fn start_token_verifier(
     keys: mpsc::Sender<IssuerKeys>,
     waker: Arc<mio::Waker>,
 ) -> Result<TokenVerifier, StartError> {
-    let store = issuer_keys_path(config);
+    let store = kept_file(config, "issuer-keys.json");
     let stored = store.as_deref().and_then(issuer_keys::load_stored);
     if let Some(stored) = &stored {
         log::info!("service-account keys of {} loaded from the cache", stored.issuer());

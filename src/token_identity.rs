@@ -8,6 +8,12 @@
 //! Verdicts are remembered by token hash (`VerdictCache`): the loop does not run an RSA
 //! verification per request. A token naming a key we do not hold asks the key fetcher
 //! for a refresh (itself rate-limited, issuer_keys.rs).
+//!
+//! The audiences accepted are the issuer's, plus those the cloud is seen to accept: a
+//! token that verifies but for its single audience is remembered, and when the cloud
+//! answers a request made with it with anything but `401`, that audience is learned
+//! (clusters whose `--api-audiences` differ from the issuer). A Vault or mesh token is
+//! refused by the cloud, so its audience is never learned.
 
 use crate::issuer_keys::{IssuerKeys, KeyFetcher};
 use crate::jwt::{self, Policy, Reason, Verdict, VerdictCache};
@@ -23,16 +29,26 @@ pub enum TokenIdentity {
     Unverified,
 }
 
+/// Tokens judged only by their audience, remembered until the cloud answers them.
+const MAX_AUDIENCE_CANDIDATES: usize = 32;
+
 pub struct TokenVerifier {
     keys: Option<(IssuerKeys, Policy)>,
     verdicts: VerdictCache,
     fetcher: Option<KeyFetcher>,
+    /// (token hash, verdict) of tokens that failed only on their audience.
+    audience_candidates: Vec<([u8; 32], Verdict)>,
 }
 
 impl TokenVerifier {
     /// `keys`: as stored before a restart, if any; `fetcher`: the thread that refreshes them.
     pub fn new(keys: Option<IssuerKeys>, fetcher: Option<KeyFetcher>) -> TokenVerifier {
-        let mut verifier = TokenVerifier { keys: None, verdicts: VerdictCache::default(), fetcher };
+        let mut verifier = TokenVerifier {
+            keys: None,
+            verdicts: VerdictCache::default(),
+            fetcher,
+            audience_candidates: Vec::new(),
+        };
         if let Some(keys) = keys {
             verifier.use_keys(keys);
         }
@@ -65,8 +81,43 @@ impl TokenVerifier {
                 self.refresh_keys();
                 TokenIdentity::Unverified
             }
+            Verdict::Unverified(Reason::WrongAudience { .. }) => {
+                self.remember_audience_candidate(token, verdict);
+                TokenIdentity::Unverified
+            }
             Verdict::Unverified(_) => TokenIdentity::Unverified,
         }
+    }
+
+    /// The cloud answered a request made with `token` with something other than `401`.
+    pub fn cloud_accepted(&mut self, token: &str) {
+        if self.audience_candidates.is_empty() {
+            return;
+        }
+        let hash = token_hash(token);
+        let Some(at) = self.audience_candidates.iter().position(|(h, _)| *h == hash) else {
+            return;
+        };
+        let (_, verdict) = self.audience_candidates.swap_remove(at);
+        if let Some((keys, policy)) = &mut self.keys
+            && policy.learn_from(&verdict)
+        {
+            log::info!(
+                "the cloud accepts tokens of another audience; {} now verify",
+                keys.issuer()
+            );
+        }
+    }
+
+    fn remember_audience_candidate(&mut self, token: &str, verdict: Verdict) {
+        let hash = token_hash(token);
+        if self.audience_candidates.iter().any(|(h, _)| *h == hash) {
+            return;
+        }
+        if self.audience_candidates.len() >= MAX_AUDIENCE_CANDIDATES {
+            self.audience_candidates.remove(0);
+        }
+        self.audience_candidates.push((hash, verdict));
     }
 
     fn refresh_keys(&self) {
@@ -74,4 +125,10 @@ impl TokenVerifier {
             fetcher.refresh();
         }
     }
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+    hash
 }

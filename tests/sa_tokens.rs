@@ -481,3 +481,28 @@ fn debug_cache_names_identities_never_tokens() {
         assert!(!log.contains(secret), "the log shows a token");
     }
 }
+
+/// A cluster whose `--api-audiences` are not its issuer (EKS- and GKE-style): its tokens
+/// name an audience lite-apiserver does not accept at first. Once the cloud has accepted
+/// a request made with such a token, that audience is learned, and tokens of the account
+/// — a rotated one included — share the account's cache. A token for an audience the cloud
+/// refuses teaches nothing.
+#[test]
+fn an_audience_the_cloud_accepts_is_learned_and_one_it_refuses_is_not() {
+    const API_AUDIENCE: &str = "https://kubernetes.default.svc";
+    let edge = start("sa-audience", &["--api-audience", API_AUDIENCE]);
+    let first = pod_token(&edge);
+    assert_eq!(claims_of(&first)["aud"], json!([API_AUDIENCE]), "the apiserver's audience");
+    wait_keys(&edge, &kid(&first));
+    let mut pod = pod_client(&edge);
+    let vault = token_request(&edge, "default", Some(POD), &["vault"]);
+    assert_eq!(read(&mut pod, PODS, &vault).status, 401, "the cloud refuses a vault token");
+    assert_eq!(read(&mut pod, PODS, &first).status, 200, "the cloud accepts the first token");
+    // From now on the account's tokens verify: this read fills the account's cache.
+    assert_eq!(read(&mut pod, CONFIG_MAP, &first).status, 200);
+    let rotated = pod_token(&edge);
+    cut_cloud(&edge);
+    expect_hit(read(&mut pod, CONFIG_MAP, &rotated), "the rotated token, offline");
+    let vault_offline = read(&mut pod, CONFIG_MAP, &vault);
+    assert_ne!(vault_offline.status, 200, "a vault token must not get the account's cache");
+}

@@ -5,7 +5,7 @@
 //! ```text
 //! fake_apiserver --cert F --key F --client-ca F [--address 127.0.0.1] [--port 0]
 //!                [--token TOKEN=USER]... [--bookmark-interval-ms 1000] [--history 1000]
-//!                [--service-account-signing-alg RS256|ES256]
+//!                [--service-account-signing-alg RS256|ES256] [--api-audience AUD]...
 //! ```
 //! Prints `listening on <addr>:<port>` on stdout once ready; logs go to stderr
 //! (`FAKE_APISERVER_LOG=debug` logs every request).
@@ -67,11 +67,13 @@ struct Options {
     bookmark_interval: Duration,
     history: usize,
     signing_alg: signing::Alg,
+    api_audiences: Vec<String>,
 }
 
 const USAGE: &str = "usage: fake_apiserver --cert F --key F --client-ca F [--address 127.0.0.1] \
                      [--port 0] [--token TOKEN=USER]... [--bookmark-interval-ms 1000] \
-                     [--history 1000] [--service-account-signing-alg RS256|ES256]";
+                     [--history 1000] [--service-account-signing-alg RS256|ES256] \
+                     [--api-audience AUD]...";
 
 fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut options = Options {
@@ -84,6 +86,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
         bookmark_interval: Duration::from_millis(1000),
         history: 1000,
         signing_alg: signing::Alg::Rs256,
+        api_audiences: Vec::new(),
     };
     let mut args = args;
     while let Some(flag) = args.next() {
@@ -111,6 +114,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
                 options.signing_alg = signing::Alg::parse(&value)
                     .ok_or_else(|| format!("{flag}: RS256 or ES256, not {value}"))?
             }
+            "--api-audience" => options.api_audiences.push(value),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -154,6 +158,11 @@ fn run(options: Options) -> Result<(), Box<dyn Error>> {
         tokens: options.tokens,
         bookmark_interval: options.bookmark_interval,
         signer: signing::Signer::new(options.signing_alg)?,
+        api_audiences: if options.api_audiences.is_empty() {
+            vec![tokens::ISSUER.to_string()]
+        } else {
+            options.api_audiences
+        },
     });
 
     let listener = TcpListener::bind((options.address.as_str(), options.port))?;

@@ -32,6 +32,9 @@ pub struct Server {
     pub bookmark_interval: Duration,
     /// Signs and checks service-account tokens (`tokens`).
     pub signer: Signer,
+    /// The audiences a bearer JWT must name one of (kube-apiserver's `--api-audiences`;
+    /// the issuer when none is given).
+    pub api_audiences: Vec<String>,
 }
 
 pub fn serve_connection(tcp: TcpStream, tls: Arc<ServerConfig>, server: &Server) {

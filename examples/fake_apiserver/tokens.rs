@@ -111,10 +111,23 @@ fn token_request(
         return Err(ApiError::not_found("namespaces", namespace));
     }
     let bound = bound_object(&server.shared, namespace, service_account, asked.bound.as_ref())?;
-    let audiences =
-        if asked.audiences.is_empty() { vec![ISSUER.to_string()] } else { asked.audiences.clone() };
+    // As kube-apiserver: no audience asked means the apiserver's own.
+    let audiences = if asked.audiences.is_empty() {
+        server.api_audiences.clone()
+    } else {
+        asked.audiences.clone()
+    };
     let now = clock::unix_now();
-    let claims = claims(namespace, service_account, &audiences, bound.as_ref(), &asked, now);
+    let default_audiences = audiences == server.api_audiences;
+    let claims = claims(
+        namespace,
+        service_account,
+        &audiences,
+        default_audiences,
+        bound.as_ref(),
+        &asked,
+        now,
+    );
     let token = server.signer.sign(&claims).map_err(|e| ApiError::new(500, "InternalError", e))?;
     let answer = Asked { audiences, ..asked };
     let expiration_timestamp = now + answer.expiration_seconds;
@@ -132,12 +145,13 @@ fn claims(
     namespace: &str,
     service_account: &str,
     audiences: &[String],
+    default_audiences: bool,
     bound: Option<&Bound>,
     asked: &Asked,
     now: i64,
 ) -> Value {
     let extended = asked.expiration_seconds == WARN_ONLY_EXPIRATION_SECONDS
-        && audiences == [ISSUER]
+        && default_audiences
         && matches!(bound, Some(Bound::Pod { .. }));
     let lifetime = if extended { EXTENDED_EXPIRATION_SECONDS } else { asked.expiration_seconds };
     let account_uid = account_uid(namespace, service_account);
@@ -401,6 +415,15 @@ pub fn authenticate(token: &str, server: &Server) -> Option<String> {
     if claims["iss"] != ISSUER || now > exp + LEEWAY_SECONDS || now + LEEWAY_SECONDS < nbf {
         return None;
     }
+    // As kube-apiserver: a token minted for another audience (Vault, a mesh) is refused.
+    let audiences = match &claims["aud"] {
+        Value::String(one) => vec![one.as_str()],
+        Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if !audiences.iter().any(|aud| server.api_audiences.iter().any(|api| api == aud)) {
+        return None;
+    }
     let private = &claims["kubernetes.io"];
     let namespace = private["namespace"].as_str()?;
     for (field, plural) in [("pod", "pods"), ("secret", "secrets")] {
@@ -512,6 +535,7 @@ mod tests {
             tokens: Default::default(),
             bookmark_interval: std::time::Duration::from_secs(1),
             signer: crate::signing::Signer::new(Alg::Rs256).unwrap(),
+            api_audiences: vec![ISSUER.to_string()],
         }
     }
 
@@ -555,7 +579,7 @@ mod tests {
         let bound = Bound::Pod { name: "web-1".into(), uid: "u".into(), node: None };
         let asked = |seconds| Asked { audiences: vec![], expiration_seconds: seconds, bound: None };
         let issuer = [ISSUER.to_string()];
-        let claims = claims("default", "default", &issuer, Some(&bound), &asked(3607), 1000);
+        let claims = claims_of(&issuer, Some(&bound), &asked(3607));
         assert_eq!(claims["exp"], 1000 + EXTENDED_EXPIRATION_SECONDS);
         assert_eq!(claims["kubernetes.io"]["warnafter"], 1000 + 3607);
         assert_eq!(claims["kubernetes.io"]["pod"]["name"], "web-1");
@@ -567,7 +591,8 @@ mod tests {
     }
 
     fn claims_of(audiences: &[String], bound: Option<&Bound>, asked: &Asked) -> Value {
-        claims("default", "default", audiences, bound, asked, 1000)
+        let default_audiences = audiences == [ISSUER];
+        claims("default", "default", audiences, default_audiences, bound, asked, 1000)
     }
 
     #[test]

@@ -371,7 +371,10 @@ impl Reactor {
         while let Ok(report) = self.inbox.health.try_recv() {
             match self.cloud.on_report(report, &self.metrics) {
                 Some(CloudChange::CameBack) => self.end_offline_watches(),
-                Some(CloudChange::WentAway) => self.end_proxied_watches(),
+                Some(CloudChange::WentAway) => {
+                    self.end_proxied_watches();
+                    self.stop_waiting_for_the_cloud();
+                }
                 None => {}
             }
         }
@@ -407,6 +410,28 @@ impl Reactor {
             client.await_next_request();
             self.conns.put(slot, Conn::Client(client));
             self.drive_client(slot);
+        }
+    }
+
+    /// Requests still waiting on the cloud (connecting, or no answer begun) when it is
+    /// declared down are answered now — from the cache, or with a `503` — rather than each
+    /// waiting out its own timeout on a dead link.
+    fn stop_waiting_for_the_cloud(&mut self) {
+        for slot in self.conns.slots() {
+            let waiting = matches!(self.conns.get(slot),
+                Some(Conn::Client(c)) if matches!(&c.phase, Phase::Exchange(e) if e.response_not_started()));
+            if !waiting {
+                continue;
+            }
+            let Some(Conn::Client(mut client)) = self.conns.take(slot) else { continue };
+            let Phase::Exchange(exchange) = client.take_phase() else { continue };
+            let step = self.exchange_failed(slot, &mut client, exchange, UpstreamFailure::TimedOut);
+            if step == Step::Close {
+                self.close_client(slot, client);
+            } else {
+                self.conns.put(slot, Conn::Client(client));
+                self.drive_client(slot);
+            }
         }
     }
 

@@ -134,6 +134,11 @@ impl Reactor {
             }
             PumpOutcome::Finished { upstream_reusable, client_keep_alive } => {
                 self.count_exchange(&exchange);
+                if exchange.status().is_some_and(|status| status != 401)
+                    && let Some(token) = plan::bearer_token(&exchange.request)
+                {
+                    self.tokens.cloud_accepted(token);
+                }
                 let Exchange { upstream, upstream_slot, .. } = *exchange;
                 self.release_upstream(upstream_slot, upstream, upstream_reusable);
                 if client_keep_alive {
@@ -324,6 +329,10 @@ impl Reactor {
                 Phase::AwaitCache(waiting) if waiting.request_id == request_id => {
                     let AwaitCache { head, route, on_miss, token, .. } = *waiting;
                     match (reply, on_miss, token) {
+                        (reply, on_miss @ OnMiss::AskCloud(_), Some(token)) => {
+                            let looked_up = (reply, on_miss);
+                            self.token_looked_up_first(slot, &mut client, head, token, looked_up);
+                        }
                         (reply, on_miss, Some(token)) => {
                             self.answer_token(&mut client, &token, reply, &on_miss);
                         }

@@ -16,7 +16,7 @@ use crate::cache::{Classified, Reply};
 use crate::client::{AwaitCache, ClientConn, OnMiss, Phase, ReadBody, Step};
 use crate::http1::RequestHead;
 use crate::metrics::Source;
-use crate::plan::{self, Plan};
+use crate::plan::{self, CloudVerdict, Plan, ProxyPlan};
 use crate::status::LocalResponse;
 use crate::token_cache::TokenPending;
 
@@ -71,6 +71,13 @@ impl Reactor {
             }
         };
         match plan {
+            // Before the first probe, or while a timeout awaits the prober, the cached token
+            // is the one the cloud issued: a node rebooted on a cut link must not wait
+            // `--timeout` to start its pods. A miss still asks the cloud.
+            Plan::Proxy(proxy) if self.cloud.verdict() != CloudVerdict::Up => match token {
+                Some(token) => self.token_cache_first(slot, client, head, proxy, token),
+                None => self.proxy_request(slot, client, head, proxy, None),
+            },
             Plan::Proxy(proxy) => self.proxy_request(slot, client, head, proxy, token),
             Plan::FromCache { route, .. } => {
                 self.serve_offline_or_token(slot, client, head, route, token, OnMiss::CloudDown);
@@ -80,6 +87,49 @@ impl Reactor {
                 client.inbuf.drain(..length);
                 self.respond_local(client, &response, Source::Local, false);
             }
+        }
+    }
+
+    /// Looks the token up first, its body kept in `inbuf` for the cloud on a miss.
+    fn token_cache_first(
+        &mut self,
+        slot: usize,
+        client: &mut ClientConn,
+        head: RequestHead,
+        proxy: ProxyPlan,
+        token: Box<TokenPending>,
+    ) {
+        match self.lookup(slot, token.lookup()) {
+            Some(request_id) => {
+                let route = Classified::Uncacheable;
+                let on_miss = OnMiss::AskCloud(Box::new(proxy));
+                let waiting = AwaitCache { request_id, head, route, on_miss, token: Some(token) };
+                client.set_phase(Phase::AwaitCache(Box::new(waiting)));
+            }
+            None => self.proxy_request(slot, client, head, proxy, Some(token)),
+        }
+    }
+
+    /// The cache's reply to a TokenRequest looked up before asking the cloud: a hit is the
+    /// answer (its body is dropped from `inbuf`), a miss goes to the cloud with its body.
+    pub(super) fn token_looked_up_first(
+        &mut self,
+        slot: usize,
+        client: &mut ClientConn,
+        head: RequestHead,
+        token: Box<TokenPending>,
+        (reply, on_miss): (Reply, OnMiss),
+    ) {
+        match (reply, on_miss) {
+            (Reply::Hit(cached), on_miss) => {
+                let length = token.body_len.min(client.inbuf.len());
+                client.inbuf.drain(..length);
+                self.answer_token(client, &token, Reply::Hit(cached), &on_miss);
+            }
+            (_, OnMiss::AskCloud(proxy)) => {
+                self.proxy_request(slot, client, head, *proxy, Some(token));
+            }
+            (reply, on_miss) => self.answer_token(client, &token, reply, &on_miss),
         }
     }
 
