@@ -17,6 +17,8 @@ pub(crate) mod clock;
 pub(crate) mod cloud;
 pub(crate) mod cloud_client;
 pub mod config;
+#[cfg(test)]
+mod connection_tests;
 pub(crate) mod diagnostics;
 pub(crate) mod health;
 pub mod http1;
@@ -37,6 +39,8 @@ pub mod server;
 pub(crate) mod signals;
 pub(crate) mod slab;
 pub(crate) mod status;
+#[cfg(test)]
+mod testing;
 pub(crate) mod timer;
 pub(crate) mod tls;
 pub(crate) mod token_cache;
@@ -47,7 +51,3 @@ pub(crate) mod tunnel;
 pub(crate) mod upstream;
 pub mod watch_frames;
 pub mod x509;
-#[cfg(test)]
-mod connection_tests;
-#[cfg(test)]
-mod testing;
