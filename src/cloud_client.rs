@@ -17,6 +17,7 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::body::BodyTracker;
 use crate::http1::{self, HttpError, ResponseHead};
+use crate::metrics::{ByteCount, Link};
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -222,7 +223,7 @@ impl CloudEndpoint {
         let mut stream = self.connect(addr)?;
         let answer = Deadline::after(self.timeout);
         let request = self.request_bytes(path, headers);
-        let sent = answer.arm(&stream.sock).and_then(|()| stream.write_all(&request));
+        let sent = answer.arm(&stream.sock.socket).and_then(|()| stream.write_all(&request));
         sent.map_err(|e| io_failure(addr, Stage::Request, e, self.timeout))?;
         let mut reader = Reader { stream, addr, deadline: answer, buf: Vec::new() };
         let head = reader.read_head()?;
@@ -249,15 +250,16 @@ impl CloudEndpoint {
     fn connect(
         &self,
         addr: SocketAddr,
-    ) -> Result<StreamOwned<ClientConnection, TcpStream>, CloudGetError> {
+    ) -> Result<StreamOwned<ClientConnection, CountedSocket>, CloudGetError> {
         let deadline = Deadline::after(self.timeout);
         let fail = |stage, e| io_failure(addr, stage, e, self.timeout);
-        let mut socket =
+        let socket =
             TcpStream::connect_timeout(&addr, self.timeout).map_err(|e| fail(Stage::Connect, e))?;
+        let mut socket = CountedSocket { socket, bytes: ByteCount::new(Link::Cloud) };
         let mut tls = ClientConnection::new(self.config.clone(), self.server_name.clone())
             .map_err(|error| CloudGetError::Tls { addr, error })?;
         while tls.is_handshaking() {
-            deadline.arm(&socket).map_err(|e| fail(Stage::Handshake, e))?;
+            deadline.arm(&socket.socket).map_err(|e| fail(Stage::Handshake, e))?;
             tls.complete_io(&mut socket).map_err(|e| fail(Stage::Handshake, e))?;
         }
         Ok(StreamOwned::new(tls, socket))
@@ -276,9 +278,35 @@ impl CloudEndpoint {
     }
 }
 
+/// A socket to the cloud whose bytes count in `/metrics` (added when it closes).
+struct CountedSocket {
+    socket: TcpStream,
+    bytes: ByteCount,
+}
+
+impl Read for CountedSocket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.socket.read(buf)?;
+        self.bytes.received(n);
+        Ok(n)
+    }
+}
+
+impl Write for CountedSocket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.socket.write(buf)?;
+        self.bytes.sent(n);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.socket.flush()
+    }
+}
+
 /// The response side of one exchange: bytes read but not yet consumed, under a deadline.
 struct Reader {
-    stream: StreamOwned<ClientConnection, TcpStream>,
+    stream: StreamOwned<ClientConnection, CountedSocket>,
     addr: SocketAddr,
     deadline: Deadline,
     buf: Vec<u8>,
@@ -288,7 +316,8 @@ impl Reader {
     /// Appends what the peer sends next to `buf`; `Ok(0)` at the end of the stream.
     fn fill(&mut self, stage: Stage) -> Result<usize, CloudGetError> {
         let mut chunk = [0u8; READ_CHUNK];
-        let read = self.deadline.arm(&self.stream.sock).and_then(|()| self.stream.read(&mut chunk));
+        let socket = &self.stream.sock.socket;
+        let read = self.deadline.arm(socket).and_then(|()| self.stream.read(&mut chunk));
         match read {
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);

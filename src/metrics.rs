@@ -182,6 +182,7 @@ impl Metrics {
             "# TYPE lite_apiserver_cloud_up gauge\nlite_apiserver_cloud_up {up}\n"
         ));
         self.render_outages(&mut out);
+        LINK_BYTES.render(&mut out);
         out
     }
 
@@ -214,5 +215,105 @@ impl Metrics {
              # TYPE lite_apiserver_oldest_answer_age_seconds gauge\n\
              lite_apiserver_oldest_answer_age_seconds {recent}\n"
         ));
+    }
+}
+
+/// A link whose bytes are counted: to the cloud (the reactor's upstream connections, the
+/// prober's and the key fetcher's), or to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    Cloud,
+    Client,
+}
+
+/// Bytes on the sockets, as TLS records (handshakes and alerts included), by link and
+/// direction. Process-wide: every transport adds to it, blocking helpers too.
+pub struct LinkBytes {
+    /// [link][received, sent]
+    bytes: [[AtomicU64; 2]; 2],
+}
+
+pub static LINK_BYTES: LinkBytes =
+    LinkBytes { bytes: [const { [const { AtomicU64::new(0) }; 2] }; 2] };
+
+impl LinkBytes {
+    fn add(&self, link: Link, received: u64, sent: u64) {
+        let counters = &self.bytes[link as usize];
+        for (counter, bytes) in counters.iter().zip([received, sent]) {
+            if bytes > 0 {
+                counter.fetch_add(bytes, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let links = [
+            (
+                Link::Cloud,
+                "upstream",
+                "on the link to the cloud apiserver (lite-apiserver's own probes and key fetches included)",
+            ),
+            (Link::Client, "client", "on client connections"),
+        ];
+        for (link, name, which) in links {
+            out.push_str(&format!(
+                "# HELP lite_apiserver_{name}_bytes_total Bytes {which}, counted as TLS records on the socket (TLS overhead and handshakes included).\n\
+                 # TYPE lite_apiserver_{name}_bytes_total counter\n"
+            ));
+            for (direction, counter) in ["received", "sent"].iter().zip(&self.bytes[link as usize])
+            {
+                let value = counter.load(Ordering::Relaxed);
+                out.push_str(&format!(
+                    "lite_apiserver_{name}_bytes_total{{direction=\"{direction}\"}} {value}\n"
+                ));
+            }
+        }
+    }
+}
+
+/// Bytes one connection moved and has not yet added to [`LINK_BYTES`]: kept in plain
+/// integers and added now and then (at a pause in the traffic, every 64 KiB, and when
+/// the connection goes), so counting costs no atomic per read.
+pub struct ByteCount {
+    link: Link,
+    received: u64,
+    sent: u64,
+}
+
+/// Bytes a busy connection moves before they are added to the totals.
+const PUBLISH_EVERY: u64 = 64 * 1024;
+
+impl ByteCount {
+    pub fn new(link: Link) -> ByteCount {
+        ByteCount { link, received: 0, sent: 0 }
+    }
+
+    pub fn received(&mut self, bytes: usize) {
+        self.received += bytes as u64;
+        if self.received >= PUBLISH_EVERY {
+            self.publish();
+        }
+    }
+
+    pub fn sent(&mut self, bytes: usize) {
+        self.sent += bytes as u64;
+        if self.sent >= PUBLISH_EVERY {
+            self.publish();
+        }
+    }
+
+    /// Adds what is pending to the totals.
+    pub fn publish(&mut self) {
+        if self.received > 0 || self.sent > 0 {
+            LINK_BYTES.add(self.link, self.received, self.sent);
+            self.received = 0;
+            self.sent = 0;
+        }
+    }
+}
+
+impl Drop for ByteCount {
+    fn drop(&mut self) {
+        self.publish();
     }
 }

@@ -6,11 +6,16 @@
 //! `WouldBlock`. rustls is treated as a bounded buffer: plaintext writes are refused
 //! once its send buffer holds `SEND_BUFFER_LIMIT` bytes, which is how backpressure
 //! reaches the other side of the proxy.
+//!
+//! Every byte read from or written to the socket is counted (`ByteCount`, metrics.rs):
+//! a client session is a client connection, a client-side session the cloud link.
 
 use std::io::{self, Read, Write};
 
 use mio::net::TcpStream;
 use rustls::Connection;
+
+use crate::metrics::{ByteCount, Link};
 
 /// Most bytes rustls may hold for sending (plaintext plus records) per connection.
 const SEND_BUFFER_LIMIT: usize = 64 * 1024;
@@ -48,12 +53,16 @@ pub struct Transport {
     readable: bool,
     writable: bool,
     peer_closed: bool,
+    bytes: ByteCount,
 }
 
 impl Transport {
     pub fn new(socket: TcpStream, mut tls: Connection) -> Transport {
         tls.set_buffer_limit(Some(SEND_BUFFER_LIMIT));
-        Transport { socket, tls, readable: false, writable: false, peer_closed: false }
+        // We are the TLS client only towards the cloud.
+        let link = if matches!(tls, Connection::Client(_)) { Link::Cloud } else { Link::Client };
+        let bytes = ByteCount::new(link);
+        Transport { socket, tls, readable: false, writable: false, peer_closed: false, bytes }
     }
 
     pub fn tls(&self) -> &Connection {
@@ -102,15 +111,22 @@ impl Transport {
     /// One `read_tls` + `process_new_packets`.
     fn pull_records(&mut self) -> Result<(), TransportError> {
         match self.tls.read_tls(&mut self.socket) {
-            Ok(0) => self.peer_closed = true,
-            Ok(_) => {
+            Ok(0) => {
+                self.peer_closed = true;
+                self.bytes.publish();
+            }
+            Ok(n) => {
+                self.bytes.received(n);
                 if let Err(error) = self.tls.process_new_packets() {
                     // Send the alert rustls queued, then report the failure.
                     let _ = self.flush();
                     return Err(TransportError::Tls(error));
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                self.bytes.publish();
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(TransportError::Io(e)),
         }
@@ -134,7 +150,7 @@ impl Transport {
         while self.tls.wants_write() && self.writable {
             match self.tls.write_tls(&mut self.socket) {
                 Ok(0) => return Err(TransportError::Io(io::ErrorKind::WriteZero.into())),
-                Ok(_) => {}
+                Ok(n) => self.bytes.sent(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(TransportError::Io(e)),
