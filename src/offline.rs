@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::body::{LAST_CHUNK, encode_chunk};
 use crate::cache::{self, CachedResponse, Classified, Lookup, Reply};
 use crate::client::{ClientConn, OnMiss};
+use crate::gzip;
 use crate::http1::{Framing, RequestHead};
 use crate::in_cluster::InClusterAddress;
 use crate::metrics::{Metrics, OpenWatch, Source};
@@ -78,6 +79,7 @@ pub fn answer(
             if let Some(body) = rewrite.and_then(|local| local.rewrite_document(&response.body)) {
                 response.body = body;
             }
+            compress_large(&mut response, head);
             (Source::Cache, response)
         }
         (Reply::WatchReplay { initial_events, bookmark_event, .. }, Classified::Watch(request)) => {
@@ -135,6 +137,16 @@ fn miss_response(route: &Classified, message: &str) -> LocalResponse {
             LocalResponse::status(404, "NotFound", message)
         }
         _ => LocalResponse::cloud_unavailable(message),
+    }
+}
+
+/// As kube-apiserver does: an answer over 128 KiB is gzipped for a client that accepts gzip.
+fn compress_large(response: &mut LocalResponse, head: &RequestHead) {
+    if response.body.len() > gzip::COMPRESS_ABOVE
+        && gzip::accepts_gzip(head.header_str("accept-encoding"))
+    {
+        response.body = gzip::compress(&response.body);
+        response.extra_headers.push(("Content-Encoding".to_string(), "gzip".to_string()));
     }
 }
 

@@ -3,6 +3,7 @@
 //! the reactor knows of the cloud. A pure function: no sockets, no clock, unit-tested.
 
 use crate::cache::{self, Classified, STREAMING_SUBRESOURCES};
+use crate::content_encoding;
 use crate::http1::{self, Framing, RequestHead};
 use crate::in_cluster::InClusterAddress;
 use crate::status::LocalResponse;
@@ -93,20 +94,39 @@ pub fn plan(head: &RequestHead, context: &Context) -> Plan {
     if context.cloud == CloudVerdict::Down {
         return Plan::FromCache { route, ask_cloud: None };
     }
+    let rewrite = context.in_cluster.filter(|local| local.applies(context.peer_cn, head.path()));
     let mut replace: Vec<(&str, &str)> = accept.iter().map(|a| ("Accept", a.as_str())).collect();
-    if cacheable {
-        // The cache stores and splits plain bodies: no gzip on what it will keep.
-        replace.push(("Accept-Encoding", ""));
+    let accept_encoding = cloud_accept_encoding(head, &route, rewrite.is_some());
+    if let Some(value) = &accept_encoding {
+        replace.push(("Accept-Encoding", value));
     }
     let upstream_head = head.to_upstream_bytes(context.host_header, &replace);
     let long_running = is_long_running(head, &route);
     let cache_first = cacheable && context.cloud != CloudVerdict::Up;
-    let rewrite = context.in_cluster.filter(|local| local.applies(context.peer_cn, head.path()));
     let proxy = ProxyPlan { route, upstream_head, request_framing, long_running, rewrite };
     if cache_first {
         return Plan::FromCache { route: proxy.route.clone(), ask_cloud: Some(Box::new(proxy)) };
     }
     Plan::Proxy(proxy)
+}
+
+/// The `Accept-Encoding` a cacheable request goes to the cloud with (`None`: the
+/// client's, untouched). GETs ask for gzip: the link stays compressed and the cache tee
+/// decompresses (content_encoding.rs). Watches ask for none (kube-apiserver does not
+/// compress them, and their events are read as they stream), nor do HEADs (no body to
+/// decompress) and answers rewritten whole (in_cluster.rs).
+fn cloud_accept_encoding(
+    head: &RequestHead,
+    route: &Classified,
+    rewritten: bool,
+) -> Option<String> {
+    match route {
+        Classified::Read(_) if !rewritten && head.method == "GET" => {
+            Some(content_encoding::upstream_accept_encoding(head.header_str("accept-encoding")))
+        }
+        Classified::Uncacheable => None,
+        Classified::Read(_) | Classified::Watch(_) => Some(String::new()),
+    }
 }
 
 /// Largest TokenRequest body read whole before deciding (kubelet's are a few hundred bytes).
@@ -241,14 +261,21 @@ mod tests {
     }
 
     #[test]
-    fn a_read_goes_to_the_cloud_while_it_is_up_asking_for_a_plain_body() {
+    fn a_read_goes_to_the_cloud_while_it_is_up_asking_for_gzip() {
+        let up = context(CloudVerdict::Up);
         let get = head_with("GET /api/v1/pods HTTP/1.1", "Accept-Encoding: gzip");
-        let plan = proxied(plan(&get, &context(CloudVerdict::Up)));
-        assert!(matches!(plan.route, Classified::Read(_)));
-        assert!(!plan.long_running);
-        let text = upstream_text(&plan);
+        let plan_of = |head: &RequestHead| proxied(plan(head, &up));
+        let proxy = plan_of(&get);
+        assert!(matches!(proxy.route, Classified::Read(_)));
+        assert!(!proxy.long_running);
+        let text = upstream_text(&proxy);
         assert!(text.contains("host: cloud:6443"), "{text}");
-        assert!(!text.contains("gzip"), "{text}");
+        assert!(text.contains("accept-encoding: gzip\r\n"), "{text}");
+        let plain = upstream_text(&plan_of(&head("GET /api/v1/pods HTTP/1.1")));
+        assert!(plain.contains("accept-encoding: gzip\r\n"), "asked for the client: {plain}");
+        let watch = head_with("GET /api/v1/pods?watch=true HTTP/1.1", "Accept-Encoding: gzip");
+        let text = upstream_text(&plan_of(&watch));
+        assert!(!text.contains("accept-encoding"), "watches stay plain: {text}");
     }
 
     #[test]

@@ -15,6 +15,8 @@ use crate::body::{BodyTracker, LAST_CHUNK, encode_chunk};
 use crate::cache::{self, CacheHandle, Classified, ObjectWrite, ReadKey};
 use crate::client::ClientConn;
 use crate::config::Config;
+use crate::content_encoding::{BodyEncoding, Decompressing};
+use crate::gzip::{self, GzipDecoder, GzipError};
 use crate::http1::{self, Framing, HttpError, RequestHead, ResponseHead};
 use crate::in_cluster::InClusterAddress;
 use crate::metrics::OpenWatch;
@@ -84,6 +86,8 @@ struct BodyState {
     rewrite: Option<InClusterAddress>,
     /// A document held whole to be rewritten before it goes out.
     held: Option<HeldDocument>,
+    /// A gzip answer decompressed for a client that did not accept gzip.
+    decompressing: Option<Decompressing>,
 }
 
 /// A response held back whole: its head waits until its rewritten length is known. Only
@@ -93,11 +97,37 @@ struct HeldDocument {
     payload: Vec<u8>,
 }
 
-/// A response body being collected for the cache.
+/// A response body being collected for the cache, always plain.
 struct CacheCopy {
     purpose: CopyFor,
     content_type: String,
     bytes: Vec<u8>,
+    /// A gzip body relayed compressed: the copy inflates what it is given.
+    inflate: Option<GzipDecoder>,
+}
+
+impl CacheCopy {
+    /// Body bytes as the cloud sent them; false when the copy is spoilt (bad gzip, or
+    /// more than `MAX_CACHED_BODY` would come out of it).
+    fn take(&mut self, payload: &[u8]) -> bool {
+        let bytes = &mut self.bytes;
+        match &mut self.inflate {
+            None => bytes.extend_from_slice(payload),
+            Some(decoder) => {
+                let inflated = decoder.feed(payload, &mut |plain| bytes.extend_from_slice(plain));
+                if let Err(e) = inflated {
+                    log::debug!("not cached: {e}");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// The body ended: a gzip copy must have ended with its stream.
+    fn is_whole(&self) -> bool {
+        self.inflate.as_ref().is_none_or(|decoder| decoder.finish().is_ok())
+    }
 }
 
 enum CopyFor {
@@ -456,7 +486,9 @@ impl Exchange {
         let ResponseState::Error(error) = state else {
             return PumpOutcome::Abort("no error answer was held".into());
         };
-        let complete = error.tracker.is_done() && error.payload.len() <= MAX_ERROR_BODY;
+        let complete = error.tracker.is_done()
+            && error.payload.len() <= MAX_ERROR_BODY
+            && BodyEncoding::of(&error.head) == BodyEncoding::Identity;
         let response = if complete {
             error.response()
         } else {
@@ -503,7 +535,7 @@ impl Exchange {
         if body.rewrite.is_some() && !self.is_watch() && head.status == 200 {
             // The whole document is rewritten before any of it goes out (in_cluster.rs).
             body.held = Some(HeldDocument { head: head.clone(), payload: Vec::new() });
-        } else {
+        } else if body.decompressing.is_none() {
             client.out.push(&head.to_client_bytes(
                 client.minor_version,
                 body.close_client,
@@ -527,16 +559,23 @@ impl Exchange {
         client_minor: u8,
         tee: &mut Tee<'_>,
     ) -> BodyState {
+        let encoding = BodyEncoding::of(head);
+        let decompress = encoding == BodyEncoding::Gzip
+            && framing != Framing::None
+            && !gzip::accepts_gzip(self.request.header_str("accept-encoding"));
         let dechunk = client_minor == 0 && framing == Framing::Chunked;
-        let close_client = !self.request.keep_alive() || framing == Framing::UntilClose || dechunk;
+        let close_client = !self.request.keep_alive()
+            || framing == Framing::UntilClose
+            || dechunk
+            || (decompress && client_minor == 0);
         let content_type = head.header_str("content-type").unwrap_or("").to_string();
         let ok = head.status == 200;
         // Only cacheable reads are asked for plain bodies: a write's answer may be compressed.
-        let plain = head
-            .header_str("content-encoding")
-            .is_none_or(|e| e.trim().eq_ignore_ascii_case("identity"));
+        let plain = encoding == BodyEncoding::Identity;
         let purpose = match (&self.route, tee.cache) {
-            (Classified::Read(key), Some(_)) if ok => Some(CopyFor::Read(key.clone())),
+            (Classified::Read(key), Some(_)) if ok && encoding != BodyEncoding::Other => {
+                Some(CopyFor::Read(key.clone()))
+            }
             (Classified::Uncacheable, Some(_)) if plain && self.token.is_some() => {
                 let token = self.token.as_ref().filter(|_| head.status == 201);
                 token.map(|token| CopyFor::TokenRequest(token.cache_key().clone()))
@@ -551,7 +590,10 @@ impl Exchange {
         let cache_copy = purpose.map(|purpose| {
             let bytes = Vec::with_capacity(copy_capacity(framing, tee.budget));
             tee.budget.used += bytes.capacity();
-            CacheCopy { purpose, content_type: content_type.clone(), bytes }
+            // Decompressed for the client: the copy takes the same plain bytes.
+            let inflate = (encoding == BodyEncoding::Gzip && !decompress)
+                .then(|| GzipDecoder::new(MAX_CACHED_BODY));
+            CacheCopy { purpose, content_type: content_type.clone(), bytes, inflate }
         });
         let watch_id = match (&self.route, tee.cache) {
             (Classified::Watch(request), Some(cache))
@@ -567,8 +609,9 @@ impl Exchange {
             .map(EventFramer::new);
         let json = content_type.starts_with("application/json");
         BodyState {
-            rewrite: self.rewrite.filter(|_| json && self.request.method == "GET"),
+            rewrite: self.rewrite.filter(|_| json && plain && self.request.method == "GET"),
             held: None,
+            decompressing: decompress.then(|| Decompressing::new(head, client_minor, close_client)),
             events,
             tracker: BodyTracker::new(framing),
             status: head.status,
@@ -600,6 +643,7 @@ impl Exchange {
             ResponseState::Body(body) if body.tracker.until_close() => {
                 body.upstream_reusable = false;
                 body.tracker = BodyTracker::new(Framing::None);
+                body.end_decompressing(client, tee)?;
                 body.finish(tee);
                 Ok(())
             }
@@ -695,9 +739,23 @@ impl BodyState {
             let rewrite = self.rewrite;
             let out = &mut client.out;
             let held_before = copy_held(cache_copy);
+            let decompressing = &mut self.decompressing;
+            let (mut spoilt, mut gzip_error) = (false, None);
             let progress = self
                 .tracker
                 .feed(bytes, &mut |payload| {
+                    if let Some(plain) = decompressing.as_mut() {
+                        if gzip_error.is_none() {
+                            let mut to_client = |bytes: &[u8]| out.push(bytes);
+                            let mut to_copy = |bytes: &[u8]| {
+                                if let Some(copy) = cache_copy.as_mut() {
+                                    copy.bytes.extend_from_slice(bytes);
+                                }
+                            };
+                            gzip_error = plain.feed(payload, &mut to_client, &mut to_copy).err();
+                        }
+                        return;
+                    }
                     if let Some(held) = held.as_mut() {
                         held.payload.extend_from_slice(payload);
                     } else if dechunk {
@@ -712,7 +770,7 @@ impl BodyState {
                         }
                     }
                     if let Some(copy) = cache_copy {
-                        copy.bytes.extend_from_slice(payload);
+                        spoilt |= !copy.take(payload);
                     }
                     if let Some((id, cache)) = watch {
                         cache.watch_bytes(id, payload);
@@ -721,11 +779,17 @@ impl BodyState {
                 .map_err(|e| {
                     PumpOutcome::Abort(format!("bad response body from the cloud: {e}"))
                 })?;
-            if !dechunk && self.events.is_none() && self.held.is_none() {
+            if !dechunk && self.events.is_none() && self.held.is_none() && !self.decompresses() {
                 client.out.push(&bytes[..progress.consumed]);
             }
             let held = copy_held(&self.cache_copy);
             tee.budget.used += held - held_before;
+            if spoilt {
+                self.drop_copy(tee);
+            }
+            if let Some(error) = gzip_error {
+                return Err(self.bad_gzip(&error, tee));
+            }
             let others_copying = tee.budget.used > held;
             if held > MAX_CACHED_BODY
                 || (others_copying && tee.budget.used > MAX_COPY_BYTES_IN_FLIGHT)
@@ -745,10 +809,43 @@ impl BodyState {
             if self.events.is_some() {
                 client.out.push(LAST_CHUNK);
             }
+            self.end_decompressing(client, tee)?;
             self.release_held(client);
             self.finish(tee);
         }
         Ok(())
+    }
+
+    fn decompresses(&self) -> bool {
+        self.decompressing.is_some()
+    }
+
+    /// The cloud's body ended: a body decompressed for the client is closed (its stream
+    /// must have ended too).
+    fn end_decompressing(
+        &mut self,
+        client: &mut ClientConn,
+        tee: &mut Tee<'_>,
+    ) -> Result<(), PumpOutcome> {
+        let Some(plain) = self.decompressing.as_mut() else { return Ok(()) };
+        let out = &mut client.out;
+        match plain.finish(&mut |bytes| out.push(bytes)) {
+            Ok(()) => Ok(()),
+            Err(error) => Err(self.bad_gzip(&error, tee)),
+        }
+    }
+
+    /// Bad gzip from the cloud, found decompressing it for the client: nothing is cached;
+    /// a `502` when none of the answer went out yet, else the answer is cut short.
+    fn bad_gzip(&mut self, error: &GzipError, tee: &mut Tee<'_>) -> PumpOutcome {
+        self.abandon(tee);
+        self.upstream_reusable = false;
+        let message = format!("the cloud apiserver's gzip answer is bad: {error}");
+        if self.decompressing.as_ref().is_some_and(|plain| !plain.head_sent()) {
+            let response = LocalResponse::status(502, "InternalError", &message);
+            return PumpOutcome::CloudError { response, upstream_reusable: false };
+        }
+        PumpOutcome::Abort(message)
     }
 
     /// Sends a held document, rewritten, with its new length.
@@ -781,6 +878,10 @@ impl BodyState {
         }
         if let Some(copy) = self.cache_copy.take() {
             tee.budget.release(copy.bytes.capacity());
+            if !copy.is_whole() {
+                log::debug!("not cached: the gzip stream ended early");
+                return;
+            }
             match copy.purpose {
                 CopyFor::Read(key) | CopyFor::TokenRequest(key) => {
                     cache.store(key, &copy.content_type, copy.bytes)

@@ -7,6 +7,8 @@
 //! - `lb-dead`: a load balancer with no live backend: every request answers its `503` page.
 //! - `throttle`: API priority and fairness rejecting: every request but the health probes
 //!   (`/readyz`, `/healthz`, `/livez`) answers `429` `TooManyRequests` with `Retry-After: 1`.
+//! - `bad-gzip`: answers are served as usual, but a gzipped one (http.rs) has its deflate
+//!   data overwritten right after the gzip header.
 //!
 //! The mode applies before authentication, as a load balancer in front would.
 
@@ -36,13 +38,15 @@ enum Fault {
     EtcdDown,
     LbDead,
     Throttle,
+    BadGzip,
 }
 
-const FAULTS: [(Fault, &str); 4] = [
+const FAULTS: [(Fault, &str); 5] = [
     (Fault::None, "none"),
     (Fault::EtcdDown, "etcd-down"),
     (Fault::LbDead, "lb-dead"),
     (Fault::Throttle, "throttle"),
+    (Fault::BadGzip, "bad-gzip"),
 ];
 
 static MODE: AtomicU8 = AtomicU8::new(Fault::None as u8);
@@ -73,7 +77,7 @@ pub fn handle(request: &Request) -> Option<Response> {
     }
     let health = HEALTH_PATHS.iter().any(|p| request.path == *p);
     match Fault::current() {
-        Fault::None => None,
+        Fault::None | Fault::BadGzip => None,
         Fault::EtcdDown if request.path == "/readyz" => Some(Response::text(500, ETCD_DOWN_READYZ)),
         Fault::EtcdDown => Some(
             ApiError::new(
@@ -103,6 +107,11 @@ fn switch(request: &Request) -> Response {
         return ApiError::method_not_allowed(&request.method).to_response();
     }
     Response::json(200, &json!({ "mode": Fault::current().name() }))
+}
+
+/// Whether gzipped answers are to be corrupted (`bad-gzip`).
+pub fn corrupts_gzip() -> bool {
+    Fault::current() == Fault::BadGzip
 }
 
 /// kube-apiserver's API priority and fairness rejection.

@@ -1,6 +1,8 @@
 //! HTTP/1.1 over one blocking rustls stream: request heads (httparse) and bodies
 //! (Content-Length or chunked, with `Expect: 100-continue`), whole responses with
 //! Content-Length, chunked streaming responses, and a non-blocking "has the peer gone?" probe.
+//! Whole responses over 128 KiB are gzipped (level 1) when the request accepts gzip, as
+//! kube-apiserver does; streams (watches) never are.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -11,6 +13,8 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
+/// kube-apiserver gzips answers larger than this for a client that accepts gzip.
+const GZIP_ABOVE: usize = 128 * 1024;
 
 pub type TlsStream = StreamOwned<ServerConnection, TcpStream>;
 
@@ -96,11 +100,13 @@ pub struct Conn {
     stream: TlsStream,
     pending: Vec<u8>,
     common_headers: Vec<(String, String)>,
+    /// The current request's `Accept-Encoding` has gzip.
+    accepts_gzip: bool,
 }
 
 impl Conn {
     pub fn new(stream: TlsStream) -> Conn {
-        Conn { stream, pending: Vec::new(), common_headers: Vec::new() }
+        Conn { stream, pending: Vec::new(), common_headers: Vec::new(), accepts_gzip: false }
     }
 
     pub fn set_common_headers(&mut self, headers: Vec<(String, String)>) {
@@ -123,6 +129,9 @@ impl Conn {
             }
         };
         self.pending.drain(..head_len);
+        self.accepts_gzip = request.header("Accept-Encoding").is_some_and(|value| {
+            value.split(',').any(|t| t.split(';').next().unwrap_or("").trim() == "gzip")
+        });
         if request.header("Expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
             self.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
@@ -210,12 +219,18 @@ impl Conn {
     }
 
     pub fn send(&mut self, response: &Response, include_body: bool) -> io::Result<()> {
-        let length = response.body.len().to_string();
+        let gzipped = (self.accepts_gzip && response.body.len() > GZIP_ABOVE)
+            .then(|| gzip(&response.body))
+            .transpose()?;
+        let body = gzipped.as_deref().unwrap_or(&response.body);
         let mut head = self.head(response.status, &response.headers);
-        head.push_str(&format!("Content-Length: {length}\r\n\r\n"));
+        if gzipped.is_some() {
+            head.push_str("Content-Encoding: gzip\r\n");
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
         let mut bytes = head.into_bytes();
         if include_body {
-            bytes.extend_from_slice(&response.body);
+            bytes.extend_from_slice(body);
         }
         self.write_all(&bytes)
     }
@@ -277,6 +292,20 @@ impl Conn {
             Err(e) => !is_transient(&e),
         }
     }
+}
+
+/// `body` gzipped at level 1, as kube-apiserver compresses; corrupted right after the gzip
+/// header in the `bad-gzip` fault mode (faults.rs).
+fn gzip(body: &[u8]) -> io::Result<Vec<u8>> {
+    const GZIP_HEADER: usize = 10;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(body)?;
+    let mut gzipped = encoder.finish()?;
+    if crate::faults::corrupts_gzip() {
+        let end = gzipped.len().min(GZIP_HEADER + 16);
+        gzipped[GZIP_HEADER..end].fill(0xff);
+    }
+    Ok(gzipped)
 }
 
 fn is_transient(e: &io::Error) -> bool {
