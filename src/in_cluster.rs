@@ -81,10 +81,11 @@ impl InClusterAddress {
         let ip = self.addr.ip().to_string();
         spec.insert("clusterIP".into(), Value::from(ip.clone()));
         spec.insert("clusterIPs".into(), Value::from(vec![ip]));
-        if let Some(first) =
-            spec.get_mut("ports").and_then(Value::as_array_mut).and_then(|p| p.first_mut())
-        {
-            first["port"] = Value::from(self.addr.port());
+        // Only an object entry: indexing any other JSON value by key panics, so a cloud
+        // answering `"ports": [443]` would abort the proxy (fuzz/regressions/in_cluster).
+        let first = spec.get_mut("ports").and_then(Value::as_array_mut).and_then(|p| p.first_mut());
+        if let Some(first) = first.and_then(Value::as_object_mut) {
+            first.insert("port".into(), Value::from(self.addr.port()));
         }
         true
     }
@@ -152,6 +153,17 @@ mod tests {
         let web = service("default", "web").to_string();
         assert!(local().rewrite_document(web.as_bytes()).is_none());
         assert!(local().rewrite_document(b"k8s\0\x0a\x02not json").is_none());
+    }
+
+    #[test]
+    fn port_entries_that_are_not_objects_are_left_alone() {
+        for ports in [json!([443]), json!([null]), json!(["https"]), json!(7)] {
+            let mut body = service("default", "kubernetes");
+            body["spec"]["ports"] = ports.clone();
+            let rewritten = parse(&local().rewrite_document(body.to_string().as_bytes()).unwrap());
+            assert_eq!(rewritten["spec"]["ports"], ports);
+            assert_eq!(rewritten["spec"]["clusterIP"], "169.254.0.10");
+        }
     }
 
     #[test]
