@@ -101,6 +101,12 @@ pub enum Phase {
     },
     Exchange(Box<Exchange>),
     AwaitCache(Box<AwaitCache>),
+    /// A fresh process waits (briefly) for the prober's first verdict before planning
+    /// this request; `until` is when it stops waiting.
+    AwaitVerdict {
+        head: Box<RequestHead>,
+        until: Instant,
+    },
     ReadBody(Box<ReadBody>),
     OfflineWatch(Box<OfflineWatch>),
     /// Raw bytes both ways after `101 Switching Protocols`.
@@ -222,6 +228,7 @@ impl ClientConn {
             Phase::ReadHead { started: None } => Some(self.phase_since + timeouts.idle),
             Phase::Exchange(exchange) => exchange.deadline(config),
             Phase::AwaitCache(_) => Some(self.phase_since + CACHE_LOOKUP_TIMEOUT),
+            Phase::AwaitVerdict { until, .. } => Some(*until),
             Phase::ReadBody(_) => Some(self.phase_since + timeouts.read_header),
             Phase::OfflineWatch(watch) => Some(watch.deadline()),
             Phase::Tunnel(_) | Phase::Taken => None,

@@ -7,13 +7,15 @@
 //! Unknown ──first probe──► Up ◄──M good probes── Down ◄── start, when the last run
 //!    └─────first probe──────┴───N failed probes──►         ended with the cloud down
 //! ```
-//! A fresh process is `Unknown` until the prober's first answer: reads go to the cache
-//! first (a node rebooted on a cut link must not wait `--timeout` per read), and a miss
+//! A fresh process is `Unknown` until the prober's first answer. For its first second
+//! requests wait for that answer (on a good link it comes in milliseconds); then reads go
+//! to the cache first (a node rebooted on a cut link must not wait `--timeout` per read), and a miss
 //! asks the cloud. The prober applies the hysteresis (`health.rs`); a request that fails
 //! makes the cloud `suspect` (reads go to the cache) until the prober's next report.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
@@ -30,8 +32,15 @@ enum State {
     Down,
 }
 
+/// How long a fresh process waits for the prober's first verdict before answering from
+/// the cache: on a good link the first probe answers within milliseconds (and requests
+/// then go to the cloud as usual); on a black-holed link it would take `--timeout`.
+const FIRST_VERDICT_GRACE: Duration = Duration::from_secs(1);
+
 pub struct Cloud {
     state: State,
+    /// Until when requests wait for the first verdict (a fresh process, state unknown).
+    first_verdict_due: Instant,
     /// A fresh connection timed out: until the prober's next report (which a kick always
     /// brings), reads go to the cache instead of waiting `--timeout` each.
     suspect: bool,
@@ -61,16 +70,23 @@ impl Cloud {
         was_down: bool,
     ) -> Cloud {
         let state = if was_down { State::Down } else { State::Unknown };
-        Cloud { state, suspect: false, addr, server_name, host_header, prober }
+        let first_verdict_due = Instant::now() + FIRST_VERDICT_GRACE;
+        Cloud { state, first_verdict_due, suspect: false, addr, server_name, host_header, prober }
     }
 
     pub fn verdict(&self) -> CloudVerdict {
         match (self.state, self.suspect) {
             (State::Down, _) => CloudVerdict::Down,
+            (State::Unknown, _) if Instant::now() < self.first_verdict_due => CloudVerdict::Pending,
             (State::Unknown, _) => CloudVerdict::Unknown,
             (State::Up, true) => CloudVerdict::Suspect,
             (State::Up, false) => CloudVerdict::Up,
         }
+    }
+
+    /// When requests waiting for the first verdict stop waiting.
+    pub fn first_verdict_due(&self) -> Instant {
+        self.first_verdict_due
     }
 
     pub fn addr(&self) -> Option<SocketAddr> {

@@ -12,6 +12,9 @@ use crate::token_identity::TokenIdentity;
 /// What the reactor knows of the cloud when a request arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloudVerdict {
+    /// A fresh process in the first second before the prober's first answer: requests
+    /// wait for it (on a good link it comes within milliseconds).
+    Pending,
     /// A fresh process before the prober's first answer: reads are answered from the
     /// cache when it holds them (a node rebooted on a cut link must not wait `--timeout`
     /// per read), and asked of the cloud when it does not.
@@ -46,6 +49,8 @@ pub struct Context<'a> {
 pub enum Plan {
     /// Answered here, without the cloud or the cache.
     Answer(LocalResponse),
+    /// Planned again once the prober's first verdict is in (or its grace is over).
+    AwaitVerdict,
     /// Answered from the cache; `ask_cloud` is what to send the cloud on a miss (none:
     /// the cloud cannot be asked, the miss is answered `404`/`503`).
     FromCache { route: Classified, ask_cloud: Option<Box<ProxyPlan>> },
@@ -76,6 +81,9 @@ pub fn plan(head: &RequestHead, context: &Context) -> Plan {
     if context.shutting_down {
         let message = "lite-apiserver is shutting down";
         return Plan::Answer(LocalResponse::cloud_unavailable(message).closing());
+    }
+    if context.cloud == CloudVerdict::Pending {
+        return Plan::AwaitVerdict;
     }
     let cache_identity = match &context.token {
         // A configured CN still comes first: it is the stronger proof.
@@ -292,6 +300,14 @@ mod tests {
             let post = head("POST /api/v1/namespaces/default/pods HTTP/1.1\r\nContent-Length: 0");
             assert!(matches!(plan(&post, &context), Plan::Proxy(_)), "{verdict:?}");
         }
+    }
+
+    #[test]
+    fn before_the_first_verdict_requests_wait_for_it_but_bad_ones_are_answered() {
+        let get = head("GET /api/v1/pods HTTP/1.1");
+        assert!(matches!(plan(&get, &context(CloudVerdict::Pending)), Plan::AwaitVerdict));
+        let bad = head("GET /api/v1/pods HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2");
+        assert!(matches!(plan(&bad, &context(CloudVerdict::Pending)), Plan::Answer(_)));
     }
 
     #[test]

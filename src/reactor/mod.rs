@@ -338,7 +338,7 @@ impl Reactor {
                 }
             },
             Phase::Exchange(_) => self.step_exchange(slot, client),
-            Phase::AwaitCache(_) => client.step_flush_only(),
+            Phase::AwaitCache(_) | Phase::AwaitVerdict { .. } => client.step_flush_only(),
             Phase::ReadBody(_) => self.step_read_body(slot, client),
             Phase::OfflineWatch(_) => offline_watch::step(client, &mut self.scratch),
             Phase::Tunnel(_) => self.step_tunnel(client),
@@ -368,7 +368,9 @@ impl Reactor {
     }
 
     fn on_wake(&mut self) {
+        let mut reported = false;
         while let Ok(report) = self.inbox.health.try_recv() {
+            reported = true;
             match self.cloud.on_report(report, &self.metrics) {
                 Some(CloudChange::CameBack) => self.end_offline_watches(),
                 Some(CloudChange::WentAway) => {
@@ -377,6 +379,9 @@ impl Reactor {
                 }
                 None => {}
             }
+        }
+        if reported {
+            self.plan_parked_requests();
         }
         while let Ok(keys) = self.inbox.issuer_keys.try_recv() {
             self.tokens.use_keys(keys);
@@ -569,6 +574,10 @@ impl Reactor {
                 let response = LocalResponse::cloud_unavailable("the cache did not answer in time");
                 let head_only = waiting.head.method == "HEAD";
                 self.respond_local(&mut client, &response, Source::Local, head_only);
+                true
+            }
+            Phase::AwaitVerdict { head, .. } => {
+                self.start_request(slot, &mut client, *head);
                 true
             }
             Phase::OfflineWatch(mut watch) => {

@@ -55,6 +55,11 @@ impl Reactor {
             in_cluster: self.config.in_cluster_address.map(|addr| InClusterAddress { addr }),
         };
         let plan = plan::plan(&head, &context);
+        if matches!(plan, Plan::AwaitVerdict) {
+            let until = self.cloud.first_verdict_due();
+            client.set_phase(Phase::AwaitVerdict { head: Box::new(head), until });
+            return;
+        }
         if !matches!(plan, Plan::Answer(_))
             && let Some(length) = plan::token_request_body(&head)
         {
@@ -71,6 +76,24 @@ impl Reactor {
                 self.serve_offline(slot, client, head, route, OnMiss::AskCloud(proxy));
             }
             Plan::Proxy(proxy) => self.proxy_request(slot, client, head, proxy, None),
+            Plan::AwaitVerdict => {}
+        }
+    }
+
+    /// The first verdict is in, or its grace is over: parked requests are planned again.
+    pub(super) fn plan_parked_requests(&mut self) {
+        for slot in self.conns.slots() {
+            let parked = matches!(self.conns.get(slot),
+                Some(Conn::Client(c)) if matches!(c.phase, Phase::AwaitVerdict { .. }));
+            if !parked {
+                continue;
+            }
+            let Some(Conn::Client(mut client)) = self.conns.take(slot) else { continue };
+            if let Phase::AwaitVerdict { head, .. } = client.take_phase() {
+                self.start_request(slot, &mut client, *head);
+            }
+            self.conns.put(slot, Conn::Client(client));
+            self.drive_client(slot);
         }
     }
 

@@ -82,6 +82,12 @@ impl Reactor {
             Plan::FromCache { route, .. } => {
                 self.serve_offline_or_token(slot, client, head, route, token, OnMiss::CloudDown);
             }
+            // Not planned this way by start_request (it parks before reading the body); if
+            // it were, the body stays in `inbuf` for the plan made after the verdict.
+            Plan::AwaitVerdict => {
+                let until = self.cloud.first_verdict_due();
+                client.set_phase(Phase::AwaitVerdict { head: Box::new(head), until });
+            }
             // Not deferred by start_request; kept whole for a plan that might be.
             Plan::Answer(response) => {
                 client.inbuf.drain(..length);
