@@ -738,3 +738,63 @@ fn same_but_the_service(before: &Json, after: &Json) {
         _ => assert_eq!(before, after, "an object that is not the Service changed"),
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// gzip from the cloud (src/gzip.rs).
+// ---------------------------------------------------------------------------------------
+
+use lite_apiserver::gzip::{self, GzipDecoder, GzipError};
+
+/// What a decoder made of a stream: the bytes its sink got and how it ended.
+type Inflated = (Vec<u8>, Result<(), GzipError>);
+
+/// gzip streams, the first byte picking the read split and the output limit. Properties: no
+/// panic; the sink never gets more than the limit (a bomb is `TooLarge`, not memory); the
+/// outcome does not depend on the read split (after an error, what came out before it is a
+/// prefix of the other's); and the input itself, compressed, decodes back to itself, or is
+/// `TooLarge` under a smaller limit.
+pub fn gzip(data: &[u8]) {
+    let Some((&pick, stream)) = data.split_first() else { return };
+    let limit = [64 << 10, 1 << 20, 1000, 1][usize::from(pick >> 6)];
+    let split = usize::from(pick & 0x3f) + 1;
+    let whole = inflate(stream, stream.len().max(1), limit);
+    let pieces = inflate(stream, split, limit);
+    match (&whole.1, &pieces.1) {
+        (Ok(()), Ok(())) => assert_eq!(whole.0, pieces.0, "split {split} changed the output"),
+        (Err(a), Err(b)) => {
+            assert_eq!(a, b, "split {split} changed the error");
+            let (short, long) = if whole.0.len() <= pieces.0.len() {
+                (&whole.0, &pieces.0)
+            } else {
+                (&pieces.0, &whole.0)
+            };
+            assert!(long.starts_with(short), "split {split} changed the output before {a:?}");
+        }
+        (a, b) => panic!("split {split} changed the outcome: {a:?} vs {b:?}"),
+    }
+    let packed = gzip::compress(stream);
+    let (out, result) = inflate(&packed, split, limit);
+    if stream.len() <= limit {
+        assert_eq!(result, Ok(()), "our own gzip does not decode");
+        assert_eq!(out, stream, "our own gzip decodes to other bytes");
+    } else {
+        assert_eq!(result, Err(GzipError::TooLarge));
+    }
+    let _ = gzip::accepts_gzip(Some(&String::from_utf8_lossy(stream)));
+}
+
+/// Feeds `stream` in reads of `split` bytes to a decoder limited to `limit`, then finishes.
+fn inflate(stream: &[u8], split: usize, limit: usize) -> Inflated {
+    let mut decoder = GzipDecoder::new(limit);
+    let mut out = Vec::new();
+    let mut result = Ok(());
+    for piece in stream.chunks(split) {
+        result = decoder.feed(piece, &mut |bytes| out.extend_from_slice(bytes));
+        assert!(out.len() <= limit, "{} bytes out past a limit of {limit}", out.len());
+        if result.is_err() {
+            break;
+        }
+    }
+    assert_eq!(decoder.produced(), out.len(), "produced() disagrees with the sink");
+    (out, result.and_then(|()| decoder.finish()))
+}

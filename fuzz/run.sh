@@ -15,7 +15,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 SECS=${1:-60}
 shift || true
 TARGETS=("$@")
-((${#TARGETS[@]})) || TARGETS=(request_head chunked_body watch_stream flags jwt protobuf token_request issuer_keys in_cluster)
+((${#TARGETS[@]})) || TARGETS=(request_head chunked_body watch_stream flags jwt protobuf token_request issuer_keys in_cluster gzip)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz" >&2

@@ -1118,6 +1118,7 @@ fn fuzz_regressions_and_seeded_stress() {
     stress("token_request", checks::token_request, 10_000);
     stress("issuer_keys", checks::issuer_keys, 2_000);
     stress("in_cluster", checks::in_cluster, 10_000);
+    stress("gzip", checks::gzip, 3_000);
 }
 
 /// The same with a hundred times more inputs (minutes), for machines where cargo-fuzz does
@@ -1136,6 +1137,7 @@ fn seeded_stress_long() {
     total += stress("token_request", checks::token_request, 1_000_000 * scale);
     total += stress("issuer_keys", checks::issuer_keys, 200_000 * scale);
     total += stress("in_cluster", checks::in_cluster, 1_000_000 * scale);
+    total += stress("gzip", checks::gzip, 300_000 * scale);
     eprintln!("seeded stress: {total} inputs, no property broken");
 }
 
@@ -1399,6 +1401,26 @@ mod seeds {
         ]
     }
 
+    /// First byte: limit (top two bits: 64 KiB, 1 MiB, 1000, 1) and read split (the rest).
+    pub fn gzip() -> Seeds {
+        use lite_apiserver::gzip::compress;
+        let list = in_cluster().into_iter().map(|(_, seed)| seed).collect::<Vec<_>>().concat();
+        let mut named = compress(&list);
+        named[3] |= 0x08 | 0x10; // FNAME and FCOMMENT, each NUL-terminated after the header
+        named.splice(10..10, b"list.json\0served by the cloud\0".iter().copied());
+        let members = [compress(b"first member\n"), compress(b"second member\n")].concat();
+        let mut truncated = compress(&list);
+        truncated.truncate(truncated.len() / 2);
+        vec![
+            ("list", mode(6, &compress(&list))),
+            ("named_header", mode(0x40 | 17, &named)),
+            ("two_members", mode(3, &members)),
+            ("bomb", mode(0, &compress(&vec![0u8; 4 << 20]))),
+            ("bomb_small_limit", mode(0x80 | 9, &compress(&vec![b'a'; 100_000]))),
+            ("truncated", mode(1, &truncated)),
+        ]
+    }
+
     pub fn all() -> Vec<(&'static str, Seeds)> {
         vec![
             ("jwt", jwt()),
@@ -1406,6 +1428,7 @@ mod seeds {
             ("token_request", token_request()),
             ("issuer_keys", issuer_keys()),
             ("in_cluster", in_cluster()),
+            ("gzip", gzip()),
         ]
     }
 }
