@@ -26,10 +26,6 @@ use std::time::Duration;
 
 use common::client::StreamEnd;
 use common::*;
-use k8s_pb::api::authentication::v1 as authn;
-use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
-use k8s_pb::apimachinery::pkg::runtime as kruntime;
-use prost::Message;
 use serde_json::{Value, json};
 
 const NODE: &str = "edge-1";
@@ -203,30 +199,7 @@ fn token_request_json(pod: &PodRef) -> Vec<u8> {
 
 /// The same request as kubelet's client-go encodes it: `k8s\0` + `runtime.Unknown`.
 fn token_request_protobuf(pod: &PodRef) -> Vec<u8> {
-    let request = authn::TokenRequest {
-        metadata: Some(meta::ObjectMeta::default()),
-        spec: Some(authn::TokenRequestSpec {
-            audiences: Vec::new(),
-            expiration_seconds: Some(KUBE_API_ACCESS_SECONDS),
-            bound_object_ref: Some(authn::BoundObjectReference {
-                kind: Some("Pod".into()),
-                api_version: Some("v1".into()),
-                name: Some(pod.name.clone()),
-                u_id: Some(pod.uid.clone()),
-            }),
-        }),
-        status: Some(authn::TokenRequestStatus::default()),
-    };
-    let unknown = kruntime::Unknown {
-        type_meta: Some(kruntime::TypeMeta {
-            api_version: Some("authentication.k8s.io/v1".into()),
-            kind: Some("TokenRequest".into()),
-        }),
-        raw: Some(request.encode_to_vec()),
-        content_encoding: Some(String::new()),
-        content_type: Some(String::new()),
-    };
-    [b"k8s\0".as_slice(), &unknown.encode_to_vec()].concat()
+    token_request::protobuf_body(&[], KUBE_API_ACCESS_SECONDS, &pod.name, &pod.uid)
 }
 
 /// `status.token` of a `201` TokenRequest answer in `format`.
@@ -236,11 +209,7 @@ fn token_of(resp: &Response, format: Format) -> String {
         Format::Json => resp.json()["status"]["token"].as_str().expect("status.token").to_string(),
         Format::Protobuf => {
             assert_eq!(resp.header("content-type"), Some(PROTOBUF));
-            let raw = resp.body.strip_prefix(b"k8s\0").expect("protobuf magic");
-            let unknown = kruntime::Unknown::decode(raw).expect("runtime.Unknown");
-            let raw = unknown.raw.unwrap_or_default();
-            let answer = authn::TokenRequest::decode(raw.as_slice()).expect("TokenRequest");
-            answer.status.and_then(|s| s.token).expect("status.token")
+            token_request::protobuf_answer_token(&resp.body)
         }
     }
 }

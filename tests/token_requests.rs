@@ -11,10 +11,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use k8s_pb::api::authentication::v1 as authn;
-use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
-use k8s_pb::apimachinery::pkg::runtime as kruntime;
-use prost::Message;
 use serde_json::{Value, json};
 
 const POD: &str = "/api/v1/namespaces/default/pods/web-1";
@@ -134,32 +130,9 @@ impl Ask<'_> {
         serde_json::to_vec(&request).expect("JSON")
     }
 
-    /// As client-go encodes it for kubelet: `k8s\0` + `runtime.Unknown` around the message.
+    /// As client-go encodes it for kubelet (tests/common/token_request.rs).
     fn protobuf(&self) -> Vec<u8> {
-        let request = authn::TokenRequest {
-            metadata: Some(meta::ObjectMeta::default()),
-            spec: Some(authn::TokenRequestSpec {
-                audiences: self.audiences.iter().map(|a| a.to_string()).collect(),
-                expiration_seconds: Some(self.expiration_seconds),
-                bound_object_ref: Some(authn::BoundObjectReference {
-                    kind: Some("Pod".into()),
-                    api_version: Some("v1".into()),
-                    name: Some("web-1".into()),
-                    u_id: Some(self.uid.into()),
-                }),
-            }),
-            status: Some(authn::TokenRequestStatus::default()),
-        };
-        let unknown = kruntime::Unknown {
-            type_meta: Some(kruntime::TypeMeta {
-                api_version: Some("authentication.k8s.io/v1".into()),
-                kind: Some("TokenRequest".into()),
-            }),
-            raw: Some(request.encode_to_vec()),
-            content_encoding: Some(String::new()),
-            content_type: Some(String::new()),
-        };
-        [b"k8s\0".as_slice(), &unknown.encode_to_vec()].concat()
+        token_request::protobuf_body(self.audiences, self.expiration_seconds, "web-1", self.uid)
     }
 }
 
@@ -187,11 +160,7 @@ fn token_of(resp: &Response, format: Format) -> String {
         }
         Format::Protobuf => {
             assert_eq!(content_type, PROTOBUF);
-            let raw = resp.body.strip_prefix(b"k8s\0").expect("protobuf magic");
-            let unknown = kruntime::Unknown::decode(raw).expect("runtime.Unknown");
-            let raw = unknown.raw.unwrap_or_default();
-            let answer = authn::TokenRequest::decode(raw.as_slice()).expect("TokenRequest");
-            answer.status.and_then(|s| s.token).expect("status.token")
+            token_request::protobuf_answer_token(&resp.body)
         }
     }
 }

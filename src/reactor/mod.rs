@@ -392,16 +392,20 @@ impl Reactor {
         self.deliver_cache_replies();
     }
 
+    /// The slots of the client connections for which `which` holds.
+    fn clients_where(&self, which: impl Fn(&ClientConn) -> bool) -> Vec<usize> {
+        let slots = self.conns.slots().into_iter();
+        slots
+            .filter(|&slot| matches!(self.conns.get(slot), Some(Conn::Client(c)) if which(c)))
+            .collect()
+    }
+
     /// When the cloud is lost, proxied streams may hang on a dead link. Watches end
     /// cleanly (their clients re-watch and are served from the cache); other streams
     /// (followed logs, proxies) are closed.
     fn end_proxied_watches(&mut self) {
-        for slot in self.conns.slots() {
-            let streaming = matches!(self.conns.get(slot),
-                Some(Conn::Client(c)) if matches!(&c.phase, Phase::Exchange(e) if e.is_streaming()));
-            if !streaming {
-                continue;
-            }
+        let streaming = |c: &ClientConn| matches!(&c.phase, Phase::Exchange(e) if e.is_streaming());
+        for slot in self.clients_where(streaming) {
             let Some(Conn::Client(mut client)) = self.conns.take(slot) else { continue };
             let Phase::Exchange(mut exchange) = client.take_phase() else { continue };
             if !exchange.end_cleanly(&mut client, &mut self.tee()) {
@@ -422,12 +426,9 @@ impl Reactor {
     /// declared down are answered now — from the cache, or with a `503` — rather than each
     /// waiting out its own timeout on a dead link.
     fn stop_waiting_for_the_cloud(&mut self) {
-        for slot in self.conns.slots() {
-            let waiting = matches!(self.conns.get(slot),
-                Some(Conn::Client(c)) if matches!(&c.phase, Phase::Exchange(e) if e.response_not_started()));
-            if !waiting {
-                continue;
-            }
+        let waiting =
+            |c: &ClientConn| matches!(&c.phase, Phase::Exchange(e) if e.response_not_started());
+        for slot in self.clients_where(waiting) {
             let Some(Conn::Client(mut client)) = self.conns.take(slot) else { continue };
             let Phase::Exchange(exchange) = client.take_phase() else { continue };
             let step = self.exchange_failed(slot, &mut client, exchange, UpstreamFailure::TimedOut);
@@ -443,14 +444,7 @@ impl Reactor {
     /// The cloud is back: offline watches end cleanly so their clients re-list fresh data,
     /// spread over `--reconnect-spread` so a site's nodes do not all re-watch at once.
     fn end_offline_watches(&mut self) {
-        let watching: Vec<usize> = self
-            .conns
-            .slots()
-            .into_iter()
-            .filter(|&slot| {
-                matches!(self.conns.get(slot), Some(Conn::Client(c)) if matches!(c.phase, Phase::OfflineWatch(_)))
-            })
-            .collect();
+        let watching = self.clients_where(|c| matches!(c.phase, Phase::OfflineWatch(_)));
         let now = Instant::now();
         let spread = self.config.reconnect_spread;
         let count = watching.len() as u32;
@@ -499,10 +493,8 @@ impl Reactor {
         for listener in &mut self.listeners {
             let _ = self.poll.registry().deregister(listener);
         }
-        for slot in self.conns.slots() {
-            let idle = matches!(self.conns.get(slot),
-                Some(Conn::Client(client)) if client.is_watching() || client.is_idle());
-            if idle && let Some(Conn::Client(client)) = self.conns.take(slot) {
+        for slot in self.clients_where(|c| c.is_watching() || c.is_idle()) {
+            if let Some(Conn::Client(client)) = self.conns.take(slot) {
                 self.close_client(slot, client);
             }
         }

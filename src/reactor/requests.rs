@@ -82,12 +82,7 @@ impl Reactor {
 
     /// The first verdict is in, or its grace is over: parked requests are planned again.
     pub(super) fn plan_parked_requests(&mut self) {
-        for slot in self.conns.slots() {
-            let parked = matches!(self.conns.get(slot),
-                Some(Conn::Client(c)) if matches!(c.phase, Phase::AwaitVerdict { .. }));
-            if !parked {
-                continue;
-            }
+        for slot in self.clients_where(|c| matches!(c.phase, Phase::AwaitVerdict { .. })) {
             let Some(Conn::Client(mut client)) = self.conns.take(slot) else { continue };
             if let Phase::AwaitVerdict { head, .. } = client.take_phase() {
                 self.start_request(slot, &mut client, *head);

@@ -16,6 +16,7 @@ pub mod kube;
 pub mod process;
 pub mod relay;
 pub mod rotation;
+pub mod token_request;
 pub mod wire;
 
 use std::net::{Ipv4Addr, TcpListener};
