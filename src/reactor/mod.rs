@@ -8,11 +8,16 @@
 //! `BusyUpstream` marker that routes its readiness to the client. Idle upstream
 //! connections sit in the slab and in the per-identity pool (`upstreams.rs`).
 //!
+//! Deadlines are handled in `timeouts.rs`, the reaction to the cloud going or coming back
+//! in `cloud_changes.rs`, TokenRequests in `token_requests.rs`.
+//!
 //! What a request becomes is planned in `plan.rs` and carried out in `requests.rs`; each
 //! phase's protocol work lives with its state: `client.rs` (handshake, head, closing),
 //! `proxy.rs` (exchanges), `tunnel.rs`, `offline_watch.rs`, `offline.rs` (cache answers).
 
+mod cloud_changes;
 mod requests;
+mod timeouts;
 mod token_requests;
 mod upstreams;
 
@@ -35,12 +40,11 @@ use crate::config::Config;
 use crate::health::{self, HealthReport};
 use crate::issuer_keys::IssuerKeys;
 use crate::metrics::{Metrics, Source};
-use crate::offline_watch::{self, Tick};
-use crate::proxy::{CopyBudget, Exchange, UpstreamFailure};
+use crate::offline_watch;
+use crate::proxy::{CopyBudget, Exchange};
 use crate::sdnotify;
 use crate::signals::{Signal, Signals};
 use crate::slab::Slab;
-use crate::status::LocalResponse;
 use crate::timer::Timers;
 use crate::tls::IdentitySet;
 use crate::token_identity::TokenVerifier;
@@ -400,65 +404,6 @@ impl Reactor {
             .collect()
     }
 
-    /// When the cloud is lost, proxied streams may hang on a dead link. Watches end
-    /// cleanly (their clients re-watch and are served from the cache); other streams
-    /// (followed logs, proxies) are closed.
-    fn end_proxied_watches(&mut self) {
-        let streaming = |c: &ClientConn| matches!(&c.phase, Phase::Exchange(e) if e.is_streaming());
-        for slot in self.clients_where(streaming) {
-            let Some(Conn::Client(mut client)) = self.conns.take(slot) else { continue };
-            let Phase::Exchange(mut exchange) = client.take_phase() else { continue };
-            if !exchange.end_cleanly(&mut client, &mut self.tee()) {
-                client.restore_phase(Phase::Exchange(exchange));
-                self.close_client(slot, client);
-                continue;
-            }
-            self.count_exchange(&exchange);
-            let Exchange { upstream, upstream_slot, .. } = *exchange;
-            self.drop_upstream(upstream_slot, upstream);
-            client.await_next_request();
-            self.conns.put(slot, Conn::Client(client));
-            self.drive_client(slot);
-        }
-    }
-
-    /// Requests still waiting on the cloud (connecting, or no answer begun) when it is
-    /// declared down are answered now — from the cache, or with a `503` — rather than each
-    /// waiting out its own timeout on a dead link.
-    fn stop_waiting_for_the_cloud(&mut self) {
-        let waiting =
-            |c: &ClientConn| matches!(&c.phase, Phase::Exchange(e) if e.response_not_started());
-        for slot in self.clients_where(waiting) {
-            let Some(Conn::Client(mut client)) = self.conns.take(slot) else { continue };
-            let Phase::Exchange(exchange) = client.take_phase() else { continue };
-            let step = self.exchange_failed(slot, &mut client, exchange, UpstreamFailure::TimedOut);
-            if step == Step::Close {
-                self.close_client(slot, client);
-            } else {
-                self.conns.put(slot, Conn::Client(client));
-                self.drive_client(slot);
-            }
-        }
-    }
-
-    /// The cloud is back: offline watches end cleanly so their clients re-list fresh data,
-    /// spread over `--reconnect-spread` so a site's nodes do not all re-watch at once.
-    fn end_offline_watches(&mut self) {
-        let watching = self.clients_where(|c| matches!(c.phase, Phase::OfflineWatch(_)));
-        let now = Instant::now();
-        let spread = self.config.reconnect_spread;
-        let count = watching.len() as u32;
-        for (index, slot) in (0u32..).zip(watching) {
-            let Some(Conn::Client(client)) = self.conns.get_mut(slot) else { continue };
-            let Phase::OfflineWatch(watch) = &mut client.phase else { continue };
-            watch.end_by(now + spread * index / count.max(1));
-            client.armed = None;
-            self.arm(slot);
-        }
-        // The first ones are due now.
-        self.expire_timers();
-    }
-
     fn apply_cert_update(&mut self, update: CertUpdate) {
         match update {
             CertUpdate::Identities(identities) => {
@@ -504,91 +449,6 @@ impl Reactor {
         match self.shutdown_deadline {
             Some(deadline) => self.clients == 0 || Instant::now() >= deadline,
             None => false,
-        }
-    }
-
-    /// Schedules the timer for a client's current deadline.
-    fn arm(&mut self, slot: usize) {
-        let Some(Conn::Client(client)) = self.conns.get_mut(slot) else { return };
-        let Some(deadline) = client.deadline(&self.config) else { return };
-        if client.armed.is_none_or(|armed| deadline < armed) {
-            client.armed = Some(deadline);
-            self.timers.schedule(deadline, slot);
-        }
-    }
-
-    fn expire_timers(&mut self) {
-        let now = Instant::now();
-        for slot in self.timers.expired(now) {
-            match self.conns.get_mut(slot) {
-                Some(Conn::Client(client)) => {
-                    if client.armed.is_some_and(|armed| armed <= now) {
-                        client.armed = None;
-                    }
-                    if client.deadline(&self.config).is_some_and(|d| d <= now) {
-                        self.on_client_timeout(slot, now);
-                    } else {
-                        self.arm(slot);
-                    }
-                }
-                Some(Conn::IdleUpstream(upstream))
-                    if upstream.idle_since + UPSTREAM_IDLE_TIMEOUT <= now =>
-                {
-                    self.close_idle_upstream(slot);
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// A client's deadline passed: what that means depends on its phase.
-    fn on_client_timeout(&mut self, slot: usize, now: Instant) {
-        let Some(Conn::Client(mut client)) = self.conns.take(slot) else { return };
-        let keep = match client.take_phase() {
-            Phase::Exchange(exchange) if exchange.response_not_started() => {
-                let failure = UpstreamFailure::TimedOut;
-                self.exchange_failed(slot, &mut client, exchange, failure) != Step::Close
-            }
-            Phase::Exchange(mut exchange) => {
-                let stall = self.config.client_timeouts.stall.as_secs();
-                let request = &exchange.request;
-                log::debug!(
-                    "{} {}: no progress for {stall}s, closing",
-                    request.method,
-                    request.target
-                );
-                exchange.abandon(&mut self.tee());
-                client.restore_phase(Phase::Exchange(exchange));
-                false
-            }
-            Phase::AwaitCache(waiting) => {
-                self.lookups.remove(&waiting.request_id);
-                let response = LocalResponse::cloud_unavailable("the cache did not answer in time");
-                let head_only = waiting.head.method == "HEAD";
-                self.respond_local(&mut client, &response, Source::Local, head_only);
-                true
-            }
-            Phase::AwaitVerdict { head, .. } => {
-                self.start_request(slot, &mut client, *head);
-                true
-            }
-            Phase::OfflineWatch(mut watch) => {
-                match watch.tick(&mut client, now) {
-                    Tick::Continues => client.restore_phase(Phase::OfflineWatch(watch)),
-                    Tick::Ended => offline_watch::finish(&mut client),
-                }
-                true
-            }
-            other => {
-                client.restore_phase(other);
-                false
-            }
-        };
-        if keep {
-            self.conns.put(slot, Conn::Client(client));
-            self.drive_client(slot);
-        } else {
-            self.close_client(slot, client);
         }
     }
 

@@ -72,7 +72,12 @@ impl<'a> EdgeSpec<'a> {
         let cache = self.cache.unwrap_or_else(|| TempDir::new("cache"));
         let lite = Lite::start_in(&env.pki, upstream, cache, &args);
         diagnostics.wait_up(&lite);
-        Edge { lite, relay, fake, diagnostics, env }
+        let edge = Edge { lite, relay, fake, diagnostics, env };
+        // A fresh proxy's cloud state is unknown until its first probe (milliseconds here):
+        // tests start from a proxy that knows the cloud is up.
+        let up = wait_for(SETTLE, || (edge.diag("/readyz").0 == 200).then_some(()));
+        assert!(up.is_some(), "the proxy never found the cloud up: {:?}", edge.diag("/readyz"));
+        edge
     }
 }
 
