@@ -114,5 +114,8 @@ ratio() {
 }
 mib() { calc "$1 / 1024" 1; }
 
+# The 1, 5 and 15 minute load averages.
+load_average() { cut -d' ' -f1-3 /proc/loadavg; }
+
 # A field of a JSON result file.
 field() { jq -r "$2" "$1"; }

@@ -7,7 +7,8 @@
 #   up      nginx over HTTPS: static Pod/PodList fixtures, everything else proxied to fake
 #   lite    lite-apiserver  -> up
 #   peer    nginx, 1 worker, mTLS reverse proxy (proxy_ssl_certificate) -> up
-# and measures with examples/bench_client (rustls, presents client certs).
+# and measures with examples/bench_client (rustls, presents client certs), and in the
+# concurrency sweep (bench/sweep.sh, section 0) with wrk too.
 #
 # Knobs (environment): BENCH_DURATION (s per load run, 3), BENCH_REPEAT (3: runs per
 # figure in (1) and (2), interleaved, median taken), BENCH_CONNECTIONS (8),
@@ -16,12 +17,17 @@
 # BENCH_UPSTREAM_VERIFY (optional|on|off), BENCH_WORK (scratch dir), BENCH_DOC (output
 # markdown, docs/BENCHMARKS.md), BENCH_REPORT_ONLY=1 (with BENCH_WORK of a finished run:
 # only re-render its tables), BENCH_PROFILE=1 (also perf-record lite-apiserver, built
-# with line tables, during the GET and LIST runs), CARGO_TARGET_DIR.
+# with line tables, during the GET and LIST runs), BENCH_ONLY=sweep (only the concurrency
+# sweep; its table goes to the scratch dir and stdout, not BENCH_DOC), BENCH_SKIP_BUILD=1
+# (use the binaries already built in CARGO_TARGET_DIR), the BENCH_SWEEP_*
+# knobs of bench/sweep.sh, CARGO_TARGET_DIR.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
+# shellcheck source=bench/sweep.sh
+source "$ROOT/bench/sweep.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -66,15 +72,16 @@ ensure_tools() {
 }
 
 build() {
-    log "building release binaries (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-    (cd "$ROOT" && cargo build --release --quiet --bin lite-apiserver \
+    # BENCH_SKIP_BUILD=1: the binaries already in CARGO_TARGET_DIR (a shared tree moves on).
+    [[ ${BENCH_SKIP_BUILD:-0} == 1 ]] || log "building release binaries (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+    [[ ${BENCH_SKIP_BUILD:-0} == 1 ]] || (cd "$ROOT" && cargo build --release --quiet --bin lite-apiserver \
         --example fake_apiserver --example gen_certs --example bench_client)
     BIN=$CARGO_TARGET_DIR/release
     LITE=$BIN/lite-apiserver
     # Measure what edgeadm ships: the static binary (test.sh builds the same one).
     if [[ $(uname -m) == x86_64 ]]; then
-        (cd "$ROOT" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --quiet \
-            --target x86_64-unknown-linux-gnu --bin lite-apiserver)
+        [[ ${BENCH_SKIP_BUILD:-0} == 1 ]] || (cd "$ROOT" && RUSTFLAGS='-C target-feature=+crt-static' \
+            cargo build --release --quiet --target x86_64-unknown-linux-gnu --bin lite-apiserver)
         LITE=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/lite-apiserver
     fi
     FAKE=$BIN/examples/fake_apiserver
@@ -82,7 +89,7 @@ build() {
     strip -o "$WORK/lite-apiserver.stripped" "$LITE"
     if [[ $PROFILE == 1 ]]; then
         log "building a copy with line tables for perf (CARGO_TARGET_DIR=$CARGO_TARGET_DIR-profile)"
-        (cd "$ROOT" && CARGO_TARGET_DIR=$CARGO_TARGET_DIR-profile CARGO_PROFILE_RELEASE_STRIP=false \
+        [[ ${BENCH_SKIP_BUILD:-0} == 1 ]] || (cd "$ROOT" && CARGO_TARGET_DIR=$CARGO_TARGET_DIR-profile CARGO_PROFILE_RELEASE_STRIP=false \
             CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --quiet --bin lite-apiserver)
         LITE=$CARGO_TARGET_DIR-profile/release/lite-apiserver
     fi
@@ -420,6 +427,7 @@ yes_no() { if awk "BEGIN { exit !($1) }"; then echo yes; else echo no; fi; }
 
 report() {
     local request conns label size
+    sweep_report
     echo "### 1. Throughput and latency (same requests: direct, through lite-apiserver, through nginx)"
     echo
     echo "| request | conns | direct req/s | lite req/s | nginx req/s | lite/direct | **lite/nginx** | p50 ms direct / lite / nginx | p99 ms direct / lite / nginx | p99 lite/nginx |"
@@ -581,6 +589,7 @@ machine() {
     echo "- Memory: $(free -h | awk '/^Mem:/ { print $2 " total, " $7 " available at start" }')"
     echo "- Kernel: $(uname -r); $(nginx -v 2>&1 | sed 's/^nginx version: //'); $(rustc --version 2>/dev/null); wrk $(wrk -v 2>&1 | head -1 | awk '{ print $2 }')"
     echo "- lite-apiserver at $(cat "$RES/run-commit"); run $(cat "$RES/run-date"), $(cat "$RES/run-secs") s"
+    echo "- Load average (1, 5, 15 min) at the start: $(cat "$RES/run-load-start" 2>/dev/null); at the end: $(load_average) — other jobs on the machine count in it"
     echo "- Everything on one machine: the load generator, lite-apiserver, both nginx and the fake apiserver share the $(nproc) CPUs, so absolute numbers are low and noisy; compare the ratios, which come from the same run."
 }
 
@@ -649,6 +658,7 @@ main() {
     fi
     echo "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')" >"$RES/run-commit"
     date -u '+%Y-%m-%d %H:%M UTC' >"$RES/run-date"
+    load_average >"$RES/run-load-start"
     ensure_tools
     build
     make_pki
@@ -670,8 +680,18 @@ main() {
     # shellcheck disable=SC2046
     status_kb VmRSS $(nginx_pids "$PEER_PID") >"$RES/idle-nginx.kb"
 
+    if [[ ${BENCH_ONLY:-} == sweep ]]; then
+        log "(0) concurrency sweep only"
+        measure_sweep
+        echo $((SECONDS - RUN_STARTED)) >"$RES/run-secs"
+        sweep_report | tee "$RES/sweep.md"
+        machine | tee -a "$RES/sweep.md"
+        return
+    fi
     log "(1,5) throughput, latency and CPU: direct / lite / nginx"
     measure_proxying
+    log "(0) concurrency sweep: wrk and bench_client, $SWEEP_CONNS connections"
+    measure_sweep
     profile_lite online get list100k list1m
     log "(3) memory: 10 identities, $WATCHERS watches, load"
     measure_memory lite

@@ -41,6 +41,7 @@ pub mod server;
 pub(crate) mod signals;
 pub(crate) mod slab;
 pub(crate) mod status;
+pub(crate) mod store_memo;
 #[cfg(test)]
 mod testing;
 pub(crate) mod timer;

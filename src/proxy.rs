@@ -22,6 +22,7 @@ use crate::in_cluster::InClusterAddress;
 use crate::metrics::OpenWatch;
 use crate::queue::OutQueue;
 use crate::status::LocalResponse;
+use crate::store_memo::{self, StoreMemo};
 use crate::token_cache::TokenPending;
 use crate::transport::{ReadOutcome, TransportError};
 use crate::upstream::UpstreamConn;
@@ -104,6 +105,9 @@ struct CacheCopy {
     bytes: Vec<u8>,
     /// A gzip body relayed compressed: the copy inflates what it is given.
     inflate: Option<GzipDecoder>,
+    /// A JSON read not yet checked against the store memo (store_memo.rs): the capacity
+    /// the copy grows to once it is to be stored.
+    undecided: Option<usize>,
 }
 
 impl CacheCopy {
@@ -588,12 +592,18 @@ impl Exchange {
             _ => None,
         };
         let cache_copy = purpose.map(|purpose| {
-            let bytes = Vec::with_capacity(copy_capacity(framing, tee.budget));
+            let full = copy_capacity(framing, tee.budget);
+            // A JSON read first collects only the bytes that name its version.
+            let memo_check =
+                matches!(purpose, CopyFor::Read(_)) && content_type.starts_with("application/json");
+            let capacity = if memo_check { full.min(store_memo::PREFIX_BYTES) } else { full };
+            let bytes = Vec::with_capacity(capacity);
             tee.budget.used += bytes.capacity();
             // Decompressed for the client: the copy takes the same plain bytes.
             let inflate = (encoding == BodyEncoding::Gzip && !decompress)
                 .then(|| GzipDecoder::new(MAX_CACHED_BODY));
-            CacheCopy { purpose, content_type: content_type.clone(), bytes, inflate }
+            let undecided = memo_check.then_some(full);
+            CacheCopy { purpose, content_type: content_type.clone(), bytes, inflate, undecided }
         });
         let watch_id = match (&self.route, tee.cache) {
             (Classified::Watch(request), Some(cache))
@@ -782,9 +792,10 @@ impl BodyState {
             if !dechunk && self.events.is_none() && self.held.is_none() && !self.decompresses() {
                 client.out.push(&bytes[..progress.consumed]);
             }
+            let already_stored = self.check_memo(tee);
             let held = copy_held(&self.cache_copy);
             tee.budget.used += held - held_before;
-            if spoilt {
+            if spoilt || already_stored {
                 self.drop_copy(tee);
             }
             if let Some(error) = gzip_error {
@@ -882,15 +893,43 @@ impl BodyState {
                 log::debug!("not cached: the gzip stream ended early");
                 return;
             }
+            let now = Instant::now();
             match copy.purpose {
-                CopyFor::Read(key) | CopyFor::TokenRequest(key) => {
+                CopyFor::Read(key) => {
+                    if copy.content_type.starts_with("application/json") {
+                        let memo = &mut tee.budget.memo;
+                        memo.stored(key.store_key(), &copy.content_type, &copy.bytes, now);
+                    }
                     cache.store(key, &copy.content_type, copy.bytes)
                 }
+                CopyFor::TokenRequest(key) => cache.store(key, &copy.content_type, copy.bytes),
                 CopyFor::Write(write) => {
+                    tee.budget.memo.forget_all();
                     cache.write_answered(write, self.status, &copy.content_type, copy.bytes)
                 }
             }
         }
+    }
+
+    /// Once the first bytes of a JSON read are in: whether the cache was just handed this
+    /// same answer (the copy is then dropped, nothing goes to the cache thread); if not,
+    /// the copy is given room for the whole body.
+    fn check_memo(&mut self, tee: &Tee<'_>) -> bool {
+        let done = self.tracker.is_done();
+        let Some(copy) = self.cache_copy.as_mut() else { return false };
+        let (Some(full), CopyFor::Read(key)) = (copy.undecided, &copy.purpose) else {
+            return false;
+        };
+        if copy.bytes.len() < store_memo::PREFIX_BYTES && !done {
+            return false;
+        }
+        copy.undecided = None;
+        let memo = &tee.budget.memo;
+        if memo.holds(&key.store_key(), &copy.content_type, &copy.bytes, Instant::now()) {
+            return true;
+        }
+        copy.bytes.reserve(full.saturating_sub(copy.bytes.len()));
+        false
     }
 
     fn abandon(&mut self, tee: &mut Tee<'_>) {
@@ -919,6 +958,8 @@ pub struct Tee<'a> {
 #[derive(Default)]
 pub struct CopyBudget {
     used: usize,
+    /// Answers just handed to the cache, so unchanged ones are not copied again.
+    memo: StoreMemo,
 }
 
 /// Bytes a cache copy holds allocated.

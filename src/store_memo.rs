@@ -1,0 +1,139 @@
+//! Which cacheable answers the cache was just handed, remembered on the reactor so an
+//! unchanged answer is neither copied nor sent to the cache thread again (no copy, no
+//! wake-up, no hash of the body there).
+//!
+//! An answer is known by its cache key, its content type and the `resourceVersion` at the
+//! top of its JSON `metadata`, read from the first bytes of the body: for an object it
+//! names the object's revision, for a list the snapshot the list was read at, so the same
+//! version means the same answer. Answers without one (other formats, aggregated APIs that
+//! set none) are always stored. Every key is still stored once per `REFRESH`, so what the
+//! cache holds is never older than that even if it evicted the answer meanwhile, and its
+//! stored time stays current to the second it keeps; a write through the proxy forgets all.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Bytes at the start of a body in which the `resourceVersion` must be found.
+pub const PREFIX_BYTES: usize = 1024;
+/// An unchanged answer is stored again after this long.
+const REFRESH: Duration = Duration::from_secs(1);
+/// Keys remembered at most; past it the memo starts over (only costs stores).
+const MAX_ENTRIES: usize = 16 * 1024;
+
+const METADATA: &[u8] = b"\"metadata\":{";
+const RESOURCE_VERSION: &[u8] = b"\"resourceVersion\":\"";
+
+struct Memo {
+    version: Box<[u8]>,
+    content_type: Box<str>,
+    stored: Instant,
+}
+
+#[derive(Default)]
+pub struct StoreMemo {
+    entries: HashMap<String, Memo>,
+}
+
+impl StoreMemo {
+    /// Whether an answer for `key` starting with `prefix` was handed to the cache, the
+    /// same version, less than `REFRESH` ago: then it need not be copied.
+    pub fn holds(&self, key: &str, content_type: &str, prefix: &[u8], now: Instant) -> bool {
+        let Some(memo) = self.entries.get(key) else { return false };
+        now.saturating_duration_since(memo.stored) < REFRESH
+            && *memo.content_type == *content_type
+            && resource_version(prefix).is_some_and(|version| *memo.version == *version)
+    }
+
+    /// An answer was handed to the cache: remember its version (or forget the key when it
+    /// names none).
+    pub fn stored(&mut self, key: String, content_type: &str, body: &[u8], now: Instant) {
+        let Some(version) = resource_version(body) else {
+            self.entries.remove(&key);
+            return;
+        };
+        if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(&key) {
+            self.entries.clear();
+        }
+        let memo = Memo { version: version.into(), content_type: content_type.into(), stored: now };
+        self.entries.insert(key, memo);
+    }
+
+    /// A write went through: cached answers may have changed under their keys.
+    pub fn forget_all(&mut self) {
+        self.entries.clear();
+    }
+}
+
+/// The `resourceVersion` of the top-level `metadata`, when the first `PREFIX_BYTES` show
+/// it before any nested object or array (where it could belong to something else).
+fn resource_version(body: &[u8]) -> Option<&[u8]> {
+    let prefix = &body[..body.len().min(PREFIX_BYTES)];
+    let metadata = find(prefix, METADATA)? + METADATA.len();
+    let key = metadata + find(&prefix[metadata..], RESOURCE_VERSION)?;
+    if prefix[metadata..key].iter().any(|&b| matches!(b, b'{' | b'[' | b'\\')) {
+        return None;
+    }
+    let start = key + RESOURCE_VERSION.len();
+    let length = prefix[start..].iter().position(|&b| b == b'"')?;
+    let version = &prefix[start..start + length];
+    let plain = !version.is_empty() && !version.contains(&b'\\');
+    plain.then_some(version)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|window| window == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JSON: &str = "application/json";
+    const POD_V1: &[u8] = br#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"web","namespace":"default","uid":"u-1","resourceVersion":"41","labels":{"a":"b"}},"spec":{}}"#;
+    const POD_V2: &[u8] = br#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"web","namespace":"default","uid":"u-1","resourceVersion":"42","labels":{"a":"b"}},"spec":{}}"#;
+
+    #[test]
+    fn the_version_is_read_from_the_top_level_metadata_only() {
+        assert_eq!(resource_version(POD_V1), Some(&b"41"[..]));
+        let list = br#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"7"},"items":[]}"#;
+        assert_eq!(resource_version(list), Some(&b"7"[..]));
+        // Inside a nested object (labels first), escaped, empty or too far: not trusted.
+        let nested = br#"{"metadata":{"labels":{"resourceVersion":"1"},"resourceVersion":"2"}}"#;
+        assert_eq!(resource_version(nested), None);
+        assert_eq!(resource_version(br#"{"metadata":{"resourceVersion":""}}"#), None);
+        let escaped = br#"{"metadata":{"annotations":"{\"resourceVersion\":\"9\"}"}}"#;
+        assert_eq!(resource_version(escaped), None);
+        let mut far = br#"{"metadata":{"name":""#.to_vec();
+        far.extend(std::iter::repeat_n(b'x', PREFIX_BYTES));
+        far.extend(br#"","resourceVersion":"3"}}"#);
+        assert_eq!(resource_version(&far), None);
+        assert_eq!(resource_version(b"\x6b\x38\x73\x00protobuf"), None);
+    }
+
+    #[test]
+    fn a_changed_answer_is_always_stored() {
+        let mut memo = StoreMemo::default();
+        let now = Instant::now();
+        assert!(!memo.holds("k", JSON, POD_V1, now), "nothing stored yet");
+        memo.stored("k".into(), JSON, POD_V1, now);
+        assert!(memo.holds("k", JSON, &POD_V1[..120], now), "same version: skipped");
+        assert!(!memo.holds("k", JSON, POD_V2, now), "a new version is stored");
+        assert!(!memo.holds("other", JSON, POD_V1, now), "another key is stored");
+        assert!(!memo.holds("k", "application/json;as=Table", POD_V1, now));
+        assert!(!memo.holds("k", JSON, b"{\"kind\":\"Status\"}", now), "no version: stored");
+    }
+
+    #[test]
+    fn unchanged_answers_are_stored_again_each_refresh_and_after_writes() {
+        let mut memo = StoreMemo::default();
+        let now = Instant::now();
+        memo.stored("k".into(), JSON, POD_V1, now);
+        assert!(memo.holds("k", JSON, POD_V1, now + REFRESH / 2));
+        assert!(!memo.holds("k", JSON, POD_V1, now + REFRESH), "refreshed once per period");
+        memo.forget_all();
+        assert!(!memo.holds("k", JSON, POD_V1, now));
+        memo.stored("k".into(), JSON, POD_V1, now);
+        memo.stored("k".into(), JSON, b"not json", now);
+        assert!(!memo.holds("k", JSON, POD_V1, now), "an answer without a version forgets");
+    }
+}
