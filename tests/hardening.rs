@@ -981,11 +981,13 @@ fn hostile_bearer_tokens_keep_the_proxy_serving_and_read_no_one_elses_cache() {
     let mut rng = checks::Prng::new(17);
     let mut client = edge.client(None);
     let mut huge = 0;
+    let mut statuses = std::collections::BTreeMap::<(bool, u16), usize>::new();
     let mut check = |n: usize, client: &mut Client, online: bool| {
         let token = hostile_token(n, &mut rng);
         let path = if n.is_multiple_of(2) { PODS } else { pod.as_str() };
         let response = bearer_get(client, path, &token);
         let status = response.as_ref().map(|r| r.status);
+        *statuses.entry((online, status.unwrap_or(0))).or_default() += 1;
         if token.len() > 64 << 10 {
             assert_eq!(status, Some(431), "a {}-byte head", token.len());
             huge += 1;
@@ -1009,6 +1011,9 @@ fn hostile_bearer_tokens_keep_the_proxy_serving_and_read_no_one_elses_cache() {
     }
     assert!(huge >= HOSTILE_TOKENS / 1000, "only {huge} oversized heads were sent");
     let rss_after = edge.lite.proc().rss_bytes();
+    eprintln!(
+        "hostile tokens: (online, status) counts {statuses:?}; RSS {rss_before} -> {rss_after}"
+    );
     assert!(
         rss_after <= rss_before + RSS_SLACK,
         "RSS grew from {rss_before} to {rss_after} bytes over {HOSTILE_TOKENS} hostile tokens"
