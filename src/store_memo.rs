@@ -68,7 +68,13 @@ impl StoreMemo {
 /// it before any nested object or array (where it could belong to something else).
 fn resource_version(body: &[u8]) -> Option<&[u8]> {
     let prefix = &body[..body.len().min(PREFIX_BYTES)];
-    let metadata = find(prefix, METADATA)? + METADATA.len();
+    // The first `"metadata":{` must be the document's own: in a list whose `items` come
+    // first (unstructured lists, sorted keys) it would be the first item's.
+    let at = find(prefix, METADATA)?;
+    if depth_at(prefix, at)? != 1 {
+        return None;
+    }
+    let metadata = at + METADATA.len();
     let key = metadata + find(&prefix[metadata..], RESOURCE_VERSION)?;
     if prefix[metadata..key].iter().any(|&b| matches!(b, b'{' | b'[' | b'\\')) {
         return None;
@@ -78,6 +84,29 @@ fn resource_version(body: &[u8]) -> Option<&[u8]> {
     let version = &prefix[start..start + length];
     let plain = !version.is_empty() && !version.contains(&b'\\');
     plain.then_some(version)
+}
+
+/// How deep in objects and arrays `position` is (outside strings); `None` inside a string.
+fn depth_at(json: &[u8], position: usize) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in &json[..position] {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    (!in_string).then_some(depth)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -108,6 +137,11 @@ mod tests {
         far.extend(br#"","resourceVersion":"3"}}"#);
         assert_eq!(resource_version(&far), None);
         assert_eq!(resource_version(b"\x6b\x38\x73\x00protobuf"), None);
+        // Sorted keys put `items` first: the first metadata is an item's, not the list's.
+        let items_first = br#"{"apiVersion":"v1","items":[{"metadata":{"resourceVersion":"5"}}],"kind":"PodList","metadata":{"resourceVersion":"9"}}"#;
+        assert_eq!(resource_version(items_first), None);
+        let in_a_string = br#"{"note":"\"metadata\":{","metadata":{"resourceVersion":"4"}}"#;
+        assert_eq!(resource_version(in_a_string), Some(&b"4"[..]), "the string is skipped");
     }
 
     #[test]
