@@ -18,7 +18,8 @@
 # markdown, docs/BENCHMARKS.md), BENCH_REPORT_ONLY=1 (with BENCH_WORK of a finished run:
 # only re-render its tables), BENCH_PROFILE=1 (also perf-record lite-apiserver, built
 # with line tables, during the GET and LIST runs), BENCH_ONLY=sweep (only the concurrency
-# sweep; its table goes to the scratch dir and stdout, not BENCH_DOC), BENCH_SKIP_BUILD=1
+# sweep; its table goes to the scratch dir and stdout, not BENCH_DOC), BENCH_LITE_ARGS
+# (extra lite-apiserver flags), BENCH_SKIP_BUILD=1
 # (use the binaries already built in CARGO_TARGET_DIR), the BENCH_SWEEP_*
 # knobs of bench/sweep.sh, CARGO_TARGET_DIR.
 set -euo pipefail
@@ -157,6 +158,9 @@ start_lite() {
     LITE_ARGS=(--ca-file "$PKI/ca.crt" --tls-cert-file "$PKI/server.crt" --tls-private-key-file "$PKI/server.key"
         --kube-apiserver-url "https://127.0.0.1:$UP_PORT" --tls-config-file "$PKI/tls-bench.json"
         --port "$LITE_PORT" --file-cache-path "$WORK/cache" --diagnostics-port "$DIAG_PORT")
+    # BENCH_LITE_ARGS: extra flags, e.g. "--max-idle-upstream 256".
+    # shellcheck disable=SC2206
+    LITE_ARGS+=(${BENCH_LITE_ARGS:-})
     "$BENCH" cold-start --addr "127.0.0.1:$LITE_PORT" --path "$GET_PATH" --ca "$PKI/ca.crt" \
         --identity "$KUBELET" --log "$WORK/lite.log" -- "$LITE" "${LITE_ARGS[@]}" >"$RES/cold-start.json"
     LITE_PID=$(field "$RES/cold-start.json" .pid)
@@ -444,7 +448,7 @@ report() {
     local wrk_rps
     wrk_rps=$(awk '/^Requests\/sec:/ { print $2 }' "$RES/wrk-get-direct.txt")
     echo "Load generator check: wrk (no client cert) ${wrk_rps:-n/a} req/s vs bench_client $(r get-c$CONNS-direct .rps) req/s on the direct GET, $CONNS connections."
-    echo "Figures are medians of $REPEAT interleaved runs of $DURATION s. Errors or non-200 answers in these runs: $(jq -s 'map(.totals.errors + .totals.requests - .totals.ok) | add' "$RES"/*-c*-{direct,lite,nginx}.json)."
+    echo "Figures are medians of $REPEAT interleaved runs of $DURATION s. Errors or non-200 answers in these runs: $(jq -s 'map(.totals.errors + .totals.requests - .totals.ok) | add' "$RES"/{get,list100k,list1m}-c*-{direct,lite,nginx}.json)."
     echo
 
     echo "### 5. CPU cost (CPU-seconds per 10k requests, from /proc/<pid>/stat utime+stime, $CONNS connections)"
@@ -589,7 +593,7 @@ machine() {
     echo "- Memory: $(free -h | awk '/^Mem:/ { print $2 " total, " $7 " available at start" }')"
     echo "- Kernel: $(uname -r); $(nginx -v 2>&1 | sed 's/^nginx version: //'); $(rustc --version 2>/dev/null); wrk $(wrk -v 2>&1 | head -1 | awk '{ print $2 }')"
     echo "- lite-apiserver at $(cat "$RES/run-commit"); run $(cat "$RES/run-date"), $(cat "$RES/run-secs") s"
-    echo "- Load average (1, 5, 15 min) at the start: $(cat "$RES/run-load-start" 2>/dev/null); at the end: $(load_average) — other jobs on the machine count in it"
+    echo "- Load average (1, 5, 15 min) at the start: $(cat "$RES/run-load-start" 2>/dev/null); at the end: $(cat "$RES/run-load-end" 2>/dev/null) — other jobs on the machine count in it"
     echo "- Everything on one machine: the load generator, lite-apiserver, both nginx and the fake apiserver share the $(nproc) CPUs, so absolute numbers are low and noisy; compare the ratios, which come from the same run."
 }
 
@@ -604,8 +608,9 @@ write_doc() {
 PodList JSON, passing everything else to `examples/fake_apiserver`), lite-apiserver in front of
 it, and nginx (one worker, keep-alive upstream, `proxy_ssl_certificate`) as the peer in front
 of the same upstream. It measures each figure against a baseline **in the same run** with
-`examples/bench_client` (rustls, presents client certificates; `wrk` is run once to check the
-load generator). Machines here are shared and small: read the ratios.
+`examples/bench_client` (rustls, presents client certificates), and the concurrency sweep
+(section 0, `bench/sweep.sh`) also with `wrk` (no client certificate). Machines here are
+shared and small: read the ratios.
 
 ## How to re-run
 
@@ -615,7 +620,13 @@ BENCH_DURATION=10 bash bench/run.sh                   # longer load runs
 BENCH_PROFILE=1 bash bench/run.sh                    # also perf-record lite-apiserver (GET, LIST)
 BENCH_DOC=/tmp/b.md BENCH_WORK=/tmp/bw bash bench/run.sh   # write elsewhere, keep the scratch dir
 BENCH_REPORT_ONLY=1 BENCH_WORK=/tmp/bw bash bench/run.sh   # re-render the tables of that run
+BENCH_ONLY=sweep bash bench/run.sh  # only the concurrency sweep (~5 minutes), table in the scratch dir
+BENCH_ONLY=sweep BENCH_SWEEP_CONNS=256 BENCH_LITE_ARGS="--max-idle-upstream 256" bash bench/run.sh
 ```
+
+Sweep knobs: `BENCH_SWEEP_CONNS` ("1 16 64 256"), `BENCH_SWEEP_SECS` (`BENCH_DURATION`),
+`BENCH_SWEEP_CLIENTS` ("wrk rustls"), `BENCH_SWEEP_REQUESTS` ("get list100k list1m");
+`BENCH_SKIP_BUILD=1` measures the binaries already built (a shared tree moves on meanwhile).
 
 Other knobs: `BENCH_REPEAT` (3 interleaved runs per figure, median reported),
 `BENCH_CONNECTIONS` (8), `BENCH_WATCHERS` (500), `BENCH_CONFIGMAPS` (5000), `BENCH_EVENTS`
@@ -684,6 +695,7 @@ main() {
         log "(0) concurrency sweep only"
         measure_sweep
         echo $((SECONDS - RUN_STARTED)) >"$RES/run-secs"
+        load_average >"$RES/run-load-end"
         sweep_report | tee "$RES/sweep.md"
         machine | tee -a "$RES/sweep.md"
         return
@@ -705,6 +717,7 @@ main() {
     profile_lite offline get list100k
 
     echo $((SECONDS - RUN_STARTED)) >"$RES/run-secs"
+    load_average >"$RES/run-load-end"
     render
 }
 
