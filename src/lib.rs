@@ -16,10 +16,10 @@ pub(crate) mod client;
 pub(crate) mod clock;
 pub(crate) mod cloud;
 pub(crate) mod cloud_client;
-pub(crate) mod content_encoding;
 pub mod config;
 #[cfg(test)]
 mod connection_tests;
+pub(crate) mod content_encoding;
 pub(crate) mod diagnostics;
 pub mod gzip;
 pub(crate) mod health;
