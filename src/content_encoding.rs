@@ -47,7 +47,14 @@ pub struct Decompressing {
     head: Option<Vec<u8>>,
     /// HTTP/1.1: chunks; HTTP/1.0: raw bytes until close.
     chunked: bool,
+    /// Compressed bytes not inflated yet: a call stops once it has put out `room` bytes,
+    /// so a small read of a bomb cannot flood the client's queue (backpressure).
+    pending: Vec<u8>,
 }
+
+/// Compressed bytes inflated at a time, so the output of a call stays near its room:
+/// deflate expands at most about 1032 times, so a slice puts out at most ~66 KB.
+const INPUT_SLICE: usize = 64;
 
 impl Decompressing {
     /// `close`: the client connection ends after this answer (always for HTTP/1.0).
@@ -69,7 +76,8 @@ impl Decompressing {
             if chunked { &[("Transfer-Encoding", "chunked")] } else { &[] };
         // `dechunk`: the cloud's own Transfer-Encoding is not passed on.
         let bytes = plain.to_client_bytes(minor_version, close || !chunked, true, framing);
-        Decompressing { decoder: GzipDecoder::new(usize::MAX), head: Some(bytes), chunked }
+        let decoder = GzipDecoder::new(usize::MAX);
+        Decompressing { decoder, head: Some(bytes), chunked, pending: Vec::new() }
     }
 
     /// Whether any of the answer went out (after that, an error can only cut it short).
@@ -77,29 +85,45 @@ impl Decompressing {
         self.head.is_none()
     }
 
-    /// Compressed bytes from the cloud: the client's bytes (head, framed plain bytes) to
-    /// `out`, the plain bytes to `copy`.
+    /// Compressed bytes from the cloud (none: go on with what waits): the client's bytes
+    /// (head, framed plain bytes) to `out`, the plain bytes to `copy`, until about `room`
+    /// plain bytes went out; the rest waits for the next call.
     pub fn feed(
         &mut self,
         compressed: &[u8],
+        room: usize,
         out: &mut dyn FnMut(&[u8]),
         copy: &mut dyn FnMut(&[u8]),
     ) -> Result<(), GzipError> {
+        self.pending.extend_from_slice(compressed);
         let (head, chunked) = (&mut self.head, self.chunked);
-        self.decoder.feed(compressed, &mut |plain| {
-            if plain.is_empty() {
-                return;
-            }
-            if let Some(head) = head.take() {
-                out(&head);
-            }
-            if chunked {
-                out(&encode_chunk(plain));
-            } else {
-                out(plain);
-            }
-            copy(plain);
-        })
+        let (mut used, mut produced) = (0, 0);
+        while used < self.pending.len() && produced < room {
+            let end = (used + INPUT_SLICE).min(self.pending.len());
+            self.decoder.feed(&self.pending[used..end], &mut |plain| {
+                if plain.is_empty() {
+                    return;
+                }
+                produced += plain.len();
+                if let Some(head) = head.take() {
+                    out(&head);
+                }
+                if chunked {
+                    out(&encode_chunk(plain));
+                } else {
+                    out(plain);
+                }
+                copy(plain);
+            })?;
+            used = end;
+        }
+        self.pending.drain(..used);
+        Ok(())
+    }
+
+    /// Compressed bytes wait to be inflated.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// The cloud's body ended: the stream must be complete; then the answer is closed.
@@ -151,6 +175,33 @@ mod tests {
     }
 
     #[test]
+    fn a_bomb_is_inflated_only_as_far_as_the_room_and_nothing_is_lost() {
+        let head = response_head("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n");
+        let plain = vec![b'0'; 4 << 20];
+        let compressed = gzip::compress(&plain);
+        assert!(compressed.len() < 64 * 1024, "a bomb: {} bytes", compressed.len());
+        let mut decompressing = Decompressing::new(&head, 0, true);
+        let room = 32 * 1024;
+        let (mut out, mut calls) = (Vec::new(), 0);
+        let mut input: &[u8] = &compressed;
+        while input.len() + usize::from(decompressing.has_pending()) > 0 {
+            let piece = &input[..input.len().min(16 * 1024)];
+            input = &input[piece.len()..];
+            let mut call = Vec::new();
+            decompressing
+                .feed(piece, room, &mut |b| call.extend_from_slice(b), &mut |_| {})
+                .unwrap();
+            assert!(call.len() <= room + 72 * 1024, "one call put out {} bytes", call.len());
+            out.extend(call);
+            calls += 1;
+        }
+        decompressing.finish(&mut |b| out.extend_from_slice(b)).unwrap();
+        assert!(calls > 100, "the bomb was spread over {calls} calls");
+        let body_start = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(&out[body_start..], &plain[..], "every byte arrives, in order");
+    }
+
+    #[test]
     fn a_gzip_answer_is_re_framed_chunked_for_http_1_1_and_until_close_for_1_0() {
         let head = response_head(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n\
@@ -164,7 +215,7 @@ mod tests {
             for piece in compressed.chunks(5) {
                 let mut to_client = |b: &[u8]| out.extend_from_slice(b);
                 decompressing
-                    .feed(piece, &mut to_client, &mut |b| copy.extend_from_slice(b))
+                    .feed(piece, usize::MAX, &mut to_client, &mut |b| copy.extend_from_slice(b))
                     .unwrap();
             }
             decompressing.finish(&mut |b| out.extend_from_slice(b)).unwrap();
@@ -189,7 +240,8 @@ mod tests {
         let mut decompressing = Decompressing::new(&head, 1, false);
         let mut out = Vec::new();
         let mut to_client = |b: &[u8]| out.extend_from_slice(b);
-        assert!(decompressing.feed(b"not gzip at all", &mut to_client, &mut |_| {}).is_err());
+        let bad = decompressing.feed(b"not gzip at all", usize::MAX, &mut to_client, &mut |_| {});
+        assert!(bad.is_err());
         assert!(!decompressing.head_sent());
         assert!(out.is_empty());
     }

@@ -35,6 +35,8 @@ const MAX_CACHED_BODY: usize = 64 << 20;
 const MAX_COPY_BYTES_IN_FLIGHT: usize = 4 << 20;
 /// Read from a source only while the destination queue is below this.
 const QUEUE_HIGH_WATER: usize = 16 * 1024;
+/// How full inflating a gzip answer for a client may make its queue (plus one step).
+const DECOMPRESSED_ROOM: usize = 2 * QUEUE_HIGH_WATER;
 
 enum ResponseState {
     AwaitingHead(Vec<u8>),
@@ -83,6 +85,8 @@ struct BodyState {
     /// A watch to a chunked HTTP/1.1 client: re-chunked whole events at a time, so it can
     /// be ended cleanly when the cloud goes (watch_frames.rs).
     events: Option<EventFramer>,
+    /// The end of the answer went out and its copy to the cache (`complete_if_done`).
+    completed: bool,
     /// Shown to kubelet with this node as `default/kubernetes` (in_cluster.rs).
     rewrite: Option<InClusterAddress>,
     /// A document held whole to be rewritten before it goes out.
@@ -432,7 +436,20 @@ impl Exchange {
         scratch: &mut [u8],
     ) -> Result<bool, PumpOutcome> {
         let mut progressed = false;
-        while client.out.len() < QUEUE_HIGH_WATER && !self.response_complete() {
+        loop {
+            // What waits to be inflated goes first: no more is read from the cloud until it
+            // is out (one read of a gzip bomb must not flood the client's queue).
+            if let ResponseState::Body(body) = &mut self.response
+                && body.has_pending()
+            {
+                progressed |= body.resume(client, tee)?;
+                if body.has_pending() {
+                    return Ok(progressed);
+                }
+            }
+            if client.out.len() >= QUEUE_HIGH_WATER || self.response_complete() {
+                break;
+            }
             let n = match self.upstream.transport.read_plain(scratch) {
                 Ok(ReadOutcome::Data(n)) => n,
                 Ok(ReadOutcome::WouldBlock) => break,
@@ -623,6 +640,7 @@ impl Exchange {
             held: None,
             decompressing: decompress.then(|| Decompressing::new(head, client_minor, close_client)),
             events,
+            completed: false,
             tracker: BodyTracker::new(framing),
             status: head.status,
             dechunk,
@@ -653,9 +671,7 @@ impl Exchange {
             ResponseState::Body(body) if body.tracker.until_close() => {
                 body.upstream_reusable = false;
                 body.tracker = BodyTracker::new(Framing::None);
-                body.end_decompressing(client, tee)?;
-                body.finish(tee);
-                Ok(())
+                body.complete_if_done(client, tee)
             }
             ResponseState::Body(body) => {
                 if body.end_cleanly(client, tee) {
@@ -688,7 +704,7 @@ impl Exchange {
 
     fn finished(&mut self, client: &ClientConn) -> Option<PumpOutcome> {
         let ResponseState::Body(body) = &self.response else { return None };
-        if !body.tracker.is_done() || !client.out.is_empty() {
+        if !body.tracker.is_done() || body.has_pending() || !client.out.is_empty() {
             return None;
         }
         let request_done = self.request_body.is_done();
@@ -756,13 +772,15 @@ impl BodyState {
                 .feed(bytes, &mut |payload| {
                     if let Some(plain) = decompressing.as_mut() {
                         if gzip_error.is_none() {
+                            let room = DECOMPRESSED_ROOM.saturating_sub(out.len());
                             let mut to_client = |bytes: &[u8]| out.push(bytes);
                             let mut to_copy = |bytes: &[u8]| {
                                 if let Some(copy) = cache_copy.as_mut() {
                                     copy.bytes.extend_from_slice(bytes);
                                 }
                             };
-                            gzip_error = plain.feed(payload, &mut to_client, &mut to_copy).err();
+                            gzip_error =
+                                plain.feed(payload, room, &mut to_client, &mut to_copy).err();
                         }
                         return;
                     }
@@ -816,19 +834,59 @@ impl BodyState {
             // Bytes after the end of the response: the connection can't be trusted.
             self.upstream_reusable = false;
         }
-        if self.tracker.is_done() {
-            if self.events.is_some() {
-                client.out.push(LAST_CHUNK);
-            }
-            self.end_decompressing(client, tee)?;
-            self.release_held(client);
-            self.finish(tee);
+        self.complete_if_done(client, tee)
+    }
+
+    /// Once the cloud's body is over and nothing waits to be inflated: the end of the
+    /// client's answer, and the copy handed to the cache. Once only.
+    fn complete_if_done(
+        &mut self,
+        client: &mut ClientConn,
+        tee: &mut Tee<'_>,
+    ) -> Result<(), PumpOutcome> {
+        if !self.tracker.is_done() || self.has_pending() || self.completed {
+            return Ok(());
         }
+        self.completed = true;
+        if self.events.is_some() {
+            client.out.push(LAST_CHUNK);
+        }
+        self.end_decompressing(client, tee)?;
+        self.release_held(client);
+        self.finish(tee);
         Ok(())
     }
 
     fn decompresses(&self) -> bool {
         self.decompressing.is_some()
+    }
+
+    /// Compressed bytes wait to be inflated for the client.
+    fn has_pending(&self) -> bool {
+        self.decompressing.as_ref().is_some_and(Decompressing::has_pending)
+    }
+
+    /// Inflates what waits, as far as the client's queue has room; returns whether bytes
+    /// went out.
+    fn resume(&mut self, client: &mut ClientConn, tee: &mut Tee<'_>) -> Result<bool, PumpOutcome> {
+        let Some(plain) = self.decompressing.as_mut() else { return Ok(false) };
+        let before = client.out.len();
+        let held_before = copy_held(&self.cache_copy);
+        let room = DECOMPRESSED_ROOM.saturating_sub(before);
+        let out = &mut client.out;
+        let cache_copy = &mut self.cache_copy;
+        let mut to_copy = |bytes: &[u8]| {
+            if let Some(copy) = cache_copy.as_mut() {
+                copy.bytes.extend_from_slice(bytes);
+            }
+        };
+        if let Err(error) = plain.feed(&[], room, &mut |bytes| out.push(bytes), &mut to_copy) {
+            return Err(self.bad_gzip(&error, tee));
+        }
+        tee.budget.used += copy_held(&self.cache_copy) - held_before;
+        let moved = client.out.len() != before;
+        self.complete_if_done(client, tee)?;
+        Ok(moved)
     }
 
     /// The cloud's body ended: a body decompressed for the client is closed (its stream
