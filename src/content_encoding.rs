@@ -60,18 +60,7 @@ impl Decompressing {
     /// `close`: the client connection ends after this answer (always for HTTP/1.0).
     pub fn new(head: &ResponseHead, minor_version: u8, close: bool) -> Decompressing {
         let chunked = minor_version > 0;
-        let plain = ResponseHead {
-            headers: head
-                .headers
-                .iter()
-                .filter(|(name, _)| {
-                    !name.eq_ignore_ascii_case("content-encoding")
-                        && !name.eq_ignore_ascii_case("content-length")
-                })
-                .cloned()
-                .collect(),
-            ..head.clone()
-        };
+        let plain = head.without_headers(&["content-encoding", "content-length"]);
         let framing: &[(&str, &str)] =
             if chunked { &[("Transfer-Encoding", "chunked")] } else { &[] };
         // `dechunk`: the cloud's own Transfer-Encoding is not passed on.

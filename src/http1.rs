@@ -323,21 +323,18 @@ impl ResponseHead {
 }
 
 impl ResponseHead {
+    /// The same head without the headers named (any case): for a body sent other than
+    /// the cloud framed or encoded it.
+    pub fn without_headers(&self, names: &[&str]) -> ResponseHead {
+        let kept = |name: &String| !names.iter().any(|drop| name.eq_ignore_ascii_case(drop));
+        let headers = self.headers.iter().filter(|(name, _)| kept(name)).cloned().collect();
+        ResponseHead { status: self.status, reason: self.reason.clone(), headers }
+    }
+
     /// The head for a body re-framed with `Content-Length: length` (a rewritten answer):
     /// the cloud's own framing headers are dropped.
     pub fn to_reframed_bytes(&self, minor_version: u8, close: bool, length: usize) -> Vec<u8> {
-        let framed = ResponseHead {
-            headers: self
-                .headers
-                .iter()
-                .filter(|(name, _)| {
-                    !name.eq_ignore_ascii_case("content-length")
-                        && !name.eq_ignore_ascii_case("transfer-encoding")
-                })
-                .cloned()
-                .collect(),
-            ..self.clone()
-        };
+        let framed = self.without_headers(&["content-length", "transfer-encoding"]);
         let length = length.to_string();
         framed.to_client_bytes(minor_version, close, true, &[("Content-Length", &length)])
     }
