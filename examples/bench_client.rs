@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bench_client load        --addr A --path P --ca F [--identity CERT,KEY]... [--connections 8]
-//!                          [--duration 5] [--max-requests 1000000]
+//!                          [--duration 5] [--max-requests 1000000] [--header 'Name: value']...
 //! bench_client watchers    --addr A --path COLLECTION --ca F [--identity CERT,KEY]... --count 500
 //!                          [--rounds 3 --trigger-addr A --trigger-identity CERT,KEY]
 //!                          [--hold-secs S --release-file F]
@@ -17,6 +17,8 @@
 //! Every mode prints one JSON object on stdout (`watchers --hold-secs` first prints a
 //! `{"ready":..}` line when its watches are open); progress goes to stderr. Every loop is
 //! bounded by a count and a deadline. No assertions: it measures, the script compares.
+//! `--header` (any mode) adds a request header to every request, e.g. a bearer token, an
+//! `Accept` (replacing the default `application/json`) or `Accept-Encoding: gzip`.
 
 #[path = "support/pki.rs"]
 mod pki;
@@ -141,6 +143,8 @@ impl Args {
 struct Target {
     addr: SocketAddr,
     configs: Vec<Arc<ClientConfig>>,
+    /// `--header` lines, `Name: value`, sent with every request.
+    headers: Arc<[String]>,
 }
 
 impl Target {
@@ -155,12 +159,25 @@ impl Target {
                 .map(|pair| client_config(roots.clone(), Some(pair)))
                 .collect::<Result<_>>()?
         };
-        Ok(Target { addr: args.addr(addr_flag)?, configs })
+        let headers = args.all("header").iter().map(|h| header_line(h)).collect::<Result<_>>()?;
+        Ok(Target { addr: args.addr(addr_flag)?, configs, headers })
     }
 
     fn connect(&self, index: usize, read_timeout: Option<Duration>) -> io::Result<Conn> {
-        Conn::open(self.addr, self.configs[index % self.configs.len()].clone(), read_timeout)
+        let config = self.configs[index % self.configs.len()].clone();
+        let mut conn = Conn::open(self.addr, config, read_timeout)?;
+        conn.headers = self.headers.clone();
+        Ok(conn)
     }
+}
+
+/// A `--header` value as a head line: `Name: value`, no line breaks.
+fn header_line(header: &str) -> Result<String> {
+    let (name, value) = header.split_once(':').ok_or("--header wants 'Name: value'")?;
+    if name.trim().is_empty() || header.contains(['\r', '\n']) {
+        return Err(format!("--header: not a header: {header:?}").into());
+    }
+    Ok(format!("{}: {}", name.trim(), value.trim()))
 }
 
 fn load_roots(path: &str) -> Result<RootCertStore> {
@@ -222,6 +239,8 @@ struct Conn {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Extra head lines (`Target::headers`).
+    headers: Arc<[String]>,
 }
 
 impl Conn {
@@ -242,6 +261,7 @@ impl Conn {
             buf: vec![0; READ_CHUNK],
             start: 0,
             end: 0,
+            headers: Arc::from([]),
         })
     }
 
@@ -252,9 +272,16 @@ impl Conn {
 
     fn send(&mut self, method: &str, path: &str, body: &[u8]) -> io::Result<()> {
         let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nUser-Agent: bench-client\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: bench-client\r\n",
             self.host
         );
+        let has_accept = self.headers.iter().any(|h| h.to_ascii_lowercase().starts_with("accept:"));
+        if !has_accept {
+            request.push_str("Accept: application/json\r\n");
+        }
+        for header in self.headers.iter() {
+            request.push_str(&format!("{header}\r\n"));
+        }
         if method != "GET" {
             request.push_str(&format!(
                 "Content-Type: application/json\r\nContent-Length: {}\r\n",
