@@ -146,7 +146,7 @@ Flags:
   --cache-type file|memory       cache store (default file: SQLite on disk)
   --cache-max-bytes N            cache size cap, LRU eviction (default 268435456)
   --sync-duration SECONDS        certificate reload period (default 60)
-  --modify-request-accept BOOL   ask the cloud for JSON on cacheable GETs (default true)
+  --modify-request-accept BOOL   ask the cloud for JSON on cacheable GETs (default false)
   --diagnostics-port N           plain-HTTP diagnostics on 127.0.0.1, 0 disables (default 51004)
   --max-connections N            client connections at most (default 1024); the next 64
                                  get a 503 Status, further ones are closed at once
@@ -350,7 +350,7 @@ impl Builder {
             cache_type: self.cache_type.unwrap_or(CacheType::File),
             cache_max_bytes: self.cache_max_bytes.unwrap_or(256 << 20),
             sync_duration: self.sync_duration.unwrap_or(Duration::from_secs(60)),
-            modify_request_accept: self.modify_request_accept.unwrap_or(true),
+            modify_request_accept: self.modify_request_accept.unwrap_or(false),
             log_level: self.log_level,
             diagnostics_port: self.diagnostics_port.unwrap_or(51004),
             max_connections: self.max_connections.unwrap_or(1024),
@@ -488,7 +488,7 @@ mod tests {
         assert_eq!(config.addresses, vec![IpAddr::from([127, 0, 0, 1])]);
         assert_eq!(config.timeout, Duration::from_secs(3));
         assert_eq!(config.sync_duration, Duration::from_secs(60));
-        assert!(config.modify_request_accept);
+        assert!(!config.modify_request_accept);
         assert!(!config.insecure);
         assert_eq!(config.max_idle_upstream, 64);
     }

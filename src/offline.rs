@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::body::{LAST_CHUNK, encode_chunk};
-use crate::cache::{self, CachedResponse, Classified, Lookup, Reply};
+use crate::cache::{CachedResponse, Classified, Lookup, Reply, Wire};
 use crate::client::{ClientConn, OnMiss};
 use crate::gzip;
 use crate::http1::{Framing, RequestHead};
@@ -82,22 +82,26 @@ pub fn answer(
             compress_large(&mut response, head);
             (Source::Cache, response)
         }
-        (Reply::WatchReplay { initial_events, bookmark_event, .. }, Classified::Watch(request)) => {
+        (
+            Reply::WatchReplay { wire, initial_events, bookmark_event, .. },
+            Classified::Watch(request),
+        ) => {
             metrics.count_response(Source::Cache, 200);
-            client.out.push(&watch_head(client.minor_version));
+            client.out.push(&watch_head(client.minor_version, wire));
             let counted = OpenWatch::new(metrics);
-            let initial = match rewrite {
+            // The in-cluster rewrite reads JSON events only.
+            let initial = match rewrite.filter(|_| wire == Wire::Json) {
                 Some(local) => local.rewrite_events(&initial_events),
                 None => initial_events,
             };
             OfflineWatch::start(client, &request, &initial, bookmark_event, counted);
             return;
         }
-        (Reply::WatchExpired, Classified::Watch(request)) => {
+        (Reply::WatchExpired { wire }, Classified::Watch(request)) => {
             metrics.count_response(Source::Cache, 200);
-            client.out.push(&watch_head(client.minor_version));
+            client.out.push(&watch_head(client.minor_version, wire));
             let requested = request.resource_version.as_deref().unwrap_or("");
-            client.out.push(&encode_chunk(&cache::expired_event(requested)));
+            client.out.push(&encode_chunk(&wire.expired_event(requested)));
             client.out.push(LAST_CHUNK);
             client.await_next_request();
             return;
@@ -124,8 +128,8 @@ pub fn answer(
     client.answer(&response, head_only);
 }
 
-fn watch_head(minor_version: u8) -> Vec<u8> {
-    status::chunked_head(minor_version, "application/json", &[(CACHE_HEADER, "hit")])
+fn watch_head(minor_version: u8, wire: Wire) -> Vec<u8> {
+    status::chunked_head(minor_version, wire.watch_content_type(), &[(CACHE_HEADER, "hit")])
 }
 
 /// An object the cache does not hold is `404 NotFound`, as kube-apiserver answers for a

@@ -92,7 +92,10 @@ pub fn plan(head: &RequestHead, context: &Context) -> Plan {
         }
         _ => cache_identity(context.peer_cn, context.identity_name, head),
     };
-    let (route, accept) = route(&cache_identity, head, context.modify_request_accept);
+    let rewrite = context.in_cluster.filter(|local| local.applies(context.peer_cn, head.path()));
+    // The in-cluster rewrite reads JSON: kubelet, which accepts JSON too, is asked for it.
+    let ask_json = context.modify_request_accept || rewrite.is_some();
+    let (route, accept) = route(&cache_identity, head, ask_json);
     let cacheable = !matches!(route, Classified::Uncacheable);
     if context.token == TokenIdentity::Expired && context.cloud != CloudVerdict::Up {
         // The cloud refuses an expired token too; the cache must not answer it.
@@ -102,7 +105,6 @@ pub fn plan(head: &RequestHead, context: &Context) -> Plan {
     if context.cloud == CloudVerdict::Down {
         return Plan::FromCache { route, ask_cloud: None };
     }
-    let rewrite = context.in_cluster.filter(|local| local.applies(context.peer_cn, head.path()));
     let mut replace: Vec<(&str, &str)> = accept.iter().map(|a| ("Accept", a.as_str())).collect();
     let accept_encoding = cloud_accept_encoding(head, &route, rewrite.is_some());
     if let Some(value) = &accept_encoding {
@@ -162,13 +164,10 @@ pub fn token_request_body(head: &RequestHead) -> Option<Result<usize, LocalRespo
 }
 
 /// Classifies a request for the cache, asking the cloud for JSON instead of protobuf on
-/// resource reads when `--modify-request-accept` is on (so the answer can be cached and
-/// kept current from watch events). Returns the Accept to send upstream when changed.
-fn route(
-    cache_identity: &str,
-    head: &RequestHead,
-    modify_accept: bool,
-) -> (Classified, Option<String>) {
+/// resource reads when `ask_json` (`--modify-request-accept`, for those who want today's
+/// JSON-only cache; or an answer the in-cluster rewrite must read). Returns the Accept to
+/// send upstream when changed.
+fn route(cache_identity: &str, head: &RequestHead, ask_json: bool) -> (Classified, Option<String>) {
     let accept = head.header_str("accept");
     let route = cache::classify(cache_identity, &head.method, &head.target, accept);
     let resource_read = match &route {
@@ -178,7 +177,7 @@ fn route(
     };
     let wants_protobuf = accept
         .is_some_and(|a| a.contains("application/vnd.kubernetes.protobuf") && !a.contains("as="));
-    if modify_accept && resource_read && wants_protobuf {
+    if ask_json && resource_read && wants_protobuf {
         let json = "application/json".to_string();
         let route = cache::classify(cache_identity, &head.method, &head.target, Some(&json));
         return (route, Some(json));
@@ -249,7 +248,7 @@ mod tests {
             identity_name: "",
             cloud,
             host_header: "cloud:6443",
-            modify_request_accept: true,
+            modify_request_accept: false,
             over_limit: None,
             shutting_down: false,
             token: TokenIdentity::Unverified,
@@ -321,15 +320,29 @@ mod tests {
     }
 
     #[test]
-    fn protobuf_reads_are_asked_as_json_when_modify_request_accept_is_on() {
+    fn protobuf_reads_stay_protobuf_unless_modify_request_accept_is_on() {
         let accept = "Accept: application/vnd.kubernetes.protobuf,application/json";
         let get = head_with("GET /api/v1/pods HTTP/1.1", accept);
         let text = upstream_text(&proxied(plan(&get, &context(CloudVerdict::Up))));
-        assert!(text.contains("accept: application/json\r\n"), "{text}");
-        let mut keep = context(CloudVerdict::Up);
-        keep.modify_request_accept = false;
-        let text = upstream_text(&proxied(plan(&get, &keep)));
         assert!(text.contains("protobuf"), "{text}");
+        let mut modify = context(CloudVerdict::Up);
+        modify.modify_request_accept = true;
+        let text = upstream_text(&proxied(plan(&get, &modify)));
+        assert!(text.contains("accept: application/json\r\n"), "{text}");
+    }
+
+    #[test]
+    fn kubelets_service_reads_are_asked_as_json_for_the_in_cluster_rewrite() {
+        let accept = "Accept: application/vnd.kubernetes.protobuf,application/json";
+        let get = head_with("GET /api/v1/namespaces/default/services/kubernetes HTTP/1.1", accept);
+        let mut kubelet = context(CloudVerdict::Up);
+        kubelet.peer_cn = Some("system:node:edge-1");
+        kubelet.in_cluster = Some(InClusterAddress { addr: ([169, 254, 0, 10], 51003).into() });
+        let text = upstream_text(&proxied(plan(&get, &kubelet)));
+        assert!(text.contains("accept: application/json\r\n"), "{text}");
+        kubelet.peer_cn = Some("system:kube-proxy");
+        let text = upstream_text(&proxied(plan(&get, &kubelet)));
+        assert!(text.contains("protobuf"), "kube-proxy sees the cloud's Service: {text}");
     }
 
     #[test]

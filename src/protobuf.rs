@@ -123,6 +123,11 @@ impl<'a> Reader<'a> {
         Reader { rest: message }
     }
 
+    /// Bytes not read yet: the end of the field just read is `message.len() - remaining()`.
+    pub fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
     fn field(&mut self) -> Result<(u32, Value<'a>), ProtoError> {
         let tag = self.varint()?;
         let number = tag >> 3;

@@ -12,7 +12,7 @@ use std::io;
 use std::time::Instant;
 
 use crate::body::{BodyTracker, LAST_CHUNK, encode_chunk};
-use crate::cache::{self, CacheHandle, Classified, ObjectWrite, ReadKey};
+use crate::cache::{self, CacheHandle, Classified, ObjectWrite, ReadKey, Wire};
 use crate::client::ClientConn;
 use crate::config::Config;
 use crate::content_encoding::{BodyEncoding, Decompressing};
@@ -623,8 +623,12 @@ impl Exchange {
             CacheCopy { purpose, content_type: content_type.clone(), bytes, inflate, undecided }
         });
         let watch_id = match (&self.route, tee.cache) {
+            // Teed when answered in the scope's encoding (a custom resource asked in
+            // protobuf is answered JSON, which its protobuf scope cannot hold).
             (Classified::Watch(request), Some(cache))
-                if ok && content_type.starts_with("application/json") =>
+                if ok
+                    && request.scope.wire().is_some()
+                    && Wire::of_content_type(&content_type) == request.scope.wire() =>
             {
                 cache.watch_opened(self.next_watch_id, request);
                 Some(self.next_watch_id)

@@ -97,7 +97,7 @@ impl TokenPending {
                 let message = format!("{why} and the cache failed: {reason}");
                 (Source::Local, LocalResponse::cloud_unavailable(&message))
             }
-            Reply::Miss | Reply::WatchReplay { .. } | Reply::WatchExpired => {
+            Reply::Miss | Reply::WatchReplay { .. } | Reply::WatchExpired { .. } => {
                 let message =
                     format!("{why} and no token for this TokenRequest of {account} is cached");
                 (Source::Local, LocalResponse::cloud_unavailable(&message))

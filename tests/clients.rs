@@ -651,11 +651,11 @@ fn get_protobuf(client: &mut Client, path: &str) -> Response {
     client.request("GET", path, &[("Accept", PROTOBUF_ACCEPT)], b"").expect_status(200)
 }
 
-/// By default (`--modify-request-accept`) a protobuf-first client gets JSON, which it
-/// accepts too, online and from the cache.
+/// With `--modify-request-accept=true` a protobuf-first client gets JSON, which it accepts
+/// too, online and from the cache.
 #[test]
 fn protobuf_accept_answered_with_json_online_and_offline() {
-    let mut edge = Edge::start("protobuf-json", &[], &[]);
+    let mut edge = Edge::start("protobuf-json", &[], &["--modify-request-accept=true"]);
     let paths = [PODS.to_string(), format!("{PODS}/web-1")];
     let mut kubelet = edge.client(Some("kubelet"));
     let online: Vec<Value> = paths

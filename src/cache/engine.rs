@@ -1,13 +1,13 @@
 //! What the cache thread does with each message, over any `Store`: storing responses
-//! (complete JSON lists decomposed, everything else exact), answering lookups, feeding
+//! (complete JSON and protobuf lists decomposed, everything else exact), answering lookups, feeding
 //! watch streams, applying the answers to writes, and keeping the total size under its cap.
 
 use std::collections::HashMap;
 
 use super::key::{ReadKey, WatchRequest};
-use super::list;
 use super::store::{Change, Owner, Store, StoreError, StoredHead, StoredKey, SummaryRow, Totals};
 use super::watch::{self, WatchStream};
+use super::wire::Wire;
 use super::write::{self, WriteAnswer};
 use super::{CachedResponse, Lookup, Reply};
 use crate::clock::unix_seconds;
@@ -38,7 +38,7 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Stores a 200 answer: a complete JSON list as its scope's list, anything else as is.
+    /// Stores a 200 answer: a complete list as its scope's list, anything else as is.
     pub fn store_response(
         &mut self,
         key: &ReadKey,
@@ -57,10 +57,10 @@ impl<S: Store> Engine<S> {
         }
         let owner =
             Owner { identity: key.identity().to_string(), resource: key.resource().to_string() };
-        let complete_list = key
-            .scope()
-            .filter(|_| is_json(content_type))
-            .and_then(|scope| Some((scope, list::decompose(content_type, &body)?)));
+        let complete_list = key.scope().and_then(|scope| {
+            let wire = Wire::of_content_type(content_type).filter(|w| Some(*w) == scope.wire())?;
+            Some((scope, wire.decompose(content_type, &body)?))
+        });
         let (change, stored) = match complete_list {
             Some((scope, (head, items))) => {
                 let scope = scope.store_key();
@@ -82,10 +82,21 @@ impl<S: Store> Engine<S> {
         self.evict_if_needed()
     }
 
+    /// Answers from the cache in the representation asked for, or else in JSON when the
+    /// client accepts that too.
     pub fn answer(&mut self, lookup: &Lookup) -> Result<Reply, StoreError> {
+        let reply = match lookup {
+            Lookup::Read(key) => self.read(key)?,
+            Lookup::WatchStart(request) => watch::replay(&mut self.store, request)?,
+        };
+        if !matches!(reply, Reply::Miss) {
+            return Ok(reply);
+        }
         match lookup {
-            Lookup::Read(key) => self.read(key),
-            Lookup::WatchStart(request) => watch::replay(&mut self.store, request),
+            Lookup::Read(key) => key.json_fallback().map_or(Ok(reply), |json| self.read(&json)),
+            Lookup::WatchStart(request) => request
+                .json_fallback()
+                .map_or(Ok(reply), |json| watch::replay(&mut self.store, &json)),
         }
     }
 
@@ -94,7 +105,12 @@ impl<S: Store> Engine<S> {
             let scope_key = scope.store_key();
             if let Some(StoredHead { head, stored_at }) = self.store.list_head(&scope_key, true)? {
                 let items = self.store.list_items(&scope_key)?;
-                let body = list::rebuild(&head, &items);
+                let Some(body) = Wire::rebuild(&head, &items) else {
+                    return Ok(Reply::Failed(format!(
+                        "the cached list of {} is damaged",
+                        key.path()
+                    )));
+                };
                 let content_type = head.content_type;
                 return Ok(Reply::Hit(CachedResponse {
                     status: 200,
@@ -111,8 +127,8 @@ impl<S: Store> Engine<S> {
     }
 
     pub fn watch_opened(&mut self, watch_id: u64, request: &WatchRequest) {
-        if request.scope.is_json() {
-            self.watches.insert(watch_id, WatchStream::new(request));
+        if let Some(stream) = WatchStream::new(request) {
+            self.watches.insert(watch_id, stream);
         }
     }
 
@@ -180,11 +196,6 @@ fn fingerprint(content_type: &str, body: &[u8]) -> u64 {
     content_type.hash(&mut hasher);
     body.hash(&mut hasher);
     hasher.finish()
-}
-
-pub(super) fn is_json(content_type: &str) -> bool {
-    let media_type = content_type.split(';').next().unwrap_or_default().trim();
-    media_type.eq_ignore_ascii_case("application/json")
 }
 
 /// Behaviour tests, run against both stores.
@@ -512,7 +523,7 @@ mod tests {
                 .answer(&Lookup::WatchStart(watch_request(KUBELET, &format!("{base}{query}"))))
                 .expect("lookup")
         };
-        let Reply::WatchReplay { initial_events, list_resource_version, bookmark_event } =
+        let Reply::WatchReplay { initial_events, list_resource_version, bookmark_event, .. } =
             start(engine, "")
         else {
             panic!("replay expected");
@@ -536,7 +547,7 @@ mod tests {
         assert!(
             matches!(start(engine, "&resourceVersion=60"), Reply::WatchReplay { ref initial_events, .. } if initial_events.is_empty())
         );
-        assert!(matches!(start(engine, "&resourceVersion=49"), Reply::WatchExpired));
+        assert!(matches!(start(engine, "&resourceVersion=49"), Reply::WatchExpired { .. }));
         let Reply::WatchReplay { initial_events, .. } =
             start(engine, "&resourceVersion=50&sendInitialEvents=true")
         else {

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use super::wire::Wire;
+
 /// Query parameters that never change the answer's content (they change when or how fast).
 const IGNORED_PARAMS: &[&str] = &[
     "resourceVersion",
@@ -77,6 +79,18 @@ impl Representation {
     pub fn is_json(&self) -> bool {
         *self == Representation::Json
     }
+
+    /// Whether a request for this representation with `accept` would also take plain JSON
+    /// (kubelet and kube-proxy ask `application/vnd.kubernetes.protobuf,application/json`):
+    /// then a JSON answer cached earlier may serve it offline.
+    fn falls_back_to_json(&self, accept: Option<&str>) -> bool {
+        *self == Representation::Protobuf
+            && accept
+                .unwrap_or_default()
+                .split(',')
+                .skip(1)
+                .any(|range| Representation::from_accept(Some(range)) == Representation::Json)
+    }
 }
 
 impl fmt::Display for Representation {
@@ -109,9 +123,11 @@ pub struct ReadKey {
     representation: Representation,
     /// For /debug/cache: "pods", "apps/deployments", "discovery".
     resource: String,
-    /// Set for a JSON collection read without `continue` and with no parameter beyond
+    /// Set for a JSON or protobuf collection read without `continue` and with no parameter beyond
     /// selectors and `limit`: such a read can be answered from the scope's complete list.
     scope: Option<ListScope>,
+    /// The client accepts JSON too (`Representation::falls_back_to_json`).
+    json_fallback: bool,
 }
 
 impl ReadKey {
@@ -150,6 +166,18 @@ impl ReadKey {
         self.scope.as_ref()
     }
 
+    /// The same read in JSON, for a protobuf read whose client accepts JSON too: offline, a
+    /// JSON answer cached before (by an older release, or with `--modify-request-accept`)
+    /// serves it when no protobuf one is cached.
+    pub fn json_fallback(&self) -> Option<ReadKey> {
+        self.json_fallback.then(|| ReadKey {
+            representation: Representation::Json,
+            scope: self.scope.as_ref().map(ListScope::as_json),
+            json_fallback: false,
+            ..self.clone()
+        })
+    }
+
     /// The key a TokenRequest's `201` answer is stored under: the asking identity, the
     /// request's canonical text (`TokenRequestKey::canonical`) and the representation it
     /// accepts. Its path is no request path (`tokenrequest:` prefix), so no read, list or
@@ -163,6 +191,7 @@ impl ReadKey {
             representation: Representation::from_accept(accept),
             resource: "serviceaccounts/token".to_string(),
             scope: None,
+            json_fallback: false,
         }
     }
 }
@@ -176,6 +205,20 @@ pub struct WatchRequest {
     pub allow_bookmarks: bool,
     /// `sendInitialEvents=true`: ADDED for the current state, then a BOOKMARK marking its end.
     pub send_initial_events: bool,
+    /// The client accepts JSON too (`Representation::falls_back_to_json`).
+    json_fallback: bool,
+}
+
+impl WatchRequest {
+    /// The same watch in JSON, for a protobuf watch whose client accepts JSON too (see
+    /// `ReadKey::json_fallback`; client-go decodes a watch by its answer's Content-Type).
+    pub fn json_fallback(&self) -> Option<WatchRequest> {
+        self.json_fallback.then(|| WatchRequest {
+            scope: self.scope.as_json(),
+            json_fallback: false,
+            ..self.clone()
+        })
+    }
 }
 
 /// The set of objects a list or watch covers.
@@ -213,9 +256,14 @@ impl ListScope {
         &self.representation
     }
 
-    /// Only plain-JSON scopes have decomposed lists that watches keep current.
-    pub fn is_json(&self) -> bool {
-        self.representation.is_json()
+    fn as_json(&self) -> ListScope {
+        ListScope { representation: Representation::Json, ..self.clone() }
+    }
+
+    /// The encoding of the scope's decomposed lists, which watches keep current: JSON and
+    /// protobuf scopes have one, other representations are stored as answered.
+    pub fn wire(&self) -> Option<Wire> {
+        Wire::of_representation(&self.representation)
     }
 
     /// A DELETED event in a filtered watch may only mean "no longer matches".
@@ -240,12 +288,13 @@ impl ListScope {
         )
     }
 
-    /// Store key of the plain GET of one object of this collection (no query, JSON).
+    /// Store key of the plain GET of one object of this collection (no query, the scope's
+    /// representation: its watch events are that GET's answer).
     pub(crate) fn object_key(&self, namespace: &str, name: &str) -> String {
         let namespace = Some(namespace).filter(|ns| !ns.is_empty());
         let path =
             format!("{}/{name}", collection_path(&self.api_prefix, namespace, &self.resource));
-        entry_key(&self.identity, &path, "", &Representation::Json)
+        entry_key(&self.identity, &path, "", &self.representation)
     }
 }
 
@@ -381,6 +430,7 @@ pub fn classify(identity: &str, method: &str, target: &str, accept: Option<&str>
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let params = Params::parse(query);
     let representation = Representation::from_accept(accept);
+    let json_fallback = representation.falls_back_to_json(accept);
     if is_discovery(path) {
         if params.is_watch() {
             return Classified::Uncacheable;
@@ -392,15 +442,16 @@ pub fn classify(identity: &str, method: &str, target: &str, accept: Option<&str>
             representation,
             resource: "discovery".to_string(),
             scope: None,
+            json_fallback,
         });
     }
     let Some(resource) = ResourcePath::parse(path) else {
         return Classified::Uncacheable;
     };
     if resource.legacy_watch || params.is_watch() {
-        return classify_watch(identity, &resource, &params, representation);
+        return classify_watch(identity, &resource, &params, (representation, json_fallback));
     }
-    Classified::Read(resource.read_key(identity, &params, representation))
+    Classified::Read(resource.read_key(identity, &params, (representation, json_fallback)))
 }
 
 /// Which writes' answers the cache learns from: a DELETE of one object. Not a dry run (it
@@ -433,7 +484,7 @@ fn classify_watch(
     identity: &str,
     resource: &ResourcePath,
     params: &Params,
-    representation: Representation,
+    (representation, json_fallback): (Representation, bool),
 ) -> Classified {
     let watchable = resource.name.is_none() && params.only_has(WATCH_PARAMS);
     if !watchable {
@@ -445,6 +496,7 @@ fn classify_watch(
         timeout_seconds: params.get("timeoutSeconds").and_then(|t| t.parse().ok()),
         allow_bookmarks: params.get("allowWatchBookmarks").is_some_and(parse_bool),
         send_initial_events: params.get("sendInitialEvents").is_some_and(parse_bool),
+        json_fallback,
     })
 }
 
@@ -545,9 +597,14 @@ impl ResourcePath {
         }
     }
 
-    fn read_key(&self, identity: &str, params: &Params, representation: Representation) -> ReadKey {
+    fn read_key(
+        &self,
+        identity: &str,
+        params: &Params,
+        (representation, json_fallback): (Representation, bool),
+    ) -> ReadKey {
         let whole_list = self.name.is_none()
-            && representation.is_json()
+            && Wire::of_representation(&representation).is_some()
             && params.only_has(&["labelSelector", "fieldSelector", "limit"]);
         ReadKey {
             identity: identity.to_string(),
@@ -556,6 +613,7 @@ impl ResourcePath {
             scope: whole_list.then(|| self.scope(identity, params, representation.clone())),
             representation,
             resource: resource_label(&self.api_prefix, &self.resource, self.subresource.as_deref()),
+            json_fallback,
         }
     }
 }

@@ -5,20 +5,24 @@
 //! ever blocking (`thread`).
 //!
 //! Reactor usage: `classify` each request; store 200 answers of `Read`s with
-//! `CacheHandle::store`; tee JSON watch bodies with `watch_opened`/`watch_bytes`/`watch_closed`;
+//! `CacheHandle::store`; tee JSON and protobuf watch bodies with `watch_opened`/`watch_bytes`/`watch_closed`;
 //! hand the answers of requests `classify_write` recognizes to `write_answered`; offline,
 //! `lookup` and pick the answers up with `take_replies` when the waker fires.
 
 mod engine;
+#[cfg(test)]
+mod engine_protobuf_tests;
 mod json;
 mod key;
 mod list;
 mod memory;
+mod protobuf_list;
 mod schema;
 mod sqlite;
 mod store;
 mod thread;
 mod watch;
+mod wire;
 mod write;
 
 use std::fmt;
@@ -30,7 +34,7 @@ pub use key::{
     WatchRequest, WriteMethod, classify, classify_write,
 };
 pub use thread::{CacheHandle, CacheReporter};
-pub use watch::{bookmark_event, expired_event};
+pub use wire::Wire;
 
 /// Default cap on stored bytes.
 pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
@@ -111,17 +115,19 @@ impl CachedResponse {
 pub enum Reply {
     Hit(CachedResponse),
     Miss,
-    /// Offline watch start: send `initial_events` (newline-delimited JSON events: synthetic
-    /// ADDED for every cached item when the watch asked for no version, "" or "0", plus the
-    /// end BOOKMARK for `sendInitialEvents=true`; empty when the asked version is the cached
+    /// Offline watch start, in `wire`'s encoding: send `initial_events` (synthetic ADDED
+    /// for every cached item when the watch asked for no version, "" or "0", plus the end
+    /// BOOKMARK for `sendInitialEvents=true`; empty when the asked version is the cached
     /// list's or newer), then, if bookmarks were allowed, `bookmark_event` periodically.
     WatchReplay {
+        wire: Wire,
         initial_events: Vec<u8>,
         list_resource_version: String,
         bookmark_event: Vec<u8>,
     },
-    /// The asked version is older than the cached list: send `expired_event(rv)` and close.
-    WatchExpired,
+    /// The asked version is older than the cached list: send `wire.expired_event(rv)` and
+    /// close.
+    WatchExpired { wire: Wire },
     Failed(String),
 }
 

@@ -308,9 +308,10 @@ impl CacheHandle {
         }
     }
 
-    /// A JSON watch stream for `request` started; its events will update the cached list.
+    /// A JSON or protobuf watch stream for `request` started; its events will update the
+    /// cached list.
     pub fn watch_opened(&self, watch_id: u64, request: &WatchRequest) {
-        if !request.scope.is_json() {
+        if request.scope.wire().is_none() {
             return;
         }
         let mut watches = lock(&self.watches);
@@ -412,7 +413,7 @@ fn run<S: Store>(shared: &Shared, mut engine: Engine<S>) {
                 });
                 let hit = matches!(
                     reply,
-                    Reply::Hit(_) | Reply::WatchReplay { .. } | Reply::WatchExpired
+                    Reply::Hit(_) | Reply::WatchReplay { .. } | Reply::WatchExpired { .. }
                 );
                 bump(if hit { &shared.counters.hits } else { &shared.counters.misses });
                 shared.reply(request_id, reply);

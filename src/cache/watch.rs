@@ -1,31 +1,23 @@
-//! Watch streams: newline-splitting a JSON watch body into events, applying each event to the
-//! cached list of its scope and to the cached GET of its object, and the offline replay
-//! (synthetic ADDED events, bookmarks, the 410 Expired error) for a watch started from cache.
+//! Watch streams: splitting a watch body into events (JSON lines or protobuf frames,
+//! `wire`), applying each event to the cached list of its scope and to the cached GET of
+//! its object, and the offline replay (synthetic ADDED events, bookmarks, the 410 Expired
+//! error) for a watch started from cache, in the encoding the client asked for.
 
 use std::collections::HashSet;
 
+use super::Reply;
 use super::key::{ListScope, WatchRequest};
 use super::list::{ListHead, ListItem, ObjectMeta, newer};
 use super::store::{Change, Owner, Store, StoreError, StoredHead, StoredKey};
+use super::wire::{Event, EventType, NextEvent, Wire};
 use super::write::{cached_unless_newer, with_object};
-use super::{Reply, json};
 
 /// A partial event longer than this is not buffered further: the stream stops updating.
 const MAX_EVENT_BYTES: usize = 64 << 20;
 
-/// The annotation kube puts on the BOOKMARK that ends `sendInitialEvents` replays.
-const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
-
-enum EventType {
-    Added,
-    Modified,
-    Deleted,
-    Bookmark,
-    Other,
-}
-
 /// One watch stream being teed into the cache.
 pub struct WatchStream {
+    wire: Wire,
     scope: ListScope,
     scope_key: String,
     pending: Vec<u8>,
@@ -41,15 +33,17 @@ pub struct WatchStream {
 }
 
 impl WatchStream {
-    pub fn new(request: &WatchRequest) -> WatchStream {
-        WatchStream {
+    /// None for a scope whose lists the cache does not decompose.
+    pub fn new(request: &WatchRequest) -> Option<WatchStream> {
+        Some(WatchStream {
+            wire: request.scope.wire()?,
             scope_key: request.scope.store_key(),
             scope: request.scope.clone(),
             pending: Vec::new(),
             initial_keys: request.send_initial_events.then(HashSet::new),
             replaying_current_state: starts_from_current_state(request),
             stopped: false,
-        }
+        })
     }
 
     /// Feeds de-chunked body bytes (any boundaries) and applies every completed event; `now`
@@ -57,34 +51,59 @@ impl WatchStream {
     pub fn feed<S: Store>(
         &mut self,
         store: &mut S,
-        mut bytes: &[u8],
+        bytes: &[u8],
         now: u64,
     ) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            let used = self.apply_events(store, bytes, now)?;
+            self.keep_partial(&bytes[used..]);
+        } else {
+            let mut stream = std::mem::take(&mut self.pending);
+            stream.extend_from_slice(bytes);
+            let used = self.apply_events(store, &stream, now)?;
+            stream.drain(..used);
+            self.keep_partial(&stream);
+        }
+        Ok(())
+    }
+
+    /// Applies the whole events at the start of `stream`; returns the bytes they took.
+    fn apply_events<S: Store>(
+        &mut self,
+        store: &mut S,
+        stream: &[u8],
+        now: u64,
+    ) -> Result<usize, StoreError> {
+        let mut used = 0;
         while !self.stopped {
-            let Some(newline) = bytes.iter().position(|b| *b == b'\n') else {
+            let NextEvent::Whole { payload, next } = self.wire.next_event(&stream[used..]) else {
                 break;
             };
-            let (head, tail) = bytes.split_at(newline);
-            bytes = &tail[1..];
-            let result = if self.pending.is_empty() {
-                self.apply_line(store, head, now)
-            } else {
-                self.pending.extend_from_slice(head);
-                let line = std::mem::take(&mut self.pending);
-                self.apply_line(store, &line, now)
-            };
-            if let Err(error) = result {
+            let event = &stream[used + payload.start..used + payload.end];
+            used += next;
+            if let Err(error) = self.apply_event(store, event, now) {
                 self.stop("an event could not be stored");
                 return Err(error);
             }
         }
-        if !self.stopped {
-            self.pending.extend_from_slice(bytes);
-            if self.pending.len() > MAX_EVENT_BYTES {
-                self.stop("an event exceeds the size limit");
-            }
+        Ok(used)
+    }
+
+    /// Holds the start of an incomplete event, unless it is (or announces itself) too large.
+    fn keep_partial(&mut self, partial: &[u8]) {
+        if self.stopped {
+            return;
         }
-        Ok(())
+        let too_large = match self.wire.next_event(partial) {
+            NextEvent::Partial { at_least } => at_least > MAX_EVENT_BYTES,
+            NextEvent::Whole { .. } => false,
+        };
+        if too_large {
+            self.stop("an event exceeds the size limit");
+        } else {
+            self.pending.clear();
+            self.pending.extend_from_slice(partial);
+        }
     }
 
     /// Marks the stream as no longer applied (its events after a gap would be wrong).
@@ -96,40 +115,31 @@ impl WatchStream {
         self.pending = Vec::new();
     }
 
-    fn apply_line<S: Store>(
+    fn apply_event<S: Store>(
         &mut self,
         store: &mut S,
-        line: &[u8],
+        payload: &[u8],
         now: u64,
     ) -> Result<(), StoreError> {
-        if line.iter().all(u8::is_ascii_whitespace) {
+        if payload.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
-        let event_type = json::string_member(line, 0, &["type"]);
-        let object = json::member(line, 0, "object");
-        let (Some(event_type), Some(object)) = (event_type, object) else {
-            self.stop("a watch event is not JSON");
+        let Some(event) = self.wire.event(payload) else {
+            self.stop("a watch event could not be read");
             return Ok(());
         };
-        let kind = match event_type.as_str() {
-            "ADDED" => EventType::Added,
-            "MODIFIED" => EventType::Modified,
-            "DELETED" => EventType::Deleted,
-            "BOOKMARK" => EventType::Bookmark,
-            _ => EventType::Other,
-        };
-        let changes = match kind {
+        let changes = match event.kind {
             EventType::Other => return Ok(()),
-            EventType::Bookmark => self.bookmark_changes(store, &line[object], now)?,
+            EventType::Bookmark => self.bookmark_changes(store, event.item, now)?,
             _ => {
-                let Some(meta) = ObjectMeta::of(line, object.start) else {
+                let Some(meta) = self.wire.item_meta(event.item) else {
                     self.stop("a watch event has no object name");
                     return Ok(());
                 };
-                if let (Some(keys), EventType::Added) = (&mut self.initial_keys, &kind) {
+                if let (Some(keys), EventType::Added) = (&mut self.initial_keys, event.kind) {
                     keys.insert(meta.item_key());
                 }
-                let event = Event { kind: &kind, meta: &meta, object: &line[object], now };
+                let event = ObjectEvent { event: &event, meta: &meta, now };
                 let mut changes = self.list_changes(store, &event)?;
                 changes.extend(self.object_changes(store, &event)?);
                 changes
@@ -144,9 +154,9 @@ impl WatchStream {
     fn list_changes<S: Store>(
         &self,
         store: &mut S,
-        event: &Event<'_>,
+        event: &ObjectEvent<'_>,
     ) -> Result<Vec<Change>, StoreError> {
-        let Event { kind, meta, object, now } = *event;
+        let ObjectEvent { event, meta, now } = *event;
         let Some(StoredHead { head, .. }) = store.list_head(&self.scope_key, false)? else {
             return Ok(Vec::new());
         };
@@ -161,14 +171,14 @@ impl WatchStream {
             return Ok(Vec::new());
         }
         let scope = self.scope_key.clone();
-        let item_change = match kind {
+        let item_change = match event.kind {
             EventType::Deleted => Change::RemoveItem { scope: scope.clone(), key },
             _ => Change::PutItem {
                 scope: scope.clone(),
                 item: ListItem {
                     key,
                     resource_version: meta.resource_version.clone(),
-                    json: object.to_vec(),
+                    json: event.item.to_vec(),
                 },
             },
         };
@@ -186,14 +196,14 @@ impl WatchStream {
     fn object_changes<S: Store>(
         &self,
         store: &mut S,
-        event: &Event<'_>,
+        event: &ObjectEvent<'_>,
     ) -> Result<Option<Change>, StoreError> {
-        let Event { kind, meta, object, now } = *event;
+        let ObjectEvent { event, meta, now } = *event;
         let key = self.scope.object_key(&meta.namespace, &meta.name);
         let Some(cached) = cached_unless_newer(store, &key, &meta.resource_version)? else {
             return Ok(None);
         };
-        Ok(match kind {
+        Ok(match event.kind {
             // In a filtered watch, DELETED may only mean "stopped matching the selector".
             EventType::Deleted if self.scope.has_selectors() => None,
             EventType::Deleted => Some(Change::RemoveEntry { key }),
@@ -202,7 +212,7 @@ impl WatchStream {
                     identity: self.scope.identity().to_string(),
                     resource: self.scope.resource_label(),
                 };
-                let response = with_object(cached, object, now);
+                let response = with_object(cached, event.document, now);
                 Some(Change::PutEntry { key, owner, response })
             }
         })
@@ -213,20 +223,18 @@ impl WatchStream {
     fn bookmark_changes<S: Store>(
         &mut self,
         store: &mut S,
-        object: &[u8],
+        item: &[u8],
         now: u64,
     ) -> Result<Vec<Change>, StoreError> {
         self.replaying_current_state = false;
-        let Some(version) = json::string_member(object, 0, &["metadata", "resourceVersion"]) else {
+        let (Some(version), ends_initial) = self.wire.bookmark(item) else {
             return Ok(Vec::new());
         };
         let Some(StoredHead { head, .. }) = store.list_head(&self.scope_key, false)? else {
             return Ok(Vec::new());
         };
         let mut changes = Vec::new();
-        let ends_initial =
-            json::string_member(object, 0, &["metadata", "annotations", INITIAL_EVENTS_END]);
-        if let (Some(seen), Some("true")) = (self.initial_keys.take(), ends_initial.as_deref()) {
+        if let (Some(seen), true) = (self.initial_keys.take(), ends_initial) {
             changes.extend(self.prune_unseen(store, &head, &version, &seen)?);
         }
         if newer(&head.resource_version, &version) == Some(true) {
@@ -264,12 +272,11 @@ impl WatchStream {
     }
 }
 
-/// One object event of a stream, as it arrived.
+/// One event about an object, as it arrived.
 #[derive(Clone, Copy)]
-struct Event<'a> {
-    kind: &'a EventType,
+struct ObjectEvent<'a> {
+    event: &'a Event<'a>,
     meta: &'a ObjectMeta,
-    object: &'a [u8],
     /// Unix seconds.
     now: u64,
 }
@@ -284,26 +291,27 @@ fn starts_from_current_state(request: &WatchRequest) -> bool {
     version.is_empty() || version == "0" || request.send_initial_events
 }
 
-/// Table, metadata and protobuf watches have no decomposed list to replay from. One that
-/// resumes from a version the client already holds (`kubectl get -w` watches from its
-/// list's version) is held open without events: nothing changes while offline. One that
-/// asks for the current state cannot be answered.
+/// Table and metadata watches have no decomposed list to replay from. One that resumes
+/// from a version the client already holds (`kubectl get -w` watches from its list's
+/// version) is held open without events: nothing changes while offline. One that asks for
+/// the current state cannot be answered.
 fn hold_open_without_events(request: &WatchRequest) -> Reply {
     if starts_from_current_state(request) {
         return Reply::Miss;
     }
     Reply::WatchReplay {
+        wire: Wire::Json,
         initial_events: Vec::new(),
         list_resource_version: request.resource_version.clone().unwrap_or_default(),
         bookmark_event: Vec::new(),
     }
 }
 
-/// Answers an offline watch start from the cached list of its scope.
+/// Answers an offline watch start from the cached list of its scope, in the scope's encoding.
 pub fn replay<S: Store>(store: &mut S, request: &WatchRequest) -> Result<Reply, StoreError> {
-    if !request.scope.is_json() {
+    let Some(wire) = request.scope.wire() else {
         return Ok(hold_open_without_events(request));
-    }
+    };
     let scope_key = request.scope.store_key();
     let Some(StoredHead { head, .. }) = store.list_head(&scope_key, true)? else {
         return Ok(Reply::Miss);
@@ -312,84 +320,46 @@ pub fn replay<S: Store>(store: &mut S, request: &WatchRequest) -> Result<Reply, 
     let from_current_state = starts_from_current_state(request);
     let cached = head.resource_version.as_str();
     if !from_current_state && requested != cached && newer(requested, cached) != Some(true) {
-        return Ok(Reply::WatchExpired);
+        return Ok(Reply::WatchExpired { wire });
     }
-    let (kind, api_version) = item_kind(&head);
+    let item_type = Wire::item_type(&head);
     let mut initial_events = Vec::new();
     if from_current_state {
         for item in store.list_items(&scope_key)? {
-            initial_events.extend_from_slice(b"{\"type\":\"ADDED\",\"object\":");
-            initial_events.extend_from_slice(&item.json);
-            initial_events.extend_from_slice(b"}\n");
+            initial_events.extend(wire.added_event(&item_type, &item.json));
         }
     }
     if request.send_initial_events {
-        initial_events.extend(bookmark_event(&kind, &api_version, cached, true));
+        initial_events.extend(wire.bookmark_event(&item_type, cached, true));
     }
     Ok(Reply::WatchReplay {
+        wire,
         initial_events,
         list_resource_version: cached.to_string(),
-        bookmark_event: bookmark_event(&kind, &api_version, cached, false),
+        bookmark_event: wire.bookmark_event(&item_type, cached, false),
     })
-}
-
-/// The item kind and apiVersion of a list ("PodList" holds "Pod").
-fn item_kind(head: &ListHead) -> (String, String) {
-    let list_kind = json::string_member(&head.envelope, 0, &["kind"]).unwrap_or_default();
-    let kind = list_kind.strip_suffix("List").unwrap_or(&list_kind).to_string();
-    (kind, json::string_member(&head.envelope, 0, &["apiVersion"]).unwrap_or_default())
-}
-
-fn quoted(text: &str) -> String {
-    serde_json::Value::from(text).to_string()
-}
-
-/// A BOOKMARK event line (with its newline) at `resource_version`.
-pub fn bookmark_event(
-    kind: &str,
-    api_version: &str,
-    resource_version: &str,
-    ends_initial_events: bool,
-) -> Vec<u8> {
-    let annotations = if ends_initial_events {
-        format!(",\"annotations\":{{\"{INITIAL_EVENTS_END}\":\"true\"}}")
-    } else {
-        String::new()
-    };
-    format!(
-        "{{\"type\":\"BOOKMARK\",\"object\":{{\"kind\":{},\"apiVersion\":{},\"metadata\":{{\"resourceVersion\":{}{annotations}}}}}}}\n",
-        quoted(kind),
-        quoted(api_version),
-        quoted(resource_version)
-    )
-    .into_bytes()
-}
-
-/// The ERROR event line kube-apiserver sends when a watch starts from a version it no longer
-/// has: clients re-list on it.
-pub fn expired_event(requested_resource_version: &str) -> Vec<u8> {
-    let message = quoted(&format!("too old resource version: {requested_resource_version}"));
-    format!(
-        "{{\"type\":\"ERROR\",\"object\":{{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{{}},\"status\":\"Failure\",\"message\":{message},\"reason\":\"Expired\",\"code\":410}}}}\n"
-    )
-    .into_bytes()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::key::{Classified, classify};
+    use crate::cache::memory::MemoryStore;
 
+    /// A frame announcing 4 GiB stops the stream at its prefix: nothing is buffered for it.
     #[test]
-    fn helper_events_are_valid_json_lines() {
-        let bookmark = bookmark_event("Pod", "v1", "42", true);
-        assert!(bookmark.ends_with(b"\n"));
-        let value: serde_json::Value = serde_json::from_slice(&bookmark).expect("bookmark json");
-        assert_eq!(value["object"]["metadata"]["resourceVersion"], "42");
-        assert_eq!(value["object"]["metadata"]["annotations"][INITIAL_EVENTS_END], "true");
-        let expired: serde_json::Value =
-            serde_json::from_slice(&expired_event("7")).expect("error json");
-        assert_eq!(expired["type"], "ERROR");
-        assert_eq!(expired["object"]["code"], 410);
-        assert_eq!(expired["object"]["reason"], "Expired");
+    fn an_oversized_frame_stops_the_stream_at_once() {
+        let accept = Some("application/vnd.kubernetes.protobuf");
+        let Classified::Watch(request) = classify("u", "GET", "/api/v1/pods?watch=1", accept)
+        else {
+            panic!("a watch");
+        };
+        let mut stream = WatchStream::new(&request).expect("a protobuf stream");
+        let mut store = MemoryStore::new();
+        stream.feed(&mut store, &0xFFFF_FFF0u32.to_be_bytes()[..3], 0).expect("feed");
+        assert!(!stream.stopped, "three bytes announce nothing yet");
+        stream.feed(&mut store, &[0xF0, 0x0a, 0x0a], 0).expect("feed");
+        assert!(stream.stopped);
+        assert!(stream.pending.is_empty());
     }
 }

@@ -9,11 +9,11 @@
 //! (grace period, finalizers): its answer is then its newest state.
 
 use super::CachedResponse;
-use super::engine::is_json;
 use super::json::{self, Span};
 use super::key::{ObjectWrite, WriteMethod};
 use super::list::{ListItem, ObjectMeta, newer};
 use super::store::{Change, Owner, Store, StoreError, StoredKey};
+use super::wire::Wire;
 
 /// The cloud's answer to an `ObjectWrite`.
 #[derive(Debug)]
@@ -58,7 +58,7 @@ fn deleted(answer: &WriteAnswer) -> Option<Deleted> {
         return None;
     }
     // A protobuf answer could be a Status or the object: that takes decoding it. Left alone.
-    if !is_json(&answer.content_type) {
+    if Wire::of_content_type(&answer.content_type) != Some(Wire::Json) {
         return None;
     }
     let body = answer.body.as_slice();
@@ -165,8 +165,11 @@ fn terminating<S: Store>(
                 let owner = Owner { identity, resource: write.resource_label() };
                 Change::PutEntry { key, owner, response: with_object(cached, object, now) }
             }
+            // The item is JSON: a protobuf list keeps its older state until its watch or
+            // the next read brings the new one.
             StoredKey::List(scope)
                 if write.lists_collection(&scope)
+                    && list_wire(store, &scope)? == Some(Wire::Json)
                     && holds_item_not_newer(store, &scope, &item.key, version)? =>
             {
                 Change::PutItem { scope, item: item.clone() }
@@ -188,7 +191,9 @@ pub fn cached_unless_newer<S: Store>(
     let Some(cached) = store.entry(key, false)? else {
         return Ok(None);
     };
-    let cached_version = ObjectMeta::of(&cached.body, 0).map(|meta| meta.resource_version);
+    let cached_version = Wire::of_content_type(&cached.content_type)
+        .and_then(|wire| wire.document_meta(&cached.body))
+        .map(|meta| meta.resource_version);
     if cached_version.is_some_and(|rv| newer(&rv, version) == Some(true)) {
         return Ok(None);
     }
@@ -204,6 +209,12 @@ pub fn with_object(cached: CachedResponse, object: &[u8], stored_at: u64) -> Cac
         body.push(b'\n');
     }
     CachedResponse { status: cached.status, content_type: cached.content_type, body, stored_at }
+}
+
+/// The encoding the list `scope` is stored in.
+fn list_wire<S: Store>(store: &mut S, scope: &str) -> Result<Option<Wire>, StoreError> {
+    let head = store.list_head(scope, false)?;
+    Ok(head.and_then(|stored| Wire::of_content_type(&stored.head.content_type)))
 }
 
 /// Whether the list `scope` holds the item `key` in a state not newer than `version`.
