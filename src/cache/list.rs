@@ -19,7 +19,7 @@ pub struct ListHead {
 pub struct ListItem {
     pub key: String,
     pub resource_version: String,
-    pub json: Vec<u8>,
+    pub encoded: Vec<u8>,
 }
 
 /// The identifying metadata of one object.
@@ -71,7 +71,7 @@ pub fn decompose(content_type: &str, body: &[u8]) -> Option<(ListHead, Vec<ListI
             Some(ListItem {
                 key: meta.item_key(),
                 resource_version: meta.resource_version,
-                json: body[span].to_vec(),
+                encoded: body[span].to_vec(),
             })
         })
         .collect::<Option<Vec<_>>>()?;
@@ -92,14 +92,14 @@ pub fn decompose(content_type: &str, body: &[u8]) -> Option<(ListHead, Vec<ListI
 /// The List body for `head` with `items` (already in key order).
 pub fn rebuild(head: &ListHead, items: &[ListItem]) -> Vec<u8> {
     let (envelope, items_at) = envelope_at_version(head);
-    let items_len: usize = items.iter().map(|item| item.json.len() + 1).sum();
+    let items_len: usize = items.iter().map(|item| item.encoded.len() + 1).sum();
     let mut body = Vec::with_capacity(envelope.len() + items_len);
     body.extend_from_slice(&envelope[..items_at]);
     for (index, item) in items.iter().enumerate() {
         if index > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(&item.json);
+        body.extend_from_slice(&item.encoded);
     }
     body.extend_from_slice(&envelope[items_at..]);
     body

@@ -191,14 +191,14 @@ impl Store for MemoryStore {
     }
 
     fn summary(&mut self) -> Result<Vec<SummaryRow>, StoreError> {
-        let mut counted: BTreeMap<(String, String), SummaryRow> = BTreeMap::new();
+        let mut counted: BTreeMap<(String, String, String), SummaryRow> = BTreeMap::new();
         for entry in self.entries.values() {
-            let row = summary_row(&mut counted, &entry.owner);
+            let row = summary_row(&mut counted, &entry.owner, &entry.response.content_type);
             row.entries += 1;
             row.bytes += entry.bytes;
         }
         for list in self.lists.values() {
-            let row = summary_row(&mut counted, &list.owner);
+            let row = summary_row(&mut counted, &list.owner, &list.head.content_type);
             row.lists += 1;
             row.list_items += list.items.len() as u64;
             row.bytes += list.bytes;
@@ -208,12 +208,15 @@ impl Store for MemoryStore {
 }
 
 fn summary_row<'a>(
-    rows: &'a mut BTreeMap<(String, String), SummaryRow>,
+    rows: &'a mut BTreeMap<(String, String, String), SummaryRow>,
     owner: &Owner,
+    content_type: &str,
 ) -> &'a mut SummaryRow {
-    rows.entry((owner.identity.clone(), owner.resource.clone())).or_insert_with(|| SummaryRow {
+    let key = (owner.identity.clone(), owner.resource.clone(), content_type.to_string());
+    rows.entry(key).or_insert_with(|| SummaryRow {
         identity: owner.identity.clone(),
         resource: owner.resource.clone(),
+        content_type: content_type.to_string(),
         ..SummaryRow::default()
     })
 }

@@ -70,7 +70,7 @@ pub fn decompose(content_type: &str, body: &[u8]) -> Option<(ListHead, Vec<ListI
                 items.push(ListItem {
                     key: meta.item_key(),
                     resource_version: meta.resource_version,
-                    json: item.to_vec(),
+                    encoded: item.to_vec(),
                 });
             }
             _ => {
@@ -101,7 +101,7 @@ pub fn decompose(content_type: &str, body: &[u8]) -> Option<(ListHead, Vec<ListI
 pub fn rebuild(head: &ListHead, items: &[ListItem]) -> Option<Vec<u8>> {
     let envelope = protobuf::decode_envelope(&head.envelope).ok()?;
     let (before, after) = envelope.raw.split_at_checked(head.items_at)?;
-    let items_len: usize = items.iter().map(|item| item.json.len() + 6).sum();
+    let items_len: usize = items.iter().map(|item| item.encoded.len() + 6).sum();
     let mut raw = Writer::from_vec(Vec::with_capacity(envelope.raw.len() + items_len + 16));
     for field in Reader::new(before) {
         let (number, value) = field.ok()?;
@@ -113,7 +113,7 @@ pub fn rebuild(head: &ListHead, items: &[ListItem]) -> Option<Vec<u8>> {
         }
     }
     for item in items {
-        raw.bytes(LIST_ITEMS, &item.json);
+        raw.bytes(LIST_ITEMS, &item.encoded);
     }
     let mut raw = raw.into_bytes();
     raw.extend_from_slice(after);
@@ -370,7 +370,7 @@ mod tests {
         let (_, items) = decompose(PROTOBUF, &pod_list("20", vec![pod("b", "12")])).expect("list");
         assert_eq!(items[0].key, "ns/b");
         assert_eq!(items[0].resource_version, "12");
-        assert_eq!(items[0].json, pod("b", "12").encode_to_vec());
+        assert_eq!(items[0].encoded, pod("b", "12").encode_to_vec());
     }
 
     #[test]
@@ -382,7 +382,7 @@ mod tests {
         items.push(ListItem {
             key: "ns/c".into(),
             resource_version: "123456".into(),
-            json: newer.encode_to_vec(),
+            encoded: newer.encode_to_vec(),
         });
         let list = decode_list(&rebuild(&head, &items).expect("rebuilt"));
         assert_eq!(list.metadata.and_then(|m| m.resource_version).as_deref(), Some("123456"));

@@ -19,6 +19,11 @@
 //!   moved or deleted, as the release that wrote it may run again. The cache then runs in
 //!   memory (`cache::start`). A damaged file is another matter: it is moved aside before
 //!   its version is even read (`sqlite`).
+//!
+//! `items.json` holds an item as its list is encoded (`lists.content_type`): the JSON
+//! object, or since protobuf lists are decomposed too the bare protobuf message. The
+//! column kept its name: renaming it would take a schema version for no change of meaning
+//! to a version-2 file, whose items are all JSON.
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 

@@ -358,7 +358,7 @@ fn insert_item(tx: &Transaction<'_>, scope: &str, item: &ListItem) -> Result<(),
         scope,
         item.key,
         item.resource_version,
-        item.json,
+        item.encoded,
         as_i64(item_bytes(item))
     ])?;
     Ok(())
@@ -447,7 +447,7 @@ impl Store for SqliteStore {
             "SELECT key, resource_version, json FROM items WHERE scope = ?1 ORDER BY key",
         )?;
         let rows = statement.query_map([scope], |row| {
-            Ok(ListItem { key: row.get(0)?, resource_version: row.get(1)?, json: row.get(2)? })
+            Ok(ListItem { key: row.get(0)?, resource_version: row.get(1)?, encoded: row.get(2)? })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -518,28 +518,30 @@ impl Store for SqliteStore {
     }
 
     fn summary(&mut self) -> Result<Vec<SummaryRow>, StoreError> {
-        let sql = "SELECT identity, resource, COUNT(*), 0, 0, SUM(bytes) FROM entries GROUP BY identity, resource
+        let sql = "SELECT identity, resource, content_type, COUNT(*), 0, 0, SUM(bytes) FROM entries
+                   GROUP BY identity, resource, content_type
                    UNION ALL
-                   SELECT identity, resource, 0, COUNT(*), SUM((SELECT COUNT(*) FROM items i WHERE i.scope = l.scope)), SUM(bytes)
-                   FROM lists l GROUP BY identity, resource";
+                   SELECT identity, resource, content_type, 0, COUNT(*), SUM((SELECT COUNT(*) FROM items i WHERE i.scope = l.scope)), SUM(bytes)
+                   FROM lists l GROUP BY identity, resource, content_type";
         let mut statement = self.connection.prepare(sql)?;
         let rows = statement.query_map([], |row| {
             Ok(SummaryRow {
                 identity: row.get(0)?,
                 resource: row.get(1)?,
-                entries: as_u64(row.get(2)?),
-                lists: as_u64(row.get(3)?),
-                list_items: as_u64(row.get(4)?),
-                bytes: as_u64(row.get(5)?),
+                content_type: row.get(2)?,
+                entries: as_u64(row.get(3)?),
+                lists: as_u64(row.get(4)?),
+                list_items: as_u64(row.get(5)?),
+                bytes: as_u64(row.get(6)?),
             })
         })?;
         let mut merged: Vec<SummaryRow> = Vec::new();
         for row in rows {
             let row = row?;
-            match merged
-                .iter_mut()
-                .find(|m| m.identity == row.identity && m.resource == row.resource)
-            {
+            match merged.iter_mut().find(|m| {
+                (&m.identity, &m.resource, &m.content_type)
+                    == (&row.identity, &row.resource, &row.content_type)
+            }) {
                 Some(existing) => {
                     existing.entries += row.entries;
                     existing.lists += row.lists;
@@ -704,7 +706,7 @@ pub(crate) mod tests {
                         Ok(ListItem {
                             key: row.get(0)?,
                             resource_version: row.get(1)?,
-                            json: row.get(2)?,
+                            encoded: row.get(2)?,
                         })
                     })
                     .expect("items")

@@ -81,11 +81,13 @@ pub struct Totals {
     pub bytes: u64,
 }
 
-/// One line of /debug/cache.
+/// One line of /debug/cache: what one identity holds of one resource in one content type.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SummaryRow {
     pub identity: String,
     pub resource: String,
+    /// The representation as answered (`application/json`, `…protobuf`, a Table, …).
+    pub content_type: String,
     pub entries: u64,
     pub lists: u64,
     pub list_items: u64,
@@ -181,7 +183,7 @@ pub fn head_bytes(scope: &str, head: &ListHead) -> u64 {
 }
 
 pub fn item_bytes(item: &ListItem) -> u64 {
-    (item.key.len() + item.resource_version.len() + item.json.len()) as u64
+    (item.key.len() + item.resource_version.len() + item.encoded.len()) as u64
 }
 
 /// The suite every backend passes: `run_all(|| make a fresh store)`.
@@ -209,7 +211,7 @@ pub mod suite {
         ListItem {
             key: key.into(),
             resource_version: rv.into(),
-            json: format!("{{\"k\":\"{key}\"}}").into_bytes(),
+            encoded: format!("{{\"k\":\"{key}\"}}").into_bytes(),
         }
     }
 

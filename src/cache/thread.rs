@@ -467,23 +467,33 @@ fn publish_summary<S: Store>(shared: &Shared, engine: &mut Engine<S>) {
     }
 }
 
+/// /debug/cache: per identity and resource, what is held, in all and per content type.
+/// Bodies are stored decompressed whatever the cloud sent (`stored_encoding`); answers over
+/// 128 KiB are gzipped on the way out to clients that accept it.
 fn summary_json(totals: Totals, rows: &[SummaryRow]) -> String {
-    let mut identities = serde_json::Map::new();
+    use serde_json::{Map, Value, json};
+    let counts = |row: &SummaryRow| json!({"entries": row.entries, "lists": row.lists, "list_items": row.list_items, "bytes": row.bytes});
+    let mut identities = Map::new();
     for row in rows {
-        let resources = identities
-            .entry(row.identity.clone())
-            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-        if let Some(resources) = resources.as_object_mut() {
-            resources.insert(
-                row.resource.clone(),
-                serde_json::json!({
-                    "entries": row.entries, "lists": row.lists, "list_items": row.list_items, "bytes": row.bytes,
-                }),
-            );
+        let resources = identities.entry(row.identity.clone()).or_insert_with(|| json!({}));
+        let resource = &mut resources[&row.resource];
+        if resource.is_null() {
+            *resource = json!({"entries": 0, "lists": 0, "list_items": 0, "bytes": 0,
+                               "content_types": {}});
         }
+        for (name, value) in [
+            ("entries", row.entries),
+            ("lists", row.lists),
+            ("list_items", row.list_items),
+            ("bytes", row.bytes),
+        ] {
+            resource[name] = Value::from(resource[name].as_u64().unwrap_or(0) + value);
+        }
+        resource["content_types"][&row.content_type] = counts(row);
     }
-    serde_json::json!({"entries": totals.entries, "bytes": totals.bytes, "identities": identities})
-        .to_string()
+    json!({"entries": totals.entries, "bytes": totals.bytes, "stored_encoding": "identity",
+           "identities": identities})
+    .to_string()
 }
 
 /// Logs each distinct kind of failure at most once per `WARNING_INTERVAL`.
@@ -531,5 +541,37 @@ impl CacheReporter {
     /// cache thread at most every couple of seconds. Never bodies.
     pub fn debug_summary(&self) -> String {
         lock(&self.shared.summary).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_adds_up_content_types_per_resource() {
+        let row = |content_type: &str, entries, lists| SummaryRow {
+            identity: "cn:kubelet".into(),
+            resource: "pods".into(),
+            content_type: content_type.into(),
+            entries,
+            lists,
+            list_items: lists * 3,
+            bytes: 100,
+        };
+        let rows =
+            [row("application/json", 2, 1), row("application/vnd.kubernetes.protobuf", 1, 1)];
+        let summary: serde_json::Value =
+            serde_json::from_str(&summary_json(Totals { entries: 5, bytes: 200 }, &rows))
+                .expect("json");
+        let pods = &summary["identities"]["cn:kubelet"]["pods"];
+        assert_eq!((pods["entries"].as_u64(), pods["lists"].as_u64()), (Some(3), Some(2)));
+        assert_eq!(pods["list_items"], 6);
+        let protobuf = &pods["content_types"]["application/vnd.kubernetes.protobuf"];
+        assert_eq!(
+            (protobuf["entries"].as_u64(), protobuf["bytes"].as_u64()),
+            (Some(1), Some(100))
+        );
+        assert_eq!(summary["stored_encoding"], "identity");
     }
 }

@@ -178,7 +178,7 @@ impl WatchStream {
                 item: ListItem {
                     key,
                     resource_version: meta.resource_version.clone(),
-                    json: event.item.to_vec(),
+                    encoded: event.item.to_vec(),
                 },
             },
         };
@@ -326,7 +326,7 @@ pub fn replay<S: Store>(store: &mut S, request: &WatchRequest) -> Result<Reply, 
     let mut initial_events = Vec::new();
     if from_current_state {
         for item in store.list_items(&scope_key)? {
-            initial_events.extend(wire.added_event(&item_type, &item.json));
+            initial_events.extend(wire.added_event(&item_type, &item.encoded));
         }
     }
     if request.send_initial_events {

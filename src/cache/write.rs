@@ -150,7 +150,7 @@ fn terminating<S: Store>(
     let item = ListItem {
         key: meta.item_key(),
         resource_version: meta.resource_version.clone(),
-        json: object.to_vec(),
+        encoded: object.to_vec(),
     };
     let mut changes = Vec::new();
     for key in stored_keys(store, write)? {
