@@ -644,8 +644,6 @@ fn discovery_aggregated_and_legacy_cached_apart_and_replayed_offline() {
 /// kubelet and kube-proxy ask for protobuf first.
 const PROTOBUF_ACCEPT: &str = "application/vnd.kubernetes.protobuf,application/json";
 const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
-/// The envelope magic kube (and the fake) start protobuf bodies with.
-const PROTOBUF_MAGIC: &[u8] = b"k8s\0";
 
 fn get_protobuf(client: &mut Client, path: &str) -> Response {
     client.request("GET", path, &[("Accept", PROTOBUF_ACCEPT)], b"").expect_status(200)
@@ -693,10 +691,13 @@ fn protobuf_passes_through_and_replays_byte_identical() {
     let mut cloud = edge.direct(Some("kubelet"));
     let online: Vec<Response> = paths
         .iter()
-        .map(|path| {
+        .zip(["PodList", "Pod"])
+        .map(|(path, kind)| {
             let resp = get_protobuf(&mut kubelet, path);
             assert_eq!(resp.header("content-type"), Some(PROTOBUF), "GET {path}");
-            assert!(resp.body.starts_with(PROTOBUF_MAGIC), "GET {path}: not a protobuf envelope");
+            // Real protobuf (k8s\0 + runtime.Unknown) around the generated message.
+            let unknown = common::protobuf::open_envelope(&resp.body);
+            assert_eq!(common::protobuf::type_meta(&unknown).1, kind, "GET {path}");
             assert_eq!(
                 resp.body,
                 get_protobuf(&mut cloud, path).body,

@@ -57,13 +57,11 @@ impl Target {
 }
 
 /// Serves a request under `/api/v1/` or `/apis/{g}/{v}/`; `None` if the path names no
-/// resource (discovery paths such as `/api/v1` itself).
+/// resource (discovery paths such as `/api/v1` itself). Errors follow `Accept` (JSON or
+/// protobuf Status).
 pub fn handle(request: &Request, shared: &Shared) -> Option<Reply> {
-    let target = match parse_target(&request.path)? {
-        Ok(target) => target,
-        Err(error) => return Some(error.into()),
-    };
-    Some(dispatch(request, shared, &target).unwrap_or_else(Reply::from))
+    let reply = parse_target(&request.path)?.and_then(|target| dispatch(request, shared, &target));
+    Some(reply.unwrap_or_else(|error| Reply::Full(error.to_response_for(request.header("Accept")))))
 }
 
 fn parse_target(path: &str) -> Option<Result<Target, ApiError>> {

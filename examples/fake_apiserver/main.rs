@@ -23,6 +23,7 @@ mod discovery;
 mod faults;
 mod http;
 mod identity;
+mod protobuf;
 mod repr;
 mod resources;
 mod selectors;

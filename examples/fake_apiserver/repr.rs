@@ -1,12 +1,14 @@
-//! Content negotiation for resource responses: JSON, the fake protobuf envelope, Table and
+//! Content negotiation for resource responses: JSON, Kubernetes protobuf, Table and
 //! PartialObjectMetadata(List), chosen from the `Accept` header in the client's order.
 //!
-//! The protobuf answer is a stand-in: kube's envelope magic `k8s\0` followed by the *JSON*
-//! bytes (real kube puts a protobuf `runtime.Unknown` there). It lets a proxy see and cache a
-//! distinct representation without this fake speaking protobuf.
+//! Protobuf is real (`protobuf.rs`: `k8s\0` + `runtime.Unknown` around the generated
+//! message) for the built-in kinds mapped there; custom resources have none, as in kube, and
+//! a protobuf-first client of one gets its JSON fallback. `Status` errors of the resource API
+//! follow the same first choice ([`protobuf_first`]).
 
 use serde_json::{Value, json};
 
+use crate::protobuf::{self, Kind};
 use crate::resources::ResourceType;
 use crate::status::ApiError;
 use crate::table::{self, IncludeObject, TableOptions};
@@ -51,7 +53,8 @@ pub fn parse_accept(accept: &str) -> Vec<MediaRange<'_>> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Repr {
     Json,
-    Protobuf,
+    /// `application/vnd.kubernetes.protobuf`, for a kind `protobuf.rs` maps.
+    Protobuf(Kind),
     Table(TableOptions),
     /// PartialObjectMetadata(List) in `meta.k8s.io/<version>`.
     Metadata(&'static str),
@@ -91,7 +94,7 @@ fn choose(
     };
     match (range.mime, range.param("as")) {
         (_, None) if range.is_json() => Some(Repr::Json),
-        (PROTOBUF, None) if resource.builtin => Some(Repr::Protobuf),
+        (PROTOBUF, None) if resource.builtin => Kind::of(resource.kind).map(Repr::Protobuf),
         (_, Some("Table")) if range.is_json() => {
             let include = IncludeObject::parse(include_object);
             meta_version.map(|version| Repr::Table(TableOptions { version, include }))
@@ -108,7 +111,7 @@ impl Repr {
     pub fn content_type(self, list: bool) -> String {
         match self {
             Repr::Json => JSON.into(),
-            Repr::Protobuf => PROTOBUF.into(),
+            Repr::Protobuf(_) => PROTOBUF.into(),
             Repr::Table(options) => {
                 format!("application/json;as=Table;v={};g=meta.k8s.io", options.version)
             }
@@ -122,7 +125,7 @@ impl Repr {
     /// One object as this representation (a Table has one row).
     pub fn object(self, resource: &ResourceType, object: &Value, with_headers: bool) -> Value {
         match self {
-            Repr::Json | Repr::Protobuf => object.clone(),
+            Repr::Json | Repr::Protobuf(_) => object.clone(),
             Repr::Table(options) => {
                 let metadata = json!({ "resourceVersion": object["metadata"]["resourceVersion"] });
                 table::render(resource.kind, &[object], metadata, options, with_headers)
@@ -134,7 +137,7 @@ impl Repr {
     /// A list as this representation; `list_metadata` carries resourceVersion/continue.
     pub fn list(self, resource: &ResourceType, objects: &[&Value], list_metadata: Value) -> Value {
         match self {
-            Repr::Json | Repr::Protobuf => json!({
+            Repr::Json | Repr::Protobuf(_) => json!({
                 "kind": resource.list_kind(),
                 "apiVersion": resource.api_version(),
                 "metadata": list_metadata,
@@ -152,14 +155,27 @@ impl Repr {
         }
     }
 
-    /// Serializes a body, adding the protobuf envelope magic when needed.
+    /// Serializes a body built by [`Repr::object`] or [`Repr::list`], or a `Status`.
     pub fn encode(self, value: &Value) -> Vec<u8> {
-        let json = crate::http::json_bytes(value);
         match self {
-            Repr::Protobuf => [PROTOBUF_MAGIC, &json].concat(),
-            _ => json,
+            Repr::Protobuf(kind) => protobuf::encode(kind, value),
+            _ => crate::http::json_bytes(value),
         }
     }
+}
+
+/// Whether protobuf comes before JSON in `accept`, for a type every client can get in both
+/// (a `Status`, a TokenRequest); `None` when `accept` names neither (an absent or empty
+/// `Accept` means JSON). Other entries (Table, YAML) are skipped.
+pub fn protobuf_first(accept: Option<&str>) -> Option<bool> {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Some(false);
+    };
+    parse_accept(accept).iter().find_map(|range| match (range.mime, range.param("as")) {
+        (PROTOBUF, None) => Some(true),
+        (_, None) if range.is_json() => Some(false),
+        _ => None,
+    })
 }
 
 /// Built-in list items carry no kind/apiVersion in kube's JSON; custom resources keep them.

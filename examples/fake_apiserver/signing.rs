@@ -296,7 +296,7 @@ pub fn base64url(bytes: &[u8]) -> String {
     out
 }
 
-fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
     if text.len() % 4 == 1 {
         return None;
     }

@@ -1,8 +1,11 @@
-//! Kubernetes `Status` errors: what every failed request (and a watch ERROR event) carries.
+//! Kubernetes `Status` errors: what every failed request (and a watch ERROR event) carries,
+//! in JSON or, for a client that asks protobuf first, in protobuf.
 
 use serde_json::{Value, json};
 
 use crate::http::Response;
+use crate::protobuf;
+use crate::repr::{PROTOBUF, protobuf_first};
 
 /// A failure answered as a `v1.Status` with the HTTP code `code`.
 #[derive(Debug)]
@@ -81,5 +84,16 @@ impl ApiError {
 
     pub fn to_response(&self) -> Response {
         Response::json(self.code, &self.to_status())
+    }
+
+    /// The Status in whichever of JSON and protobuf comes first in `accept` (JSON when
+    /// neither does), as kube negotiates its errors.
+    pub fn to_response_for(&self, accept: Option<&str>) -> Response {
+        match protobuf_first(accept) {
+            Some(true) => {
+                Response::new(self.code, PROTOBUF, protobuf::encode_status(&self.to_status()))
+            }
+            _ => self.to_response(),
+        }
     }
 }

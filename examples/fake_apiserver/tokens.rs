@@ -1,20 +1,20 @@
 //! Service-account tokens as kube-apiserver issues and checks them: TokenRequest
 //! (`POST /api/v1/namespaces/<ns>/serviceaccounts/<sa>/token`) in JSON and in real protobuf
-//! (the generated `k8s-pb` types, unlike the JSON-in-envelope stand-in of `repr`), bound to a
+//! (the generated `k8s-pb` types, in the envelope of `protobuf.rs`), bound to a
 //! pod or secret that must exist with the given uid; the issuer discovery document and JWKS;
 //! `POST /debug/rotate-signing-key[?alg=RS256|ES256]`; bearer-token authentication of the
 //! JWTs it signed; and the `kube-root-ca.crt` ConfigMap of every namespace.
 
 use k8s_pb::api::authentication::v1 as authn;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
-use k8s_pb::apimachinery::pkg::runtime as kruntime;
 use prost::Message;
 use ring::digest::{SHA256, digest};
 use serde_json::{Value, json};
 
 use crate::clock;
 use crate::http::{Request, Response};
-use crate::repr::{PROTOBUF, PROTOBUF_MAGIC, parse_accept};
+use crate::protobuf::{envelope, open_envelope};
+use crate::repr::{PROTOBUF, protobuf_first};
 use crate::resources;
 use crate::server::Server;
 use crate::signing::Alg;
@@ -188,19 +188,9 @@ fn claims(
 
 /// Protobuf if the first acceptable media type is, JSON for JSON or no `Accept`.
 fn answer_in_protobuf(accept: Option<&str>) -> Result<bool, ApiError> {
-    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
-        return Ok(false);
-    };
-    parse_accept(accept)
-        .iter()
-        .find_map(|range| match range.mime {
-            PROTOBUF => Some(true),
-            _ if range.is_json() => Some(false),
-            _ => None,
-        })
-        .ok_or_else(|| {
-            ApiError::new(406, "NotAcceptable", "only application/json and protobuf are accepted")
-        })
+    protobuf_first(accept).ok_or_else(|| {
+        ApiError::new(406, "NotAcceptable", "only application/json and protobuf are accepted")
+    })
 }
 
 fn decode_request(request: &Request) -> Result<Asked, ApiError> {
@@ -253,8 +243,7 @@ fn decode_json(body: &[u8]) -> Result<Asked, ApiError> {
 fn decode_protobuf(body: &[u8]) -> Result<Asked, ApiError> {
     let bad =
         |what: &str| ApiError::bad_request(format!("unable to decode the TokenRequest: {what}"));
-    let raw = body.strip_prefix(PROTOBUF_MAGIC).ok_or_else(|| bad("no k8s protobuf magic"))?;
-    let unknown = kruntime::Unknown::decode(raw).map_err(|e| bad(&e.to_string()))?;
+    let unknown = open_envelope(body).map_err(|e| bad(&e.to_string()))?;
     let raw = unknown.raw.unwrap_or_default();
     let request = authn::TokenRequest::decode(raw.as_slice()).map_err(|e| bad(&e.to_string()))?;
     let spec = request.spec.unwrap_or_default();
@@ -394,16 +383,7 @@ fn encode_protobuf(answer: &Asked, token: String, expiration_timestamp: i64) -> 
             }),
         }),
     };
-    let unknown = kruntime::Unknown {
-        type_meta: Some(kruntime::TypeMeta {
-            api_version: Some(API_VERSION.into()),
-            kind: Some(KIND.into()),
-        }),
-        raw: Some(object.encode_to_vec()),
-        content_encoding: Some(String::new()),
-        content_type: Some(String::new()),
-    };
-    [PROTOBUF_MAGIC, &unknown.encode_to_vec()].concat()
+    envelope(API_VERSION, KIND, object.encode_to_vec())
 }
 
 /// The user a bearer JWT signed here proves, or `None` for a token that is not one, is
@@ -515,9 +495,7 @@ mod tests {
             bound_object_ref: from_json.bound.clone(),
         };
         let request = authn::TokenRequest { spec: Some(spec), ..Default::default() };
-        let unknown =
-            kruntime::Unknown { raw: Some(request.encode_to_vec()), ..Default::default() };
-        let body = [PROTOBUF_MAGIC, &unknown.encode_to_vec()].concat();
+        let body = envelope(API_VERSION, KIND, request.encode_to_vec());
         let from_protobuf = decode_protobuf(&body).unwrap();
         assert_eq!(from_protobuf.audiences, from_json.audiences);
         assert_eq!(from_protobuf.expiration_seconds, 3607);
@@ -555,7 +533,7 @@ mod tests {
         let uid = pod_uid(&server, "web-1");
         let token = |change: &dyn Fn(&mut Value)| {
             let mut claims = json!({
-                "iss": ISSUER, "sub": "system:serviceaccount:default:default",
+                "iss": ISSUER, "aud": [ISSUER], "sub": "system:serviceaccount:default:default",
                 "exp": now + 600, "nbf": now,
                 "kubernetes.io": { "namespace": "default", "pod": { "name": "web-1", "uid": uid } },
             });

@@ -1,7 +1,8 @@
 //! WATCH streams: synthetic ADDED events for the current state (or a replay from a
 //! resourceVersion), then live events, BOOKMARKs and a 410 Expired ERROR when the requested
 //! history is gone. One event per chunk, flushed at once; JSON lines, or for protobuf
-//! clients 4-byte length-prefixed frames holding the fake envelope (see `repr`).
+//! clients (`;stream=watch`) frames: a 4-byte big-endian length, then a bare `WatchEvent`
+//! whose object is enveloped as in a GET (`protobuf.rs`).
 
 use std::io;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::http::{Conn, json_bytes};
+use crate::protobuf;
 use crate::repr::{PROTOBUF, Repr};
 use crate::resources::{self, ResourceId, ResourceType};
 use crate::selectors::Selector;
@@ -71,14 +73,13 @@ struct Watcher<'c> {
 
 impl Watcher<'_> {
     fn send(&mut self, kind: &str, object: Value) -> io::Result<()> {
-        let event = json!({ "type": kind, "object": object });
         let frame = match self.repr {
-            Repr::Protobuf => {
-                let payload = self.repr.encode(&event);
-                let length = u32::try_from(payload.len()).unwrap_or(u32::MAX).to_be_bytes();
-                [&length[..], &payload].concat()
+            Repr::Protobuf(_) => {
+                let event = protobuf::watch_event(kind, self.repr.encode(&object));
+                let length = u32::try_from(event.len()).unwrap_or(u32::MAX).to_be_bytes();
+                [&length[..], &event].concat()
             }
-            _ => [json_bytes(&event), b"\n".to_vec()].concat(),
+            _ => [json_bytes(&json!({ "type": kind, "object": object })), b"\n".to_vec()].concat(),
         };
         self.conn.write_chunk(&frame)
     }
@@ -112,7 +113,7 @@ pub fn serve(
     spec: &WatchSpec,
     bookmark_interval: Duration,
 ) -> io::Result<()> {
-    let content_type = if spec.repr == Repr::Protobuf {
+    let content_type = if matches!(spec.repr, Repr::Protobuf(_)) {
         format!("{PROTOBUF};stream=watch")
     } else {
         "application/json".into()

@@ -1,25 +1,36 @@
 //! Writes through the resource API: POST (create, `generateName`), PUT (replace with
 //! optimistic concurrency), PATCH (merge and strategic-merge patches, both applied as an
 //! RFC 7386 JSON merge patch), DELETE of one object or a collection, and the seed objects.
+//! Create and update bodies may be protobuf (`protobuf.rs`), as kubelet sends them.
 
 use serde_json::{Map, Value, json};
 
 use crate::api::{Reply, Target, negotiate, object_position, object_reply, selector};
 use crate::clock;
 use crate::http::{Request, Response};
-use crate::repr::{PROTOBUF, PROTOBUF_MAGIC};
+use crate::protobuf::{self, Kind};
+use crate::repr::PROTOBUF;
 use crate::resources::{self, ResourceType};
 use crate::status::ApiError;
 use crate::store::{Key, Shared, Store, random_uid};
 
-/// The request body as a JSON object; a body in the fake protobuf envelope is accepted too.
-fn body_object(request: &Request) -> Result<Value, ApiError> {
-    let is_protobuf = request.header("Content-Type").is_some_and(|t| t.starts_with(PROTOBUF));
-    let body = match request.body.strip_prefix(PROTOBUF_MAGIC) {
-        Some(json) if is_protobuf => json,
-        _ => &request.body,
-    };
-    match serde_json::from_slice::<Value>(body) {
+/// The request body as a JSON object: JSON, or protobuf (`Content-Type:
+/// application/vnd.kubernetes.protobuf`) for a kind `protobuf.rs` maps — a custom resource
+/// has no protobuf form, so kube answers 415 for one.
+fn body_object(request: &Request, target: &Target) -> Result<Value, ApiError> {
+    let content_type = request.header("Content-Type").unwrap_or_default();
+    if content_type.split(';').next().unwrap_or_default().trim() == PROTOBUF {
+        let kind = Kind::of(target.type_().kind).ok_or_else(|| {
+            ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("the body of the request was in an unknown format: {content_type}"),
+            )
+        })?;
+        return protobuf::decode(kind, &request.body)
+            .map_err(|e| ApiError::bad_request(format!("unable to decode the request body: {e}")));
+    }
+    match serde_json::from_slice::<Value>(&request.body) {
         Ok(value) if value.is_object() => Ok(value),
         Ok(_) => Err(ApiError::bad_request("the request body must be a JSON object")),
         Err(e) => Err(ApiError::bad_request(format!("unable to decode the request body: {e}"))),
@@ -74,7 +85,7 @@ fn apply_namespace(object: &mut Value, target: &Target) -> Result<(), ApiError> 
 }
 
 pub fn create(request: &Request, shared: &Shared, target: &Target) -> Result<Reply, ApiError> {
-    let mut object = body_object(request)?;
+    let mut object = body_object(request, target)?;
     check_type(&mut object, target)?;
     apply_namespace(&mut object, target)?;
     let name = object_name(&object)?;
@@ -133,7 +144,7 @@ pub fn update(
     target: &Target,
     name: &str,
 ) -> Result<Reply, ApiError> {
-    let mut object = body_object(request)?;
+    let mut object = body_object(request, target)?;
     check_type(&mut object, target)?;
     apply_namespace(&mut object, target)?;
     match object["metadata"]["name"].as_str() {
@@ -171,7 +182,7 @@ pub fn patch(
             ),
         ));
     }
-    let patch = body_object(request)?;
+    let patch = body_object(request, target)?;
     let key = target.key(name);
     // Read, merge and replace under one lock so the patch cannot race another write.
     let patched = shared.write(|store| {

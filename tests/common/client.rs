@@ -278,6 +278,31 @@ impl WatchStream {
         }
     }
 
+    /// The next message of the payload as `whole` delimits it — the length of a complete
+    /// message at the start of the bytes given, or `None` while more are needed (e.g. a
+    /// length-prefixed protobuf watch frame) — or `None` if none is whole within `timeout`
+    /// or the stream ended. Nothing is consumed until a message is whole.
+    pub fn next_message(
+        &mut self,
+        timeout: Duration,
+        whole: impl Fn(&[u8]) -> Option<usize>,
+    ) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(len) = whole(&self.lines) {
+                return Some(self.lines.drain(..len).collect());
+            }
+            if self.end.is_some() {
+                return None;
+            }
+            match self.pump(deadline) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return None,
+                Err(e) => self.end = Some(StreamEnd::Abrupt(e.to_string())),
+            }
+        }
+    }
+
     /// The next event that is not a BOOKMARK; panics (saying whether the stream ended) if
     /// none arrives within `timeout`.
     pub fn next_change(&mut self, timeout: Duration) -> serde_json::Value {

@@ -14,6 +14,7 @@ pub mod diagnostics;
 pub mod edge;
 pub mod kube;
 pub mod process;
+pub mod protobuf;
 pub mod relay;
 pub mod rotation;
 pub mod token_request;

@@ -1,11 +1,12 @@
 //! TokenRequest bodies and answers in protobuf, built and read with the real generated
 //! Kubernetes types (k8s-pb), as client-go encodes them for kubelet: `k8s\0` +
-//! `runtime.Unknown` around the message.
+//! `runtime.Unknown` around the message (see `protobuf`).
 
 use k8s_pb::api::authentication::v1 as authn;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
-use k8s_pb::apimachinery::pkg::runtime as kruntime;
 use prost::Message;
+
+use super::protobuf::{decode, envelope};
 
 /// A TokenRequest bound to pod `pod` of `uid`, for `audiences` (none: the apiserver's own).
 pub fn protobuf_body(audiences: &[&str], expiration_seconds: i64, pod: &str, uid: &str) -> Vec<u8> {
@@ -23,23 +24,11 @@ pub fn protobuf_body(audiences: &[&str], expiration_seconds: i64, pod: &str, uid
         }),
         status: Some(authn::TokenRequestStatus::default()),
     };
-    let unknown = kruntime::Unknown {
-        type_meta: Some(kruntime::TypeMeta {
-            api_version: Some("authentication.k8s.io/v1".into()),
-            kind: Some("TokenRequest".into()),
-        }),
-        raw: Some(request.encode_to_vec()),
-        content_encoding: Some(String::new()),
-        content_type: Some(String::new()),
-    };
-    [b"k8s\0".as_slice(), &unknown.encode_to_vec()].concat()
+    envelope("authentication.k8s.io/v1", "TokenRequest", request.encode_to_vec())
 }
 
 /// `status.token` of a protobuf TokenRequest answer; panics when it is not one.
 pub fn protobuf_answer_token(body: &[u8]) -> String {
-    let raw = body.strip_prefix(b"k8s\0").expect("protobuf magic");
-    let unknown = kruntime::Unknown::decode(raw).expect("runtime.Unknown");
-    let raw = unknown.raw.unwrap_or_default();
-    let answer = authn::TokenRequest::decode(raw.as_slice()).expect("TokenRequest");
+    let answer: authn::TokenRequest = decode(body, "TokenRequest");
     answer.status.and_then(|s| s.token).expect("status.token")
 }
