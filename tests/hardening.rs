@@ -4,6 +4,9 @@
 //! proxy must still answer a good request, and its open file descriptors and connection
 //! gauges (read from `/metrics` on the diagnostics port) must return to their baseline.
 //!
+//! Issue 17 adds hostile bearer tokens from pods and a hostile cloud: a gzip bomb and a
+//! protobuf watch frame that never ends (the fake's `gzip-bomb` and `endless-frame` faults).
+//!
 //! Tests of the client timeouts run the proxy with them set to a couple of seconds
 //! (`--tls-handshake-timeout`, `--read-header-timeout`, `--idle-timeout`, `--stall-timeout`),
 //! so they wait out the real code path without waiting out the defaults.
@@ -1471,4 +1474,228 @@ fn write_fuzz_seeds() {
             std::fs::write(dir.join(name), bytes).expect("seed file");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// A hostile cloud (issue 17): a gzip bomb and a watch frame that never ends, from the
+// fake's `gzip-bomb` and `endless-frame` fault modes (examples/fake_apiserver/faults.rs).
+// ---------------------------------------------------------------------------------------
+
+const ACCEPT_GZIP: (&str, &str) = ("Accept-Encoding", "gzip");
+const ACCEPT_PROTOBUF: (&str, &str) =
+    ("Accept", "application/vnd.kubernetes.protobuf,application/json");
+/// The opening of the list the fake's bomb inflates to.
+const BOMB_OPEN: &[u8] = br#"{"kind":"PodList","apiVersion":"v1""#;
+/// What the bomb's plain body is read to by a client that did not accept gzip: past the
+/// 64 MiB at which the proxy gives up its cache copy (`MAX_CACHED_BODY`).
+const BOMB_READ: usize = 80 << 20;
+/// What the endless frame is read to: past the 8 MiB a watch event may be held whole
+/// (`MAX_PARTIAL_EVENT`), after which the proxy passes the bytes on as they come.
+const ENDLESS_READ: usize = 12 << 20;
+/// How long a hostile answer is read before the test gives up on it (a hang fails).
+const HOSTILE_DEADLINE: Duration = Duration::from_secs(25);
+/// What the proxy's peak RSS may pass its RSS before a bomb by: the one cache copy that
+/// may grow to 64 MiB (`MAX_CACHED_BODY`) before it is given up, and the slack of the
+/// hostile-token test.
+const BOMB_RSS_SLACK: u64 = (64 << 20) + RSS_SLACK;
+/// The same for an endless watch frame: the partial event held up to 8 MiB
+/// (`MAX_PARTIAL_EVENT`) and its copies as it is let go (taken, chunk-encoded, queued), and
+/// the same slack.
+const ENDLESS_RSS_SLACK: u64 = 4 * (8 << 20) + RSS_SLACK;
+
+/// A `/proc/<pid>/status` field in bytes (`VmRSS`, or `VmHWM`, the peak of VmRSS).
+fn status_bytes(pid: u32, field: &str) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let kib = status.lines().find_map(|line| {
+        line.strip_prefix(field)?
+            .strip_prefix(':')?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    });
+    kib.unwrap_or_else(|| panic!("no {field} in {path}")) * 1024
+}
+
+fn set_fault(edge: &Edge, mode: &str) {
+    let path = format!("/debug/fault?mode={mode}");
+    edge.cloud_admin().request("POST", &path, &[], b"").expect_status(200);
+}
+
+/// Reads a streamed body until `limit` bytes, its end or `HOSTILE_DEADLINE`, keeping only
+/// its first KiB; between reads, `meanwhile` runs (other clients' requests). Returns the
+/// bytes read, the first KiB and whether the body ended.
+fn drain(
+    stream: &mut WatchStream,
+    limit: usize,
+    mut meanwhile: impl FnMut(usize),
+) -> (usize, Vec<u8>, bool) {
+    let deadline = Instant::now() + HOSTILE_DEADLINE;
+    let (mut read, mut first) = (0, Vec::new());
+    while read < limit && !stream.is_closed() && Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Some(piece) = stream.next_message(left, |b| (!b.is_empty()).then_some(b.len())) {
+            let keep = piece.len().min(1024_usize.saturating_sub(first.len()));
+            first.extend_from_slice(&piece[..keep]);
+            read += piece.len();
+            meanwhile(read);
+        }
+    }
+    (read, first, stream.is_closed())
+}
+
+/// `path` as the cache answers it once the proxy finds the cloud cut (which the caller did).
+fn cached_answer(edge: &Edge, path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let offline = wait_for(SETTLE, || {
+        let response = edge.kubelet().try_request("GET", path, headers, b"").ok()?;
+        (response.status == 200 && response.header("x-lite-apiserver-cache") == Some("hit"))
+            .then_some(response)
+    });
+    offline
+        .unwrap_or_else(|| panic!("{path} {headers:?}: not answered from the cache offline"))
+        .body
+}
+
+/// With the cloud cut, `path` is answered from the cache with exactly `expected`.
+fn assert_served_offline(edge: &Edge, path: &str, headers: &[(&str, &str)], expected: &[u8]) {
+    let offline = cached_answer(edge, path, headers);
+    let shown = String::from_utf8_lossy(&offline);
+    assert!(offline == expected, "{path} {headers:?}: the cached answer changed: {shown}");
+}
+
+/// The answer the cache gives for `path` with the cloud cut, then the cloud back and the
+/// proxy proxying again: the reference the same answer after an abuse must match.
+fn offline_reference(edge: &mut Edge, path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    edge.cut_cloud();
+    let offline = cached_answer(edge, path, headers);
+    edge.cloud_back();
+    let up = wait_for(SETTLE, || (edge.diag("/readyz").0 == 200).then_some(()));
+    assert!(up.is_some(), "the proxy never found the cloud back: {:?}", edge.diag("/readyz"));
+    offline
+}
+
+#[test]
+fn a_gzip_bomb_from_the_cloud_is_never_cached_and_costs_bounded_memory() {
+    let mut edge = Edge::start("gzip-bomb", &[], &[]);
+    let baseline = edge.baseline();
+    edge.wait_stored(1);
+    let cached = offline_reference(&mut edge, PODS, &[]);
+    let stored_before = edge.metric("lite_apiserver_cache_stored_total");
+    let pid = edge.lite.proc().pid();
+    let rss_before = status_bytes(pid, "VmRSS");
+    set_fault(&edge, "gzip-bomb");
+
+    // A client that accepts gzip gets the cloud's bytes as they came: about a MiB, whole.
+    let zipped = edge.kubelet().request("GET", PODS, &[ACCEPT_GZIP], b"").expect_status(200);
+    assert_eq!(zipped.header("content-encoding"), Some("gzip"), "{:?}", zipped.headers);
+    assert!(zipped.body.len() < 4 << 20, "{} compressed bytes", zipped.body.len());
+    let mut opening = vec![0; BOMB_OPEN.len()];
+    flate2::read::GzDecoder::new(zipped.body.as_slice()).read_exact(&mut opening).unwrap();
+    assert_eq!(opening, BOMB_OPEN, "the cloud's bomb, relayed untouched");
+    let (rss_relayed, peak_relayed) = (status_bytes(pid, "VmRSS"), status_bytes(pid, "VmHWM"));
+
+    // A client that does not gets it inflated as it reads, never faster; it hangs up.
+    let mut plain_client = edge.kubelet();
+    let mut plain = plain_client.try_watch(PODS, &[]).expect("the bomb's head");
+    assert_eq!(plain.head.headers.get("content-encoding"), None, "{:?}", plain.head.headers);
+    let (read, first, ended) = drain(&mut plain, BOMB_READ, |_| {});
+    assert!(first.starts_with(BOMB_OPEN), "not the bomb: {}", String::from_utf8_lossy(&first));
+    assert!(read >= BOMB_READ && !ended, "{read} plain bytes, then the answer ended");
+    drop(plain);
+    let rss_after = status_bytes(pid, "VmRSS");
+    let peak = status_bytes(pid, "VmHWM");
+    eprintln!(
+        "gzip bomb: {} compressed bytes relayed; {read} plain bytes read; VmRSS {rss_before} \
+         before, {rss_relayed} after the relayed bomb (VmHWM {peak_relayed}), {rss_after} \
+         after the inflated one (VmHWM {peak})",
+        zipped.body.len()
+    );
+    assert!(
+        peak < rss_before + BOMB_RSS_SLACK,
+        "VmHWM {peak} bytes: grew by more than {BOMB_RSS_SLACK} from {rss_before}"
+    );
+    assert_eq!(
+        edge.metric("lite_apiserver_cache_stored_total"),
+        stored_before,
+        "something of the bomb was stored"
+    );
+
+    set_fault(&edge, "none");
+    edge.cut_cloud();
+    assert_served_offline(&edge, PODS, &[], &cached);
+    edge.cloud_back();
+    edge.assert_recovered(&baseline, "a gzip bomb from the cloud");
+}
+
+/// One watch through the proxy while the fake sends an endless frame: read to
+/// `ENDLESS_READ` or its end while another kubelet connection's reads are answered, then
+/// the watcher hangs up and the fake's writer must see it go (its `round`th time). Returns
+/// the bytes the watch got and the other reads served meanwhile.
+fn endless_watch(edge: &mut Edge, round: usize) -> (usize, usize) {
+    let mut watcher = edge.kubelet();
+    let watch_path = format!("{PODS}?watch=true&timeoutSeconds=600");
+    let mut watch = watcher.try_watch(&watch_path, &[ACCEPT_PROTOBUF]).expect("the watch's head");
+    let mut other = edge.kubelet();
+    let (mut served, mut next) = (0, 0);
+    let (read, first, ended) = drain(&mut watch, ENDLESS_READ, |read| {
+        if read >= next {
+            next += 1 << 20;
+            other.get("/api/v1/namespaces/default/configmaps").expect_status(200);
+            served += 1;
+        }
+    });
+    other.get("/api/v1/namespaces/default/configmaps").expect_status(200);
+    assert!(read > 0 || ended, "the watch got neither bytes nor an end");
+    if read > 0 {
+        assert_eq!(&first[..4], &[0xff, 0xff, 0xff, 0xf0], "not the endless frame: {first:?}");
+    }
+    drop(watch);
+    let gone = wait_for(SETTLE, || {
+        let log = edge.fake.stderr();
+        (log.matches("endless-frame: the watcher went away").count() > round).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the cloud's endless stream is still written to:\n{}",
+        edge.fake.stderr()
+    );
+    (read, served)
+}
+
+#[test]
+fn an_endless_watch_frame_from_the_cloud_keeps_the_proxy_serving_and_the_cache_intact() {
+    let mut edge = Edge::start("endless-frame", &[], &[]);
+    let baseline = edge.baseline();
+    edge.kubelet().request("GET", PODS, &[ACCEPT_PROTOBUF], b"").expect_status(200);
+    edge.wait_stored(2);
+    let cached_json = offline_reference(&mut edge, PODS, &[]);
+    let cached_protobuf = offline_reference(&mut edge, PODS, &[ACCEPT_PROTOBUF]);
+    let pid = edge.lite.proc().pid();
+    let rss_before = status_bytes(pid, "VmRSS");
+    set_fault(&edge, "endless-frame");
+    let mut peaks = Vec::new();
+    for round in 0..2 {
+        let (read, served) = endless_watch(&mut edge, round);
+        let (rss, peak) = (status_bytes(pid, "VmRSS"), status_bytes(pid, "VmHWM"));
+        eprintln!(
+            "endless frame {round}: {read} bytes read, {served} other reads served meanwhile; \
+             VmRSS {rss_before} before, {rss} after; VmHWM {peak}"
+        );
+        peaks.push(peak);
+    }
+    assert!(
+        peaks[0] < rss_before + ENDLESS_RSS_SLACK,
+        "VmHWM {} bytes: grew by more than {ENDLESS_RSS_SLACK} from {rss_before}",
+        peaks[0]
+    );
+    assert!(peaks[1] < peaks[0] + (8 << 20), "a second endless stream cost more: {peaks:?}");
+
+    set_fault(&edge, "none");
+    edge.cut_cloud();
+    assert_served_offline(&edge, PODS, &[], &cached_json);
+    assert_served_offline(&edge, PODS, &[ACCEPT_PROTOBUF], &cached_protobuf);
+    edge.cloud_back();
+    edge.assert_recovered(&baseline, "an endless watch frame from the cloud");
 }

@@ -88,8 +88,8 @@ fn serve_request(
         common_headers.push(connection_close());
     }
     conn.set_common_headers(common_headers);
-    if let Some(response) = faults::handle(request) {
-        return conn.send(&response, include_body).map(|()| After::KeepAlive);
+    if let Some(result) = faults::serve(request, conn, include_body) {
+        return result;
     }
     if let Err(error) = identity {
         return conn.send(&error.to_response(), include_body).map(|()| After::KeepAlive);
