@@ -166,26 +166,91 @@ thread_local! {
 }
 
 fn read_key(target: &str) -> cache::ReadKey {
-    match cache::classify(IDENTITY, "GET", target, None) {
+    read_key_as(target, None)
+}
+
+fn read_key_as(target: &str, accept: Option<&str>) -> cache::ReadKey {
+    match cache::classify(IDENTITY, "GET", target, accept) {
         Classified::Read(key) => key,
         other => panic!("{target} is not a cacheable read: {other:?}"),
     }
 }
 
+/// kubelet's Accept, for the protobuf half of `watch_stream`.
+const PROTOBUF_ACCEPT: &str = "application/vnd.kubernetes.protobuf,application/json";
+
+/// `INITIAL_LIST` in protobuf: `k8s\0` + `runtime.Unknown` holding a PodList of a and b.
+fn initial_protobuf_list() -> Vec<u8> {
+    let pod = |name: &str, rv: &str| {
+        let mut meta = Writer::new();
+        meta.string(1, name).string(3, "default").string(6, rv);
+        let mut pod = Writer::new();
+        pod.bytes(1, meta.as_bytes());
+        pod.into_bytes()
+    };
+    let mut list_meta = Writer::new();
+    list_meta.string(2, "10");
+    let mut list = Writer::new();
+    list.bytes(1, list_meta.as_bytes()).bytes(2, &pod("a", "5")).bytes(2, &pod("b", "9"));
+    let raw = list.into_bytes();
+    let unknown =
+        protobuf::Unknown { api_version: "v1", kind: "PodList", raw: &raw, ..Default::default() };
+    protobuf::encode_envelope(&unknown)
+}
+
 /// Watch event streams, through the cache's public handle: a cached list, then a watch whose
 /// de-chunked body is the input (split into reads by the second byte), then an offline read of
-/// the list and an offline watch start. The cache thread must not panic or hang, and when every
-/// line fed was JSON, the list it answers offline must be JSON too.
+/// the list and an offline watch start. The first byte picks the watch and, with its top bit,
+/// JSON lines or protobuf frames. The cache thread must not panic or hang; when every line fed
+/// was JSON, the list it answers offline must be JSON too; a protobuf list answered offline
+/// must still be a protobuf list, the same one whether the stream came whole or in reads.
 pub fn watch_stream(data: &[u8]) {
-    let (query, split, body) = match data {
-        [a, b, rest @ ..] => {
-            (WATCH_QUERIES[usize::from(*a) % WATCH_QUERIES.len()], usize::from(*b) + 1, rest)
-        }
+    let (query, protobuf, split, body) = match data {
+        [a, b, rest @ ..] => (
+            WATCH_QUERIES[usize::from(*a & 0x7f) % WATCH_QUERIES.len()],
+            *a & 0x80 != 0,
+            usize::from(*b) + 1,
+            rest,
+        ),
         _ => return,
     };
-    let watch = match cache::classify(IDENTITY, "GET", &format!("{COLLECTION}?{query}"), None) {
+    if !protobuf {
+        let replies = watch_replies(query, None, body, split);
+        check_json_replies(body, &replies);
+        return;
+    }
+    let in_reads = watch_replies(query, Some(PROTOBUF_ACCEPT), body, split);
+    let whole = watch_replies(query, Some(PROTOBUF_ACCEPT), body, body.len().max(1));
+    let list = |replies: &[(u64, Reply)]| match replies.iter().find(|(id, _)| *id == 1) {
+        Some((_, Reply::Hit(response))) => Some(response.body.clone()),
+        _ => None,
+    };
+    if let Some(body) = list(&in_reads) {
+        let content_type = protobuf::MEDIA_TYPE;
+        assert!(
+            cache::Wire::Protobuf.decompose(content_type, &body).is_some(),
+            "the offline protobuf list no longer is one"
+        );
+    }
+    assert_eq!(list(&in_reads), list(&whole), "reads of {split} bytes changed the list");
+}
+
+/// Runs one watch stream through a fresh memory cache; returns its replies to an offline
+/// read of the list (id 1) and an offline start of the same watch (id 2).
+fn watch_replies(
+    query: &str,
+    accept: Option<&str>,
+    body: &[u8],
+    split: usize,
+) -> Vec<(u64, Reply)> {
+    let target = format!("{COLLECTION}?{query}");
+    let watch = match cache::classify(IDENTITY, "GET", &target, accept) {
         Classified::Watch(watch) => watch,
         other => panic!("{query} is not a watch: {other:?}"),
+    };
+    let (content_type, list) = match accept {
+        Some(_) => (protobuf::MEDIA_TYPE, initial_protobuf_list()),
+        None => ("application/json", INITIAL_LIST.to_vec()),
     };
     WAKE.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -196,7 +261,7 @@ pub fn watch_stream(data: &[u8]) {
         });
         let handle = cache::start(CacheConfig::new(CacheKind::Memory), wake.waker.clone())
             .expect("memory cache");
-        handle.store(read_key(COLLECTION), "application/json", INITIAL_LIST.to_vec());
+        handle.store(read_key_as(COLLECTION, accept), content_type, list);
         handle.watch_opened(1, &watch);
         for piece in body.chunks(split) {
             handle.watch_bytes(1, piece);
@@ -216,25 +281,29 @@ pub fn watch_stream(data: &[u8]) {
             );
             std::thread::yield_now();
         }
-        handle.lookup(1, Lookup::Read(read_key(COLLECTION))).expect("lookup queued");
+        handle.lookup(1, Lookup::Read(read_key_as(COLLECTION, accept))).expect("lookup queued");
         handle.lookup(2, Lookup::WatchStart(watch)).expect("lookup queued");
         let replies = collect_replies(wake, &handle, 2);
-        let all_json = body.split(|b| *b == b'\n').all(|line| {
-            line.iter().all(u8::is_ascii_whitespace)
-                || serde_json::from_slice::<serde_json::Value>(line).is_ok()
-        });
-        for (id, reply) in &replies {
-            if let (1, Reply::Hit(response), true) = (id, reply, all_json) {
-                let parsed = serde_json::from_slice::<serde_json::Value>(&response.body);
-                assert!(
-                    parsed.is_ok(),
-                    "offline list is not JSON after JSON events: {}",
-                    String::from_utf8_lossy(&response.body)
-                );
-            }
-        }
         handle.shutdown();
+        replies
+    })
+}
+
+fn check_json_replies(body: &[u8], replies: &[(u64, Reply)]) {
+    let all_json = body.split(|b| *b == b'\n').all(|line| {
+        line.iter().all(u8::is_ascii_whitespace)
+            || serde_json::from_slice::<serde_json::Value>(line).is_ok()
     });
+    for (id, reply) in replies {
+        if let (1, Reply::Hit(response), true) = (id, reply, all_json) {
+            let parsed = serde_json::from_slice::<serde_json::Value>(&response.body);
+            assert!(
+                parsed.is_ok(),
+                "offline list is not JSON after JSON events: {}",
+                String::from_utf8_lossy(&response.body)
+            );
+        }
+    }
 }
 
 fn collect_replies(wake: &mut Wake, handle: &CacheHandle, count: usize) -> Vec<(u64, Reply)> {
@@ -488,6 +557,23 @@ pub fn protobuf(data: &[u8]) {
     }
     message(data.strip_prefix(protobuf::MAGIC.as_slice()).unwrap_or(data), PROTO_DEPTH);
     watch_frames(data);
+    protobuf_list(data);
+}
+
+/// A protobuf list that decomposes (src/cache/protobuf_list.rs) rebuilds to a body that
+/// decomposes to the same items and version, and rebuilding that is a fixed point.
+fn protobuf_list(data: &[u8]) {
+    let wire = cache::Wire::Protobuf;
+    let Some((head, items)) = wire.decompose(protobuf::MEDIA_TYPE, data) else {
+        return;
+    };
+    let rebuilt = cache::Wire::rebuild(&head, &items).expect("a decomposed list rebuilds");
+    let (again, again_items) =
+        wire.decompose(protobuf::MEDIA_TYPE, &rebuilt).expect("a rebuilt list decomposes");
+    assert_eq!(again_items, items, "a rebuilt list holds other items");
+    assert_eq!(again.resource_version, head.resource_version);
+    let fixed = cache::Wire::rebuild(&again, &again_items).expect("it rebuilds again");
+    assert_eq!(fixed, rebuilt, "rebuilding is not a fixed point");
 }
 
 /// The fields of `bytes` until the first error, rebuilt (see `protobuf`).
