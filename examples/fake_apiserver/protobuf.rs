@@ -2,6 +2,10 @@
 //! `k8s-pb` types: the `k8s\0` + `runtime.Unknown` envelope, objects, lists, `Status`, the
 //! `WatchEvent` of a watch frame, and request bodies decoded back to the fake's JSON.
 //!
+//! The kinds are the built-in ones `resources.rs` serves (see `kinds!`): Pod, Namespace,
+//! ConfigMap, Secret, Service, Node, Event, Deployment. The fake serves no Endpoints, Lease
+//! or ServiceAccount objects, so none is mapped; a custom resource has no protobuf.
+//!
 //! k8s-pb has no serde, so each message is mapped to and from JSON by hand, field by field,
 //! in the `json_messages!` table below. **A field not in the table is dropped** on the way to
 //! protobuf (and never produced on the way back): managedFields, selfLink of objects, probes,
