@@ -12,7 +12,9 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::protobuf;
 use common::*;
+use k8s_pb::api::core::v1 as corev1;
 use serde_json::{Value, json};
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
@@ -458,28 +460,23 @@ fn a_watch_broken_by_the_outage_resumes_offline_from_its_last_version() {
 }
 
 /// kubelet's own pods: a LIST and WATCH over all namespaces filtered by its node name, as
-/// client-go's reflector sends them (kubelet's Accept, `limit=500&resourceVersion=0`).
+/// client-go's reflector sends them (kubelet's Accept: protobuf, so the cached list is
+/// protobuf and so are the watch's frames; `limit=500&resourceVersion=0`).
 #[test]
 fn kubelets_node_scoped_pod_watch_keeps_its_offline_list_current() {
     let mut edge = Edge::start("offline-kubelet-flow", &[], &[]);
     let selector = "fieldSelector=spec.nodeName%3Dedge-1";
     let accept = [("Accept", KUBELET_ACCEPT)];
+    let reflector_list = format!("/api/v1/pods?{selector}&limit=500&resourceVersion=0");
     let mut kubelet = edge.kubelet();
-    let list = kubelet
-        .request(
-            "GET",
-            &format!("/api/v1/pods?{selector}&limit=500&resourceVersion=0"),
-            &accept,
-            b"",
-        )
-        .expect_status(200)
-        .json();
-    assert_eq!(item_names(&list), ["db-1", "web-1"]);
+    let list = decode_pod_list(&kubelet.request("GET", &reflector_list, &accept, b""));
+    assert_eq!(pod_names(&list), ["db-1", "web-1"]);
     edge.wait_stored(1);
-    let mut watch = edge.kubelet().watch(&format!(
+    let watch_path = format!(
         "/api/v1/pods?allowWatchBookmarks=true&{selector}&resourceVersion={}&timeoutSeconds=400&watch=true",
-        resource_version(&list)
-    ));
+        list.metadata.and_then(|m| m.resource_version).unwrap_or_default()
+    );
+    let mut watch = edge.kubelet().try_watch(&watch_path, &accept).expect("kubelet's watch");
     let mut cloud = edge.cloud_admin();
     let mut scheduled = pod("scheduled-here");
     scheduled["spec"]["nodeName"] = json!("edge-1");
@@ -488,51 +485,71 @@ fn kubelets_node_scoped_pod_watch_keeps_its_offline_list_current() {
     cloud.request("POST", PODS, &[JSON], &json_body(&elsewhere)).expect_status(201);
     cloud.request("POST", PODS, &[JSON], &json_body(&scheduled)).expect_status(201);
     cloud.request("DELETE", &format!("{PODS}/db-1"), &[], b"").expect_status(200);
-    watch.expect_change(SETTLE, "ADDED", "scheduled-here");
-    watch.expect_change(SETTLE, "DELETED", "db-1");
+    expect_protobuf_change(&mut watch, "ADDED", "scheduled-here");
+    expect_protobuf_change(&mut watch, "DELETED", "db-1");
 
     edge.cut_cloud();
     drop(watch);
     let mut kubelet = edge.kubelet();
-    let mut last = Value::Null;
+    let mut last = String::new();
     let reflected = wait_for(SETTLE, || {
-        let resp = kubelet.request(
-            "GET",
-            &format!("/api/v1/pods?{selector}&limit=500&resourceVersion=0"),
-            &accept,
-            b"",
-        );
-        last = if resp.status == 200 {
-            resp.json()
-        } else {
-            json!({"status": resp.status, "body": resp.text()})
-        };
-        (resp.status == 200 && item_names(&last) == ["scheduled-here", "web-1"]).then_some(())
+        let resp = kubelet.request("GET", &reflector_list, &accept, b"");
+        if resp.status != 200 {
+            last = format!("{} {}", resp.status, resp.text());
+            return None;
+        }
+        let names = pod_names(&decode_pod_list(&resp));
+        last = format!("{names:?}");
+        (names == ["scheduled-here", "web-1"]).then_some(())
     });
     assert!(reflected.is_some(), "kubelet's offline pod list does not follow its watch: {last}");
     // The unfiltered list was never asked: no guess from the filtered one.
-    assert_offline_miss(&kubelet.get("/api/v1/pods"), "unfiltered all-namespaces list");
+    let unfiltered = kubelet.request("GET", "/api/v1/pods", &accept, b"");
+    assert_offline_miss(&unfiltered, "unfiltered all-namespaces list");
+}
+
+/// A protobuf PodList answer, decoded with the generated types.
+fn decode_pod_list(resp: &Response) -> corev1::PodList {
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("content-type"), Some(protobuf::PROTOBUF), "kubelet gets protobuf");
+    protobuf::decode(&resp.body, "PodList")
+}
+
+fn pod_names(list: &corev1::PodList) -> Vec<String> {
+    let name = |pod: &corev1::Pod| pod.metadata.as_ref().and_then(|m| m.name.clone());
+    list.items.iter().filter_map(name).collect()
+}
+
+/// Reads protobuf watch events, bookmarks skipped, until one of `event_type` about `name`.
+fn expect_protobuf_change(stream: &mut WatchStream, event_type: &str, name: &str) {
+    loop {
+        let event = protobuf::next_watch_event(stream, SETTLE)
+            .unwrap_or_else(|| panic!("no {event_type} {name} on the watch"));
+        let (seen, pod) = protobuf::event_object::<corev1::Pod>(&event, "Pod");
+        let seen_name = pod.metadata.and_then(|m| m.name).unwrap_or_default();
+        if seen == event_type && seen_name == name {
+            return;
+        }
+        assert_eq!(seen, "BOOKMARK", "{seen} {seen_name} before {event_type} {name}");
+    }
 }
 
 #[test]
 fn client_go_list_is_answered_offline_with_any_limit() {
     let mut edge = Edge::start("offline-limit", &[], &[]);
     let mut kubelet = edge.kubelet();
+    let accept = [("Accept", KUBELET_ACCEPT)];
     let reflector_list = format!("{PODS}?limit=500&resourceVersion=0");
-    let online = kubelet
-        .request("GET", &reflector_list, &[("Accept", KUBELET_ACCEPT)], b"")
-        .expect_status(200);
+    let online = kubelet.request("GET", &reflector_list, &accept, b"").expect_status(200);
     assert_from_cloud(&online);
-    let online_list = online.json();
-    assert!(
-        online_list["metadata"]["continue"].as_str().unwrap_or("").is_empty(),
-        "not a complete list: {online_list}"
-    );
+    let online_list = decode_pod_list(&online);
+    let list_meta = online_list.metadata.clone().unwrap_or_default();
+    assert!(list_meta.r#continue.unwrap_or_default().is_empty(), "not a complete list");
     edge.wait_stored(1);
 
     edge.cut_cloud();
     let mut kubelet = edge.kubelet();
-    let again = kubelet.request("GET", &reflector_list, &[("Accept", KUBELET_ACCEPT)], b"");
+    let again = kubelet.request("GET", &reflector_list, &accept, b"");
     assert_replayed(&again, &online, "the reflector's own list");
     for query in [
         "?limit=100",
@@ -541,21 +558,18 @@ fn client_go_list_is_answered_offline_with_any_limit() {
         "",
         "?limit=500&resourceVersion=0&timeoutSeconds=30",
     ] {
-        let resp = kubelet.get(&format!("{PODS}{query}"));
-        assert_eq!(resp.status, 200, "LIST {query:?} offline: {}", resp.text());
+        let resp = kubelet.request("GET", &format!("{PODS}{query}"), &accept, b"");
         assert_eq!(resp.header(CACHE_HEADER), Some("hit"), "LIST {query:?}");
-        let list = resp.json();
-        assert_eq!(list["kind"], "PodList", "LIST {query:?}: {list}");
-        assert_eq!(item_names(&list), item_names(&online_list), "LIST {query:?}");
-        assert_eq!(resource_version(&list), resource_version(&online_list), "LIST {query:?}");
-        assert!(
-            list["metadata"]["continue"].as_str().unwrap_or("").is_empty(),
-            "a made-up continue token: {list}"
-        );
+        let list = decode_pod_list(&resp);
+        assert_eq!(pod_names(&list), pod_names(&online_list), "LIST {query:?}");
+        let meta = list.metadata.unwrap_or_default();
+        assert_eq!(meta.resource_version, list_meta.resource_version, "LIST {query:?}");
+        assert!(meta.r#continue.unwrap_or_default().is_empty(), "a made-up continue token");
     }
     // A page of some other walk is not the complete list.
+    let page = format!("{PODS}?limit=1&continue=ZGVmYXVsdC93ZWItMQ");
     assert_offline_miss(
-        &kubelet.get(&format!("{PODS}?limit=1&continue=ZGVmYXVsdC93ZWItMQ")),
+        &kubelet.request("GET", &page, &accept, b""),
         "a continue page never cached",
     );
 }
