@@ -151,7 +151,7 @@ Flags:
   --max-connections N            client connections at most (default 1024); the next 64
                                  get a 503 Status, further ones are closed at once
   --max-idle-upstream N          idle cloud connections kept per identity at most, fewer
-                                 when recent load needed fewer (default 64)
+                                 when recent load needed fewer (default 256)
   --tls-handshake-timeout SECONDS  client TLS handshake limit (default 10)
   --read-header-timeout SECONDS  limit for reading a request head once started (default 30)
   --idle-timeout SECONDS         close keep-alive connections idle this long (default 90)
@@ -354,7 +354,7 @@ impl Builder {
             log_level: self.log_level,
             diagnostics_port: self.diagnostics_port.unwrap_or(51004),
             max_connections: self.max_connections.unwrap_or(1024),
-            max_idle_upstream: self.max_idle_upstream.unwrap_or(64),
+            max_idle_upstream: self.max_idle_upstream.unwrap_or(256),
             client_timeouts: self.client_timeouts,
             cloud_down_after: self.cloud_down_after.unwrap_or(3),
             cloud_up_after: self.cloud_up_after.unwrap_or(2),
@@ -490,7 +490,7 @@ mod tests {
         assert_eq!(config.sync_duration, Duration::from_secs(60));
         assert!(!config.modify_request_accept);
         assert!(!config.insecure);
-        assert_eq!(config.max_idle_upstream, 64);
+        assert_eq!(config.max_idle_upstream, 256);
     }
 
     #[test]
