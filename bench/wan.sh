@@ -124,6 +124,7 @@ run_case() {
         traffic+=(--diag "$DIAG_PORT")
     else
         target=127.0.0.1:$RELAY_PORT
+        traffic+=(--measure-handshake)
     fi
     log "case $name: traffic through $via (churn ${CHURN_SECS}s)"
     python3 "$ROOT/bench/wan_traffic.py" run --target "$target" "${traffic[@]}"

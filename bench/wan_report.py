@@ -131,6 +131,29 @@ def as_json_only(theirs, ours):
     )
 
 
+def churn_overhead(result, base):
+    """lite's extra bytes in the churn phase over direct (the watch bytes are the same, so
+    this is its prober), the connections it opened, and the phase's length in seconds."""
+    snaps = {s["phase"]: s for s in result["phases"]}
+    seconds = snaps["churn"]["at"] - snaps["start-up"]["at"]
+    mine, theirs = phase_deltas(result)["churn"], phase_deltas(base)["churn"]
+    extra = mine["received"] + mine["sent"] - theirs["received"] - theirs["sent"]
+    return extra, mine["connections"], seconds
+
+
+def same_watch_repr(result, base):
+    kinds = lambda r: [(w["label"], w["content_type"], w["events"]) for w in r["watches"]]
+    return kinds(result) == kinds(base)
+
+
+def handshake_cost(result):
+    """(received, sent) of the one bare mTLS connection a direct case measured, or None."""
+    snaps = {s["phase"]: s["relay"] for s in result["phases"]}
+    if "one handshake" not in snaps:
+        return None
+    return tuple(snaps["one handshake"][k] - snaps["idle"][k] for k in ("received", "sent"))
+
+
 def differences(results):
     out = []
     for case, (baseline, _) in CASES.items():
@@ -173,6 +196,22 @@ def main():
     print("items or events):")
     print()
     print(differences(results))
+    print()
+    for case, (baseline, _) in CASES.items():
+        if baseline and case in results and baseline in results:
+            extra, conns, secs = churn_overhead(results[case], results[baseline])
+            line = (f"- {case}, churn phase: {extra:,} bytes more than direct over {secs:.0f} s, "
+                    f"{conns} connections opened")
+            if same_watch_repr(results[case], results[baseline]):
+                # The same watch bytes both ways: the difference is lite-apiserver's prober.
+                line += f" (its prober: ≈ {extra / secs * 86400 / 1e6:.1f} MB a day)"
+            print(line)
+    for case, result in results.items():
+        cost = handshake_cost(result)
+        if cost:
+            print()
+            print(f"One bare mTLS connection ({case}: kubelet's certificate, no resumption, "
+                  f"no request): {cost[0]:,} bytes received, {cost[1]:,} sent")
     print()
     print("Client connections opened: " + "; ".join(
         f"{case} {r['client_connects']}" for case, r in results.items()))

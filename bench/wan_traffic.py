@@ -6,7 +6,7 @@ identity per component, protobuf-first Accept, Accept-Encoding: gzip unless --no
     wan_traffic.py seed --fake HOST:PORT --pki DIR
     wan_traffic.py run  --target HOST:PORT --fake HOST:PORT --pki DIR --relay-control PORT
                         [--diag PORT] [--no-gzip] [--churn-secs 30] [--idle-secs 5]
-                        --out FILE
+                        [--measure-handshake] --out FILE
 
 `seed` writes the cluster (600 pods on edge-1 and more elsewhere, nodes, services,
 configmaps, secrets) straight into the fake with the admin identity. `run` replays the
@@ -15,7 +15,8 @@ start-up LIST/GET and WATCH, watches open while the admin churns objects straigh
 fake (--fake, uncounted), re-list as after a watch expiry — and writes one JSON document:
 the relay's byte totals and lite-apiserver's /metrics byte counters at each phase end,
 and every answer the clients got (status, representation, encoding, sizes, item and
-event counts), for comparing one path with the other.
+event counts), for comparing one path with the other. With --measure-handshake (direct
+cases), one bare mTLS connection is made at the end and its bytes counted alone.
 """
 
 import argparse
@@ -563,6 +564,15 @@ def lite_counters(port):
     return counters
 
 
+def bare_handshake(target, context):
+    """One TLS connection with a client certificate and no request: what a connection
+    costs on the link before its first byte of HTTP (the server's tickets included)."""
+    with socket.create_connection(split_addr(target), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=split_addr(target)[0]):
+            time.sleep(0.5)
+    time.sleep(0.5)
+
+
 def wait_quiet(watches, limit_secs=10):
     """Until no watch saw an event for a second (events of the churn still in flight)."""
     deadline = time.monotonic() + limit_secs
@@ -653,6 +663,9 @@ def run(args):
     # when the connection goes: read both counters once more when all is idle.
     time.sleep(args.idle_secs)
     snapshot("idle")
+    if args.measure_handshake:
+        bare_handshake(args.target, tls_context(args.pki, "kubelet"))
+        snapshot("one handshake")
 
     result = {
         "gzip": not args.no_gzip,
@@ -680,6 +693,7 @@ def main():
     run_parser.add_argument("--no-gzip", action="store_true")
     run_parser.add_argument("--churn-secs", type=int, default=30)
     run_parser.add_argument("--idle-secs", type=int, default=5)
+    run_parser.add_argument("--measure-handshake", action="store_true")
     run_parser.add_argument("--out", required=True)
     args = parser.parse_args()
     if args.command == "seed":
