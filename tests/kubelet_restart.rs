@@ -7,8 +7,12 @@
 //! hole (connects hang, as on a dead link) and lite-apiserver is `kill -9`ed and started
 //! again on its cache with `--timeout=10`.
 //!
+//! kubelet asks protobuf first, and lite-apiserver keeps protobuf on the cloud link: every
+//! read is answered in protobuf (the fake serves all of kubelet's kinds in it) and read here
+//! as kubelet reads it, with the generated types (k8s-pb), watches as length-prefixed frames.
+//!
 //! Offline, every read the cloud answered online is answered from the cache with the same
-//! body, every TokenRequest with the token the cloud issued, every other write with a `503`
+//! objects, every TokenRequest with the token the cloud issued, every other write with a `503`
 //! `Status`, and watches are held open on the cached state. Every request has a client
 //! deadline of 5 s, half of `--timeout`: a request that waits for the dead cloud fails.
 //!
@@ -22,11 +26,19 @@
 
 mod common;
 
-use std::time::Duration;
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
 
 use common::client::StreamEnd;
+use common::protobuf::{
+    KUBELET_ACCEPT, PROTOBUF, PROTOBUF_WATCH, decode, event_object, next_watch_event,
+    open_envelope, type_meta,
+};
 use common::*;
-use serde_json::{Value, json};
+use k8s_pb::api::core::v1 as corev1;
+use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+use prost::Message;
+use serde_json::json;
 
 const NODE: &str = "edge-1";
 /// The client deadline of every request: half of `--timeout`, so a wait for it fails.
@@ -34,8 +46,6 @@ const PROMPT: Duration = Duration::from_secs(5);
 /// How long the prober and the cloud's return get.
 const SETTLE: Duration = Duration::from_secs(40);
 const LITE_ARGS: &[&str] = &["--timeout=10", "--reconnect-spread=2"];
-const KUBELET_ACCEPT: &str = "application/vnd.kubernetes.protobuf,application/json";
-const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
 const USER_AGENT: &str = "kubelet/v1.30.0 (linux/amd64) kubernetes/7c48c2b";
 const CACHE_HEADER: &str = "x-lite-apiserver-cache";
 const NODE_PATH: &str = "/api/v1/nodes/edge-1";
@@ -109,14 +119,14 @@ struct PodRef {
 }
 
 impl PodRef {
-    fn of(pod: &Value) -> PodRef {
-        let text = |value: &Value| value.as_str().unwrap_or_default().to_string();
-        let service_account = pod["spec"]["serviceAccountName"].as_str().unwrap_or("default");
+    fn of(pod: &corev1::Pod) -> PodRef {
+        let metadata = pod.metadata.clone().unwrap_or_default();
+        let service_account = pod.spec.as_ref().and_then(|s| s.service_account_name.clone());
         PodRef {
-            namespace: text(&pod["metadata"]["namespace"]),
-            name: text(&pod["metadata"]["name"]),
-            uid: text(&pod["metadata"]["uid"]),
-            service_account: service_account.to_string(),
+            namespace: metadata.namespace.unwrap_or_default(),
+            name: metadata.name.unwrap_or_default(),
+            uid: metadata.uid.unwrap_or_default(),
+            service_account: service_account.unwrap_or_else(|| "default".into()),
         }
     }
 
@@ -129,24 +139,15 @@ impl PodRef {
 /// The ConfigMap and Secret reflectors a set of pods needs, in order, without repeats:
 /// their volumes' (projected ones included), and `kube-root-ca.crt` of every pod's
 /// `kube-api-access` volume.
-fn mounted_informers(pods: &[Value]) -> Vec<Informer> {
+fn mounted_informers(pods: &[corev1::Pod]) -> Vec<Informer> {
     let mut informers: Vec<Informer> = Vec::new();
     for pod in pods {
-        let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default();
-        let mut mounts = vec![("configmaps", ROOT_CA.to_string())];
-        for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
-            let projected = volume["projected"]["sources"].as_array().into_iter().flatten();
-            for source in std::iter::once(volume).chain(projected) {
-                if let Some(name) = source["configMap"]["name"].as_str() {
-                    mounts.push(("configmaps", name.to_string()));
-                }
-                let secret = source["secret"]["secretName"].as_str();
-                if let Some(name) = secret.or(source["secret"]["name"].as_str()) {
-                    mounts.push(("secrets", name.to_string()));
-                }
-            }
-        }
-        for (plural, name) in mounts {
+        let namespace = pod.metadata.as_ref().and_then(|m| m.namespace.as_deref());
+        let namespace = namespace.unwrap_or_default();
+        let volumes = pod.spec.iter().flat_map(|spec| &spec.volumes);
+        let sources = volumes.filter_map(|volume| volume.volume_source.as_ref());
+        let root_ca = ("configmaps", ROOT_CA.to_string());
+        for (plural, name) in std::iter::once(root_ca).chain(sources.flat_map(source_mounts)) {
             let informer = Informer::of_object(namespace, plural, &name);
             if !informers.contains(&informer) {
                 informers.push(informer);
@@ -154,6 +155,28 @@ fn mounted_informers(pods: &[Value]) -> Vec<Informer> {
         }
     }
     informers
+}
+
+/// The ConfigMaps and Secrets (as `(plural, name)`) a volume mounts, its projected sources'
+/// included.
+fn source_mounts(source: &corev1::VolumeSource) -> Vec<(&'static str, String)> {
+    let own = [
+        ("configmaps", source.config_map.as_ref().and_then(|c| name_of(&c.local_object_reference))),
+        ("secrets", source.secret.as_ref().and_then(|s| s.secret_name.clone())),
+    ];
+    let projected = source.projected.iter().flat_map(|p| &p.sources).flat_map(|projection| {
+        let config_map = projection.config_map.as_ref();
+        let secret = projection.secret.as_ref();
+        [
+            ("configmaps", config_map.and_then(|c| name_of(&c.local_object_reference))),
+            ("secrets", secret.and_then(|s| name_of(&s.local_object_reference))),
+        ]
+    });
+    own.into_iter().chain(projected).filter_map(|(plural, name)| Some((plural, name?))).collect()
+}
+
+fn name_of(reference: &Option<corev1::LocalObjectReference>) -> Option<String> {
+    reference.as_ref().and_then(|r| r.name.clone())
 }
 
 /// How a TokenRequest is encoded, asked and answered.
@@ -304,13 +327,17 @@ impl Kubelet<'_> {
         steps.iter().map(|step| self.send(step)).collect()
     }
 
-    /// A reflector's WATCH from `resource_version`; panics unless it answers `200` in time.
+    /// A reflector's WATCH from `resource_version`; panics unless it answers `200` in time,
+    /// as a protobuf watch.
     fn watch(&self, informer: &Informer, resource_version: &str) -> WatchStream {
         let path = informer.watch_path(resource_version);
         let headers = [("Accept", KUBELET_ACCEPT), ("User-Agent", USER_AGENT)];
-        self.client()
+        let watch = self
+            .client()
             .try_watch(&path, &headers)
-            .unwrap_or_else(|e| panic!("WATCH {path}: no 200 head in {PROMPT:?}: {e}"))
+            .unwrap_or_else(|e| panic!("WATCH {path}: no 200 head in {PROMPT:?}: {e}"));
+        assert_eq!(watch.head.headers.get("content-type"), Some(PROTOBUF_WATCH), "WATCH {path}");
+        watch
     }
 }
 
@@ -330,7 +357,7 @@ fn start_reads(kubelet: &Kubelet) -> (Vec<Step>, Vec<Response>) {
 /// The writes of kubelet's start, from the pods it runs: a TokenRequest per pod (the first
 /// in protobuf as kubelet sends them, the others in JSON as other clients do), its Lease
 /// read and renewed, its status patched and an Event posted.
-fn start_writes(pods: &[Value], event_name: &'static str) -> Vec<Step> {
+fn start_writes(pods: &[corev1::Pod], event_name: &'static str) -> Vec<Step> {
     let formats = std::iter::once(Format::Protobuf).chain(std::iter::repeat(Format::Json));
     let mut steps: Vec<Step> = pods
         .iter()
@@ -342,16 +369,146 @@ fn start_writes(pods: &[Value], event_name: &'static str) -> Vec<Step> {
     steps
 }
 
-fn list_items(list: &Response) -> Vec<Value> {
-    assert_eq!(list.status, 200, "LIST: {}", list.text());
-    list.json()["items"].as_array().cloned().unwrap_or_default()
-}
-
 /// The pods of kubelet's node, from the start's answers.
-fn node_pods(steps: &[Step], answers: &[Response]) -> Vec<Value> {
+fn node_pods(steps: &[Step], answers: &[Response]) -> Vec<corev1::Pod> {
     let pods = Step::List(Informer::of_node().remove(0));
     let at = steps.iter().position(|step| *step == pods).expect("the pods are listed");
-    list_items(&answers[at])
+    match Read::of(&answers[at]) {
+        Read::Pods(list) => list.items,
+        other => panic!("the pods' LIST answered {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// kubelet reading the answers, as its protobuf decoder does.
+// ---------------------------------------------------------------------------------------
+
+/// A `200` answer to one of kubelet's reads, decoded as the kind its envelope names.
+#[derive(Debug, PartialEq)]
+enum Read {
+    /// Boxed: a Node is ten times the size of a list.
+    Node(Box<corev1::Node>),
+    Pods(corev1::PodList),
+    Nodes(corev1::NodeList),
+    Services(corev1::ServiceList),
+    ConfigMaps(corev1::ConfigMapList),
+    Secrets(corev1::SecretList),
+}
+
+impl Read {
+    /// Panics unless `resp` is a `200` protobuf answer of a kind kubelet reads: the fake
+    /// serves every one of them in protobuf, so a JSON answer here is the proxy's doing.
+    fn of(resp: &Response) -> Read {
+        assert_eq!(resp.status, 200, "a read: {}", resp.text());
+        assert_eq!(resp.header("content-type"), Some(PROTOBUF), "a read: {}", resp.text());
+        let body = resp.body.as_slice();
+        match type_meta(&open_envelope(body)).1.as_str() {
+            "Node" => Read::Node(Box::new(decode(body, "Node"))),
+            "PodList" => Read::Pods(decode(body, "PodList")),
+            "NodeList" => Read::Nodes(decode(body, "NodeList")),
+            "ServiceList" => Read::Services(decode(body, "ServiceList")),
+            "ConfigMapList" => Read::ConfigMaps(decode(body, "ConfigMapList")),
+            "SecretList" => Read::Secrets(decode(body, "SecretList")),
+            kind => panic!("kubelet reads no {kind}"),
+        }
+    }
+
+    /// The answer as a reflector's list; panics for the Node.
+    fn list(&self) -> &dyn ListView {
+        match self {
+            Read::Pods(list) => list,
+            Read::Nodes(list) => list,
+            Read::Services(list) => list,
+            Read::ConfigMaps(list) => list,
+            Read::Secrets(list) => list,
+            Read::Node(node) => panic!("a Node is not a list: {node:?}"),
+        }
+    }
+}
+
+/// A list message of the generated types, with the kind of its items.
+trait KubeList: Message + Default + PartialEq {
+    type Item: Message
+        + Default
+        + PartialEq
+        + Clone
+        + Debug
+        + k8s_pb::Metadata<Ty = meta::ObjectMeta>;
+    fn items(&self) -> &[Self::Item];
+    fn list_meta(&self) -> Option<&meta::ListMeta>;
+}
+
+macro_rules! kube_lists {
+    ($($list:ident of $item:ident),* $(,)?) => {$(
+        impl KubeList for corev1::$list {
+            type Item = corev1::$item;
+            fn items(&self) -> &[corev1::$item] {
+                &self.items
+            }
+            fn list_meta(&self) -> Option<&meta::ListMeta> {
+                self.metadata.as_ref()
+            }
+        }
+    )*};
+}
+
+kube_lists!(
+    PodList of Pod,
+    NodeList of Node,
+    ServiceList of Service,
+    ConfigMapList of ConfigMap,
+    SecretList of Secret,
+);
+
+/// What a reflector takes from a list, whatever its kind.
+trait ListView {
+    /// `metadata.resourceVersion`: where the reflector's WATCH starts.
+    fn resource_version(&self) -> String;
+    /// Reads a watch from `0`: one ADDED per item, replaying exactly the list's items.
+    fn assert_replayed(&self, replay: &mut WatchStream, what: &str);
+}
+
+impl<L: KubeList> ListView for L {
+    fn resource_version(&self) -> String {
+        let version = self.list_meta().and_then(|m| m.resource_version.clone());
+        version.filter(|v| !v.is_empty()).expect("the list's metadata.resourceVersion")
+    }
+
+    fn assert_replayed(&self, replay: &mut WatchStream, what: &str) {
+        let kind = <L::Item as k8s_pb::Resource>::KIND;
+        let mut added: Vec<L::Item> = self
+            .items()
+            .iter()
+            .map(|_| {
+                let (event_type, object) = event_object(&next_change(replay, what), kind);
+                assert_eq!(event_type, "ADDED", "{what}: {object:?}");
+                object
+            })
+            .collect();
+        let mut items = self.items().to_vec();
+        items.sort_by_key(object_name);
+        added.sort_by_key(object_name);
+        assert_eq!(added, items, "{what}: the replayed state is not the cached list");
+    }
+}
+
+fn object_name<M: k8s_pb::Metadata<Ty = meta::ObjectMeta>>(object: &M) -> String {
+    object.metadata().and_then(|m| m.name.clone()).unwrap_or_default()
+}
+
+/// The next event of a protobuf watch other than a BOOKMARK; panics (saying whether the
+/// stream ended) if none is whole within [`PROMPT`].
+fn next_change(watch: &mut WatchStream, what: &str) -> meta::WatchEvent {
+    let deadline = Instant::now() + PROMPT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = next_watch_event(watch, left).unwrap_or_else(|| {
+            panic!("{what}: no event but BOOKMARKs in {PROMPT:?} (end: {:?})", watch.end())
+        });
+        if event.r#type.as_deref() != Some("BOOKMARK") {
+            return event;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -365,7 +522,7 @@ fn assert_offline(step: &Step, online: &Response, offline: &Response, round: &st
         (Step::Get(_) | Step::List(_), 200) => {
             assert_eq!(offline.status, 200, "{what}: {}", offline.text());
             assert_eq!(offline.header(CACHE_HEADER), Some("hit"), "{what}");
-            assert_eq!(offline.json(), online.json(), "{what}: not the body seen online");
+            assert_eq!(Read::of(offline), Read::of(online), "{what}: not the objects seen online");
         }
         // Never seen: a list must not look empty, a single object is as kube says.
         (Step::List(_), 404) => assert_status_body(offline, 503),
@@ -438,12 +595,15 @@ fn online_start(edge: &Edge) -> (Vec<Step>, Vec<Response>) {
     let kubelet = Kubelet { edge };
     let (reads, answers) = start_reads(&kubelet);
     let pods = node_pods(&reads, &answers);
-    let names: Vec<&str> = pods.iter().filter_map(|p| p["metadata"]["name"].as_str()).collect();
+    let names: Vec<String> = pods.iter().map(object_name).collect();
     assert_eq!(names.len(), 3, "web-1, db-1 and app-1 run on {NODE}: {names:?}");
+    let mounts = [("configmaps", ROOT_CA), ("configmaps", "app-config"), ("secrets", "app-secret")];
+    let mounts = mounts.map(|(plural, name)| Informer::of_object("default", plural, name));
+    assert_eq!(mounted_informers(&pods), mounts, "app-1's volumes and every kube-root-ca.crt");
     let mut watches: Vec<(Informer, WatchStream)> = Vec::new();
     for (step, list) in reads.iter().zip(&answers) {
         if let (Step::List(informer), 200) = (step, list.status) {
-            let watch = kubelet.watch(informer, &resource_version(&list.json()));
+            let watch = kubelet.watch(informer, &Read::of(list).list().resource_version());
             watches.push((informer.clone(), watch));
         }
     }
@@ -454,7 +614,9 @@ fn online_start(edge: &Edge) -> (Vec<Step>, Vec<Response>) {
     }
     let node_watch = Informer::new("/api/v1/nodes", Some("metadata.name=edge-1"));
     let (_, watch) = watches.iter_mut().find(|(i, _)| *i == node_watch).expect("node watch");
-    watch.expect_change(PROMPT, "MODIFIED", NODE);
+    let (event_type, node) =
+        event_object::<corev1::Node>(&next_change(watch, "the node watch"), "Node");
+    assert_eq!((event_type.as_str(), object_name(&node)), ("MODIFIED", NODE.into()), "{node:?}");
     drop(watches);
     let (again, answers_again) = start_reads(&kubelet);
     let cached = |answers: &[Response]| answers.iter().filter(|r| r.status == 200).count();
@@ -475,24 +637,12 @@ fn offline_watches(kubelet: &Kubelet, steps: &[Step], online: &[Response]) -> Ve
     let mut held = Vec::new();
     for (step, list) in steps.iter().zip(online) {
         let (Step::List(informer), 200) = (step, list.status) else { continue };
-        let list = list.json();
-        let watch = kubelet.watch(informer, &resource_version(&list));
+        let read = Read::of(list);
+        let watch = kubelet.watch(informer, &read.list().resource_version());
         assert_eq!(watch.head.headers.get(CACHE_HEADER), Some("hit"), "{informer:?}");
         held.push(watch);
         let mut replay = kubelet.watch(informer, "0");
-        let mut items = list["items"].as_array().cloned().unwrap_or_default();
-        let mut added: Vec<Value> = items
-            .iter()
-            .map(|_| {
-                let event = replay.next_change(PROMPT);
-                assert_eq!(event["type"], "ADDED", "{informer:?}: {event}");
-                event["object"].clone()
-            })
-            .collect();
-        let by_name = |object: &Value| object["metadata"]["name"].as_str().map(str::to_string);
-        items.sort_by_key(by_name);
-        added.sort_by_key(by_name);
-        assert_eq!(added, items, "{informer:?}: the replayed state is not the cached list");
+        read.list().assert_replayed(&mut replay, &format!("{informer:?}"));
     }
     held
 }
