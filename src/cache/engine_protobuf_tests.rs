@@ -10,6 +10,7 @@ use prost::Message;
 use super::engine::Engine;
 use super::key::{Classified, ReadKey, WatchRequest, classify, classify_write};
 use super::memory::MemoryStore;
+use super::protobuf_list::tests::{envelope, pod_list};
 use super::sqlite::SqliteStore;
 use super::sqlite::tests::temp_dir;
 use super::store::Store;
@@ -35,24 +36,6 @@ fn pod(name: &str, rv: &str, phase: &str) -> core::Pod {
         spec: Some(core::PodSpec { node_name: Some("edge-1".into()), ..Default::default() }),
         status: Some(core::PodStatus { phase: Some(phase.into()), ..Default::default() }),
     }
-}
-
-fn envelope(kind: &str, raw: Vec<u8>) -> Vec<u8> {
-    let unknown = kruntime::Unknown {
-        type_meta: Some(kruntime::TypeMeta {
-            api_version: Some("v1".into()),
-            kind: Some(kind.into()),
-        }),
-        raw: Some(raw),
-        content_encoding: Some(String::new()),
-        content_type: Some(String::new()),
-    };
-    [b"k8s\0".as_slice(), &unknown.encode_to_vec()].concat()
-}
-
-fn pod_list(rv: &str, pods: Vec<core::Pod>) -> Vec<u8> {
-    let metadata = meta::ListMeta { resource_version: Some(rv.into()), ..Default::default() };
-    envelope("PodList", core::PodList { metadata: Some(metadata), items: pods }.encode_to_vec())
 }
 
 fn frame(event_type: &str, object: Vec<u8>) -> Vec<u8> {

@@ -303,7 +303,7 @@ pub fn expired_event(message: &str) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use k8s_pb::api::core::v1 as core;
     use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
     use k8s_pb::apimachinery::pkg::runtime as kruntime;
@@ -327,7 +327,7 @@ mod tests {
     }
 
     /// As kube-apiserver encodes a body: every envelope field written.
-    fn envelope(kind: &str, raw: Vec<u8>) -> Vec<u8> {
+    pub fn envelope(kind: &str, raw: Vec<u8>) -> Vec<u8> {
         let unknown = kruntime::Unknown {
             type_meta: Some(kruntime::TypeMeta {
                 api_version: Some("v1".into()),
@@ -340,7 +340,7 @@ mod tests {
         [b"k8s\0".as_slice(), &unknown.encode_to_vec()].concat()
     }
 
-    fn pod_list(rv: &str, pods: Vec<core::Pod>) -> Vec<u8> {
+    pub fn pod_list(rv: &str, pods: Vec<core::Pod>) -> Vec<u8> {
         let list = core::PodList {
             metadata: Some(meta::ListMeta {
                 resource_version: Some(rv.into()),

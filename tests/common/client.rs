@@ -260,22 +260,10 @@ impl WatchStream {
     /// The next event, or `None` if none arrives within `timeout` or the stream ended
     /// (see [`WatchStream::is_closed`]).
     pub fn next_event(&mut self, timeout: Duration) -> Option<serde_json::Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.take_line() {
-                return Some(serde_json::from_slice(&line).unwrap_or_else(|e| {
-                    panic!("watch line is not JSON ({e}): {}", String::from_utf8_lossy(&line))
-                }));
-            }
-            if self.end.is_some() {
-                return None;
-            }
-            match self.pump(deadline) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => return None,
-                Err(e) => self.end = Some(StreamEnd::Abrupt(e.to_string())),
-            }
-        }
+        let line = self.next_taken(timeout, WatchStream::take_line)?;
+        Some(serde_json::from_slice(&line).unwrap_or_else(|e| {
+            panic!("watch line is not JSON ({e}): {}", String::from_utf8_lossy(&line))
+        }))
     }
 
     /// The next message of the payload as `whole` delimits it — the length of a complete
@@ -287,10 +275,22 @@ impl WatchStream {
         timeout: Duration,
         whole: impl Fn(&[u8]) -> Option<usize>,
     ) -> Option<Vec<u8>> {
+        self.next_taken(timeout, |stream| {
+            let len = whole(&stream.lines)?;
+            Some(stream.lines.drain(..len).collect())
+        })
+    }
+
+    /// Reads until `take` finds a message in what arrived; `None` on timeout or the end.
+    fn next_taken(
+        &mut self,
+        timeout: Duration,
+        mut take: impl FnMut(&mut WatchStream) -> Option<Vec<u8>>,
+    ) -> Option<Vec<u8>> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(len) = whole(&self.lines) {
-                return Some(self.lines.drain(..len).collect());
+            if let Some(message) = take(self) {
+                return Some(message);
             }
             if self.end.is_some() {
                 return None;
