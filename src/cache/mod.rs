@@ -127,7 +127,9 @@ pub enum Reply {
     },
     /// The asked version is older than the cached list: send `wire.expired_event(rv)` and
     /// close.
-    WatchExpired { wire: Wire },
+    WatchExpired {
+        wire: Wire,
+    },
     Failed(String),
 }
 
