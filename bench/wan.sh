@@ -19,8 +19,8 @@
 # counters, once the clients are gone), WAN_WORK (scratch dir, kept; default a mktemp dir),
 # WAN_SKIP_BUILD=1 (use the debug binaries already in CARGO_TARGET_DIR), WAN_CASES (a
 # space-separated subset of: direct lite lite-json direct-nogzip lite-nogzip),
-# CARGO_TARGET_DIR (target). Needs python3 and openssl. Debug builds: byte counts do not
-# depend on optimisation. About 5 minutes on 2 cores.
+# CARGO_TARGET_DIR (target). Needs python3, openssl and curl. Debug builds: byte counts do not
+# depend on optimisation. About 4 minutes on 2 cores, plus the build.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -99,10 +99,9 @@ start_lite() {
     LITE_PID=$!
     wait_port "$LITE_PORT"
     wait_port "$DIAG_PORT"
-    local i
+    local i ready=http://127.0.0.1:$DIAG_PORT/readyz
     for ((i = 0; i < 100; i++)); do
-        [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$DIAG_PORT/readyz") == 200 ]] &&
-            return 0
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "$ready") == 200 ]] && return 0
         sleep 0.1
     done
     die "lite-apiserver did not see the cloud up ($WORK/lite-$name.log)"

@@ -52,6 +52,10 @@ def phase_deltas(result):
     return deltas
 
 
+def count(value):
+    return "n/a" if value is None else f"{value:,}"
+
+
 def ratio(value, base):
     return f"{value / base:.2f}" if base else "n/a"
 
@@ -94,10 +98,8 @@ def counter_table(results):
             if not lite or snap["phase"] not in ("re-list", "idle"):
                 continue
             relay = snap["relay"]
-            lines.append(
-                f"| {case} | {snap['phase']} | {relay['received']:,} | "
-                f"{lite.get('received', 'n/a'):,} | {relay['sent']:,} | {lite.get('sent', 'n/a'):,} |"
-            )
+            cells = [relay["received"], lite.get("received"), relay["sent"], lite.get("sent")]
+            lines.append(f"| {case} | {snap['phase']} | " + " | ".join(map(count, cells)) + " |")
     return "\n".join(lines)
 
 
@@ -110,7 +112,9 @@ def prober_bytes(result):
 def changes(theirs, ours):
     """What differs in one answer or watch, as short phrases."""
     changed = [
-        f"{k} {theirs.get(k)!r} → {ours.get(k)!r}" for k in COMPARED if theirs.get(k) != ours.get(k)
+        f"{k} {theirs.get(k)!r} → {ours.get(k)!r}"
+        for k in COMPARED
+        if theirs.get(k) != ours.get(k)
     ]
     if ours.get("cache"):
         changed.append(f"X-Lite-Apiserver-Cache: {ours['cache']}")

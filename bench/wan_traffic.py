@@ -430,7 +430,11 @@ def service(index):
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": f"svc-{index}", "namespace": NAMESPACE, "labels": {"app": f"app{index % 20}"}},
+        "metadata": {
+            "name": f"svc-{index}",
+            "namespace": NAMESPACE,
+            "labels": {"app": f"app{index % 20}"},
+        },
         "spec": {
             "selector": {"app": f"app{index % 20}"},
             "clusterIP": f"10.96.{index // 250}.{index % 250 + 2}",
@@ -511,13 +515,12 @@ def churn(admin, seconds):
     service changes every 10 ticks."""
     start = time.monotonic()
     for tick in range(seconds):
+        note = {"metadata": {"annotations": {"bench/tick": str(tick)}}}
         for k in range(3):
-            name = f"app-{(tick * 3 + k) % NODE_PODS}"
-            admin.patch("pods", name, {"metadata": {"annotations": {"bench/tick": str(tick)}}})
+            admin.patch("pods", f"app-{(tick * 3 + k) % NODE_PODS}", note)
         for k in range(2):
             node_name = f"edge-{2 + (tick * 2 + k) % (NODES - 1)}"
-            name = f"other-{node_name}-{(tick * 2 + k) % OTHER_PODS}"
-            admin.patch("pods", name, {"metadata": {"annotations": {"bench/tick": str(tick)}}})
+            admin.patch("pods", f"other-{node_name}-{(tick * 2 + k) % OTHER_PODS}", note)
         if tick % 2 == 0:
             admin.create("pods", pod(NODE_PODS + tick, NODE))
         if tick % 5 == 0:
@@ -529,7 +532,7 @@ def churn(admin, seconds):
                                                "message": f"heartbeat {tick}"}]}}
             admin.patch("nodes", f"edge-{2 + tick % (NODES - 1)}", beat, namespaced=False)
         if tick % 10 == 0:
-            admin.patch("services", f"svc-{tick % SERVICES}", {"metadata": {"annotations": {"bench/tick": str(tick)}}})
+            admin.patch("services", f"svc-{tick % SERVICES}", note)
         delay = start + tick + 1 - time.monotonic()
         if delay > 0:
             time.sleep(delay)
