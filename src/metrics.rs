@@ -272,16 +272,14 @@ impl LinkBytes {
 }
 
 /// Bytes one connection moved and has not yet added to [`LINK_BYTES`]: kept in plain
-/// integers and added now and then (at a pause in the traffic, every 64 KiB, and when
-/// the connection goes), so counting costs no atomic per read.
+/// integers while one read or flush pulls or pushes several records, and added when it
+/// returns (and when the connection goes), so the totals are never behind a connection
+/// that stopped moving — a pooled connection may sit idle for 90 s after its last answer.
 pub struct ByteCount {
     link: Link,
     received: u64,
     sent: u64,
 }
-
-/// Bytes a busy connection moves before they are added to the totals.
-const PUBLISH_EVERY: u64 = 64 * 1024;
 
 impl ByteCount {
     pub fn new(link: Link) -> ByteCount {
@@ -290,16 +288,10 @@ impl ByteCount {
 
     pub fn received(&mut self, bytes: usize) {
         self.received += bytes as u64;
-        if self.received >= PUBLISH_EVERY {
-            self.publish();
-        }
     }
 
     pub fn sent(&mut self, bytes: usize) {
         self.sent += bytes as u64;
-        if self.sent >= PUBLISH_EVERY {
-            self.publish();
-        }
     }
 
     /// Adds what is pending to the totals.

@@ -81,6 +81,12 @@ impl Transport {
 
     /// Reads decrypted bytes into `buf`, pulling records from the socket as needed.
     pub fn read_plain(&mut self, buf: &mut [u8]) -> Result<ReadOutcome, TransportError> {
+        let outcome = self.read_plain_records(buf);
+        self.bytes.publish();
+        outcome
+    }
+
+    fn read_plain_records(&mut self, buf: &mut [u8]) -> Result<ReadOutcome, TransportError> {
         loop {
             match self.tls.reader().read(buf) {
                 Ok(0) => return Ok(ReadOutcome::Eof),
@@ -111,10 +117,7 @@ impl Transport {
     /// One `read_tls` + `process_new_packets`.
     fn pull_records(&mut self) -> Result<(), TransportError> {
         match self.tls.read_tls(&mut self.socket) {
-            Ok(0) => {
-                self.peer_closed = true;
-                self.bytes.publish();
-            }
+            Ok(0) => self.peer_closed = true,
             Ok(n) => {
                 self.bytes.received(n);
                 if let Err(error) = self.tls.process_new_packets() {
@@ -123,10 +126,7 @@ impl Transport {
                     return Err(TransportError::Tls(error));
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.readable = false;
-                self.bytes.publish();
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(TransportError::Io(e)),
         }
@@ -147,6 +147,12 @@ impl Transport {
 
     /// Writes queued records to the socket while it takes them.
     pub fn flush(&mut self) -> Result<(), TransportError> {
+        let flushed = self.write_records();
+        self.bytes.publish();
+        flushed
+    }
+
+    fn write_records(&mut self) -> Result<(), TransportError> {
         while self.tls.wants_write() && self.writable {
             match self.tls.write_tls(&mut self.socket) {
                 Ok(0) => return Err(TransportError::Io(io::ErrorKind::WriteZero.into())),

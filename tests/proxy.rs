@@ -505,3 +505,20 @@ fn a_slow_upstream_request_does_not_block_others() {
         "the slow request returned early: {slow_took:?}"
     );
 }
+
+/// The link's byte counters include an answer as soon as it has been relayed, while its
+/// connection waits in the pool (it may idle there for 90 s).
+#[test]
+fn cloud_link_bytes_are_counted_when_the_answer_is_relayed() {
+    const RECEIVED: &str = "lite_apiserver_upstream_bytes_total{direction=\"received\"}";
+    const SENT: &str = "lite_apiserver_upstream_bytes_total{direction=\"sent\"}";
+    let edge = Edge::start("link-bytes", &[], &[]);
+    let mut kubelet = edge.kubelet();
+    kubelet.get(PODS).expect_status(200);
+    let (received, sent) = (edge.metric(RECEIVED), edge.metric(SENT));
+    let answer = kubelet.get(PODS).expect_status(200);
+    assert_eq!(edge.metric("lite_apiserver_open_upstream_connections"), 1, "pooled, not closed");
+    let received_now = edge.metric(RECEIVED) - received;
+    assert!(received_now > answer.body.len() as u64, "{received_now} bytes for the answer");
+    assert!(edge.metric(SENT) > sent, "the request's bytes");
+}
