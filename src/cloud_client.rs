@@ -1,10 +1,18 @@
-//! A blocking one-shot HTTPS GET to the cloud apiserver, for helper threads (the cloud
-//! prober; a key fetcher later): resolve, connect, TLS with a given identity, one request
-//! with `Connection: close`, and the whole response up to a byte cap.
+//! Blocking HTTPS GETs to the cloud apiserver, for helper threads: resolve, connect, TLS
+//! with a given identity, and the whole response up to a byte cap.
+//!
+//! - [`CloudEndpoint::get`] is one-shot (`Connection: close`), for rare fetches (the
+//!   service-account keys).
+//! - [`KeptConnection`] keeps its connection open between GETs (HTTP/1.1 keep-alive, as
+//!   client-go does), for the cloud prober: a steady probe costs one small request and
+//!   answer instead of a TCP and TLS handshake. Only an answer with a known length and no
+//!   `Connection: close` leaves the connection reusable. A kept connection the cloud closed
+//!   while it sat idle (closed or reset before any byte of the answer) is retried once on a
+//!   new one, as the reactor's pool does; any other failure closes it and is returned.
 //!
 //! Every failure is a typed [`CloudGetError`] naming the stage it happened in, so a caller
 //! can tell a cloud that does not answer from a local fault (no file descriptors, no memory)
-//! without reading messages back.
+//! without reading messages back. Bytes count in `/metrics` at the end of each exchange.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -210,25 +218,32 @@ impl Deadline {
     }
 }
 
+/// What the request asks of the connection after the answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Persistence {
+    Close,
+    KeepAlive,
+}
+
 impl CloudEndpoint {
-    /// `GET path` with `headers` added, on a fresh connection; the body may hold at most
-    /// `max_body` bytes.
+    /// `GET path` with `headers` added, on a fresh connection closed after it; the body may
+    /// hold at most `max_body` bytes.
     pub fn get(
         &self,
         path: &str,
         headers: &[(&str, &str)],
         max_body: usize,
     ) -> Result<CloudResponse, CloudGetError> {
+        let request = self.request_bytes(path, headers, Persistence::Close);
+        let exchange = self.open()?.exchange(&request, max_body, self.timeout);
+        exchange.map(|(response, _)| response).map_err(|failure| failure.error)
+    }
+
+    /// A new connection: resolved, connected and past the TLS handshake.
+    fn open(&self) -> Result<Connection, CloudGetError> {
         let addr = self.resolve()?;
-        let mut stream = self.connect(addr)?;
-        let answer = Deadline::after(self.timeout);
-        let request = self.request_bytes(path, headers);
-        let sent = answer.arm(&stream.sock.socket).and_then(|()| stream.write_all(&request));
-        sent.map_err(|e| io_failure(addr, Stage::Request, e, self.timeout))?;
-        let mut reader = Reader { stream, addr, deadline: answer, buf: Vec::new() };
-        let head = reader.read_head()?;
-        let body = reader.read_body(&head, max_body)?;
-        Ok(CloudResponse { addr, status: head.status, body })
+        let stream = self.connect(addr)?;
+        Ok(Connection { stream, addr })
     }
 
     fn resolve(&self) -> Result<SocketAddr, CloudGetError> {
@@ -247,10 +262,7 @@ impl CloudEndpoint {
     }
 
     /// TCP connect and the TLS handshake, both within `timeout`.
-    fn connect(
-        &self,
-        addr: SocketAddr,
-    ) -> Result<StreamOwned<ClientConnection, CountedSocket>, CloudGetError> {
+    fn connect(&self, addr: SocketAddr) -> Result<TlsStream, CloudGetError> {
         let deadline = Deadline::after(self.timeout);
         let fail = |stage, e| io_failure(addr, stage, e, self.timeout);
         let socket =
@@ -265,11 +277,18 @@ impl CloudEndpoint {
         Ok(StreamOwned::new(tls, socket))
     }
 
-    fn request_bytes(&self, path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
-        let mut request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            host_header(&self.host, self.port)
-        );
+    fn request_bytes(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        persistence: Persistence,
+    ) -> Vec<u8> {
+        let mut request =
+            format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", host_header(&self.host, self.port));
+        // HTTP/1.1 connections persist unless a side says otherwise.
+        if persistence == Persistence::Close {
+            request.push_str("Connection: close\r\n");
+        }
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -278,7 +297,122 @@ impl CloudEndpoint {
     }
 }
 
-/// A socket to the cloud whose bytes count in `/metrics` (added when it closes).
+/// GETs to one cloud endpoint over a connection kept open between them.
+pub struct KeptConnection {
+    endpoint: CloudEndpoint,
+    /// The connection the last exchange left reusable.
+    idle: Option<Connection>,
+}
+
+impl KeptConnection {
+    /// No connection is opened until the first GET.
+    pub fn new(endpoint: CloudEndpoint) -> KeptConnection {
+        KeptConnection { endpoint, idle: None }
+    }
+
+    /// GETs from now on present `config`'s identity; the open connection, made with the
+    /// old one, is closed.
+    pub fn use_config(&mut self, config: Arc<ClientConfig>) {
+        self.endpoint.config = config;
+        self.idle = None;
+    }
+
+    /// `GET path` with `headers` added, on the kept connection when there is one (else, or
+    /// when the cloud closed it while idle, on a new one); the body may hold at most
+    /// `max_body` bytes. A failure closes the connection: the next GET connects afresh.
+    pub fn get(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+        max_body: usize,
+    ) -> Result<CloudResponse, CloudGetError> {
+        let request = self.endpoint.request_bytes(path, headers, Persistence::KeepAlive);
+        let timeout = self.endpoint.timeout;
+        if let Some(kept) = self.idle.take() {
+            match kept.exchange(&request, max_body, timeout) {
+                Ok((response, reusable)) => {
+                    self.idle = reusable;
+                    return Ok(response);
+                }
+                Err(failure) if failure.is_stale() => {
+                    log::debug!("kept connection to the cloud was closed while idle: reconnecting")
+                }
+                Err(failure) => return Err(failure.error),
+            }
+        }
+        let (response, reusable) =
+            self.endpoint.open()?.exchange(&request, max_body, timeout).map_err(|f| f.error)?;
+        self.idle = reusable;
+        Ok(response)
+    }
+}
+
+type TlsStream = StreamOwned<ClientConnection, CountedSocket>;
+
+/// An open connection to the cloud, past the TLS handshake.
+struct Connection {
+    stream: TlsStream,
+    addr: SocketAddr,
+}
+
+/// A failed exchange.
+struct Failure {
+    error: CloudGetError,
+    /// Some of the answer had arrived.
+    answered: bool,
+}
+
+impl Failure {
+    /// The connection was closed or reset before any byte of the answer: on a connection
+    /// that sat idle, the cloud closed it meanwhile, and the GET may be sent again.
+    fn is_stale(&self) -> bool {
+        !self.answered && matches!(self.error, CloudGetError::ClosedBeforeHead { .. })
+    }
+}
+
+impl Connection {
+    /// Sends `request` and reads the whole answer within `limit`; the connection comes
+    /// back when it may carry another exchange.
+    fn exchange(
+        mut self,
+        request: &[u8],
+        max_body: usize,
+        limit: Duration,
+    ) -> Result<(CloudResponse, Option<Connection>), Failure> {
+        let result = self.send_and_read(request, max_body, limit);
+        self.stream.sock.bytes.publish();
+        let (response, reusable) = result?;
+        Ok((response, reusable.then_some(self)))
+    }
+
+    /// The answer, and whether the connection may carry another exchange.
+    fn send_and_read(
+        &mut self,
+        request: &[u8],
+        max_body: usize,
+        limit: Duration,
+    ) -> Result<(CloudResponse, bool), Failure> {
+        let (addr, deadline) = (self.addr, Deadline::after(limit));
+        let stream = &mut self.stream;
+        let sent = deadline
+            .arm(&stream.sock.socket)
+            .and_then(|()| stream.write_all(request))
+            .and_then(|()| stream.flush());
+        sent.map_err(|e| Failure {
+            error: io_failure(addr, Stage::Request, e, limit),
+            answered: false,
+        })?;
+        let mut reader = Reader { stream, addr, deadline, buf: Vec::new(), answered: false };
+        let answer = reader.read_head().and_then(|head| {
+            let (body, reusable) = reader.read_body(&head, max_body)?;
+            Ok((CloudResponse { addr, status: head.status, body }, reusable))
+        });
+        answer.map_err(|error| Failure { error, answered: reader.answered })
+    }
+}
+
+/// A socket to the cloud whose bytes count in `/metrics` (added at the end of each
+/// exchange, and when it closes).
 struct CountedSocket {
     socket: TcpStream,
     bytes: ByteCount,
@@ -305,14 +439,16 @@ impl Write for CountedSocket {
 }
 
 /// The response side of one exchange: bytes read but not yet consumed, under a deadline.
-struct Reader {
-    stream: StreamOwned<ClientConnection, CountedSocket>,
+struct Reader<'a> {
+    stream: &'a mut TlsStream,
     addr: SocketAddr,
     deadline: Deadline,
     buf: Vec<u8>,
+    /// Some of the answer has arrived.
+    answered: bool,
 }
 
-impl Reader {
+impl Reader<'_> {
     /// Appends what the peer sends next to `buf`; `Ok(0)` at the end of the stream.
     fn fill(&mut self, stage: Stage) -> Result<usize, CloudGetError> {
         let mut chunk = [0u8; READ_CHUNK];
@@ -321,6 +457,7 @@ impl Reader {
         match read {
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);
+                self.answered |= n > 0;
                 Ok(n)
             }
             // A peer that closes without close_notify: rustls reports it as an error.
@@ -355,11 +492,13 @@ impl Reader {
         }
     }
 
+    /// The payload, and whether the connection may carry another exchange: only after a
+    /// body of known length, without `Connection: close`, and with nothing sent past it.
     fn read_body(
         &mut self,
         head: &ResponseHead,
         max_body: usize,
-    ) -> Result<Vec<u8>, CloudGetError> {
+    ) -> Result<(Vec<u8>, bool), CloudGetError> {
         let framing = head.framing("GET").map_err(|e| self.bad(e))?;
         let mut tracker = BodyTracker::new(framing);
         let mut body = Vec::new();
@@ -372,11 +511,12 @@ impl Reader {
                 return Err(CloudGetError::BodyTooLarge { addr: self.addr, limit: max_body });
             }
             if progress.done {
-                return Ok(body);
+                let reusable = head.keep_alive() && progress.consumed == pending.len();
+                return Ok((body, reusable));
             }
             if self.fill(Stage::Body)? == 0 {
                 return if tracker.until_close() {
-                    Ok(body)
+                    Ok((body, false))
                 } else {
                     Err(self.bad(format!("connection closed {} bytes into the body", body.len())))
                 };
@@ -439,19 +579,94 @@ mod tests {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let handle = thread::spawn(move || {
-            let (tcp, _) = listener.accept().unwrap();
-            let mut stream = StreamOwned::new(ServerConnection::new(config).unwrap(), tcp);
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                if stream.read(&mut byte).unwrap_or(0) == 0 {
-                    return;
-                }
-                head.push(byte[0]);
+            let mut stream = accept(&listener, &config);
+            if let Some(head) = read_request_head(&mut stream) {
+                answer(&mut stream, head);
             }
-            answer(&mut stream, String::from_utf8(head).unwrap());
         });
         (port, handle)
+    }
+
+    fn accept(listener: &TcpListener, config: &Arc<ServerConfig>) -> ServerStream {
+        let (tcp, _) = listener.accept().unwrap();
+        StreamOwned::new(ServerConnection::new(config.clone()).unwrap(), tcp)
+    }
+
+    /// The next request head; `None` once the client has closed the connection.
+    fn read_request_head(stream: &mut ServerStream) -> Option<String> {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).unwrap_or(0) == 0 {
+                return None;
+            }
+            head.push(byte[0]);
+        }
+        Some(String::from_utf8(head).unwrap())
+    }
+
+    /// What a scripted server does with a connection once it has sent its answers.
+    #[derive(Clone, Copy)]
+    enum Then {
+        /// Closes it (a cloud closing an idle connection).
+        Close,
+        /// Reads what more the client sends, answering nothing, until the client closes.
+        Linger,
+    }
+
+    /// One connection of a scripted server: the answers to its requests in turn, then.
+    type Script = (&'static [&'static [u8]], Then);
+
+    /// Serves `scripts.len()` TLS connections one after another; the server thread returns
+    /// how many requests each connection carried.
+    fn serve_scripts(
+        config: Arc<ServerConfig>,
+        scripts: &'static [Script],
+    ) -> (u16, JoinHandle<Vec<usize>>) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = thread::spawn(move || {
+            let mut requests = Vec::new();
+            for (answers, then) in scripts {
+                let mut stream = accept(&listener, &config);
+                let mut count = 0;
+                for answer in answers.iter() {
+                    let Some(head) = read_request_head(&mut stream) else { break };
+                    assert!(!head.contains("Connection: close"), "{head}");
+                    count += 1;
+                    stream.write_all(answer).unwrap();
+                    stream.flush().unwrap();
+                }
+                match then {
+                    Then::Close => replying(b"")(&mut stream, String::new()),
+                    Then::Linger => {
+                        while read_request_head(&mut stream).is_some() {
+                            count += 1;
+                        }
+                    }
+                }
+                requests.push(count);
+            }
+            requests
+        });
+        (port, handle)
+    }
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+    /// A kept connection to a scripted server; GETs time out after 500 ms.
+    fn kept(scripts: &'static [Script]) -> (KeptConnection, JoinHandle<Vec<usize>>) {
+        let (server, client) = pki();
+        let (port, handle) = serve_scripts(server, scripts);
+        let mut target = endpoint(port, client);
+        target.timeout = Duration::from_millis(500);
+        (KeptConnection::new(target), handle)
+    }
+
+    fn get_ok(kept: &mut KeptConnection) -> Vec<u8> {
+        let response = kept.get("/readyz", &[], 100).unwrap();
+        assert_eq!(response.status, 200);
+        response.body
     }
 
     /// Answers every request with the raw bytes `response`, then closes cleanly.
@@ -577,6 +792,96 @@ mod tests {
         let reset = io::Error::from_raw_os_error(libc::ECONNRESET);
         let error = io_failure(addr, Stage::Handshake, reset, limit);
         assert!(matches!(error, CloudGetError::ClosedBeforeHead { .. }), "{error}");
+    }
+
+    #[test]
+    fn two_gets_share_one_kept_connection() {
+        const SCRIPTS: &[Script] = &[(&[OK, OK], Then::Close)];
+        let (mut kept, server) = kept(SCRIPTS);
+        assert_eq!(get_ok(&mut kept), b"ok");
+        assert!(kept.idle.is_some(), "the connection was not kept");
+        assert_eq!(get_ok(&mut kept), b"ok");
+        drop(kept);
+        assert_eq!(server.join().unwrap(), [2], "requests per connection");
+    }
+
+    /// `lite_apiserver_upstream_bytes_total`, (received, sent), as `/metrics` shows it.
+    fn cloud_bytes() -> (u64, u64) {
+        let text = crate::metrics::Metrics::default().render();
+        let value = |direction| {
+            let series =
+                format!("lite_apiserver_upstream_bytes_total{{direction=\"{direction}\"}} ");
+            text.lines().find_map(|line| line.strip_prefix(&series)?.parse().ok()).unwrap()
+        };
+        (value("received"), value("sent"))
+    }
+
+    #[test]
+    fn a_kept_connection_counts_its_bytes_at_each_exchange() {
+        const SCRIPTS: &[Script] = &[(&[OK, OK], Then::Close)];
+        let (mut kept, server) = kept(SCRIPTS);
+        for round in 0..2 {
+            let before = cloud_bytes();
+            get_ok(&mut kept);
+            let after = cloud_bytes();
+            // Other tests may add to the process-wide totals meanwhile, never take away.
+            assert!(after.0 >= before.0 + OK.len() as u64, "#{round}: {before:?} {after:?}");
+            assert!(after.1 >= before.1 + b"GET /readyz".len() as u64, "#{round}");
+        }
+        drop(kept);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_connection_closed_while_idle_is_retried_on_a_new_one() {
+        const SCRIPTS: &[Script] = &[(&[OK], Then::Close), (&[OK, OK], Then::Close)];
+        let (mut kept, server) = kept(SCRIPTS);
+        get_ok(&mut kept);
+        get_ok(&mut kept);
+        get_ok(&mut kept);
+        drop(kept);
+        assert_eq!(server.join().unwrap(), [1, 2], "requests per connection");
+    }
+
+    #[test]
+    fn answers_that_end_the_connection_are_not_kept() {
+        const CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok";
+        const UNTIL_CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\n\r\nok";
+        // Lingering, the first server counts a request sent after its `Connection: close`.
+        const SCRIPTS: &[Script] =
+            &[(&[CLOSE], Then::Linger), (&[UNTIL_CLOSE], Then::Close), (&[OK], Then::Close)];
+        let (mut kept, server) = kept(SCRIPTS);
+        assert_eq!(get_ok(&mut kept), b"ok");
+        assert!(kept.idle.is_none(), "kept after Connection: close");
+        assert_eq!(get_ok(&mut kept), b"ok");
+        assert!(kept.idle.is_none(), "kept after a body read to the close");
+        assert_eq!(get_ok(&mut kept), b"ok");
+        drop(kept);
+        assert_eq!(server.join().unwrap(), [1, 1, 1], "requests per connection");
+    }
+
+    #[test]
+    fn a_timeout_on_the_kept_connection_is_not_retried_and_closes_it() {
+        const SCRIPTS: &[Script] = &[(&[OK], Then::Linger), (&[OK], Then::Close)];
+        let (mut kept, server) = kept(SCRIPTS);
+        get_ok(&mut kept);
+        let error = kept.get("/readyz", &[], 100).unwrap_err();
+        assert!(matches!(error, CloudGetError::Timeout { stage: Stage::Head, .. }), "{error}");
+        assert!(kept.idle.is_none());
+        get_ok(&mut kept);
+        drop(kept);
+        assert_eq!(server.join().unwrap(), [2, 1], "requests per connection");
+    }
+
+    #[test]
+    fn a_connection_closed_mid_answer_is_not_retried() {
+        const SCRIPTS: &[Script] = &[(&[OK, b"HTTP/1.1 200"], Then::Close)];
+        let (mut kept, server) = kept(SCRIPTS);
+        get_ok(&mut kept);
+        let error = kept.get("/readyz", &[], 100).unwrap_err();
+        assert!(matches!(error, CloudGetError::ClosedBeforeHead { .. }), "{error}");
+        assert!(kept.idle.is_none());
+        assert_eq!(server.join().unwrap(), [2], "requests per connection");
     }
 
     #[test]

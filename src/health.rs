@@ -17,6 +17,12 @@
 //!
 //! Name resolution happens here too, off the reactor thread: an `Up` report carries the
 //! address to connect to.
+//!
+//! Probes go over one connection kept open between them ([`KeptConnection`]): a steady
+//! probe is one small request and answer, not a TCP and TLS handshake. A probe that meets
+//! that connection closed by the cloud while idle is retried at once on a new one, so a
+//! stale connection is no failed probe; any other failure closes it, so the next probe
+//! connects afresh (a black-holed link costs one timeout a probe, as on a new connection).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rustls::ClientConfig;
 
 pub use crate::cloud_client::host_header;
-use crate::cloud_client::{CloudEndpoint, CloudGetError, CloudResponse};
+use crate::cloud_client::{CloudEndpoint, CloudGetError, CloudResponse, KeptConnection};
 use crate::tls::{Identity, IdentitySet};
 
 const INTERVAL_UP: Duration = Duration::from_secs(5);
@@ -335,7 +341,7 @@ pub fn spawn(
 
 /// The prober thread's state.
 struct ProberLoop {
-    endpoint: CloudEndpoint,
+    cloud: KeptConnection,
     verdicts: Verdicts,
     rng: XorShift,
     last_probe: Option<Instant>,
@@ -350,7 +356,7 @@ struct ProberLoop {
 impl ProberLoop {
     fn new(target: ProbeTarget) -> ProberLoop {
         ProberLoop {
-            endpoint: target.endpoint,
+            cloud: KeptConnection::new(target.endpoint),
             verdicts: Verdicts::new(target.hysteresis),
             rng: XorShift::from_entropy(),
             last_probe: None,
@@ -407,7 +413,7 @@ impl ProberLoop {
 
     fn take(&mut self, message: ProberMessage, now: Instant) {
         if let ProberMessage::Config(config) = message {
-            self.endpoint.config = config;
+            self.cloud.use_config(config);
             self.warned_refused = false;
         }
         self.verdicts.kicked();
@@ -416,7 +422,7 @@ impl ProberLoop {
 
     fn probe(&mut self) -> Outcome {
         self.last_probe = Some(Instant::now());
-        let outcome = classify(self.endpoint.get(PROBE_PATH, &[], MAX_READYZ_BODY));
+        let outcome = classify(self.cloud.get(PROBE_PATH, &[], MAX_READYZ_BODY));
         match &outcome {
             Outcome::Good { refused: Some(code), .. } if !self.warned_refused => {
                 self.warned_refused = true;

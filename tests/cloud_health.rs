@@ -638,3 +638,72 @@ fn held_watches_end_spread_over_the_reconnect_window_and_converge() {
         client.join().expect("a client thread panicked");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The prober's kept-alive connection.
+// ---------------------------------------------------------------------------------------
+
+/// Steady probes measured after the first one.
+const MEASURED_PROBES: u64 = 5;
+/// Longer than a probe interval while up (5 s, +20% jitter).
+const NEXT_PROBE: Duration = Duration::from_secs(10);
+const RECEIVED: &str = r#"lite_apiserver_upstream_bytes_total{direction="received"}"#;
+const SENT: &str = r#"lite_apiserver_upstream_bytes_total{direction="sent"}"#;
+
+/// Bytes on the cloud link so far, both ways, as (received, sent).
+fn link_bytes(link: &Link) -> (u64, u64) {
+    let text = link.diagnostics.metrics();
+    let value = |series| metric_value(&text, series).expect("upstream bytes in /metrics");
+    (value(RECEIVED), value(SENT))
+}
+
+/// Waits for the next exchange on the cloud link (with no client traffic, a probe): the
+/// link's byte counts once they have grown past `after`.
+fn next_probe(link: &Link, after: (u64, u64)) -> (u64, u64) {
+    let grown = wait_for(NEXT_PROBE, || {
+        let bytes = link_bytes(link);
+        (bytes.0 > after.0).then_some(bytes)
+    });
+    grown.unwrap_or_else(|| panic!("no probe within {NEXT_PROBE:?}: {:?}", link.readyz()))
+}
+
+/// With no client traffic the probes share one kept-alive connection: after the first
+/// probe, the following ones open no connection, and each costs one small request and
+/// answer instead of a TCP and TLS handshake.
+#[test]
+fn steady_probes_share_one_kept_alive_connection() {
+    let link = Link::start("probe-keep-alive", &[]);
+    let first = next_probe(&link, link_bytes(&link));
+    let accepted = link.relay.stats().accepted;
+    let mut last = first;
+    for _ in 0..MEASURED_PROBES {
+        last = next_probe(&link, last);
+    }
+    let opened = link.relay.stats().accepted - accepted;
+    let bytes = (last.0 + last.1) - (first.0 + first.1);
+    let per_probe = bytes / MEASURED_PROBES;
+    eprintln!("{MEASURED_PROBES} steady probes: {bytes} bytes, {per_probe} bytes a probe");
+    assert_eq!(opened, 0, "connections opened by {MEASURED_PROBES} steady probes");
+    assert_eq!(link.relay.open_connections(), 1, "the prober's kept connection");
+    assert!(link.cloud_up());
+}
+
+/// Each time the link cuts every connection, the next probe meets its kept connection
+/// reset and retries at once on a new one: with `--cloud-down-after=1`, a stale
+/// connection counted as a failed probe would take the node offline.
+#[test]
+fn a_cut_kept_connection_is_retried_on_a_new_one_without_a_flip() {
+    let link = Link::start("probe-cut", &["--cloud-down-after=1"]);
+    let mut last = next_probe(&link, link_bytes(&link));
+    for cut in 0..3 {
+        let accepted = link.relay.stats().accepted;
+        link.relay.cut_all();
+        last = next_probe(&link, last);
+        assert!(link.relay.stats().accepted > accepted, "cut #{cut}: no new connection");
+        assert!(link.cloud_up(), "cut #{cut}: {:?}", link.readyz());
+        assert_eq!(link.transitions(), 0, "cut #{cut}: the cloud state changed");
+    }
+    // A flip the last probe caused has reached the reactor by the next probe.
+    next_probe(&link, last);
+    assert_eq!(link.transitions(), 0, "the cloud state changed");
+}
