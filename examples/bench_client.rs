@@ -884,8 +884,17 @@ fn write_objects(args: &Args) -> Result<Value> {
                         .as_mut()
                         .map(|c| c.request(&method, &url, object.to_string().as_bytes()))
                     {
-                        Some(Ok((head, _))) if (200..300).contains(&head.status) => ok += 1,
-                        Some(Ok(_)) => failed += 1,
+                        Some(Ok((head, _))) => {
+                            if (200..300).contains(&head.status) {
+                                ok += 1;
+                            } else {
+                                failed += 1;
+                            }
+                            // A 503 Status from a proxy offline comes with `Connection: close`.
+                            if head.close {
+                                conn = None;
+                            }
+                        }
                         _ => {
                             failed += 1;
                             conn = None;
