@@ -4,7 +4,7 @@
 //! HTTP/1.0, since its plain length is not known before the end).
 
 use crate::body::{LAST_CHUNK, encode_chunk};
-use crate::gzip::{self, GzipDecoder, GzipError};
+use crate::gzip::{self, GzipDecoder, GzipError, RatioLimit};
 use crate::http1::ResponseHead;
 
 /// The `Accept-Encoding` a cacheable read asks the cloud with: the client's, with gzip
@@ -111,6 +111,12 @@ impl Decompressing {
     }
 
     /// Compressed bytes wait to be inflated.
+    /// Whether the body inflates past `limit` so far (the cache must not hold a bomb's
+    /// output, though the client may read it, with backpressure).
+    pub fn breaks(&self, limit: RatioLimit) -> bool {
+        self.decoder.breaks(limit)
+    }
+
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }

@@ -38,6 +38,9 @@ pub enum GzipError {
     Length,
     /// More than the decoder's limit would come out.
     TooLarge,
+    /// Past its floor, more would come out per byte in than the decoder's `RatioLimit`
+    /// allows: a decompression bomb.
+    RatioTooHigh,
     /// The stream ended inside a member.
     Truncated,
 }
@@ -50,6 +53,7 @@ impl fmt::Display for GzipError {
             GzipError::Checksum => f.write_str("gzip CRC-32 mismatch"),
             GzipError::Length => f.write_str("gzip length mismatch"),
             GzipError::TooLarge => f.write_str("gzip body decompresses past the limit"),
+            GzipError::RatioTooHigh => f.write_str("gzip body inflates like a decompression bomb"),
             GzipError::Truncated => f.write_str("gzip stream cut short"),
         }
     }
@@ -86,6 +90,22 @@ enum Stage {
     Ended,
 }
 
+/// A guard against decompression bombs for a decoder that must hold what it inflates:
+/// once more than `floor` bytes came out, at most `ratio` bytes may come out per deflate
+/// byte in. Kubernetes answers inflate about 5–10:1; a bomb a thousand to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RatioLimit {
+    pub ratio: usize,
+    pub floor: usize,
+}
+
+impl RatioLimit {
+    /// Whether `produced` bytes out of `consumed` deflate bytes break the limit.
+    pub fn exceeded(self, produced: usize, consumed: usize) -> bool {
+        produced > self.floor && produced > consumed.saturating_mul(self.ratio)
+    }
+}
+
 /// A streaming gzip decoder (concatenated members allowed, as Go's reader allows them).
 pub struct GzipDecoder {
     stage: Stage,
@@ -95,6 +115,9 @@ pub struct GzipDecoder {
     member_size: u32,
     produced: usize,
     limit: usize,
+    /// Deflate bytes taken in, for `ratio_limit`.
+    consumed: usize,
+    ratio_limit: Option<RatioLimit>,
 }
 
 impl GzipDecoder {
@@ -107,7 +130,14 @@ impl GzipDecoder {
             member_size: 0,
             produced: 0,
             limit,
+            consumed: 0,
+            ratio_limit: None,
         }
+    }
+
+    /// The same decoder, refusing bombs (see [`RatioLimit`]).
+    pub fn with_ratio_limit(self, ratio_limit: RatioLimit) -> GzipDecoder {
+        GzipDecoder { ratio_limit: Some(ratio_limit), ..self }
     }
 
     /// Decompressed bytes so far.
@@ -141,6 +171,15 @@ impl GzipDecoder {
         }
     }
 
+    fn inflates_like_a_bomb(&self, produced: usize) -> bool {
+        self.ratio_limit.is_some_and(|limit| limit.exceeded(produced, self.consumed))
+    }
+
+    /// Whether what came out so far breaks `limit` (for a caller that holds the output).
+    pub fn breaks(&self, limit: RatioLimit) -> bool {
+        limit.exceeded(self.produced, self.consumed)
+    }
+
     fn start_member(&mut self) {
         self.stage = Stage::Header(header_start());
         self.inflater = InflateState::new_boxed(DataFormat::Raw);
@@ -169,10 +208,15 @@ impl GzipDecoder {
         loop {
             let result = inflate(&mut self.inflater, &input[used..], &mut out, MZFlush::None);
             used += result.bytes_consumed;
+            self.consumed += result.bytes_consumed;
             let written = &out[..result.bytes_written];
             if self.produced + written.len() > self.limit {
                 self.stage = Stage::Header(spent());
                 return Err(GzipError::TooLarge);
+            }
+            if self.inflates_like_a_bomb(self.produced + written.len()) {
+                self.stage = Stage::Header(spent());
+                return Err(GzipError::RatioTooHigh);
             }
             self.produced += written.len();
             self.crc = crc32(self.crc, written);
@@ -347,6 +391,24 @@ fn crc32(crc: u32, bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ratio_limit_stops_a_bomb_near_its_floor_and_passes_real_bodies() {
+        let limit = RatioLimit { ratio: 100, floor: 1 << 20 };
+        let bomb = compress(&vec![b' '; 64 << 20]);
+        let mut decoder = GzipDecoder::new(usize::MAX).with_ratio_limit(limit);
+        let mut out = 0;
+        assert_eq!(
+            decoder.feed(&bomb, &mut |plain| out += plain.len()),
+            Err(GzipError::RatioTooHigh)
+        );
+        assert!(out <= limit.floor + OUTPUT_STEP, "{out} bytes came out of the bomb");
+        let body = sample();
+        let mut decoder = GzipDecoder::new(usize::MAX).with_ratio_limit(limit);
+        let mut plain = Vec::new();
+        decoder.feed(&compress(&body), &mut |bytes| plain.extend_from_slice(bytes)).expect("ok");
+        assert_eq!(plain, body);
+    }
 
     fn sample() -> Vec<u8> {
         let mut body = Vec::new();

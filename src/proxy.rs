@@ -16,7 +16,7 @@ use crate::cache::{self, CacheHandle, Classified, ObjectWrite, ReadKey, Wire};
 use crate::client::ClientConn;
 use crate::config::Config;
 use crate::content_encoding::{BodyEncoding, Decompressing};
-use crate::gzip::{self, GzipDecoder, GzipError};
+use crate::gzip::{self, GzipDecoder, GzipError, RatioLimit};
 use crate::http1::{self, Framing, HttpError, RequestHead, ResponseHead};
 use crate::in_cluster::InClusterAddress;
 use crate::metrics::OpenWatch;
@@ -30,6 +30,9 @@ use crate::watch_frames::{EventFramer, EventFraming};
 
 /// Largest response body copied to the cache; bigger ones are proxied, not cached.
 const MAX_CACHED_BODY: usize = 64 << 20;
+/// A gzip answer inflated for the cache that comes out over 8 MiB at more than 200:1 is a
+/// bomb, not a Kubernetes answer (5–10:1): the copy is dropped before it holds 64 MiB.
+const CACHE_COPY_RATIO: RatioLimit = RatioLimit { ratio: 200, floor: 8 << 20 };
 /// Most bytes held in cache copies at once, over all exchanges. One copy alone may grow
 /// past it (up to `MAX_CACHED_BODY`): a large LIST must still be cached, just not N at once.
 const MAX_COPY_BYTES_IN_FLIGHT: usize = 4 << 20;
@@ -618,7 +621,7 @@ impl Exchange {
             tee.budget.used += bytes.capacity();
             // Decompressed for the client: the copy takes the same plain bytes.
             let inflate = (encoding == BodyEncoding::Gzip && !decompress)
-                .then(|| GzipDecoder::new(MAX_CACHED_BODY));
+                .then(|| GzipDecoder::new(MAX_CACHED_BODY).with_ratio_limit(CACHE_COPY_RATIO));
             let undecided = memo_check.then_some(full);
             CacheCopy { purpose, content_type: content_type.clone(), bytes, inflate, undecided }
         });
@@ -817,7 +820,7 @@ impl BodyState {
             let already_stored = self.check_memo(tee);
             let held = copy_held(&self.cache_copy);
             tee.budget.used += held - held_before;
-            if spoilt || already_stored {
+            if spoilt || already_stored || self.inflates_like_a_bomb() {
                 self.drop_copy(tee);
             }
             if let Some(error) = gzip_error {
@@ -888,6 +891,9 @@ impl BodyState {
             return Err(self.bad_gzip(&error, tee));
         }
         tee.budget.used += copy_held(&self.cache_copy) - held_before;
+        if self.inflates_like_a_bomb() {
+            self.drop_copy(tee);
+        }
         let moved = client.out.len() != before;
         self.complete_if_done(client, tee)?;
         Ok(moved)
@@ -999,6 +1005,13 @@ impl BodyState {
         if let (Some(id), Some(cache)) = (self.watch_id.take(), tee.cache) {
             cache.watch_closed(id);
         }
+    }
+
+    /// A body decompressed for the client (whose plain bytes the copy takes) that
+    /// inflates like a bomb: the copy must go, the client may read on.
+    fn inflates_like_a_bomb(&self) -> bool {
+        let decompressing = self.decompressing.as_ref();
+        self.cache_copy.is_some() && decompressing.is_some_and(|d| d.breaks(CACHE_COPY_RATIO))
     }
 
     fn drop_copy(&mut self, tee: &mut Tee<'_>) {

@@ -8,7 +8,8 @@
 //! Only watches: a LIST cut short must end abruptly, or it would look complete.
 
 /// Largest partial event held while waiting for its end (kube objects are at most a
-/// few MiB); a bigger one is passed on as it comes and the stream loses its clean end.
+/// few MiB); a bigger one (or a protobuf frame whose length says it will be bigger) is
+/// passed on as it comes and the stream loses its clean end.
 const MAX_PARTIAL_EVENT: usize = 8 << 20;
 
 /// How events are delimited in a watch stream.
@@ -55,13 +56,24 @@ impl EventFramer {
             return payload.to_vec();
         }
         self.partial.extend_from_slice(payload);
-        let whole = self.whole_events_len();
-        if whole == 0 && self.partial.len() > MAX_PARTIAL_EVENT {
+        let rest = self.partial.split_off(self.whole_events_len());
+        let mut events = std::mem::replace(&mut self.partial, rest);
+        if self.partial_is_too_large() {
             self.passthrough = true;
-            return std::mem::take(&mut self.partial);
+            events.append(&mut self.partial);
         }
-        let rest = self.partial.split_off(whole);
-        std::mem::replace(&mut self.partial, rest)
+        events
+    }
+
+    /// The event being collected is, or says it will be, larger than it may be held.
+    fn partial_is_too_large(&self) -> bool {
+        let announced = match self.framing {
+            EventFraming::JsonLines => 0,
+            EventFraming::LengthPrefixed => self.partial.get(..4).map_or(0, |prefix| {
+                u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize
+            }),
+        };
+        self.partial.len() > MAX_PARTIAL_EVENT || announced > MAX_PARTIAL_EVENT
     }
 
     /// The stream can end here without cutting an event: what was sent ends at an
@@ -153,6 +165,22 @@ mod tests {
         assert_eq!(framer.push(&big).len(), big.len());
         assert!(!framer.can_end_cleanly());
         assert_eq!(framer.push(b"tail\n"), b"tail\n");
+    }
+
+    /// A frame announcing more than may be held is passed on from its first bytes: nothing
+    /// of it is held (a hostile cloud's endless frame would otherwise fill 8 MiB first).
+    #[test]
+    fn a_frame_announced_too_large_passes_through_at_once() {
+        let whole = frame(b"small");
+        let mut framer = EventFramer::new(EventFraming::LengthPrefixed);
+        let huge = ((MAX_PARTIAL_EVENT + 1) as u32).to_be_bytes();
+        let first = [whole.as_slice(), &huge[..3]].concat();
+        assert_eq!(framer.push(&first), whole, "whole frames out, three bytes announce nothing");
+        assert!(framer.can_end_cleanly());
+        let rest = [&huge[3..], b"payload".as_slice()].concat();
+        assert_eq!(framer.push(&rest), [huge.as_slice(), b"payload"].concat());
+        assert!(framer.partial.is_empty());
+        assert!(!framer.can_end_cleanly());
     }
 
     #[test]
