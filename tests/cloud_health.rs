@@ -598,7 +598,9 @@ fn per_second(times: &[Instant]) -> Vec<usize> {
 fn held_watches_end_spread_over_the_reconnect_window_and_converge() {
     let link = Link::start("reconnect-spread", &[SPREAD_SECONDS]);
     let version = resource_version(&link.cache(PODS).json());
+    // The link goes: open connections (the prober's kept one too) cut, new ones refused.
     link.relay.set_mode(RelayMode::Refuse);
+    link.relay.cut_all();
     link.wait_cloud_up(false);
     let newcomer = "born-after-the-return";
     let (reports, inbox) = reports();

@@ -66,9 +66,11 @@ fn read(client: &mut Client, path: &str, token: &str) -> Response {
     client.request("GET", path, &headers, b"")
 }
 
-/// Refuses connections to the cloud and waits until the proxy says it is offline.
+/// Cuts the open connections to the cloud (the prober's kept one too), refuses new ones,
+/// and waits until the proxy says it is offline.
 fn cut_cloud(edge: &Edge) {
     edge.relay().set_mode(RelayMode::Refuse);
+    edge.relay().cut_all();
     wait_offline(edge);
 }
 
