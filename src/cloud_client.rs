@@ -314,6 +314,12 @@ impl KeptConnection {
     /// old one, is closed.
     pub fn use_config(&mut self, config: Arc<ClientConfig>) {
         self.endpoint.config = config;
+        self.close();
+    }
+
+    /// Closes the kept connection: the next GET connects afresh (through a load balancer,
+    /// perhaps to another apiserver).
+    pub fn close(&mut self) {
         self.idle = None;
     }
 

@@ -21,8 +21,10 @@
 //! Probes go over one connection kept open between them ([`KeptConnection`]): a steady
 //! probe is one small request and answer, not a TCP and TLS handshake. A probe that meets
 //! that connection closed by the cloud while idle is retried at once on a new one, so a
-//! stale connection is no failed probe; any other failure closes it, so the next probe
-//! connects afresh (a black-holed link costs one timeout a probe, as on a new connection).
+//! stale connection is no failed probe. Any failed probe (no answer, or not ready) closes
+//! it, so the next one connects afresh: a black-holed link costs one timeout a probe, as
+//! on a new connection, and behind a load balancer the next probe may reach another
+//! apiserver than the one that is not ready.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -431,7 +433,10 @@ impl ProberLoop {
                      the probe's credentials (counted as up; check --tls-config-file)"
                 );
             }
-            Outcome::Failed(reason) => log::debug!("{reason}"),
+            Outcome::Failed(reason) => {
+                log::debug!("{reason}");
+                self.cloud.close();
+            }
             Outcome::Local(reason) => log::warn!("cloud probe not run: {reason}"),
             Outcome::Good { .. } => {}
         }

@@ -709,3 +709,20 @@ fn a_cut_kept_connection_is_retried_on_a_new_one_without_a_flip() {
     next_probe(&link, last);
     assert_eq!(link.transitions(), 0, "the cloud state changed");
 }
+
+/// A probe answered `500` closes the kept connection, so the next probe connects afresh
+/// (behind a load balancer, perhaps to another apiserver): while down, each probe opens a
+/// connection of its own.
+#[test]
+fn a_not_ready_answer_closes_the_kept_connection() {
+    let link = Link::start("probe-not-ready", &[]);
+    link.fault("etcd-down");
+    link.wait_cloud_up(false);
+    let mut last = next_probe(&link, link_bytes(&link));
+    let accepted = link.relay.stats().accepted;
+    for _ in 0..2 {
+        last = next_probe(&link, last);
+    }
+    let opened = link.relay.stats().accepted - accepted;
+    assert!(opened >= 2, "2 probes answered 500 opened {opened} connections");
+}
