@@ -25,7 +25,7 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::body::BodyTracker;
 use crate::http1::{self, HttpError, ResponseHead};
-use crate::metrics::{ByteCount, Link};
+use crate::metrics::{ByteCount, Link, OpenHelperConnection};
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -267,7 +267,11 @@ impl CloudEndpoint {
         let fail = |stage, e| io_failure(addr, stage, e, self.timeout);
         let socket =
             TcpStream::connect_timeout(&addr, self.timeout).map_err(|e| fail(Stage::Connect, e))?;
-        let mut socket = CountedSocket { socket, bytes: ByteCount::new(Link::Cloud) };
+        let mut socket = CountedSocket {
+            socket,
+            bytes: ByteCount::new(Link::Cloud),
+            _open: OpenHelperConnection::new(),
+        };
         let mut tls = ClientConnection::new(self.config.clone(), self.server_name.clone())
             .map_err(|error| CloudGetError::Tls { addr, error })?;
         while tls.is_handshaking() {
@@ -422,6 +426,7 @@ impl Connection {
 struct CountedSocket {
     socket: TcpStream,
     bytes: ByteCount,
+    _open: OpenHelperConnection,
 }
 
 impl Read for CountedSocket {

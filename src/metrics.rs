@@ -183,6 +183,12 @@ impl Metrics {
         ));
         self.render_outages(&mut out);
         LINK_BYTES.render(&mut out);
+        out.push_str(&format!(
+            "# HELP lite_apiserver_open_helper_connections Connections to the cloud held by the prober and the key fetcher (helper threads; not in open_upstream_connections).\n\
+             # TYPE lite_apiserver_open_helper_connections gauge\n\
+             lite_apiserver_open_helper_connections {}\n",
+            HELPER_CONNECTIONS.load(Ordering::Relaxed)
+        ));
         out
     }
 
@@ -224,6 +230,26 @@ impl Metrics {
 pub enum Link {
     Cloud,
     Client,
+}
+
+/// Connections to the cloud open on helper threads (`OpenHelperConnection`).
+static HELPER_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one helper thread's connection to the cloud while it lives: the prober keeps
+/// one open between probes, so descriptors are only accounted for with it.
+pub struct OpenHelperConnection(());
+
+impl OpenHelperConnection {
+    pub fn new() -> OpenHelperConnection {
+        HELPER_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        OpenHelperConnection(())
+    }
+}
+
+impl Drop for OpenHelperConnection {
+    fn drop(&mut self) {
+        HELPER_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Bytes on the sockets, as TLS records (handshakes and alerts included), by link and

@@ -51,8 +51,17 @@ struct Baseline {
 struct Snapshot {
     clients: u64,
     upstreams: u64,
+    /// The prober's (and key fetcher's) connections to the cloud.
+    helpers: u64,
     watches: u64,
     fds: i64,
+}
+
+impl Snapshot {
+    /// Descriptors besides the connections to the cloud, which come and go by design.
+    fn fds_without_upstreams(&self) -> i64 {
+        self.fds - (self.upstreams + self.helpers) as i64
+    }
 }
 
 /// The leak check, and the connections the abuse goes out on, as methods of the edge.
@@ -84,6 +93,7 @@ impl Hardening for Edge {
         Snapshot {
             clients: gauge("lite_apiserver_open_client_connections"),
             upstreams: gauge("lite_apiserver_open_upstream_connections"),
+            helpers: gauge("lite_apiserver_open_helper_connections"),
             watches: gauge("lite_apiserver_open_watches"),
             fds: open_fds(pid),
         }
@@ -101,11 +111,11 @@ impl Hardening for Edge {
             let first = self.snapshot();
             let second = self.snapshot();
             let quiet = first.clients == 0
-                && first.fds - first.upstreams as i64 == second.fds - second.upstreams as i64;
+                && first.fds_without_upstreams() == second.fds_without_upstreams();
             quiet.then_some(first)
         })
         .expect("the proxy settles after one good request");
-        Baseline { fds_without_upstreams: settled.fds - settled.upstreams as i64 }
+        Baseline { fds_without_upstreams: settled.fds_without_upstreams() }
     }
 
     fn assert_recovered(&mut self, baseline: &Baseline, after: &str) {
@@ -115,7 +125,7 @@ impl Hardening for Edge {
             let now = self.snapshot();
             let clean = now.clients == 0
                 && now.watches == 0
-                && now.fds - now.upstreams as i64 == baseline.fds_without_upstreams;
+                && now.fds_without_upstreams() == baseline.fds_without_upstreams;
             last = Some(now);
             clean.then_some(())
         });
