@@ -596,30 +596,43 @@ fn message(bytes: &[u8], depth: usize) {
 
 fn watch_frames(data: &[u8]) {
     let split = usize::from(data.first().copied().unwrap_or(1)) % 13 + 1;
-    let (whole, whole_clean) = run_framer(data, data.len().max(1));
-    let (pieces, pieces_clean) = run_framer(data, split);
-    assert_eq!(whole, pieces, "split {split} changed the frames sent");
-    assert_eq!(whole_clean, pieces_clean);
-    let sent: Vec<u8> = whole.concat();
+    let whole = run_framer(data, data.len().max(1));
+    let pieces = run_framer(data, split);
+    assert_eq!(whole, pieces, "split {split} changed what was sent");
+    let (frames, raw, _) = &whole;
+    let sent: Vec<u8> = [frames.concat(), raw.clone()].concat();
     assert!(data.starts_with(&sent), "the framer sent bytes it was not given");
 }
 
-/// Feeds `data` in reads of `split` bytes; returns the frames sent and whether it can end
-/// cleanly. Every chunk sent must be whole frames.
-fn run_framer(data: &[u8], split: usize) -> (Vec<Vec<u8>>, bool) {
+/// What a framer sent: whole frames, then (once a frame is, or announces itself, too large
+/// to hold) the raw bytes passed through; and whether it can still end cleanly.
+type Framed = (Vec<Vec<u8>>, Vec<u8>, bool);
+
+/// Feeds `data` in reads of `split` bytes. While the framer can end cleanly, every chunk it
+/// sends must be whole frames.
+fn run_framer(data: &[u8], split: usize) -> Framed {
     let mut framer = EventFramer::new(EventFraming::LengthPrefixed);
-    let mut frames = Vec::new();
+    let (mut frames, mut raw) = (Vec::new(), Vec::new());
     for piece in data.chunks(split) {
-        let mut chunk = &framer.push(piece)[..];
-        while !chunk.is_empty() {
+        let sent = framer.push(piece);
+        let mut chunk = &sent[..];
+        // Whole frames first; past the switch to passing through, the rest is raw.
+        while !chunk.is_empty() && raw.is_empty() {
             let length = chunk.get(..4).map(|p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
-            let end = 4 + length.expect("a chunk sent cuts a frame's length") as usize;
-            assert!(end <= chunk.len(), "a chunk sent cuts a frame");
-            frames.push(chunk[..end].to_vec());
-            chunk = &chunk[end..];
+            match length.map(|length| 4 + length as usize) {
+                Some(end) if end <= chunk.len() => {
+                    frames.push(chunk[..end].to_vec());
+                    chunk = &chunk[end..];
+                }
+                _ => break,
+            }
+        }
+        if !chunk.is_empty() {
+            assert!(!framer.can_end_cleanly(), "a chunk sent cuts a frame");
+            raw.extend_from_slice(chunk);
         }
     }
-    (frames, framer.can_end_cleanly())
+    (frames, raw, framer.can_end_cleanly())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -630,7 +630,9 @@ fn many_stalled_partial_heads_do_not_stop_good_requests() {
     for _ in 0..3 {
         edge.good_request();
     }
-    assert_eq!(edge.snapshot().clients, 40, "stalled connections are counted");
+    // The good requests' own connections are closed by now or soon after.
+    let counted = wait_for(SETTLE, || (edge.snapshot().clients == 40).then_some(()));
+    assert!(counted.is_some(), "stalled connections are counted: {:?}", edge.snapshot());
     stalled.clear();
     edge.assert_recovered(&baseline, "40 stalled partial heads");
 }
