@@ -106,6 +106,20 @@ impl fmt::Display for Representation {
     }
 }
 
+/// What a request's `Accept` asks for: the representation, and whether JSON would do too.
+struct Asked {
+    representation: Representation,
+    json_fallback: bool,
+}
+
+impl Asked {
+    fn from_accept(accept: Option<&str>) -> Asked {
+        let representation = Representation::from_accept(accept);
+        let json_fallback = representation.falls_back_to_json(accept);
+        Asked { representation, json_fallback }
+    }
+}
+
 /// What the reactor should do with a request, cache-wise.
 #[derive(Clone, Debug)]
 pub enum Classified {
@@ -429,8 +443,7 @@ pub fn classify(identity: &str, method: &str, target: &str, accept: Option<&str>
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let params = Params::parse(query);
-    let representation = Representation::from_accept(accept);
-    let json_fallback = representation.falls_back_to_json(accept);
+    let asked = Asked::from_accept(accept);
     if is_discovery(path) {
         if params.is_watch() {
             return Classified::Uncacheable;
@@ -439,19 +452,19 @@ pub fn classify(identity: &str, method: &str, target: &str, accept: Option<&str>
             identity: identity.to_string(),
             path: path.to_string(),
             query: params.normalized(),
-            representation,
+            representation: asked.representation,
             resource: "discovery".to_string(),
             scope: None,
-            json_fallback,
+            json_fallback: asked.json_fallback,
         });
     }
     let Some(resource) = ResourcePath::parse(path) else {
         return Classified::Uncacheable;
     };
     if resource.legacy_watch || params.is_watch() {
-        return classify_watch(identity, &resource, &params, (representation, json_fallback));
+        return classify_watch(identity, &resource, &params, asked);
     }
-    Classified::Read(resource.read_key(identity, &params, (representation, json_fallback)))
+    Classified::Read(resource.read_key(identity, &params, asked))
 }
 
 /// Which writes' answers the cache learns from: a DELETE of one object. Not a dry run (it
@@ -484,7 +497,7 @@ fn classify_watch(
     identity: &str,
     resource: &ResourcePath,
     params: &Params,
-    (representation, json_fallback): (Representation, bool),
+    Asked { representation, json_fallback }: Asked,
 ) -> Classified {
     let watchable = resource.name.is_none() && params.only_has(WATCH_PARAMS);
     if !watchable {
@@ -601,7 +614,7 @@ impl ResourcePath {
         &self,
         identity: &str,
         params: &Params,
-        (representation, json_fallback): (Representation, bool),
+        Asked { representation, json_fallback }: Asked,
     ) -> ReadKey {
         let whole_list = self.name.is_none()
             && Wire::of_representation(&representation).is_some()
