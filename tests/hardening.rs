@@ -1169,6 +1169,7 @@ fn seeded_stress_long() {
 
 mod seeds {
     use super::checks::{self, JWT_ISSUER, JWT_NOW};
+    use super::common::protobuf::envelope;
     use k8s_pb::api::authentication::v1 as authn;
     use k8s_pb::api::core::v1 as core;
     use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
@@ -1225,19 +1226,6 @@ mod seeds {
             ("alg_hs256", mode(2, &header(r#"{"alg":"HS256","kid":"rsa"}"#))),
             ("crit", mode(2, &header(r#"{"alg":"RS256","kid":"rsa","crit":["exp"]}"#))),
         ]
-    }
-
-    fn envelope(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
-        let unknown = kruntime::Unknown {
-            type_meta: Some(kruntime::TypeMeta {
-                api_version: Some(api_version.into()),
-                kind: Some(kind.into()),
-            }),
-            raw: Some(raw),
-            content_encoding: Some(String::new()),
-            content_type: Some(String::new()),
-        };
-        [b"k8s\0".as_slice(), &unknown.encode_to_vec()].concat()
     }
 
     fn object_meta(namespace: &str, name: &str, rv: &str) -> Option<meta::ObjectMeta> {
