@@ -116,7 +116,7 @@ start_fake() {
     FAKE_PID=$!
     track "$FAKE_PID"
     local i
-    for ((i = 0; i < 100; i++)); do
+    for ((i = 0; i < 400; i++)); do
         FAKE_PORT=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$WORK/fake.out")
         [[ -n $FAKE_PORT ]] && break
         sleep 0.05
