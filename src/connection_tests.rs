@@ -569,3 +569,54 @@ fn a_list_cut_mid_body_is_aborted_without_a_terminating_chunk() {
     assert!(!terminated, "a cut list must not look complete");
     assert_eq!(payloads.concat(), partial);
 }
+
+/// Reads heads until one is whole, feeding the client what the user sent.
+fn next_head(client: &mut ClientConn, user: &mut testing::Peer) -> Result<RequestHead, String> {
+    let mut scratch = vec![0; SCRATCH];
+    let mut found = None;
+    until("a whole head or an error", || {
+        user.turn();
+        client.transport.mark_ready(true, false);
+        match client.step_read_head(&mut scratch) {
+            HeadRead::Request(head) => found = Some(Ok(head)),
+            HeadRead::Malformed(e) => found = Some(Err(e.to_string())),
+            HeadRead::Step(_) => {}
+        }
+        found.is_some()
+    });
+    found.unwrap_or_else(|| Err("none".into()))
+}
+
+/// A head that arrives a byte per TLS record is parsed only when lines end (not from its start
+/// for every byte), and still completes at its last byte; a pipelined head behind it is
+/// found in what is left; a head without a newline past the size limit is refused.
+#[test]
+fn heads_arriving_a_byte_at_a_time_complete_and_pipelined_heads_follow() {
+    let (mut client, mut user) = testing::accept_client();
+    testing::handshake(&mut client, &mut user);
+    let first = b"GET /api/v1/pods HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut scratch = vec![0; SCRATCH];
+    for byte in &first[..first.len() - 1] {
+        user.send(std::slice::from_ref(byte));
+        user.turn();
+        client.transport.mark_ready(true, false);
+        let read = client.step_read_head(&mut scratch);
+        assert!(matches!(read, HeadRead::Step(_)), "no head before its last byte");
+    }
+    user.send(b"\nGET /api/v1/nodes HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(
+        next_head(&mut client, &mut user).map(|head| head.target),
+        Ok("/api/v1/pods".into())
+    );
+    client.await_next_request();
+    assert_eq!(
+        next_head(&mut client, &mut user).map(|head| head.target),
+        Ok("/api/v1/nodes".into())
+    );
+
+    client.await_next_request();
+    user.send(b"GET /api/v1/pods HTTP/1.1\r\nX-Long: ");
+    user.send(&vec![b'a'; crate::http1::MAX_HEAD_BYTES]);
+    let refused = next_head(&mut client, &mut user).map(|head| head.target);
+    assert_eq!(refused, Err(crate::http1::HttpError::HeadTooLarge.to_string()));
+}
