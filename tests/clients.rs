@@ -622,6 +622,8 @@ fn discovery_aggregated_and_legacy_cached_apart_and_replayed_offline() {
             resp
         })
         .collect();
+    // The cache thread stores them in the background: all six, before the cloud goes.
+    edge.wait_stored(requests.len() as u64);
 
     edge.fake.stop();
     let mut client = edge.client(Some("kubelet"));
@@ -670,6 +672,7 @@ fn protobuf_accept_answered_with_json_online_and_offline() {
         .collect();
     assert_lists_seeded_pods(&online[0]);
     assert_eq!(online[1]["metadata"]["name"], "web-1");
+    edge.wait_stored(paths.len() as u64);
 
     edge.fake.stop();
     let mut kubelet = edge.client(Some("kubelet"));
@@ -706,6 +709,7 @@ fn protobuf_passes_through_and_replays_byte_identical() {
             resp
         })
         .collect();
+    edge.wait_stored(paths.len() as u64);
 
     edge.fake.stop();
     let mut kubelet = edge.client(Some("kubelet"));
