@@ -13,6 +13,15 @@ pub const MAGIC: &[u8; 4] = b"k8s\0";
 /// The media type of a Kubernetes protobuf body.
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
+/// The length prefix of a watch frame: 4 bytes, big-endian.
+pub const FRAME_PREFIX: usize = 4;
+
+/// The payload length a watch frame at the start of `stream` announces, once its prefix is in.
+pub fn announced_frame_len(stream: &[u8]) -> Option<usize> {
+    let prefix = stream.get(..FRAME_PREFIX)?;
+    Some(u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize)
+}
+
 /// The largest field number protobuf allows (2^29 - 1).
 const MAX_FIELD_NUMBER: u64 = (1 << 29) - 1;
 /// A 64-bit varint takes at most 10 bytes.

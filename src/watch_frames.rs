@@ -7,6 +7,8 @@
 //!
 //! Only watches: a LIST cut short must end abruptly, or it would look complete.
 
+use crate::protobuf;
+
 /// Largest partial event held while waiting for its end (kube objects are at most a
 /// few MiB); a bigger one (or a protobuf frame whose length says it will be bigger) is
 /// passed on as it comes and the stream loses its clean end.
@@ -69,9 +71,9 @@ impl EventFramer {
     fn partial_is_too_large(&self) -> bool {
         let announced = match self.framing {
             EventFraming::JsonLines => 0,
-            EventFraming::LengthPrefixed => self.partial.get(..4).map_or(0, |prefix| {
-                u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize
-            }),
+            EventFraming::LengthPrefixed => {
+                protobuf::announced_frame_len(&self.partial).unwrap_or(0)
+            }
         };
         self.partial.len() > MAX_PARTIAL_EVENT || announced > MAX_PARTIAL_EVENT
     }
@@ -90,9 +92,8 @@ impl EventFramer {
             }
             EventFraming::LengthPrefixed => {
                 let mut at = 0;
-                while let Some(prefix) = self.partial.get(at..at + 4) {
-                    let length = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
-                    let end = at + 4 + length as usize;
+                while let Some(length) = protobuf::announced_frame_len(&self.partial[at..]) {
+                    let end = at + protobuf::FRAME_PREFIX + length;
                     if end > self.partial.len() {
                         break;
                     }

@@ -16,7 +16,7 @@
 //! the exact bytes the cloud sent.
 
 use super::list::{ListHead, ListItem, ObjectMeta};
-use crate::protobuf::{self, ProtoError, Reader, Unknown, Writer};
+use crate::protobuf::{self, FRAME_PREFIX, ProtoError, Reader, Unknown, Writer};
 
 const LIST_METADATA: u32 = 1;
 const LIST_ITEMS: u32 = 2;
@@ -38,9 +38,6 @@ const STATUS_STATUS: u32 = 2;
 const STATUS_MESSAGE: u32 = 3;
 const STATUS_REASON: u32 = 4;
 const STATUS_CODE: u32 = 6;
-
-/// The length prefix of a watch frame.
-pub const FRAME_PREFIX: usize = 4;
 
 /// A list body split in parts, or None when `body` is not a complete protobuf list (not
 /// the envelope, an item without a name, items not all together, or a `continue` token:
@@ -240,8 +237,7 @@ pub fn event(frame: &[u8]) -> Result<Event<'_>, ProtoError> {
 /// The length of the frame at the start of `stream` (prefix included), once it is whole;
 /// `Err(length)` with the announced length while it is still incomplete.
 pub fn frame_len(stream: &[u8]) -> Option<Result<usize, usize>> {
-    let prefix = stream.get(..FRAME_PREFIX)?;
-    let length = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    let length = protobuf::announced_frame_len(stream)?;
     let whole = FRAME_PREFIX + length;
     Some(if stream.len() >= whole { Ok(whole) } else { Err(length) })
 }

@@ -116,12 +116,12 @@ impl Wire {
             },
             Wire::Protobuf => match protobuf_list::frame_len(stream) {
                 Some(Ok(whole)) => {
-                    NextEvent::Whole { payload: protobuf_list::FRAME_PREFIX..whole, next: whole }
+                    NextEvent::Whole { payload: protobuf::FRAME_PREFIX..whole, next: whole }
                 }
                 Some(Err(length)) => {
-                    NextEvent::Partial { at_least: protobuf_list::FRAME_PREFIX + length }
+                    NextEvent::Partial { at_least: protobuf::FRAME_PREFIX + length }
                 }
-                None => NextEvent::Partial { at_least: protobuf_list::FRAME_PREFIX },
+                None => NextEvent::Partial { at_least: protobuf::FRAME_PREFIX },
             },
         }
     }
