@@ -4,6 +4,7 @@
 //! Bodies are never parsed here; `body.rs` tracks where a body ends.
 
 use std::fmt;
+use std::io::Write;
 
 /// Largest request or response head we accept (431 beyond).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -45,8 +46,96 @@ pub enum Framing {
     UntilClose,
 }
 
-/// One header line; values are bytes because HTTP allows obs-text.
-pub type Header = (String, Vec<u8>);
+/// The header lines of one head, copied out of the read buffer once: names and values are
+/// ranges of one byte buffer, so a head costs two allocations whatever its size. Values
+/// are bytes because HTTP allows obs-text; names are tokens (ASCII, httparse checks).
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
+    bytes: Vec<u8>,
+    lines: Vec<HeaderLine>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HeaderLine {
+    name_end: u32,
+    value_start: u32,
+    value_end: u32,
+}
+
+impl Headers {
+    fn copied(parsed: &[httparse::Header<'_>]) -> Headers {
+        let size = parsed.iter().map(|h| h.name.len() + h.value.len()).sum();
+        let mut headers = Headers { bytes: Vec::with_capacity(size), lines: Vec::new() };
+        headers.lines.reserve_exact(parsed.len());
+        for header in parsed {
+            headers.push(header.name, header.value);
+        }
+        headers
+    }
+
+    fn push(&mut self, name: &str, value: &[u8]) {
+        // Heads are at most MAX_HEAD_BYTES, so every offset fits in a u32.
+        let offset = |bytes: &Vec<u8>| bytes.len() as u32;
+        self.bytes.extend_from_slice(name.as_bytes());
+        let name_end = offset(&self.bytes);
+        self.bytes.extend_from_slice(value);
+        self.lines.push(HeaderLine {
+            name_end,
+            value_start: name_end,
+            value_end: offset(&self.bytes),
+        });
+    }
+
+    /// Every line in order, as (name, value).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        let mut name_start = 0;
+        self.lines.iter().map(move |line| {
+            let name = &self.bytes[name_start..line.name_end as usize];
+            name_start = line.value_end as usize;
+            let value = &self.bytes[line.value_start as usize..line.value_end as usize];
+            (std::str::from_utf8(name).unwrap_or_default(), value)
+        })
+    }
+
+    /// The values of every line named `name` (any case).
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
+        self.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+
+    /// The first value named `name` (any case).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+
+    /// The first value named `name` as text, if it is valid UTF-8.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The non-empty comma-separated tokens of every line named `name`, trimmed.
+    fn tokens<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
+        self.values(name)
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Whether a line named `name` lists `token` (any case).
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        self.tokens(name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+    }
+
+    /// The same lines without those named (any case).
+    fn without(&self, names: &[&str]) -> Headers {
+        let mut kept = Headers::default();
+        for (name, value) in self.iter() {
+            if !names.iter().any(|drop| name.eq_ignore_ascii_case(drop)) {
+                kept.push(name, value);
+            }
+        }
+        kept
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct RequestHead {
@@ -54,43 +143,14 @@ pub struct RequestHead {
     pub target: String,
     /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
-    pub headers: Vec<Header>,
+    pub headers: Headers,
 }
 
 #[derive(Debug, Clone)]
 pub struct ResponseHead {
     pub status: u16,
     pub reason: String,
-    pub headers: Vec<Header>,
-}
-
-/// Finds a header value (first occurrence) by case-insensitive name.
-pub fn header<'a>(headers: &'a [Header], name: &str) -> Option<&'a [u8]> {
-    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
-}
-
-/// A header value as text, if it is valid UTF-8.
-pub fn header_str<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
-    header(headers, name).and_then(|v| std::str::from_utf8(v).ok())
-}
-
-/// The comma-separated tokens of every occurrence of a header, lowercased.
-fn header_tokens(headers: &[Header], name: &str) -> Vec<String> {
-    headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .flat_map(|(_, v)| {
-            String::from_utf8_lossy(v)
-                .split(',')
-                .map(|t| t.trim().to_ascii_lowercase())
-                .collect::<Vec<_>>()
-        })
-        .filter(|t| !t.is_empty())
-        .collect()
-}
-
-fn owned_headers(parsed: &[httparse::Header<'_>]) -> Vec<Header> {
-    parsed.iter().map(|h| (h.name.to_string(), h.value.to_vec())).collect()
+    pub headers: Headers,
 }
 
 fn map_parse_error(error: httparse::Error) -> HttpError {
@@ -115,7 +175,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HttpErr
                 method: request.method.unwrap_or_default().to_string(),
                 target: request.path.unwrap_or_default().to_string(),
                 minor_version: request.version.unwrap_or(1),
-                headers: owned_headers(request.headers),
+                headers: Headers::copied(request.headers),
             };
             if length > MAX_HEAD_BYTES {
                 return Err(HttpError::HeadTooLarge);
@@ -136,7 +196,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpE
             ResponseHead {
                 status: response.code.unwrap_or(0),
                 reason: response.reason.unwrap_or_default().to_string(),
-                headers: owned_headers(response.headers),
+                headers: Headers::copied(response.headers),
             },
             length,
         ))),
@@ -146,18 +206,14 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpE
 /// Body framing shared by requests and responses (RFC 9112 §6.3): Transfer-Encoding
 /// wins only when it is exactly `chunked`; both headers, or disagreeing
 /// Content-Length values, are rejected rather than guessed at.
-fn message_framing(headers: &[Header]) -> Result<Option<Framing>, HttpError> {
-    let encodings = header_tokens(headers, "transfer-encoding");
-    let lengths: Vec<&[u8]> = headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| v.as_slice())
-        .collect();
-    if !encodings.is_empty() {
-        if !lengths.is_empty() {
+fn message_framing(headers: &Headers) -> Result<Option<Framing>, HttpError> {
+    let mut encodings = headers.tokens("transfer-encoding");
+    let mut lengths = headers.values("content-length").peekable();
+    if let Some(first) = encodings.next() {
+        if lengths.peek().is_some() {
             return Err(HttpError::BadFraming("both Transfer-Encoding and Content-Length"));
         }
-        if encodings != ["chunked"] {
+        if !first.eq_ignore_ascii_case(b"chunked") || encodings.next().is_some() {
             return Err(HttpError::BadFraming("unsupported Transfer-Encoding"));
         }
         return Ok(Some(Framing::Chunked));
@@ -190,23 +246,21 @@ impl RequestHead {
     }
 
     pub fn header_str(&self, name: &str) -> Option<&str> {
-        header_str(&self.headers, name)
+        self.headers.get_str(name)
     }
 
     /// Whether the client wants the connection kept open after this exchange.
     pub fn keep_alive(&self) -> bool {
-        let tokens = header_tokens(&self.headers, "connection");
         if self.minor_version == 0 {
-            tokens.iter().any(|t| t == "keep-alive")
+            self.headers.has_token("connection", "keep-alive")
         } else {
-            !tokens.iter().any(|t| t == "close")
+            !self.headers.has_token("connection", "close")
         }
     }
 
     /// A protocol upgrade (exec/attach/port-forward over SPDY or WebSocket).
     pub fn is_upgrade(&self) -> bool {
-        header_tokens(&self.headers, "connection").iter().any(|t| t == "upgrade")
-            && header(&self.headers, "upgrade").is_some()
+        self.headers.has_token("connection", "upgrade") && self.headers.get("upgrade").is_some()
     }
 
     /// The path without the query string.
@@ -231,19 +285,17 @@ impl RequestHead {
     /// value removes the header).
     pub fn to_upstream_bytes(&self, host: &str, replace: &[(&str, &str)]) -> Vec<u8> {
         let upgrade = self.is_upgrade();
-        let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(
-            format!("{} {} HTTP/1.1\r\nHost: {host}\r\n", self.method, self.target).as_bytes(),
-        );
-        let connection_named = header_tokens(&self.headers, "connection");
-        for (name, value) in &self.headers {
-            let lower = name.to_ascii_lowercase();
+        let mut out = Vec::with_capacity(self.target.len() + self.headers.bytes.len() + 256);
+        // Formatting into a Vec cannot fail.
+        let _ = write!(out, "{} {} HTTP/1.1\r\nHost: {host}\r\n", self.method, self.target);
+        for (name, value) in self.headers.iter() {
             // The body is forwarded as framed, so its framing header goes with it.
-            let kept = (upgrade && lower == "upgrade") || lower == "transfer-encoding";
-            if lower == "host" || (is_hop_by_hop(&lower, &connection_named) && !kept) {
-                continue;
-            }
-            if replace.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            let kept = (upgrade && name.eq_ignore_ascii_case("upgrade"))
+                || name.eq_ignore_ascii_case("transfer-encoding");
+            if name.eq_ignore_ascii_case("host")
+                || (is_hop_by_hop(name, &self.headers) && !kept)
+                || replace.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
                 continue;
             }
             push_header(&mut out, name, value);
@@ -273,12 +325,12 @@ impl ResponseHead {
     }
 
     pub fn header_str(&self, name: &str) -> Option<&str> {
-        header_str(&self.headers, name)
+        self.headers.get_str(name)
     }
 
     /// Whether the upstream connection can be reused after this response.
     pub fn keep_alive(&self) -> bool {
-        !header_tokens(&self.headers, "connection").iter().any(|t| t == "close")
+        !self.headers.has_token("connection", "close")
     }
 
     /// The head as sent to the client: hop-by-hop headers dropped except the framing
@@ -292,17 +344,14 @@ impl ResponseHead {
         dechunk: bool,
         extra: &[(&str, &str)],
     ) -> Vec<u8> {
-        let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(
-            format!("HTTP/1.{minor_version} {} {}\r\n", self.status, self.reason).as_bytes(),
-        );
-        let connection_named = header_tokens(&self.headers, "connection");
+        let mut out = Vec::with_capacity(self.headers.bytes.len() + 256);
+        // Formatting into a Vec cannot fail.
+        let _ = write!(out, "HTTP/1.{minor_version} {} {}\r\n", self.status, self.reason);
         let switching = self.status == 101;
-        for (name, value) in &self.headers {
-            let lower = name.to_ascii_lowercase();
-            let framing_header = lower == "transfer-encoding" && !dechunk;
-            let upgrade_header = switching && lower == "upgrade";
-            if is_hop_by_hop(&lower, &connection_named) && !framing_header && !upgrade_header {
+        for (name, value) in self.headers.iter() {
+            let framing_header = name.eq_ignore_ascii_case("transfer-encoding") && !dechunk;
+            let upgrade_header = switching && name.eq_ignore_ascii_case("upgrade");
+            if is_hop_by_hop(name, &self.headers) && !framing_header && !upgrade_header {
                 continue;
             }
             push_header(&mut out, name, value);
@@ -326,9 +375,11 @@ impl ResponseHead {
     /// The same head without the headers named (any case): for a body sent other than
     /// the cloud framed or encoded it.
     pub fn without_headers(&self, names: &[&str]) -> ResponseHead {
-        let kept = |name: &String| !names.iter().any(|drop| name.eq_ignore_ascii_case(drop));
-        let headers = self.headers.iter().filter(|(name, _)| kept(name)).cloned().collect();
-        ResponseHead { status: self.status, reason: self.reason.clone(), headers }
+        ResponseHead {
+            status: self.status,
+            reason: self.reason.clone(),
+            headers: self.headers.without(names),
+        }
     }
 
     /// The head for a body re-framed with `Content-Length: length` (a rewritten answer):
@@ -343,20 +394,20 @@ impl ResponseHead {
 /// Hop-by-hop headers: the fixed list plus whatever `Connection` names — except
 /// `Content-Length`: the body is forwarded as framed, so dropping its length on the peer's
 /// say-so would make the next hop read the body as another request (smuggling).
-fn is_hop_by_hop(lower_name: &str, connection_named: &[String]) -> bool {
-    matches!(
-        lower_name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    ) || (lower_name != "content-length"
-        && connection_named.iter().any(|named| named == lower_name))
+fn is_hop_by_hop(name: &str, headers: &Headers) -> bool {
+    const HOP_BY_HOP: [&str; 9] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
+        || (!name.eq_ignore_ascii_case("content-length") && headers.has_token("connection", name))
 }
 
 fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {

@@ -2,8 +2,12 @@
 //! connection we serve and the upstream connection we open).
 //!
 //! Readiness is edge-triggered, so this type remembers whether the socket may still
-//! have bytes (`readable`) or room (`writable`) and clears those flags only on
-//! `WouldBlock`. rustls is treated as a bounded buffer: plaintext writes are refused
+//! have bytes (`readable`) or room (`writable`) and clears those flags on `WouldBlock` —
+//! or sooner, on a short read or write: a TCP read that returns less than it was offered
+//! emptied the receive queue, and a write that takes less than it was given filled the
+//! send buffer, so the next call would only return `WouldBlock` (a syscall per request
+//! saved; tokio does the same). A later arrival raises a new edge. Once the peer hung up
+//! (`mark_hung_up`), reads go on until EOF, since no new edge will come. rustls is treated as a bounded buffer: plaintext writes are refused
 //! once its send buffer holds `SEND_BUFFER_LIMIT` bytes, which is how backpressure
 //! reaches the other side of the proxy.
 //!
@@ -52,6 +56,8 @@ pub struct Transport {
     tls: Connection,
     readable: bool,
     writable: bool,
+    /// The last poll event said the peer closed or errored: no later edge will come.
+    hung_up: bool,
     peer_closed: bool,
     bytes: ByteCount,
 }
@@ -62,7 +68,15 @@ impl Transport {
         // We are the TLS client only towards the cloud.
         let link = if matches!(tls, Connection::Client(_)) { Link::Cloud } else { Link::Client };
         let bytes = ByteCount::new(link);
-        Transport { socket, tls, readable: false, writable: false, peer_closed: false, bytes }
+        Transport {
+            socket,
+            tls,
+            readable: false,
+            writable: false,
+            hung_up: false,
+            peer_closed: false,
+            bytes,
+        }
     }
 
     pub fn tls(&self) -> &Connection {
@@ -73,6 +87,11 @@ impl Transport {
     pub fn mark_ready(&mut self, readable: bool, writable: bool) {
         self.readable |= readable;
         self.writable |= writable;
+    }
+
+    /// Records a poll event's hang-up or error: reads continue until they see it.
+    pub fn mark_hung_up(&mut self) {
+        self.hung_up = true;
     }
 
     pub fn is_handshaking(&self) -> bool {
@@ -116,10 +135,12 @@ impl Transport {
 
     /// One `read_tls` + `process_new_packets`.
     fn pull_records(&mut self) -> Result<(), TransportError> {
-        match self.tls.read_tls(&mut self.socket) {
+        let mut socket = ShortIo::new(&mut self.socket);
+        match self.tls.read_tls(&mut socket) {
             Ok(0) => self.peer_closed = true,
             Ok(n) => {
                 self.bytes.received(n);
+                self.readable = !socket.short || self.hung_up;
                 if let Err(error) = self.tls.process_new_packets() {
                     // Send the alert rustls queued, then report the failure.
                     let _ = self.flush();
@@ -154,9 +175,13 @@ impl Transport {
 
     fn write_records(&mut self) -> Result<(), TransportError> {
         while self.tls.wants_write() && self.writable {
-            match self.tls.write_tls(&mut self.socket) {
+            let mut socket = ShortIo::new(&mut self.socket);
+            match self.tls.write_tls(&mut socket) {
                 Ok(0) => return Err(TransportError::Io(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.bytes.sent(n),
+                Ok(n) => {
+                    self.bytes.sent(n);
+                    self.writable = !socket.short;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(TransportError::Io(e)),
@@ -177,5 +202,44 @@ impl Transport {
 
     pub fn peer_closed(&self) -> bool {
         self.peer_closed
+    }
+}
+
+/// The socket as rustls reads and writes it, noting whether the last call moved fewer
+/// bytes than it was offered.
+struct ShortIo<'a> {
+    socket: &'a mut TcpStream,
+    short: bool,
+}
+
+impl<'a> ShortIo<'a> {
+    fn new(socket: &'a mut TcpStream) -> ShortIo<'a> {
+        ShortIo { socket, short: false }
+    }
+}
+
+impl Read for ShortIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.socket.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
+    }
+}
+
+impl Write for ShortIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.socket.write(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let n = self.socket.write_vectored(bufs)?;
+        self.short = n < bufs.iter().map(|buf| buf.len()).sum();
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.socket.flush()
     }
 }

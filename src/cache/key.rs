@@ -2,7 +2,7 @@
 //! which writes' answers the cache learns from, and the keys that keep identities, selectors,
 //! pages and representations apart.
 
-use std::fmt;
+use std::fmt::{self, Write};
 
 use super::wire::Wire;
 
@@ -383,9 +383,9 @@ impl ObjectWrite {
         resource.is_some_and(|r| {
             !r.legacy_watch
                 && r.api_prefix == self.api_prefix
-                && r.namespace == self.namespace
+                && r.namespace == self.namespace.as_deref()
                 && r.resource == self.resource
-                && r.name.as_deref() == Some(self.name.as_str())
+                && r.name == Some(self.name.as_str())
         })
     }
 
@@ -413,15 +413,26 @@ fn identity_and_path(key: &str) -> Option<(&str, &str)> {
 }
 
 fn entry_key(identity: &str, path: &str, query: &str, representation: &Representation) -> String {
-    // The identity is length-prefixed so no identity can forge another's key prefix.
-    format!("{}:{identity}\n{path}\n{query}\n{representation}", identity.len())
+    // The identity is length-prefixed so no identity can forge another's key prefix. Keys
+    // are built per request: one allocation, sized for all but an `other:` representation.
+    let mut key = String::with_capacity(identity.len() + path.len() + query.len() + 40);
+    // Formatting into a String cannot fail.
+    let _ = write!(key, "{}:{identity}\n{path}\n{query}\n{representation}", identity.len());
+    key
 }
 
 fn collection_path(api_prefix: &str, namespace: Option<&str>, resource: &str) -> String {
     match namespace {
-        Some(ns) => format!("{api_prefix}/namespaces/{ns}/{resource}"),
-        None => format!("{api_prefix}/{resource}"),
+        Some(ns) => concat(&[api_prefix, "/namespaces/", ns, "/", resource]),
+        None => concat(&[api_prefix, "/", resource]),
     }
+}
+
+/// `parts` joined, in one allocation of the right size (paths are built per request).
+fn concat(parts: &[&str]) -> String {
+    let mut joined = String::with_capacity(parts.iter().map(|part| part.len()).sum());
+    parts.iter().for_each(|part| joined.push_str(part));
+    joined
 }
 
 fn resource_label(api_prefix: &str, resource: &str, subresource: Option<&str>) -> String {
@@ -486,10 +497,10 @@ pub fn classify_write(method: &str, target: &str) -> Option<ObjectWrite> {
     }
     Some(ObjectWrite {
         method: WriteMethod::Delete,
-        name: resource.name?,
-        api_prefix: resource.api_prefix,
-        namespace: resource.namespace,
-        resource: resource.resource,
+        name: resource.name?.to_string(),
+        api_prefix: resource.api_prefix.to_string(),
+        namespace: resource.namespace.map(str::to_string),
+        resource: resource.resource.to_string(),
     })
 }
 
@@ -536,27 +547,39 @@ fn is_discovery(path: &str) -> bool {
     )
 }
 
-/// A resource URL split the way kube-apiserver's RequestInfo resolver splits it.
-struct ResourcePath {
-    api_prefix: String,
+/// A resource URL split the way kube-apiserver's RequestInfo resolver splits it; the parts
+/// borrow from the path.
+struct ResourcePath<'a> {
+    api_prefix: &'a str,
     legacy_watch: bool,
-    namespace: Option<String>,
-    resource: String,
-    name: Option<String>,
-    subresource: Option<String>,
+    namespace: Option<&'a str>,
+    resource: &'a str,
+    name: Option<&'a str>,
+    subresource: Option<&'a str>,
 }
 
-impl ResourcePath {
-    fn parse(path: &str) -> Option<ResourcePath> {
-        let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
-        if segments.iter().any(|s| s.is_empty()) {
-            return None;
+/// More segments than any resource URL has (`/apis/g/v/watch/namespaces/ns/r/name/sub`).
+const MAX_SEGMENTS: usize = 9;
+
+impl<'a> ResourcePath<'a> {
+    fn parse(path: &'a str) -> Option<ResourcePath<'a>> {
+        let mut segments = [""; MAX_SEGMENTS];
+        let mut count = 0;
+        for segment in path.strip_prefix('/')?.split('/') {
+            if segment.is_empty() || count == MAX_SEGMENTS {
+                return None;
+            }
+            segments[count] = segment;
+            count += 1;
         }
-        let (api_prefix, mut rest) = match segments.as_slice() {
-            ["api", version, rest @ ..] => (format!("/api/{version}"), rest),
-            ["apis", group, version, rest @ ..] => (format!("/apis/{group}/{version}"), rest),
+        let segments = &segments[..count];
+        let (prefix_segments, mut rest) = match segments {
+            ["api", _, rest @ ..] => (2, rest),
+            ["apis", _, _, rest @ ..] => (3, rest),
             _ => return None,
         };
+        let prefix_len = segments[..prefix_segments].iter().map(|s| s.len() + 1).sum();
+        let api_prefix = path.get(..prefix_len)?;
         let legacy_watch = rest.first() == Some(&"watch");
         if legacy_watch {
             rest = &rest[1..];
@@ -565,7 +588,7 @@ impl ResourcePath {
         if let ["namespaces", ns, next, ..] = rest
             && !NAMESPACE_SUBRESOURCES.contains(next)
         {
-            namespace = Some(ns.to_string());
+            namespace = Some(*ns);
             rest = &rest[2..];
         }
         let (resource, name, subresource) = match rest {
@@ -583,15 +606,15 @@ impl ResourcePath {
             api_prefix,
             legacy_watch,
             namespace,
-            resource: resource.to_string(),
-            name: name.map(|n| n.to_string()),
-            subresource: subresource.map(|s| s.to_string()),
+            resource,
+            name: name.copied(),
+            subresource: subresource.copied(),
         })
     }
 
     fn path(&self) -> String {
-        let mut path = collection_path(&self.api_prefix, self.namespace.as_deref(), &self.resource);
-        for segment in [&self.name, &self.subresource].into_iter().flatten() {
+        let mut path = collection_path(self.api_prefix, self.namespace, self.resource);
+        for segment in [self.name, self.subresource].into_iter().flatten() {
             path.push('/');
             path.push_str(segment);
         }
@@ -601,9 +624,9 @@ impl ResourcePath {
     fn scope(&self, identity: &str, params: &Params, representation: Representation) -> ListScope {
         ListScope {
             identity: identity.to_string(),
-            api_prefix: self.api_prefix.clone(),
-            namespace: self.namespace.clone(),
-            resource: self.resource.clone(),
+            api_prefix: self.api_prefix.to_string(),
+            namespace: self.namespace.map(str::to_string),
+            resource: self.resource.to_string(),
             label_selector: params.get("labelSelector").unwrap_or_default().to_string(),
             field_selector: params.get("fieldSelector").unwrap_or_default().to_string(),
             representation,
@@ -625,7 +648,7 @@ impl ResourcePath {
             query: params.normalized(),
             scope: whole_list.then(|| self.scope(identity, params, representation.clone())),
             representation,
-            resource: resource_label(&self.api_prefix, &self.resource, self.subresource.as_deref()),
+            resource: resource_label(self.api_prefix, self.resource, self.subresource),
             json_fallback,
         }
     }

@@ -181,9 +181,7 @@ impl Reactor {
                 return Err(e);
             }
             for event in events.iter() {
-                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-                let writable = event.is_writable() || event.is_write_closed() || event.is_error();
-                self.dispatch(event.token(), readable, writable);
+                self.dispatch(event.token(), Readiness::of(event));
             }
             for slot in std::mem::take(&mut self.ready) {
                 self.drive_client(slot);
@@ -200,19 +198,19 @@ impl Reactor {
         }
     }
 
-    fn dispatch(&mut self, token: Token, readable: bool, writable: bool) {
+    fn dispatch(&mut self, token: Token, ready: Readiness) {
         match token {
             WAKER_TOKEN => self.on_wake(),
             SIGNAL_TOKEN => self.on_signals(),
             Token(index) if index < CONN_BASE => self.accept(index),
-            Token(index) => self.on_connection_event(index - CONN_BASE, readable, writable),
+            Token(index) => self.on_connection_event(index - CONN_BASE, ready),
         }
     }
 
-    fn on_connection_event(&mut self, slot: usize, readable: bool, writable: bool) {
+    fn on_connection_event(&mut self, slot: usize, ready: Readiness) {
         match self.conns.get_mut(slot) {
             Some(Conn::Client(client)) => {
-                client.transport.mark_ready(readable, writable);
+                ready.mark(&mut client.transport);
                 self.drive_client(slot);
             }
             Some(Conn::BusyUpstream { client }) => {
@@ -224,14 +222,14 @@ impl Reactor {
                         _ => None,
                     };
                     if let Some(upstream) = upstream {
-                        upstream.transport.mark_ready(readable, writable);
+                        ready.mark(&mut upstream.transport);
                     }
                 }
                 self.drive_client(client_slot);
             }
             Some(Conn::IdleUpstream(upstream)) => {
-                upstream.transport.mark_ready(readable, writable);
-                if readable && !upstream.still_idle() {
+                ready.mark(&mut upstream.transport);
+                if ready.readable && !upstream.still_idle() {
                     self.close_idle_upstream(slot);
                 }
             }
@@ -474,5 +472,32 @@ impl Reactor {
         self.conns.release(slot);
         self.clients = self.clients.saturating_sub(1);
         Metrics::gauge_add(&self.metrics.open_clients, -1);
+    }
+}
+
+/// What one poll event says about a connection's socket.
+#[derive(Clone, Copy)]
+struct Readiness {
+    readable: bool,
+    writable: bool,
+    /// The peer closed its side or the socket errored: a final state, no new edge follows.
+    hung_up: bool,
+}
+
+impl Readiness {
+    fn of(event: &mio::event::Event) -> Readiness {
+        let hung_up = event.is_read_closed() || event.is_error();
+        Readiness {
+            readable: event.is_readable() || hung_up,
+            writable: event.is_writable() || event.is_write_closed() || event.is_error(),
+            hung_up,
+        }
+    }
+
+    fn mark(self, transport: &mut Transport) {
+        transport.mark_ready(self.readable, self.writable);
+        if self.hung_up {
+            transport.mark_hung_up();
+        }
     }
 }
