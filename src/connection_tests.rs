@@ -152,7 +152,7 @@ fn exchange_for(head: RequestHead, upstream: UpstreamConn, metrics: &Arc<Metrics
     let upstream_head = head.to_upstream_bytes("localhost", &[]);
     let framing = head.framing().unwrap();
     let counted = long_running.then(|| OpenWatch::new(metrics));
-    Exchange::new(head, route, (upstream, 1), upstream_head, framing, 1, counted)
+    Exchange::new(head, route, (Box::new(upstream), 1), upstream_head, framing, 1, counted)
 }
 
 fn parse_head(text: &str) -> RequestHead {
@@ -280,7 +280,7 @@ fn a_stale_pooled_connection_fails_retryably_and_the_retry_on_a_fresh_one_succee
 
     let (fresh, cloud) = rig.fake.connect();
     rig.cloud = cloud;
-    drop(exchange.retry_on(fresh, 2));
+    drop(exchange.retry_on(Box::new(fresh), 2));
     assert!(!exchange.can_retry(), "only one retry");
     let request = rig.cloud_reads_head(&mut exchange);
     assert!(request.starts_with("GET /api/v1/namespaces/default/pods HTTP/1.1\r\n"), "{request}");

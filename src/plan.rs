@@ -2,6 +2,8 @@
 //! cache, or an exchange with the cloud — decided from its head, who is asking and what
 //! the reactor knows of the cloud. A pure function: no sockets, no clock, unit-tested.
 
+use std::fmt::Write;
+
 use crate::cache::{self, Classified, STREAMING_SUBRESOURCES};
 use crate::content_encoding;
 use crate::http1::{self, Framing, RequestHead};
@@ -196,16 +198,22 @@ pub fn bearer_token(head: &RequestHead) -> Option<&str> {
 }
 
 pub fn cache_identity(peer_cn: Option<&str>, identity_name: &str, head: &RequestHead) -> String {
+    // Built per request: one allocation each.
     if !identity_name.is_empty() {
-        return format!("cn:{identity_name}");
+        return ["cn:", identity_name].concat();
     }
     if let Some(token) = bearer_token(head) {
         let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-        let hex: String = digest.as_ref().iter().take(16).map(|b| format!("{b:02x}")).collect();
-        return format!("token:{hex}");
+        let mut key = String::with_capacity("token:".len() + 32);
+        key.push_str("token:");
+        for byte in digest.as_ref().iter().take(16) {
+            // Formatting into a String cannot fail.
+            let _ = write!(key, "{byte:02x}");
+        }
+        return key;
     }
     match peer_cn {
-        Some(cn) => format!("cn:{cn}"),
+        Some(cn) => ["cn:", cn].concat(),
         None => "anonymous".to_string(),
     }
 }

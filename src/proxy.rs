@@ -215,7 +215,7 @@ impl fmt::Display for UpstreamFailure {
 pub struct Exchange {
     pub request: RequestHead,
     pub route: Classified,
-    pub upstream: UpstreamConn,
+    pub upstream: Box<UpstreamConn>,
     pub upstream_slot: usize,
     /// The head as sent upstream, kept to retry on a fresh connection.
     pub upstream_head: Vec<u8>,
@@ -243,7 +243,7 @@ impl Exchange {
     pub fn new(
         request: RequestHead,
         route: Classified,
-        (upstream, upstream_slot): (UpstreamConn, usize),
+        (upstream, upstream_slot): (Box<UpstreamConn>, usize),
         upstream_head: Vec<u8>,
         request_framing: Framing,
         watch_id: u64,
@@ -273,7 +273,7 @@ impl Exchange {
     }
 
     /// Re-sends the request on a fresh connection (only for bodiless requests).
-    pub fn retry_on(&mut self, upstream: UpstreamConn, slot: usize) -> UpstreamConn {
+    pub fn retry_on(&mut self, upstream: Box<UpstreamConn>, slot: usize) -> Box<UpstreamConn> {
         self.retried = true;
         self.to_upstream = OutQueue::default();
         self.to_upstream.push(&self.upstream_head);
@@ -540,20 +540,21 @@ impl Exchange {
                 return Err(PumpOutcome::UpstreamFailed(UpstreamFailure::BadResponse(e)));
             }
         };
-        let rest = buf.split_off(length);
         if (100..200).contains(&head.status) && head.status != 101 {
             // Interim response (100 Continue): pass it on and wait for the final one.
             client.out.push(&head.to_client_bytes(client.minor_version, false, false, &[]));
-            *buf = rest;
+            buf.drain(..length);
             return self.try_response_head(client, tee);
         }
+        let received = std::mem::take(buf);
+        let rest = &received[length..];
         let framing = head
             .framing(&self.request.method)
             .map_err(|e| PumpOutcome::Abort(format!("bad response framing: {e}")))?;
         if matches!(self.route, Classified::Read(_)) && matches!(head.status, 502..=504) {
             let error = ErrorBody { head, tracker: BodyTracker::new(framing), payload: Vec::new() };
             self.response = ResponseState::Error(Box::new(error));
-            return self.collect_error(&rest);
+            return self.collect_error(rest);
         }
         let mut body = self.body_state(&head, framing, client.minor_version, tee);
         if body.rewrite.is_some() && !self.is_watch() && head.status == 200 {
@@ -568,10 +569,10 @@ impl Exchange {
             ));
         }
         if head.status == 101 {
-            client.out.push(&rest);
+            client.out.push(rest);
             return Err(PumpOutcome::Upgraded);
         }
-        body.consume(&rest, client, tee)?;
+        body.consume(rest, client, tee)?;
         self.response = ResponseState::Body(Box::new(body));
         Ok(())
     }

@@ -21,13 +21,13 @@ pub enum TunnelStep {
 pub struct Tunnel {
     /// Counted among open watches (long-running streams) while it lives.
     _counted: OpenWatch,
-    pub upstream: UpstreamConn,
+    pub upstream: Box<UpstreamConn>,
     pub upstream_slot: usize,
     to_upstream: OutQueue,
 }
 
 impl Tunnel {
-    pub fn new(counted: OpenWatch, upstream: UpstreamConn, upstream_slot: usize) -> Tunnel {
+    pub fn new(counted: OpenWatch, upstream: Box<UpstreamConn>, upstream_slot: usize) -> Tunnel {
         Tunnel { _counted: counted, upstream, upstream_slot, to_upstream: OutQueue::default() }
     }
 

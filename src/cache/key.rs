@@ -530,10 +530,7 @@ fn parse_bool(value: &str) -> bool {
 }
 
 fn is_discovery(path: &str) -> bool {
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    if segments.iter().any(|s| s.is_empty()) {
-        return false;
-    }
+    let Some(segments) = Segments::of(path) else { return false };
     matches!(
         segments.as_slice(),
         ["api"]
@@ -558,21 +555,38 @@ struct ResourcePath<'a> {
     subresource: Option<&'a str>,
 }
 
-/// More segments than any resource URL has (`/apis/g/v/watch/namespaces/ns/r/name/sub`).
-const MAX_SEGMENTS: usize = 9;
+/// The `/`-separated segments of a request path, without allocating (paths are split per
+/// request). None for an empty segment or more than a resource URL can have.
+struct Segments<'a> {
+    parts: [&'a str; Segments::MAX],
+    count: usize,
+}
+
+impl<'a> Segments<'a> {
+    /// `/apis/g/v/watch/namespaces/ns/r/name/sub`: the most a resource URL has.
+    const MAX: usize = 9;
+
+    fn of(path: &'a str) -> Option<Segments<'a>> {
+        let mut segments = Segments { parts: [""; Segments::MAX], count: 0 };
+        for segment in path.strip_prefix('/')?.split('/') {
+            if segment.is_empty() || segments.count == Segments::MAX {
+                return None;
+            }
+            segments.parts[segments.count] = segment;
+            segments.count += 1;
+        }
+        Some(segments)
+    }
+
+    fn as_slice(&self) -> &[&'a str] {
+        &self.parts[..self.count]
+    }
+}
 
 impl<'a> ResourcePath<'a> {
     fn parse(path: &'a str) -> Option<ResourcePath<'a>> {
-        let mut segments = [""; MAX_SEGMENTS];
-        let mut count = 0;
-        for segment in path.strip_prefix('/')?.split('/') {
-            if segment.is_empty() || count == MAX_SEGMENTS {
-                return None;
-            }
-            segments[count] = segment;
-            count += 1;
-        }
-        let segments = &segments[..count];
+        let segments = Segments::of(path)?;
+        let segments = segments.as_slice();
         let (prefix_segments, mut rest) = match segments {
             ["api", _, rest @ ..] => (2, rest),
             ["apis", _, _, rest @ ..] => (3, rest),

@@ -119,7 +119,7 @@ impl Reactor {
         client: &mut ClientConn,
         head: RequestHead,
         proxy: ProxyPlan,
-        upstream: (UpstreamConn, usize),
+        upstream: (Box<UpstreamConn>, usize),
         token: Option<Box<TokenPending>>,
     ) {
         self.next_id += 1;

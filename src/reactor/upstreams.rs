@@ -22,19 +22,19 @@ impl Reactor {
         &mut self,
         identity: &Arc<Identity>,
         client_slot: usize,
-    ) -> io::Result<(UpstreamConn, usize)> {
+    ) -> io::Result<(Box<UpstreamConn>, usize)> {
         while let Some(slot) = self.pool.take(&identity.name) {
             match self.conns.take(slot) {
                 Some(Conn::IdleUpstream(mut upstream)) => {
                     if upstream.identity.generation != identity.generation || !upstream.still_idle()
                     {
-                        self.drop_upstream(slot, *upstream);
+                        self.drop_upstream(slot, upstream);
                         continue;
                     }
                     upstream.reused = true;
                     self.conns.put(slot, Conn::BusyUpstream { client: client_slot });
                     self.pool.note_busy(&identity.name, Instant::now());
-                    return Ok((*upstream, slot));
+                    return Ok((upstream, slot));
                 }
                 Some(other) => self.conns.put(slot, other),
                 None => {}
@@ -51,7 +51,7 @@ impl Reactor {
         &mut self,
         identity: &Arc<Identity>,
         client_slot: usize,
-    ) -> io::Result<(UpstreamConn, usize)> {
+    ) -> io::Result<(Box<UpstreamConn>, usize)> {
         let addr = self
             .cloud
             .addr()
@@ -59,6 +59,7 @@ impl Reactor {
         let server_name = self.cloud.server_name().clone();
         self.metrics.upstream_connects.fetch_add(1, Ordering::Relaxed);
         let mut upstream = UpstreamConn::connect(addr, identity.clone(), server_name)
+            .map(Box::new)
             .inspect_err(|_| self.count_connect_failure())?;
         let slot = self.conns.insert(Conn::BusyUpstream { client: client_slot });
         let token = Token(CONN_BASE + slot);
@@ -96,7 +97,7 @@ impl Reactor {
     pub(super) fn release_upstream(
         &mut self,
         slot: usize,
-        mut upstream: UpstreamConn,
+        mut upstream: Box<UpstreamConn>,
         reusable: bool,
     ) {
         self.count_handshake(&mut upstream, false);
@@ -111,7 +112,7 @@ impl Reactor {
             upstream.idle_since = now;
             upstream.reused = false;
             self.timers.schedule(upstream.idle_since + UPSTREAM_IDLE_TIMEOUT, slot);
-            self.conns.put(slot, Conn::IdleUpstream(Box::new(upstream)));
+            self.conns.put(slot, Conn::IdleUpstream(upstream));
         } else {
             self.drop_upstream(slot, upstream);
         }
@@ -120,7 +121,7 @@ impl Reactor {
     pub(super) fn close_idle_upstream(&mut self, slot: usize) {
         if let Some(Conn::IdleUpstream(upstream)) = self.conns.take(slot) {
             self.pool.remove(slot);
-            self.drop_upstream(slot, *upstream);
+            self.drop_upstream(slot, upstream);
         }
     }
 
@@ -129,12 +130,12 @@ impl Reactor {
     pub(super) fn retire_idle_upstreams(&mut self) {
         for slot in self.pool.drain_all() {
             if let Some(Conn::IdleUpstream(upstream)) = self.conns.take(slot) {
-                self.drop_upstream(slot, *upstream);
+                self.drop_upstream(slot, upstream);
             }
         }
     }
 
-    pub(super) fn drop_upstream(&mut self, slot: usize, mut upstream: UpstreamConn) {
+    pub(super) fn drop_upstream(&mut self, slot: usize, mut upstream: Box<UpstreamConn>) {
         self.count_handshake(&mut upstream, true);
         self.pool.closed(&upstream.identity.name);
         upstream.transport.send_close_notify();
