@@ -48,7 +48,8 @@ pub enum Framing {
 
 /// The header lines of one head, copied out of the read buffer once: names and values are
 /// ranges of one byte buffer, so a head costs two allocations whatever its size. Values
-/// are bytes because HTTP allows obs-text; names are tokens (ASCII, httparse checks).
+/// are bytes because HTTP allows obs-text; names are tokens (ASCII, httparse checks), kept
+/// as bytes too so no line is validated as UTF-8 again.
 #[derive(Debug, Clone, Default)]
 pub struct Headers {
     bytes: Vec<u8>,
@@ -68,15 +69,15 @@ impl Headers {
         let mut headers = Headers { bytes: Vec::with_capacity(size), lines: Vec::new() };
         headers.lines.reserve_exact(parsed.len());
         for header in parsed {
-            headers.push(header.name, header.value);
+            headers.push(header.name.as_bytes(), header.value);
         }
         headers
     }
 
-    fn push(&mut self, name: &str, value: &[u8]) {
+    fn push(&mut self, name: &[u8], value: &[u8]) {
         // Heads are at most MAX_HEAD_BYTES, so every offset fits in a u32.
         let offset = |bytes: &Vec<u8>| bytes.len() as u32;
-        self.bytes.extend_from_slice(name.as_bytes());
+        self.bytes.extend_from_slice(name);
         let name_end = offset(&self.bytes);
         self.bytes.extend_from_slice(value);
         self.lines.push(HeaderLine {
@@ -87,24 +88,24 @@ impl Headers {
     }
 
     /// Every line in order, as (name, value).
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         let mut name_start = 0;
         self.lines.iter().map(move |line| {
             let name = &self.bytes[name_start..line.name_end as usize];
             name_start = line.value_end as usize;
             let value = &self.bytes[line.value_start as usize..line.value_end as usize];
-            (std::str::from_utf8(name).unwrap_or_default(), value)
+            (name, value)
         })
     }
 
     /// The values of every line named `name` (any case).
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
-        self.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        self.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
     }
 
     /// The first value named `name` (any case).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
     }
 
     /// The first value named `name` as text, if it is valid UTF-8.
@@ -121,15 +122,15 @@ impl Headers {
     }
 
     /// Whether a line named `name` lists `token` (any case).
-    fn has_token(&self, name: &str, token: &str) -> bool {
-        self.tokens(name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+    fn has_token(&self, name: &str, token: &[u8]) -> bool {
+        self.tokens(name).any(|t| t.eq_ignore_ascii_case(token))
     }
 
     /// The same lines without those named (any case).
     fn without(&self, names: &[&str]) -> Headers {
         let mut kept = Headers::default();
         for (name, value) in self.iter() {
-            if !names.iter().any(|drop| name.eq_ignore_ascii_case(drop)) {
+            if !names.iter().any(|drop| name.eq_ignore_ascii_case(drop.as_bytes())) {
                 kept.push(name, value);
             }
         }
@@ -252,15 +253,15 @@ impl RequestHead {
     /// Whether the client wants the connection kept open after this exchange.
     pub fn keep_alive(&self) -> bool {
         if self.minor_version == 0 {
-            self.headers.has_token("connection", "keep-alive")
+            self.headers.has_token("connection", b"keep-alive")
         } else {
-            !self.headers.has_token("connection", "close")
+            !self.headers.has_token("connection", b"close")
         }
     }
 
     /// A protocol upgrade (exec/attach/port-forward over SPDY or WebSocket).
     pub fn is_upgrade(&self) -> bool {
-        self.headers.has_token("connection", "upgrade") && self.headers.get("upgrade").is_some()
+        self.headers.has_token("connection", b"upgrade") && self.headers.get("upgrade").is_some()
     }
 
     /// The path without the query string.
@@ -290,18 +291,18 @@ impl RequestHead {
         let _ = write!(out, "{} {} HTTP/1.1\r\nHost: {host}\r\n", self.method, self.target);
         for (name, value) in self.headers.iter() {
             // The body is forwarded as framed, so its framing header goes with it.
-            let kept = (upgrade && name.eq_ignore_ascii_case("upgrade"))
-                || name.eq_ignore_ascii_case("transfer-encoding");
-            if name.eq_ignore_ascii_case("host")
+            let kept = (upgrade && name.eq_ignore_ascii_case(b"upgrade"))
+                || name.eq_ignore_ascii_case(b"transfer-encoding");
+            if name.eq_ignore_ascii_case(b"host")
                 || (is_hop_by_hop(name, &self.headers) && !kept)
-                || replace.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+                || replace.iter().any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
             {
                 continue;
             }
             push_header(&mut out, name, value);
         }
         for (name, value) in replace.iter().filter(|(_, value)| !value.is_empty()) {
-            push_header(&mut out, name, value.as_bytes());
+            push_header(&mut out, name.as_bytes(), value.as_bytes());
         }
         if upgrade {
             out.extend_from_slice(b"Connection: Upgrade\r\n");
@@ -330,7 +331,7 @@ impl ResponseHead {
 
     /// Whether the upstream connection can be reused after this response.
     pub fn keep_alive(&self) -> bool {
-        !self.headers.has_token("connection", "close")
+        !self.headers.has_token("connection", b"close")
     }
 
     /// The head as sent to the client: hop-by-hop headers dropped except the framing
@@ -349,15 +350,15 @@ impl ResponseHead {
         let _ = write!(out, "HTTP/1.{minor_version} {} {}\r\n", self.status, self.reason);
         let switching = self.status == 101;
         for (name, value) in self.headers.iter() {
-            let framing_header = name.eq_ignore_ascii_case("transfer-encoding") && !dechunk;
-            let upgrade_header = switching && name.eq_ignore_ascii_case("upgrade");
+            let framing_header = name.eq_ignore_ascii_case(b"transfer-encoding") && !dechunk;
+            let upgrade_header = switching && name.eq_ignore_ascii_case(b"upgrade");
             if is_hop_by_hop(name, &self.headers) && !framing_header && !upgrade_header {
                 continue;
             }
             push_header(&mut out, name, value);
         }
         for (name, value) in extra {
-            push_header(&mut out, name, value.as_bytes());
+            push_header(&mut out, name.as_bytes(), value.as_bytes());
         }
         if switching {
             out.extend_from_slice(b"Connection: Upgrade\r\n");
@@ -394,7 +395,7 @@ impl ResponseHead {
 /// Hop-by-hop headers: the fixed list plus whatever `Connection` names — except
 /// `Content-Length`: the body is forwarded as framed, so dropping its length on the peer's
 /// say-so would make the next hop read the body as another request (smuggling).
-fn is_hop_by_hop(name: &str, headers: &Headers) -> bool {
+fn is_hop_by_hop(name: &[u8], headers: &Headers) -> bool {
     const HOP_BY_HOP: [&str; 9] = [
         "connection",
         "keep-alive",
@@ -406,12 +407,12 @@ fn is_hop_by_hop(name: &str, headers: &Headers) -> bool {
         "transfer-encoding",
         "upgrade",
     ];
-    HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
-        || (!name.eq_ignore_ascii_case("content-length") && headers.has_token("connection", name))
+    HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
+        || (!name.eq_ignore_ascii_case(b"content-length") && headers.has_token("connection", name))
 }
 
-fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
