@@ -11,15 +11,9 @@
 //! once its send buffer holds `SEND_BUFFER_LIMIT` bytes, which is how backpressure
 //! reaches the other side of the proxy.
 //!
-//! Ciphertext is read from the socket a full TLS record at a time into one buffer shared by
-//! every connection, then handed to rustls, which would read 4 KiB per call: a 100 KB
-//! answer costs 7 reads, not 25. What rustls cannot take yet (its plaintext buffer is
-//! full until the reader drains it) waits in `unfed`, which is empty otherwise.
-//!
 //! Every byte read from or written to the socket is counted (`ByteCount`, metrics.rs):
 //! a client session is a client connection, a client-side session the cloud link.
 
-use std::cell::RefCell;
 use std::io::{self, Read, Write};
 
 use mio::net::TcpStream;
@@ -29,16 +23,6 @@ use crate::metrics::{ByteCount, Link};
 
 /// Most bytes rustls may hold for sending (plaintext plus records) per connection.
 const SEND_BUFFER_LIMIT: usize = 64 * 1024;
-/// Ciphertext read from the socket per call: one full-size record (16 KiB of plaintext,
-/// its header and tag), with room to spare.
-const READ_CHUNK: usize = 16 * 1024 + 512;
-/// rustls refuses ciphertext once this much plaintext waits to be read (its fixed default).
-const PLAINTEXT_LIMIT: usize = 16 * 1024;
-
-thread_local! {
-    /// The reactor's one read buffer: reused by every connection, so never zeroed again.
-    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
-}
 
 #[derive(Debug)]
 pub enum TransportError {
@@ -75,8 +59,6 @@ pub struct Transport {
     /// The last poll event said the peer closed or errored: no later edge will come.
     hung_up: bool,
     peer_closed: bool,
-    /// Ciphertext read but not yet taken by rustls.
-    unfed: Vec<u8>,
     bytes: ByteCount,
 }
 
@@ -93,7 +75,6 @@ impl Transport {
             writable: false,
             hung_up: false,
             peer_closed: false,
-            unfed: Vec::new(),
             bytes,
         }
     }
@@ -136,7 +117,7 @@ impl Transport {
             if self.peer_closed {
                 return Ok(ReadOutcome::Eof);
             }
-            if !self.can_pull() {
+            if !self.readable {
                 return Ok(ReadOutcome::WouldBlock);
             }
             self.pull_records()?;
@@ -145,67 +126,30 @@ impl Transport {
 
     /// Drives the handshake (or any pending TLS work) without reading plaintext.
     pub fn drive(&mut self) -> Result<(), TransportError> {
-        while self.tls.is_handshaking() && self.can_pull() && !self.peer_closed {
+        while self.tls.is_handshaking() && self.readable && !self.peer_closed {
             self.flush()?;
             self.pull_records()?;
         }
         self.flush()
     }
 
-    /// Records may be waiting: in the socket, or read and not yet taken by rustls.
-    fn can_pull(&self) -> bool {
-        self.readable || !self.unfed.is_empty()
-    }
-
-    /// Gives rustls what it could not take before, or one socket read's worth of records.
+    /// One `read_tls` + `process_new_packets`.
     fn pull_records(&mut self) -> Result<(), TransportError> {
-        if !self.unfed.is_empty() {
-            let unfed = std::mem::take(&mut self.unfed);
-            return self.feed(&unfed);
-        }
-        READ_BUFFER.with_borrow_mut(|chunk| match self.socket.read(chunk) {
-            Ok(0) => {
-                self.peer_closed = true;
-                Ok(())
-            }
+        let mut socket = ShortIo::new(&mut self.socket);
+        match self.tls.read_tls(&mut socket) {
+            Ok(0) => self.peer_closed = true,
             Ok(n) => {
                 self.bytes.received(n);
-                self.readable = n == chunk.len() || self.hung_up;
-                self.feed(&chunk[..n])
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.readable = false;
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(TransportError::Io(e)),
-        })
-    }
-
-    /// Hands `records` to rustls and decrypts them, keeping back what does not fit while a
-    /// full record's plaintext waits to be read.
-    fn feed(&mut self, mut records: &[u8]) -> Result<(), TransportError> {
-        while !records.is_empty() {
-            match self.tls.read_tls(&mut records) {
-                // The peer's close_notify came: what follows it is not read.
-                Ok(0) => self.peer_closed = true,
-                Ok(_) => {}
-                Err(e) => return Err(TransportError::Io(e)),
-            }
-            let state = match self.tls.process_new_packets() {
-                Ok(state) => state,
-                Err(error) => {
+                self.readable = !socket.short || self.hung_up;
+                if let Err(error) = self.tls.process_new_packets() {
                     // Send the alert rustls queued, then report the failure.
                     let _ = self.flush();
                     return Err(TransportError::Tls(error));
                 }
-            };
-            if self.peer_closed || state.plaintext_bytes_to_read() >= PLAINTEXT_LIMIT {
-                break;
             }
-        }
-        if !self.peer_closed {
-            self.unfed.extend_from_slice(records);
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(TransportError::Io(e)),
         }
         Ok(())
     }
@@ -231,7 +175,7 @@ impl Transport {
 
     fn write_records(&mut self) -> Result<(), TransportError> {
         while self.tls.wants_write() && self.writable {
-            let mut socket = ShortWrite::new(&mut self.socket);
+            let mut socket = ShortIo::new(&mut self.socket);
             match self.tls.write_tls(&mut socket) {
                 Ok(0) => return Err(TransportError::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
@@ -261,20 +205,28 @@ impl Transport {
     }
 }
 
-/// The socket as rustls writes to it, noting whether the last write took fewer bytes than
-/// it was offered.
-struct ShortWrite<'a> {
+/// The socket as rustls reads and writes it, noting whether the last call moved fewer
+/// bytes than it was offered.
+struct ShortIo<'a> {
     socket: &'a mut TcpStream,
     short: bool,
 }
 
-impl<'a> ShortWrite<'a> {
-    fn new(socket: &'a mut TcpStream) -> ShortWrite<'a> {
-        ShortWrite { socket, short: false }
+impl<'a> ShortIo<'a> {
+    fn new(socket: &'a mut TcpStream) -> ShortIo<'a> {
+        ShortIo { socket, short: false }
     }
 }
 
-impl Write for ShortWrite<'_> {
+impl Read for ShortIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.socket.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
+    }
+}
+
+impl Write for ShortIo<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.socket.write(buf)?;
         self.short = n < buf.len();
@@ -309,8 +261,8 @@ mod tests {
     }
 
     /// All of `sent` arrives before the one readiness event edge-triggered polling gives for
-    /// it: reads must go on until it is all out, though rustls takes only one full record's
-    /// plaintext at a time and the last socket read is short.
+    /// it: reads must go on until it is all out, readiness cleared only by the short read
+    /// that empties the socket.
     fn read_after_one_event(cloud: &FakeCloud, sent: &[u8], record: usize) -> Vec<u8> {
         let (mut upstream, mut peer) = cloud.connect();
         establish(&mut upstream, &mut peer);
@@ -333,10 +285,10 @@ mod tests {
     }
 
     #[test]
-    fn records_rustls_cannot_take_yet_are_read_without_a_new_event() {
+    fn everything_that_arrived_before_one_event_is_read() {
         let cloud = FakeCloud::new();
-        // Whether the last, short socket read leaves records rustls cannot take yet depends
-        // on where records end within reads: a range of sizes and record lengths covers it.
+        // Where records end within rustls's reads varies with their sizes and lengths: a
+        // read that fills its buffer exactly is not short and must be followed by another.
         for record in [16 * 1024, 10_000, 9_000, 6_000] {
             for kib in (18..=44).step_by(2) {
                 let sent: Vec<u8> = (0..kib * 1024).map(|i| (i % 251) as u8).collect();
