@@ -29,9 +29,13 @@ cleanup() {
 
 # A free TCP port on 127.0.0.1 (not handed out before in this run).
 free_port() {
-    local port _
+    local port _ low=32768 high=60999 from to
+    # Outside the kernel's ephemeral range: the load opens thousands of client connections,
+    # whose local ports would otherwise collide with a listener picked a moment earlier.
+    read -r low high </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    if ((low > 12000)); then from=10000 to=$low; else from=$((high + 1)) to=65536; fi
     for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((from + RANDOM % (to - from)))
         [[ $USED_PORTS == *" $port "* ]] && continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             USED_PORTS+="$port "

@@ -18,7 +18,9 @@
 # markdown, docs/BENCHMARKS.md), BENCH_REPORT_ONLY=1 (with BENCH_WORK of a finished run:
 # only re-render its tables), BENCH_PROFILE=1 (also perf-record lite-apiserver, built
 # with line tables, during the GET and LIST runs), BENCH_ONLY=sweep (only the concurrency
-# sweep; its table goes to the scratch dir and stdout, not BENCH_DOC), BENCH_LITE_ARGS
+# sweep; its table goes to the scratch dir and stdout, not BENCH_DOC), BENCH_ONLY=memory
+# (only memory and watch fan-out, sections 3 and 4, the same way), BENCH_LITE_BINARY (measure
+# this lite-apiserver binary, e.g. an older build, with the current tools), BENCH_LITE_ARGS
 # (extra lite-apiserver flags), BENCH_SKIP_BUILD=1
 # (use the binaries already built in CARGO_TARGET_DIR), the BENCH_SWEEP_*
 # knobs of bench/sweep.sh, CARGO_TARGET_DIR.
@@ -85,6 +87,7 @@ build() {
             cargo build --release --quiet --target x86_64-unknown-linux-gnu --bin lite-apiserver)
         LITE=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/lite-apiserver
     fi
+    LITE=${BENCH_LITE_BINARY:-$LITE}
     FAKE=$BIN/examples/fake_apiserver
     BENCH=$BIN/examples/bench_client
     strip -o "$WORK/lite-apiserver.stripped" "$LITE"
@@ -439,6 +442,40 @@ r() { field "$RES/$1.json" "$2"; }
 per10k() { calc "$1 / $CLK_TCK / $2 * 10000" 2; }
 yes_no() { if awk "BEGIN { exit !($1) }"; then echo yes; else echo no; fi; }
 
+# Section (3) of the report.
+memory_report() {
+    echo "### 3. Memory (RSS; nginx = master + worker)"
+    echo
+    echo "| moment | lite-apiserver | nginx peer |"
+    echo "|---|---|---|"
+    echo "| idle after start (1 request served) | $(mib "$(cat "$RES/idle-lite.kb")") MiB | $(mib "$(cat "$RES/idle-nginx.kb")") MiB |"
+    echo "| of which anonymous (heap, stacks) / file-backed (binary, libraries) | $(mib "$(cat "$RES/idle-lite-anon.kb")") / $(mib "$(cat "$RES/idle-lite-file.kb")") MiB | |"
+    echo "| $WATCHERS watches open (10 identities) | $(mib "$(cat "$RES/mem-lite-watches.kb")") MiB | $(mib "$(cat "$RES/mem-nginx-watches.kb")") MiB |"
+    echo "| same + GET/LIST load, 10 identities | $(mib "$(cat "$RES/mem-lite-loaded.kb")") MiB | $(mib "$(cat "$RES/mem-nginx-loaded.kb")") MiB |"
+    echo "| **peak since start (VmHWM)** | **$(mib "$(cat "$RES/mem-lite-peak.kb")") MiB** | $(mib "$(cat "$RES/mem-nginx-peak.kb")") MiB |"
+    echo "| after the load and watches end | $(mib "$(cat "$RES/mem-lite-after.kb")") MiB | $(mib "$(cat "$RES/mem-nginx-after.kb")") MiB |"
+    echo
+    echo "Cache writes over the whole run (lite /metrics): $(grep -E '^lite_apiserver_cache_(stored_total|dropped_writes_total|entries|bytes) ' "$RES/metrics-end.txt" 2>/dev/null | sed 's/^lite_apiserver_//' | tr '\n' ' ')— a write is dropped when the cache queue is full."
+    echo
+    echo "Watches opened: lite $(head -1 "$RES/mem-lite-watchers.out" | jq -r .ready)/$WATCHERS in $(head -1 "$RES/mem-lite-watchers.out" | jq -r .open_secs) s, nginx $(head -1 "$RES/mem-nginx-watchers.out" | jq -r .ready)/$WATCHERS in $(head -1 "$RES/mem-nginx-watchers.out" | jq -r .open_secs) s. Load under watches, req/s lite / nginx: GET $(r mem-lite-get .rps) / $(r mem-nginx-get .rps), LIST 100 KB $(r mem-lite-list100k .rps) / $(r mem-nginx-list100k .rps), LIST 1 MB $(r mem-lite-list1m .rps) / $(r mem-nginx-list1m .rps)."
+    echo
+}
+
+# Section (4) of the report.
+fanout_report() {
+    local target
+    echo "### 4. Watch fan-out: $WATCHERS watchers, one pod created at the fake apiserver, time until each watcher saw it (5 rounds pooled)"
+    echo
+    echo "| watchers connect to | open | p50 ms | p99 ms | max ms | missed | p99 vs direct |"
+    echo "|---|---|---|---|---|---|---|"
+    for target in fake direct lite nginx; do
+        echo "| $(target_label $target) | $(r fanout-$target .ready)/$WATCHERS in $(r fanout-$target .open_secs) s | $(r fanout-$target .p50_ms) | $(r fanout-$target .p99_ms) | $(r fanout-$target .max_ms) | $(r fanout-$target .missed) of $(r fanout-$target '.watchers * .rounds') | $(ratio "$(r fanout-$target .p99_ms)" "$(r fanout-direct .p99_ms)") |"
+    done
+    echo
+    echo "Percentiles are over the watchers that saw the change within 10 s; \"missed\" counts the others. lite-apiserver declared the cloud down on its own $(unplanned_outages) time(s) during the run (not counting the offline phase): $(grep 'cloud apiserver unreachable' "$WORK/lite.log" | grep -v 'Connection refused' | sed 's/^.*serving from cache: //' | sort | uniq -c | sed 's/^ *//' | tr '\n' ';')"
+    echo
+}
+
 report() {
     local request conns label size
     sweep_report
@@ -487,34 +524,8 @@ report() {
     done
     echo
 
-    echo "### 3. Memory (RSS; nginx = master + worker)"
-    echo
-    echo "| moment | lite-apiserver | nginx peer |"
-    echo "|---|---|---|"
-    echo "| idle after start (1 request served) | $(mib "$(cat "$RES/idle-lite.kb")") MiB | $(mib "$(cat "$RES/idle-nginx.kb")") MiB |"
-    echo "| of which anonymous (heap, stacks) / file-backed (binary, libraries) | $(mib "$(cat "$RES/idle-lite-anon.kb")") / $(mib "$(cat "$RES/idle-lite-file.kb")") MiB | |"
-    echo "| $WATCHERS watches open (10 identities) | $(mib "$(cat "$RES/mem-lite-watches.kb")") MiB | $(mib "$(cat "$RES/mem-nginx-watches.kb")") MiB |"
-    echo "| same + GET/LIST load, 10 identities | $(mib "$(cat "$RES/mem-lite-loaded.kb")") MiB | $(mib "$(cat "$RES/mem-nginx-loaded.kb")") MiB |"
-    echo "| **peak since start (VmHWM)** | **$(mib "$(cat "$RES/mem-lite-peak.kb")") MiB** | $(mib "$(cat "$RES/mem-nginx-peak.kb")") MiB |"
-    echo "| after the load and watches end | $(mib "$(cat "$RES/mem-lite-after.kb")") MiB | $(mib "$(cat "$RES/mem-nginx-after.kb")") MiB |"
-    echo
-    echo "Cache writes over the whole run (lite /metrics): $(grep -E '^lite_apiserver_cache_(stored_total|dropped_writes_total|entries|bytes) ' "$RES/metrics-end.txt" 2>/dev/null | sed 's/^lite_apiserver_//' | tr '\n' ' ')— a write is dropped when the cache queue is full."
-    echo
-    echo "Watches opened: lite $(head -1 "$RES/mem-lite-watchers.out" | jq -r .ready)/$WATCHERS in $(head -1 "$RES/mem-lite-watchers.out" | jq -r .open_secs) s, nginx $(head -1 "$RES/mem-nginx-watchers.out" | jq -r .ready)/$WATCHERS in $(head -1 "$RES/mem-nginx-watchers.out" | jq -r .open_secs) s. Load under watches, req/s lite / nginx: GET $(r mem-lite-get .rps) / $(r mem-nginx-get .rps), LIST 100 KB $(r mem-lite-list100k .rps) / $(r mem-nginx-list100k .rps), LIST 1 MB $(r mem-lite-list1m .rps) / $(r mem-nginx-list1m .rps)."
-    echo
-
-    echo "### 4. Watch fan-out: $WATCHERS watchers, one pod created at the fake apiserver, time until each watcher saw it (5 rounds pooled)"
-    echo
-    echo "| watchers connect to | open | p50 ms | p99 ms | max ms | missed | p99 vs direct |"
-    echo "|---|---|---|---|---|---|---|"
-    local target
-    for target in fake direct lite nginx; do
-        echo "| $(target_label $target) | $(r fanout-$target .ready)/$WATCHERS in $(r fanout-$target .open_secs) s | $(r fanout-$target .p50_ms) | $(r fanout-$target .p99_ms) | $(r fanout-$target .max_ms) | $(r fanout-$target .missed) of $(r fanout-$target '.watchers * .rounds') | $(ratio "$(r fanout-$target .p99_ms)" "$(r fanout-direct .p99_ms)") |"
-    done
-    echo
-    echo "Percentiles are over the watchers that saw the change within 10 s; \"missed\" counts the others. lite-apiserver declared the cloud down on its own $(unplanned_outages) time(s) during the run (not counting the offline phase): $(grep 'cloud apiserver unreachable' "$WORK/lite.log" | grep -v 'Connection refused' | sed 's/^.*serving from cache: //' | sort | uniq -c | sed 's/^ *//' | tr '\n' ';')"
-    echo
-
+    memory_report
+    fanout_report
     echo "### 6. Binary and start"
     echo
     size=$(stat -c %s "$WORK/lite-apiserver.stripped")
@@ -631,6 +642,7 @@ BENCH_PROFILE=1 bash bench/run.sh                    # also perf-record lite-api
 BENCH_DOC=/tmp/b.md BENCH_WORK=/tmp/bw bash bench/run.sh   # write elsewhere, keep the scratch dir
 BENCH_REPORT_ONLY=1 BENCH_WORK=/tmp/bw bash bench/run.sh   # re-render the tables of that run
 BENCH_ONLY=sweep bash bench/run.sh  # only the concurrency sweep (~5 minutes), table in the scratch dir
+BENCH_ONLY=memory BENCH_LITE_BINARY=/tmp/old/lite-apiserver bash bench/run.sh  # sections 3-4, another binary
 BENCH_ONLY=sweep BENCH_SWEEP_CONNS=256 BENCH_LITE_ARGS="--max-idle-upstream 256" bash bench/run.sh
 ```
 
@@ -659,6 +671,19 @@ EOF
 
 # ---------------------------------------------------------------------------------------
 
+# partial_report NAME SECTION...: a BENCH_ONLY run's sections and the machine, to stdout
+# and $RES/NAME.md (not $DOC: a part of a run does not replace the whole).
+partial_report() {
+    local name=$1 section
+    shift
+    echo $((SECONDS - RUN_STARTED)) >"$RES/run-secs"
+    load_average >"$RES/run-load-end"
+    {
+        for section in "$@"; do "$section"; done
+        machine
+    } | tee "$RES/$name.md"
+}
+
 # Renders the tables from $RES (a finished run) to stdout and $DOC.
 render() {
     local table
@@ -677,7 +702,11 @@ main() {
         render
         return
     fi
-    echo "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')" >"$RES/run-commit"
+    if [[ -n ${BENCH_LITE_BINARY:-} ]]; then
+        echo "$BENCH_LITE_BINARY (BENCH_LITE_BINARY)" >"$RES/run-commit"
+    else
+        echo "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')" >"$RES/run-commit"
+    fi
     date -u '+%Y-%m-%d %H:%M UTC' >"$RES/run-date"
     load_average >"$RES/run-load-start"
     ensure_tools
@@ -701,15 +730,22 @@ main() {
     # shellcheck disable=SC2046
     status_kb VmRSS $(nginx_pids "$PEER_PID") >"$RES/idle-nginx.kb"
 
-    if [[ ${BENCH_ONLY:-} == sweep ]]; then
-        log "(0) concurrency sweep only"
-        measure_sweep
-        echo $((SECONDS - RUN_STARTED)) >"$RES/run-secs"
-        load_average >"$RES/run-load-end"
-        sweep_report | tee "$RES/sweep.md"
-        machine | tee -a "$RES/sweep.md"
-        return
-    fi
+    case ${BENCH_ONLY:-} in
+        sweep)
+            log "(0) concurrency sweep only"
+            measure_sweep
+            partial_report sweep sweep_report
+            return
+            ;;
+        memory)
+            log "(3, 4) memory and watch fan-out only"
+            measure_memory lite
+            measure_memory nginx
+            measure_fanout
+            partial_report memory memory_report fanout_report
+            return
+            ;;
+    esac
     log "(1,5) throughput, latency and CPU: direct / lite / nginx"
     measure_proxying
     log "(0) concurrency sweep: wrk and bench_client, $SWEEP_CONNS connections"

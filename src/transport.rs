@@ -7,9 +7,11 @@
 //! emptied the receive queue, and a write that takes less than it was given filled the
 //! send buffer, so the next call would only return `WouldBlock` (a syscall per request
 //! saved; tokio does the same). A later arrival raises a new edge. Once the peer hung up
-//! (`mark_hung_up`), reads go on until EOF, since no new edge will come. rustls is treated as a bounded buffer: plaintext writes are refused
-//! once its send buffer holds `SEND_BUFFER_LIMIT` bytes, which is how backpressure
-//! reaches the other side of the proxy.
+//! (`mark_hung_up`), reads go on until EOF, since no new edge will come.
+//!
+//! rustls is treated as a bounded buffer: plaintext writes are refused once its send
+//! buffer holds `SEND_BUFFER_LIMIT` bytes, which is how backpressure reaches the other
+//! side of the proxy.
 //!
 //! Every byte read from or written to the socket is counted (`ByteCount`, metrics.rs):
 //! a client session is a client connection, a client-side session the cloud link.
