@@ -8,8 +8,8 @@ identity per component, protobuf-first Accept, Accept-Encoding: gzip unless --no
                         [--diag PORT] [--no-gzip] [--churn-secs 30] [--idle-secs 5]
                         [--measure-handshake] --out FILE
 
-`seed` writes the cluster (600 pods on edge-1 and more elsewhere, nodes, services,
-configmaps, secrets) straight into the fake with the admin identity. `run` replays the
+`seed` writes the cluster (600 pods on edge-1 and more elsewhere, nodes, services and
+their EndpointSlices, configmaps, secrets) straight into the fake with the admin identity. `run` replays the
 node against --target (the relay, or lite-apiserver in front of it) in three phases —
 start-up LIST/GET and WATCH, watches open while the admin churns objects straight at the
 fake (--fake, uncounted), re-list as after a watch expiry — and writes one JSON document:
@@ -50,7 +50,9 @@ MOUNTED_SECRETS = ["sec-0", "sec-1"]
 
 WATCH_TIMEOUT_SECS = 420
 PAGE_LIMIT = 500
+# kube-proxy's informers (Services and EndpointSlices alike) leave these out.
 KUBE_PROXY_SELECTOR = "!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name"
+DISCOVERY = "/apis/discovery.k8s.io/v1"
 
 
 # --------------------------------------------------------------------------------------
@@ -446,6 +448,34 @@ def service(index):
     }
 
 
+def endpoint_slice(index, generation=0):
+    """svc-N's endpoints: the ready pods of its app (30 on the node), as the EndpointSlice
+    controller writes them; `generation` rolls one pod's address (a pod replaced)."""
+    app = index % 20
+    endpoints = []
+    for pod_index in range(app, NODE_PODS, 20):
+        octet = (pod_index + generation * 7) % 250 + 2
+        endpoints.append({
+            "addresses": [f"10.244.{1 + pod_index // 250}.{octet}"],
+            "conditions": {"ready": True, "serving": True, "terminating": False},
+            "nodeName": NODE,
+            "targetRef": {"kind": "Pod", "namespace": NAMESPACE, "name": f"app-{pod_index}"},
+        })
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"svc-{index}-x7k2p",
+            "namespace": NAMESPACE,
+            "labels": {"kubernetes.io/service-name": f"svc-{index}",
+                       "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }
+
+
 def config_map(index):
     return {
         "apiVersion": "v1",
@@ -481,13 +511,17 @@ class Admin:
         if response.status not in (200, 201):
             raise RuntimeError(f"{method} {path}: {response.status}")
 
-    def create(self, plural, document, namespaced=True):
-        prefix = f"/api/v1/namespaces/{NAMESPACE}" if namespaced else "/api/v1"
-        self.send("POST", f"{prefix}/{plural}", document)
+    def create(self, plural, document, namespaced=True, api="/api/v1"):
+        self.send("POST", f"{collection(api, namespaced)}/{plural}", document)
 
-    def patch(self, plural, name, document, namespaced=True):
-        prefix = f"/api/v1/namespaces/{NAMESPACE}" if namespaced else "/api/v1"
-        self.send("PATCH", f"{prefix}/{plural}/{name}", document, "application/merge-patch+json")
+    def patch(self, plural, name, document, namespaced=True, api="/api/v1"):
+        self.send("PATCH", f"{collection(api, namespaced)}/{plural}/{name}", document,
+                  "application/merge-patch+json")
+
+
+def collection(api, namespaced):
+    """The path a plural follows: `/api/v1/namespaces/default` or `/api/v1`."""
+    return f"{api}/namespaces/{NAMESPACE}" if namespaced else api
 
 
 def seed(args):
@@ -502,6 +536,7 @@ def seed(args):
         admin.create("pods", pod(index, f"edge-{2 + index % (NODES - 1)}"))
     for index in range(SERVICES):
         admin.create("services", service(index))
+        admin.create("endpointslices", endpoint_slice(index), api=DISCOVERY)
     for index in range(CONFIGMAPS):
         admin.create("configmaps", config_map(index))
     for index in range(SECRETS):
@@ -512,7 +547,7 @@ def churn(admin, seconds):
     """One tick a second, the same every run: pods on the node change (3 a tick) and are
     created (one every 2 ticks), pods elsewhere change (2 a tick, seen by nobody here), a
     mounted configmap and another change every 5 ticks, a node heartbeats every 3 ticks, a
-    service changes every 10 ticks."""
+    service changes every 10 ticks, and a Service's endpoints every 4 (one pod replaced)."""
     start = time.monotonic()
     for tick in range(seconds):
         note = {"metadata": {"annotations": {"bench/tick": str(tick)}}}
@@ -533,6 +568,10 @@ def churn(admin, seconds):
             admin.patch("nodes", f"edge-{2 + tick % (NODES - 1)}", beat, namespaced=False)
         if tick % 10 == 0:
             admin.patch("services", f"svc-{tick % SERVICES}", note)
+        if tick % 4 == 0:
+            index = (tick // 4) % SERVICES
+            rolled = {"endpoints": endpoint_slice(index, generation=1 + tick)["endpoints"]}
+            admin.patch("endpointslices", f"svc-{index}-x7k2p", rolled, api=DISCOVERY)
         delay = start + tick + 1 - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -618,6 +657,8 @@ def run(args):
             for n in MOUNTED_SECRETS
         ],
         Reflector(kube_proxy, "services", "/api/v1/services",
+                  {"labelSelector": KUBE_PROXY_SELECTOR}),
+        Reflector(kube_proxy, "endpointslices", f"{DISCOVERY}/endpointslices",
                   {"labelSelector": KUBE_PROXY_SELECTOR}),
         Reflector(flannel, "nodes", "/api/v1/nodes", {}),
     ]

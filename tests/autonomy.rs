@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use common::protobuf;
 use common::*;
+use k8s_pb::Metadata;
 use k8s_pb::api::core::v1 as corev1;
+use k8s_pb::api::discovery::v1 as discoveryv1;
+use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
 use serde_json::{Value, json};
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
@@ -485,8 +488,8 @@ fn kubelets_node_scoped_pod_watch_keeps_its_offline_list_current() {
     cloud.request("POST", PODS, &[JSON], &json_body(&elsewhere)).expect_status(201);
     cloud.request("POST", PODS, &[JSON], &json_body(&scheduled)).expect_status(201);
     cloud.request("DELETE", &format!("{PODS}/db-1"), &[], b"").expect_status(200);
-    expect_protobuf_change(&mut watch, "ADDED", "scheduled-here");
-    expect_protobuf_change(&mut watch, "DELETED", "db-1");
+    expect_protobuf_change::<corev1::Pod>(&mut watch, "ADDED", "scheduled-here");
+    expect_protobuf_change::<corev1::Pod>(&mut watch, "DELETED", "db-1");
 
     edge.cut_cloud();
     drop(watch);
@@ -520,18 +523,139 @@ fn pod_names(list: &corev1::PodList) -> Vec<String> {
     list.items.iter().filter_map(name).collect()
 }
 
-/// Reads protobuf watch events, bookmarks skipped, until one of `event_type` about `name`.
-fn expect_protobuf_change(stream: &mut WatchStream, event_type: &str, name: &str) {
+/// Reads protobuf watch events of `M` objects (`Pod`), bookmarks skipped, until one of
+/// `event_type` about `name`.
+fn expect_protobuf_change<M>(stream: &mut WatchStream, event_type: &str, name: &str)
+where
+    M: prost::Message + Default + Metadata<Ty = meta::ObjectMeta>,
+{
     loop {
         let event = protobuf::next_watch_event(stream, SETTLE)
             .unwrap_or_else(|| panic!("no {event_type} {name} on the watch"));
-        let (seen, pod) = protobuf::event_object::<corev1::Pod>(&event, "Pod");
-        let seen_name = pod.metadata.and_then(|m| m.name).unwrap_or_default();
+        let (seen, object) = protobuf::event_object::<M>(&event, M::KIND);
+        let seen_name = object.metadata().and_then(|m| m.name.clone()).unwrap_or_default();
         if seen == event_type && seen_name == name {
             return;
         }
         assert_eq!(seen, "BOOKMARK", "{seen} {seen_name} before {event_type} {name}");
     }
+}
+
+const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+
+/// kube-proxy's EndpointSlices: a LIST and WATCH over all namespaces with its label selector
+/// (no headless Services, none another proxy serves), in protobuf, as its informer sends them.
+/// They are what keeps a node's Services reaching their pods, so after a reboot while still
+/// cut off kube-proxy must list the endpoints its watch saw last.
+#[test]
+fn kube_proxys_endpoint_slices_come_back_after_an_offline_reboot_as_its_watch_left_them() {
+    let mut edge = Edge::start("offline-kube-proxy-slices", &[], &[]);
+    let selector = "labelSelector=%21service.kubernetes.io%2Fheadless%2C%21service.kubernetes.io%2Fservice-proxy-name";
+    let accept = [("Accept", KUBELET_ACCEPT)];
+    let reflector_list =
+        format!("/apis/discovery.k8s.io/v1/endpointslices?{selector}&limit=500&resourceVersion=0");
+    let listed = slice_list(&edge.kube_proxy().request("GET", &reflector_list, &accept, b""));
+    assert_eq!(slice_addresses(&listed), [("kubernetes".into(), vec!["192.168.1.2".into()])]);
+    edge.wait_stored(1);
+    let watch_path = format!(
+        "/apis/discovery.k8s.io/v1/endpointslices?allowWatchBookmarks=true&{selector}&resourceVersion={}&timeoutSeconds=400&watch=true",
+        listed.metadata.and_then(|m| m.resource_version).unwrap_or_default()
+    );
+    let mut watch = edge.kube_proxy().try_watch(&watch_path, &accept).expect("kube-proxy's watch");
+
+    let mut cloud = edge.cloud_admin();
+    let created = cloud
+        .request("POST", SLICES, &[JSON], &json_body(&endpoint_slice("web-7x2kq", &["10.244.1.7"])))
+        .expect_status(201)
+        .json();
+    let mut scaled = created.clone();
+    scaled["endpoints"] =
+        endpoint_slice("web-7x2kq", &["10.244.1.7", "10.244.1.8"])["endpoints"].clone();
+    cloud
+        .request("PUT", &format!("{SLICES}/web-7x2kq"), &[JSON], &json_body(&scaled))
+        .expect_status(200);
+    let mut headless = endpoint_slice("dns-headless", &["10.244.1.30"]);
+    headless["metadata"]["labels"]["service.kubernetes.io/headless"] = json!("");
+    cloud.request("POST", SLICES, &[JSON], &json_body(&headless)).expect_status(201);
+    cloud
+        .request("POST", SLICES, &[JSON], &json_body(&endpoint_slice("db-4k9vd", &["10.244.1.9"])))
+        .expect_status(201);
+    expect_protobuf_change::<discoveryv1::EndpointSlice>(&mut watch, "ADDED", "web-7x2kq");
+    expect_protobuf_change::<discoveryv1::EndpointSlice>(&mut watch, "MODIFIED", "web-7x2kq");
+    expect_protobuf_change::<discoveryv1::EndpointSlice>(&mut watch, "ADDED", "db-4k9vd");
+    // Applied in order on the cache thread: the last ADDED counted means all are in.
+    edge.wait_cache_summary(|summary| {
+        let slices =
+            &summary["identities"]["cn:system:kube-proxy"]["discovery.k8s.io/endpointslices"];
+        slices["content_types"][protobuf::PROTOBUF]["list_items"].as_u64() == Some(3)
+    });
+
+    edge.cut_cloud();
+    drop(watch);
+    edge.restart_lite(); // kill -9: the reboot, the cloud still away
+    let mut kube_proxy = edge.kube_proxy();
+    let mut last = String::new();
+    let expected = [
+        ("db-4k9vd".to_string(), vec!["10.244.1.9".to_string()]),
+        ("kubernetes".into(), vec!["192.168.1.2".into()]),
+        ("web-7x2kq".into(), vec!["10.244.1.7".into(), "10.244.1.8".into()]),
+    ];
+    let served = wait_for(SETTLE, || {
+        let resp = kube_proxy.request("GET", &reflector_list, &accept, b"");
+        last = format!("{} {}", resp.status, resp.text());
+        if resp.status != 200 {
+            return None;
+        }
+        assert_eq!(resp.header(CACHE_HEADER), Some("hit"), "offline, from the cache");
+        let slices = slice_addresses(&slice_list(&resp));
+        last = format!("{slices:?}");
+        (slices == expected).then_some(())
+    });
+    assert!(served.is_some(), "kube-proxy's slices after the offline reboot: {last}");
+}
+
+/// An EndpointSlice of the Service `web` in `default`, its endpoints ready on edge-1.
+fn endpoint_slice(name: &str, addresses: &[&str]) -> Value {
+    let endpoint = |address: &&str| {
+        json!({
+            "addresses": [address],
+            "conditions": { "ready": true, "serving": true, "terminating": false },
+            "nodeName": "edge-1",
+        })
+    };
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": { "kubernetes.io/service-name": "web" },
+        },
+        "addressType": "IPv4",
+        "endpoints": addresses.iter().map(endpoint).collect::<Vec<_>>(),
+        "ports": [{ "name": "http", "port": 8080, "protocol": "TCP" }],
+    })
+}
+
+/// A protobuf EndpointSliceList answer, decoded with the generated types.
+fn slice_list(resp: &Response) -> discoveryv1::EndpointSliceList {
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("content-type"), Some(protobuf::PROTOBUF), "kube-proxy gets protobuf");
+    protobuf::decode(&resp.body, "EndpointSliceList")
+}
+
+/// Each slice's name with the addresses of its endpoints, in list order.
+fn slice_addresses(list: &discoveryv1::EndpointSliceList) -> Vec<(String, Vec<String>)> {
+    let addresses = |slice: &discoveryv1::EndpointSlice| {
+        slice.endpoints.iter().flat_map(|endpoint| endpoint.addresses.clone()).collect()
+    };
+    list.items
+        .iter()
+        .map(|slice| {
+            let name = slice.metadata.as_ref().and_then(|m| m.name.clone()).unwrap_or_default();
+            (name, addresses(slice))
+        })
+        .collect()
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //! `WatchEvent` of a watch frame, and request bodies decoded back to the fake's JSON.
 //!
 //! The kinds are the built-in ones `resources.rs` serves (see `kinds!`): Pod, Namespace,
-//! ConfigMap, Secret, Service, Node, Event, Deployment. The fake serves no Endpoints, Lease
-//! or ServiceAccount objects, so none is mapped; a custom resource has no protobuf.
+//! ConfigMap, Secret, Service, Node, Event, Deployment, EndpointSlice. The fake serves no
+//! Endpoints, Lease or ServiceAccount objects, so none is mapped; a custom resource has no
+//! protobuf.
 //!
 //! k8s-pb has no serde, so each message is mapped to and from JSON by hand, field by field,
 //! in the `json_messages!` table below. **A field not in the table is dropped** on the way to
@@ -25,6 +26,7 @@ use std::fmt;
 
 use k8s_pb::api::apps::v1 as apps;
 use k8s_pb::api::core::v1 as corev1;
+use k8s_pb::api::discovery::v1 as discoveryv1;
 use k8s_pb::apimachinery::pkg::api::resource::Quantity;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_pb::apimachinery::pkg::runtime as kruntime;
@@ -236,6 +238,7 @@ kinds! {
     Node: corev1::Node = "v1",
     Event: corev1::Event = "v1",
     Deployment: apps::Deployment = "apps/v1",
+    EndpointSlice: discoveryv1::EndpointSlice = "discovery.k8s.io/v1",
 }
 
 // ---------------------------------------------------------------------------------------
@@ -644,6 +647,24 @@ json_messages! {
     apps::DeploymentCondition {
         r#type: "type", status: "status", last_update_time: "lastUpdateTime",
         last_transition_time: "lastTransitionTime", reason: "reason", message: "message",
+    }
+
+    // --- EndpointSlice ------------------------------------------------------------------
+    discoveryv1::EndpointSlice {
+        metadata: "metadata", address_type: "addressType", endpoints: "endpoints",
+        ports: "ports",
+    }
+    discoveryv1::Endpoint {
+        addresses: "addresses", conditions: "conditions", hostname: "hostname",
+        target_ref: "targetRef", node_name: "nodeName", zone: "zone", hints: "hints",
+    }
+    discoveryv1::EndpointConditions {
+        ready: "ready", serving: "serving", terminating: "terminating",
+    }
+    discoveryv1::EndpointHints { for_zones: "forZones" }
+    discoveryv1::ForZone { name: "name" }
+    discoveryv1::EndpointPort {
+        name: "name", protocol: "protocol", port: "port", app_protocol: "appProtocol",
     }
 }
 

@@ -1,5 +1,5 @@
-//! The resource types this fake serves (core/v1, apps/v1 and the `example.com/v1` Widget
-//! "CRD") and the objects it starts with.
+//! The resource types this fake serves (core/v1, apps/v1, discovery.k8s.io/v1 and the
+//! `example.com/v1` Widget "CRD") and the objects it starts with.
 
 use serde_json::{Value, json};
 
@@ -66,7 +66,7 @@ const fn core(
     }
 }
 
-pub static RESOURCES: [ResourceType; 9] = [
+pub static RESOURCES: [ResourceType; 10] = [
     ResourceType {
         categories: &["all"],
         ..core(
@@ -91,6 +91,11 @@ pub static RESOURCES: [ResourceType; 9] = [
         group: "apps",
         categories: &["all"],
         ..core("deployments", "deployment", "Deployment", true, &["deploy"], &["status", "scale"])
+    },
+    // What kube-proxy lists and watches to program a node's Services.
+    ResourceType {
+        group: "discovery.k8s.io",
+        ..core("endpointslices", "endpointslice", "EndpointSlice", true, &[], &[])
     },
     ResourceType {
         group: "example.com",
@@ -140,6 +145,7 @@ pub fn seed() -> Vec<(&'static str, i64, Value)> {
         ("pods", 2 * HOUR, pod("web-2", "web", "edge-2", "10.244.2.4")),
         ("pods", HOUR, pod("db-1", "db", "edge-1", "10.244.1.9")),
         ("services", 30 * DAY, kubernetes_service()),
+        ("endpointslices", 30 * DAY, kubernetes_endpoint_slice()),
         ("configmaps", DAY, config_map()),
         ("secrets", DAY, secret()),
         ("widgets", HOUR, widget()),
@@ -165,6 +171,29 @@ fn kubernetes_service() -> Value {
             "sessionAffinity": "None",
         },
         "status": { "loadBalancer": {} },
+    })
+}
+
+/// The endpoints of `default/kubernetes`, as the apiserver's endpoint reconciler keeps them
+/// (the slice is named after the Service; kube-proxy joins them by the service-name label).
+fn kubernetes_endpoint_slice() -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {
+                "kubernetes.io/service-name": "kubernetes",
+                "endpointslice.kubernetes.io/managed-by": "endpointslicemirroring-controller.k8s.io",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{
+            "addresses": ["192.168.1.2"],
+            "conditions": { "ready": true, "serving": true, "terminating": false },
+        }],
+        "ports": [{ "name": "https", "port": 6443, "protocol": "TCP" }],
     })
 }
 
