@@ -2,7 +2,8 @@
 //! directly over its mTLS port with kubelet's `Accept`, every answer decodes with the
 //! generated k8s-pb types — a Pod, a PodList with its ListMeta, a ConfigMapList over 128 KiB
 //! gzipped, watch frames (ADDED/MODIFIED/DELETED, BOOKMARK, the end of the initial events,
-//! an Expired ERROR), protobuf request bodies, and `Status` errors; custom resources stay JSON.
+//! an Expired ERROR), protobuf request bodies, the node Lease renewed as kube allows it, and
+//! `Status` errors; custom resources stay JSON.
 
 mod common;
 
@@ -14,6 +15,7 @@ use common::protobuf::{
     open_envelope, type_meta,
 };
 use common::*;
+use k8s_pb::api::coordination::v1 as coordinationv1;
 use k8s_pb::api::core::v1 as corev1;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
 use prost::Message;
@@ -192,6 +194,76 @@ fn protobuf_bodies_create_and_update() {
 
     let garbage = kubelet.request("POST", PODS, &[ACCEPT, SEND_PROTOBUF], b"k8s\0\xff\xff");
     assert_eq!(garbage.status, 400);
+}
+
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases";
+
+/// A Lease renewal as kubelet sends it: protobuf, `renewTime` in microseconds.
+fn lease_body(name: &str, resource_version: Option<&str>, renew_micros: i32) -> Vec<u8> {
+    let lease = coordinationv1::Lease {
+        metadata: Some(meta::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("kube-node-lease".into()),
+            resource_version: resource_version.map(Into::into),
+            ..Default::default()
+        }),
+        spec: Some(coordinationv1::LeaseSpec {
+            holder_identity: Some(name.into()),
+            lease_duration_seconds: Some(40),
+            renew_time: Some(meta::MicroTime {
+                seconds: Some(1_714_557_600),
+                nanos: Some(renew_micros * 1000),
+            }),
+            ..Default::default()
+        }),
+    };
+    envelope("coordination.k8s.io/v1", "Lease", lease.encode_to_vec())
+}
+
+fn lease_version(resp: Response, status: u16) -> String {
+    let lease: coordinationv1::Lease = decode(&resp.expect_status(status).body, "Lease");
+    meta_of(&lease.metadata).resource_version.clone().unwrap_or_default()
+}
+
+/// kube's Lease strategy: no unconditional update, a stale version is a conflict, and a PUT
+/// of a missing Lease creates it. Times keep their microseconds both ways.
+#[test]
+fn the_node_lease_is_renewed_by_version_in_protobuf() {
+    let (_fake, mut kubelet, _env) = fake("pb-lease", &[]);
+    let path = format!("{LEASES}/edge-1");
+    let seeded: coordinationv1::Lease =
+        decode(&get_protobuf(&mut kubelet, &path, &[]).body, "Lease");
+    let version = meta_of(&seeded.metadata).resource_version.clone().expect("a version");
+    let renew = |kubelet: &mut Client, version: Option<&str>, micros| {
+        kubelet.request(
+            "PUT",
+            &path,
+            &[ACCEPT, SEND_PROTOBUF],
+            &lease_body("edge-1", version, micros),
+        )
+    };
+
+    let unversioned = renew(&mut kubelet, None, 1);
+    assert_eq!(unversioned.status, 422, "{}", unversioned.text());
+    assert!(
+        unversioned.text().contains("must be specified for an update"),
+        "{}",
+        unversioned.text()
+    );
+    let renewed = lease_version(renew(&mut kubelet, Some(&version), 123_456), 200);
+    assert_ne!(renewed, version);
+    let stale = renew(&mut kubelet, Some(&version), 2);
+    assert_eq!(stale.status, 409, "{}", stale.text());
+    let stored = kubelet.get(&path).expect_status(200).json();
+    assert_eq!(stored["spec"]["renewTime"], json!("2024-05-01T10:00:00.123456Z"));
+
+    let created = kubelet.request(
+        "PUT",
+        &format!("{LEASES}/edge-2"),
+        &[ACCEPT, SEND_PROTOBUF],
+        &lease_body("edge-2", None, 0),
+    );
+    assert!(!lease_version(created, 201).is_empty(), "created on update");
 }
 
 /// Opens a protobuf watch of the default pods with `query`.

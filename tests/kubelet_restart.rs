@@ -16,16 +16,18 @@
 //! `Status`, and watches are held open on the cached state. Every request has a client
 //! deadline of 5 s, half of `--timeout`: a request that waits for the dead cloud fails.
 //!
-//! The fake apiserver serves neither `node.k8s.io`, `storage.k8s.io` nor
-//! `coordination.k8s.io`: RuntimeClasses, CSIDrivers and the Lease get `404` online, so the
-//! cache never holds them, and offline their LISTs get `503` and the Lease `404` (the honest
-//! answers for what was never seen). Its seeded pods carry no volumes; a real apiserver's
+//! The fake apiserver serves neither `node.k8s.io` nor `storage.k8s.io`: RuntimeClasses and
+//! CSIDrivers get `404` online, so the cache never holds them, and offline their LISTs get
+//! `503` (the honest answer for what was never seen). It serves the node's Lease as kube
+//! does: a renewal must name the version it replaces; offline the Lease read is answered
+//! from the cache and its renewal with `503`. Its seeded pods carry no volumes; a real apiserver's
 //! ServiceAccount admission gives every pod a `kube-api-access` volume, so each pod here reads
 //! `kube-root-ca.crt` and asks for a token, and one pod created by the test mounts a
 //! ConfigMap and a Secret of its own.
 
 mod common;
 
+use std::cell::RefCell;
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,7 @@ use common::protobuf::{
     open_envelope, type_meta,
 };
 use common::*;
+use k8s_pb::api::coordination::v1 as coordinationv1;
 use k8s_pb::api::core::v1 as corev1;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
 use prost::Message;
@@ -245,11 +248,14 @@ fn node_status_patch() -> Vec<u8> {
     serde_json::to_vec(&json!({"status": {"conditions": [ready]}})).expect("JSON")
 }
 
-fn lease() -> Vec<u8> {
+/// kubelet's renewal of its node Lease, naming the version it replaces (a Lease cannot be
+/// updated unconditionally).
+fn lease(resource_version: &str) -> Vec<u8> {
     let lease = json!({
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": {"name": NODE, "namespace": "kube-node-lease"},
+        "metadata": {"name": NODE, "namespace": "kube-node-lease",
+                     "resourceVersion": resource_version},
         "spec": {"holderIdentity": NODE, "leaseDurationSeconds": 40,
                  "renewTime": "2024-05-01T10:00:00.000000Z"},
     });
@@ -279,14 +285,34 @@ fn event(name: &str) -> Vec<u8> {
 /// deadline on each.
 struct Kubelet<'a> {
     edge: &'a Edge,
+    /// The resourceVersion of its Lease as last read or renewed.
+    lease_version: RefCell<String>,
 }
 
-impl Kubelet<'_> {
+impl<'a> Kubelet<'a> {
+    fn new(edge: &'a Edge) -> Kubelet<'a> {
+        Kubelet { edge, lease_version: RefCell::new(String::new()) }
+    }
+
     fn client(&self) -> Client {
         self.edge.kubelet().timeout(PROMPT)
     }
 
     fn send(&self, step: &Step) -> Response {
+        if matches!(step, Step::PutLease) && self.lease_version.borrow().is_empty() {
+            // kubelet's lease controller reads its Lease before the first renewal.
+            self.send(&Step::Get(LEASE));
+        }
+        let resp = self.exchange(step);
+        if matches!(step, Step::Get(LEASE) | Step::PutLease) && resp.status == 200 {
+            let lease: coordinationv1::Lease = decode(&resp.body, "Lease");
+            let version = lease.metadata.and_then(|m| m.resource_version).unwrap_or_default();
+            *self.lease_version.borrow_mut() = version;
+        }
+        resp
+    }
+
+    fn exchange(&self, step: &Step) -> Response {
         let (method, path, content_type, body): (&str, String, &str, Vec<u8>) = match step {
             Step::Get(path) => ("GET", path.to_string(), "", Vec::new()),
             Step::List(informer) => ("GET", informer.list_path(), "", Vec::new()),
@@ -296,7 +322,10 @@ impl Kubelet<'_> {
             Step::Token(pod, Format::Protobuf) => {
                 ("POST", pod.token_path(), PROTOBUF, token_request_protobuf(pod))
             }
-            Step::PutLease => ("PUT", LEASE.to_string(), "application/json", lease()),
+            Step::PutLease => {
+                let version = self.lease_version.borrow().clone();
+                ("PUT", LEASE.to_string(), "application/json", lease(&version))
+            }
             Step::PatchNodeStatus => (
                 "PATCH",
                 format!("{NODE_PATH}/status"),
@@ -386,13 +415,14 @@ fn node_pods(steps: &[Step], answers: &[Response]) -> Vec<corev1::Pod> {
 /// A `200` answer to one of kubelet's reads, decoded as the kind its envelope names.
 #[derive(Debug, PartialEq)]
 enum Read {
-    /// Boxed: a Node is ten times the size of a list.
+    /// Boxed: a Node or a Lease is many times the size of a list.
     Node(Box<corev1::Node>),
     Pods(corev1::PodList),
     Nodes(corev1::NodeList),
     Services(corev1::ServiceList),
     ConfigMaps(corev1::ConfigMapList),
     Secrets(corev1::SecretList),
+    Lease(Box<coordinationv1::Lease>),
 }
 
 impl Read {
@@ -409,6 +439,7 @@ impl Read {
             "ServiceList" => Read::Services(decode(body, "ServiceList")),
             "ConfigMapList" => Read::ConfigMaps(decode(body, "ConfigMapList")),
             "SecretList" => Read::Secrets(decode(body, "SecretList")),
+            "Lease" => Read::Lease(Box::new(decode(body, "Lease"))),
             kind => panic!("kubelet reads no {kind}"),
         }
     }
@@ -422,6 +453,7 @@ impl Read {
             Read::ConfigMaps(list) => list,
             Read::Secrets(list) => list,
             Read::Node(node) => panic!("a Node is not a list: {node:?}"),
+            Read::Lease(lease) => panic!("a Lease is not a list: {lease:?}"),
         }
     }
 }
@@ -538,13 +570,12 @@ fn assert_offline(step: &Step, online: &Response, offline: &Response, round: &st
     }
 }
 
-/// What the fake answers online: the core resources, the TokenRequests, the node status
-/// and the Event; `404` for the groups it does not serve.
+/// What the fake answers online: the core resources, the node's Lease, the TokenRequests,
+/// the node status and the Event; `404` for the groups it does not serve.
 fn assert_online(step: &Step, resp: &Response) {
     let expected = match step {
         Step::List(informer) if informer.path.starts_with("/apis/") => 404,
-        Step::Get(LEASE) | Step::PutLease => 404,
-        Step::Get(_) | Step::List(_) | Step::PatchNodeStatus => 200,
+        Step::Get(_) | Step::List(_) | Step::PutLease | Step::PatchNodeStatus => 200,
         Step::Token(..) | Step::PostEvent(_) => 201,
     };
     assert_eq!(resp.status, expected, "{step:?} online: {}", resp.text());
@@ -592,7 +623,7 @@ fn create_mounting_pod(edge: &Edge) {
 /// (the node watch sees the status patch), then its reads once more, as the cache holds
 /// them now. Returns every step with its answer, the reads last.
 fn online_start(edge: &Edge) -> (Vec<Step>, Vec<Response>) {
-    let kubelet = Kubelet { edge };
+    let kubelet = Kubelet::new(edge);
     let (reads, answers) = start_reads(&kubelet);
     let pods = node_pods(&reads, &answers);
     let names: Vec<String> = pods.iter().map(object_name).collect();
@@ -667,7 +698,7 @@ fn cloud_returns(edge: &Edge, held: Vec<WatchStream>) {
         assert!(watch.wait_closed(SETTLE), "a held watch outlived the cloud's return");
         assert_eq!(watch.end(), Some(&StreamEnd::Clean), "a held watch ended abruptly");
     }
-    let kubelet = Kubelet { edge };
+    let kubelet = Kubelet::new(edge);
     let resp = kubelet.send(&Step::PostEvent("edge-1.back-online"));
     assert_eq!(resp.status, 201, "the Event after the return: {}", resp.text());
     edge.cloud_admin()
@@ -699,7 +730,7 @@ fn was_cached(step: &Step, online: &Response) -> bool {
 #[test]
 fn kubelet_starts_again_from_the_cache_after_a_kill_on_a_dead_link() {
     let (edge, steps, online) = restarted_on_a_dead_link("kubelet-restart");
-    let kubelet = Kubelet { edge: &edge };
+    let kubelet = Kubelet::new(&edge);
     let round = "after kill -9 on a dead link";
     for (step, seen) in steps.iter().zip(&online).filter(|(s, r)| was_cached(s, r)) {
         assert_offline(step, seen, &kubelet.send(step), round);
@@ -727,7 +758,7 @@ fn a_restart_after_the_outage_was_seen_starts_offline_at_once() {
     edge.relay().set_mode(RelayMode::BlackHole);
     wait_cloud_down(&edge);
     edge.restart_lite();
-    let kubelet = Kubelet { edge: &edge };
+    let kubelet = Kubelet::new(&edge);
     for (step, seen) in steps.iter().zip(&online) {
         assert_offline(step, seen, &kubelet.send(step), "right after a restart, outage seen");
     }
@@ -743,7 +774,7 @@ fn a_restart_after_the_outage_was_seen_starts_offline_at_once() {
 #[test]
 fn kubelets_token_requests_right_after_a_restart_on_a_dead_link_do_not_wait() {
     let (edge, steps, online) = restarted_on_a_dead_link("kubelet-restart-tokens");
-    let kubelet = Kubelet { edge: &edge };
+    let kubelet = Kubelet::new(&edge);
     let cached_reads = steps.iter().zip(&online).filter(|(s, r)| was_cached(s, r));
     let tokens = steps.iter().zip(&online).filter(|(step, _)| matches!(step, Step::Token(..)));
     for (step, seen) in cached_reads.chain(tokens) {
@@ -761,7 +792,7 @@ fn kubelets_token_requests_right_after_a_restart_on_a_dead_link_do_not_wait() {
             when the previous run never saw the outage"]
 fn kubelets_writes_right_after_a_restart_on_a_dead_link_do_not_wait() {
     let (edge, steps, online) = restarted_on_a_dead_link("kubelet-restart-writes");
-    let kubelet = Kubelet { edge: &edge };
+    let kubelet = Kubelet::new(&edge);
     let writes = steps.iter().zip(&online).filter(|(step, _)| !step.is_read());
     for (step, seen) in writes {
         assert_offline(step, seen, &kubelet.send(step), "right after kill -9 on a dead link");

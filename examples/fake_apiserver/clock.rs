@@ -31,6 +31,21 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     Some(days * 86_400 + field(11..13)? * 3600 + field(14..16)? * 60 + field(17..19)?)
 }
 
+/// `2024-05-01T12:34:56.123456Z`, the `MicroTime` form (Lease renewTime).
+pub fn rfc3339_micros(unix: i64, micros: u32) -> String {
+    let seconds = rfc3339(unix);
+    format!("{}.{micros:06}Z", &seconds[..seconds.len() - 1])
+}
+
+/// Parses the `MicroTime` form: whole seconds and six fraction digits.
+pub fn parse_rfc3339_micros(text: &str) -> Option<(i64, u32)> {
+    let (seconds, fraction) = text.strip_suffix('Z')?.split_once('.')?;
+    if fraction.len() != 6 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((parse_rfc3339(&format!("{seconds}Z"))?, fraction.parse().ok()?))
+}
+
 /// kubectl's short human duration for the Age column.
 pub fn short_age(seconds: i64) -> String {
     match seconds {
@@ -65,4 +80,22 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn micro_times_round_trip_and_other_forms_are_refused() {
+        let text = "2024-05-01T10:00:00.012345Z";
+        let (seconds, micros) = parse_rfc3339_micros(text).expect("a MicroTime");
+        assert_eq!((seconds, micros), (parse_rfc3339("2024-05-01T10:00:00Z").unwrap(), 12_345));
+        assert_eq!(rfc3339_micros(seconds, micros), text);
+        for bad in
+            ["2024-05-01T10:00:00Z", "2024-05-01T10:00:00.123Z", "2024-05-01T10:00:00.12345xZ"]
+        {
+            assert_eq!(parse_rfc3339_micros(bad), None, "{bad}");
+        }
+    }
 }

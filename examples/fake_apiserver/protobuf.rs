@@ -3,8 +3,8 @@
 //! `WatchEvent` of a watch frame, and request bodies decoded back to the fake's JSON.
 //!
 //! The kinds are the built-in ones `resources.rs` serves (see `kinds!`): Pod, Namespace,
-//! ConfigMap, Secret, Service, Node, Event, Deployment, EndpointSlice. The fake serves no
-//! Endpoints, Lease or ServiceAccount objects, so none is mapped; a custom resource has no
+//! ConfigMap, Secret, Service, Node, Event, Deployment, EndpointSlice, Lease. The fake serves
+//! no Endpoints or ServiceAccount objects, so none is mapped; a custom resource has no
 //! protobuf.
 //!
 //! k8s-pb has no serde, so each message is mapped to and from JSON by hand, field by field,
@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_pb::api::apps::v1 as apps;
+use k8s_pb::api::coordination::v1 as coordinationv1;
 use k8s_pb::api::core::v1 as corev1;
 use k8s_pb::api::discovery::v1 as discoveryv1;
 use k8s_pb::apimachinery::pkg::api::resource::Quantity;
@@ -239,6 +240,7 @@ kinds! {
     Event: corev1::Event = "v1",
     Deployment: apps::Deployment = "apps/v1",
     EndpointSlice: discoveryv1::EndpointSlice = "discovery.k8s.io/v1",
+    Lease: coordinationv1::Lease = "coordination.k8s.io/v1",
 }
 
 // ---------------------------------------------------------------------------------------
@@ -355,6 +357,19 @@ impl Json for meta::Time {
 
     fn write(&self) -> Option<Value> {
         self.seconds.map(|seconds| json!(clock::rfc3339(seconds)))
+    }
+}
+
+/// Lease times: microseconds in JSON, nanoseconds in protobuf.
+impl Json for meta::MicroTime {
+    fn read(value: &Value) -> Option<Self> {
+        let (seconds, micros) = clock::parse_rfc3339_micros(value.as_str()?)?;
+        Some(meta::MicroTime { seconds: Some(seconds), nanos: Some(micros as i32 * 1000) })
+    }
+
+    fn write(&self) -> Option<Value> {
+        let micros = self.nanos.unwrap_or(0) as u32 / 1000;
+        self.seconds.map(|seconds| json!(clock::rfc3339_micros(seconds, micros)))
     }
 }
 
@@ -647,6 +662,14 @@ json_messages! {
     apps::DeploymentCondition {
         r#type: "type", status: "status", last_update_time: "lastUpdateTime",
         last_transition_time: "lastTransitionTime", reason: "reason", message: "message",
+    }
+
+    // --- Lease --------------------------------------------------------------------------
+    coordinationv1::Lease { metadata: "metadata", spec: "spec" }
+    coordinationv1::LeaseSpec {
+        holder_identity: "holderIdentity", lease_duration_seconds: "leaseDurationSeconds",
+        acquire_time: "acquireTime", renew_time: "renewTime",
+        lease_transitions: "leaseTransitions",
     }
 
     // --- EndpointSlice ------------------------------------------------------------------

@@ -1,5 +1,6 @@
-//! The resource types this fake serves (core/v1, apps/v1, discovery.k8s.io/v1 and the
-//! `example.com/v1` Widget "CRD") and the objects it starts with.
+//! The resource types this fake serves (core/v1, apps/v1, discovery.k8s.io/v1,
+//! coordination.k8s.io/v1 and the `example.com/v1` Widget "CRD") and the objects it starts
+//! with.
 
 use serde_json::{Value, json};
 
@@ -15,6 +16,11 @@ pub struct ResourceType {
     pub subresources: &'static [&'static str],
     /// Built-in types answer protobuf; custom resources are JSON only, as in kube.
     pub builtin: bool,
+    /// kube's `AllowUnconditionalUpdate() == false` (Lease): a PUT must name the version it
+    /// replaces.
+    pub update_needs_version: bool,
+    /// kube's `AllowCreateOnUpdate() == true` (Lease): a PUT of a missing object creates it.
+    pub create_on_update: bool,
 }
 
 impl ResourceType {
@@ -63,10 +69,12 @@ const fn core(
         categories: &[],
         subresources,
         builtin: true,
+        update_needs_version: false,
+        create_on_update: false,
     }
 }
 
-pub static RESOURCES: [ResourceType; 10] = [
+pub static RESOURCES: [ResourceType; 11] = [
     ResourceType {
         categories: &["all"],
         ..core(
@@ -96,6 +104,13 @@ pub static RESOURCES: [ResourceType; 10] = [
     ResourceType {
         group: "discovery.k8s.io",
         ..core("endpointslices", "endpointslice", "EndpointSlice", true, &[], &[])
+    },
+    // kubelet renews its node's Lease every 10 s: the cloud's sign that the node is alive.
+    ResourceType {
+        group: "coordination.k8s.io",
+        update_needs_version: true,
+        create_on_update: true,
+        ..core("leases", "lease", "Lease", true, &[], &[])
     },
     ResourceType {
         group: "example.com",
@@ -140,7 +155,9 @@ pub fn seed() -> Vec<(&'static str, i64, Value)> {
         ("namespaces", 30 * DAY, namespace("default")),
         ("namespaces", 30 * DAY, namespace("kube-system")),
         ("namespaces", 7 * DAY, namespace("edge")),
+        ("namespaces", 30 * DAY, namespace("kube-node-lease")),
         ("nodes", 7 * DAY, node("edge-1")),
+        ("leases", 7 * DAY, node_lease("edge-1")),
         ("pods", 2 * HOUR, pod("web-1", "web", "edge-1", "10.244.1.7")),
         ("pods", 2 * HOUR, pod("web-2", "web", "edge-2", "10.244.2.4")),
         ("pods", HOUR, pod("db-1", "db", "edge-1", "10.244.1.9")),
@@ -194,6 +211,20 @@ fn kubernetes_endpoint_slice() -> Value {
             "conditions": { "ready": true, "serving": true, "terminating": false },
         }],
         "ports": [{ "name": "https", "port": 6443, "protocol": "TCP" }],
+    })
+}
+
+/// The Lease kubelet renews for its node (`kube-node-lease/<node>`).
+fn node_lease(node: &str) -> Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": { "name": node, "namespace": "kube-node-lease" },
+        "spec": {
+            "holderIdentity": node,
+            "leaseDurationSeconds": 40,
+            "renewTime": "2024-05-01T10:00:00.000000Z",
+        },
     })
 }
 

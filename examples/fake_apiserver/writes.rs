@@ -156,8 +156,29 @@ pub fn update(
             )));
         }
     }
-    let updated = shared.write(|store| store.replace(target.key(name), object))?;
-    object_reply(request, target, 200, &updated)
+    let type_ = target.type_();
+    let key = target.key(name);
+    // In kube's order: a missing object may be created; an existing one may have to be
+    // named by version.
+    let (status, written) = shared.write(|store| {
+        if store.get(&key).is_none() && type_.create_on_update {
+            require_namespace(store, target)?;
+            if let Some(fields) = object["metadata"].as_object_mut() {
+                fields.remove("resourceVersion");
+            }
+            return Ok((201, store.create(key, object, clock::unix_now())?));
+        }
+        let unversioned = object["metadata"]["resourceVersion"].as_str().is_none_or(str::is_empty);
+        if unversioned && type_.update_needs_version {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
+            ));
+        }
+        Ok((200, store.replace(key, object)?))
+    })?;
+    object_reply(request, target, status, &written)
 }
 
 pub fn patch(
