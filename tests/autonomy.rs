@@ -1250,6 +1250,46 @@ fn a_pod_deleted_through_the_proxy_is_gone_offline() {
     assert_ne!(kubelet.get(&format!("{PODS}/web-1")).body, online.body);
 }
 
+/// kubelet deletes in protobuf (its Accept), and its cached list is protobuf: the answer
+/// alone — no watch is open — must take the pod out of both, offline and after a reboot.
+#[test]
+fn a_pod_kubelet_deleted_in_protobuf_is_gone_offline_after_a_reboot() {
+    let mut edge = Edge::start("offline-delete-protobuf", &[], &[]);
+    let accept = [("Accept", KUBELET_ACCEPT)];
+    let mut kubelet = edge.kubelet();
+    let listed = decode_pod_list(&kubelet.request("GET", PODS, &accept, b""));
+    assert_eq!(pod_names(&listed), ["db-1", "web-1", "web-2"]);
+    kubelet.request("GET", &format!("{PODS}/web-1"), &accept, b"").expect_status(200);
+    edge.wait_stored(2);
+
+    let deleted = kubelet.request("DELETE", &format!("{PODS}/web-1"), &accept, b"");
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    assert_eq!(deleted.header("content-type"), Some(protobuf::PROTOBUF), "answered in protobuf");
+    // The cache thread applies the answer on its own time: the reboot comes after.
+    edge.wait_cache_summary(|summary| {
+        let pods = &summary["identities"]["cn:system:node:edge-1"]["pods"]["content_types"];
+        pods[protobuf::PROTOBUF]["list_items"].as_u64() == Some(2)
+    });
+
+    edge.cut_cloud();
+    edge.restart_lite();
+    let mut kubelet = edge.kubelet();
+    let mut last = String::new();
+    let gone = wait_for(SETTLE, || {
+        let resp = kubelet.request("GET", PODS, &accept, b"");
+        last = format!("{} {:?}", resp.status, resp.header(CACHE_HEADER));
+        if resp.status != 200 {
+            return None;
+        }
+        let names = pod_names(&decode_pod_list(&resp));
+        last = format!("{names:?}");
+        (names == ["db-1", "web-2"]).then_some(())
+    });
+    assert!(gone.is_some(), "kubelet's offline list after its protobuf DELETE: {last}");
+    let get = kubelet.request("GET", &format!("{PODS}/web-1"), &accept, b"");
+    assert_offline_object_miss(&get, "the deleted pod's GET");
+}
+
 #[test]
 fn a_delete_cleans_every_identitys_cached_copies() {
     let mut edge = Edge::start("offline-delete-identities", &[], &[]);

@@ -102,6 +102,7 @@ fn run_all<S: Store>(make: impl Fn() -> S) {
     protobuf_watches_replay_in_protobuf(&mut engine());
     json_entries_serve_clients_that_accept_json(&mut engine());
     json_delete_answers_leave_protobuf_lists_consistent(&mut engine());
+    protobuf_delete_answers_remove_what_is_gone(&mut engine());
 }
 
 #[test]
@@ -245,4 +246,60 @@ fn json_delete_answers_leave_protobuf_lists_consistent<S: Store>(engine: &mut En
     };
     engine.write_answered(&gone).expect("write answer");
     assert!(decode_list(&hit(engine, &list).1).items.is_empty(), "a gone object leaves every list");
+}
+
+/// kubelet's DELETE of a pod, answered in protobuf: a Status or the object removed for good
+/// takes it out of every list and read; an object still terminating changes nothing.
+fn protobuf_delete_answers_remove_what_is_gone<S: Store>(engine: &mut Engine<S>) {
+    let list = read_key(PODS, KUBELET_ACCEPT);
+    let pods = vec![pod("a", "8", "Running"), pod("b", "9", "Running"), pod("c", "10", "Running")];
+    engine.store_response(&list, PROTOBUF, pod_list("10", pods)).expect("store");
+    let get_a = read_key(&format!("{PODS}/a"), KUBELET_ACCEPT);
+    engine
+        .store_response(&get_a, PROTOBUF, envelope("Pod", pod("a", "8", "Running").encode_to_vec()))
+        .expect("store");
+    let answer = |name: &str, body: Vec<u8>| WriteAnswer {
+        write: classify_write("DELETE", &format!("{PODS}/{name}")).expect("a DELETE"),
+        status: 200,
+        content_type: PROTOBUF.into(),
+        body,
+    };
+    let with_deletion = |name: &str, rv: &str, grace: i64, finalizers: Vec<String>| {
+        let mut object = pod(name, rv, "Running");
+        let metadata = object.metadata.as_mut().expect("metadata");
+        metadata.deletion_timestamp =
+            Some(meta::Time { seconds: Some(1_796_083_200), nanos: Some(0) });
+        metadata.deletion_grace_period_seconds = Some(grace);
+        metadata.finalizers = finalizers;
+        envelope("Pod", object.encode_to_vec())
+    };
+
+    // Terminating: a grace period left, or a finalizer.
+    engine.write_answered(&answer("b", with_deletion("b", "11", 30, vec![]))).expect("answer");
+    let held = with_deletion("c", "12", 0, vec!["example.com/hold".into()]);
+    engine.write_answered(&answer("c", held)).expect("answer");
+    let names = |engine: &mut Engine<S>| {
+        phases(&decode_list(&hit(engine, &list).1))
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(engine), ["a", "b", "c"], "terminating objects stay");
+
+    // kubelet's last DELETE (grace 0, no finalizers) answers the removed object.
+    engine.write_answered(&answer("a", with_deletion("a", "13", 0, vec![]))).expect("answer");
+    assert_eq!(names(engine), ["b", "c"], "the removed pod left the list");
+    assert!(
+        matches!(engine.answer(&Lookup::Read(get_a)).expect("lookup"), Reply::Miss),
+        "and its GET"
+    );
+    // A Status answer, success or not.
+    let status = |status: &str| {
+        let status = meta::Status { status: Some(status.into()), ..Default::default() };
+        envelope("Status", status.encode_to_vec())
+    };
+    engine.write_answered(&answer("b", status("Failure"))).expect("answer");
+    assert_eq!(names(engine), ["b", "c"], "a failure removes nothing");
+    engine.write_answered(&answer("b", status("Success"))).expect("answer");
+    assert_eq!(names(engine), ["c"]);
 }

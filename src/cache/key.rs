@@ -4,6 +4,7 @@
 
 use std::fmt::{self, Write};
 
+use super::list::ObjectMeta;
 use super::wire::Wire;
 
 /// Query parameters that never change the answer's content (they change when or how fast).
@@ -348,6 +349,12 @@ impl ObjectWrite {
     /// "" for a cluster-scoped object, as in its `metadata`.
     pub fn namespace(&self) -> &str {
         self.namespace.as_deref().unwrap_or_default()
+    }
+
+    /// Whether an answer's object `meta` is the object written (and not, say, another one a
+    /// mistaken cloud answered).
+    pub fn is_about(&self, meta: &ObjectMeta) -> bool {
+        meta.name == self.name() && meta.namespace == self.namespace()
     }
 
     /// The object's key in a decomposed list (`ObjectMeta::item_key`).

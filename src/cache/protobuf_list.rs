@@ -26,7 +26,10 @@ const OBJECT_METADATA: u32 = 1;
 const META_NAME: u32 = 1;
 const META_NAMESPACE: u32 = 3;
 const META_RESOURCE_VERSION: u32 = 6;
+const META_DELETION_TIMESTAMP: u32 = 9;
+const META_DELETION_GRACE_PERIOD_SECONDS: u32 = 10;
 const META_ANNOTATIONS: u32 = 12;
+const META_FINALIZERS: u32 = 14;
 const MAP_KEY: u32 = 1;
 const MAP_VALUE: u32 = 2;
 const EVENT_TYPE: u32 = 1;
@@ -175,6 +178,43 @@ pub fn object_meta(object: &[u8]) -> Option<ObjectMeta> {
 /// The metadata of an object answered as a document (`k8s\0` + envelope).
 pub fn document_meta(document: &[u8]) -> Option<ObjectMeta> {
     object_meta(protobuf::decode_envelope(document).ok()?.raw)
+}
+
+/// What a DELETE answered in protobuf: a `Status`, or the object's document.
+pub enum DeleteAnswer<'a> {
+    Status {
+        success: bool,
+    },
+    /// The object's bare message.
+    Object(&'a [u8]),
+}
+
+/// Reads a DELETE's protobuf answer, None when it is not a protobuf document.
+pub fn delete_answer(document: &[u8]) -> Option<DeleteAnswer<'_>> {
+    let envelope = protobuf::decode_envelope(document).ok()?;
+    if envelope.kind == "Status" {
+        let status = string_field(envelope.raw, STATUS_STATUS)?;
+        return Some(DeleteAnswer::Status { success: status == "Success" });
+    }
+    Some(DeleteAnswer::Object(envelope.raw))
+}
+
+/// Whether the object (bare message) answered by a DELETE is still there: marked for
+/// deletion with a grace period or finalizers left (the rule of `write::still_exists`).
+pub fn still_exists(object: &[u8]) -> Option<bool> {
+    let meta = message_field(object, OBJECT_METADATA)?;
+    let (mut marked, mut no_grace_left, mut finalizers_left) = (false, false, false);
+    for field in Reader::new(meta) {
+        match field.ok()? {
+            (META_DELETION_TIMESTAMP, _) => marked = true,
+            (META_DELETION_GRACE_PERIOD_SECONDS, value) => {
+                no_grace_left = value.int64(META_DELETION_GRACE_PERIOD_SECONDS).ok()? == 0;
+            }
+            (META_FINALIZERS, _) => finalizers_left = true,
+            _ => {}
+        }
+    }
+    Some(marked && (finalizers_left || !no_grace_left))
 }
 
 /// The value of annotation `key` on an object's bare message.

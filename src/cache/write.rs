@@ -6,12 +6,15 @@
 //! The write today is a DELETE (kube-apiserver's handlers/delete.go): a success (200, or 202
 //! when deletion goes on in the background) answers a `Status` when the object is gone, or the
 //! object itself. An object with `metadata.deletionTimestamp` may still exist, terminating
-//! (grace period, finalizers): its answer is then its newest state.
+//! (grace period, finalizers): its answer is then its newest state. Answers are read in JSON
+//! and in protobuf (kubelet's); a terminating object answered in protobuf changes nothing
+//! here, its watch brings the new state.
 
 use super::CachedResponse;
 use super::json::{self, Span};
 use super::key::{ObjectWrite, WriteMethod};
 use super::list::{ListItem, ObjectMeta, newer};
+use super::protobuf_list::{self, DeleteAnswer};
 use super::store::{Change, Owner, Store, StoreError, StoredKey};
 use super::wire::Wire;
 
@@ -57,10 +60,13 @@ fn deleted(answer: &WriteAnswer) -> Option<Deleted> {
     if !(200..300).contains(&answer.status) {
         return None;
     }
-    // A protobuf answer could be a Status or the object: that takes decoding it. Left alone.
-    if Wire::of_content_type(&answer.content_type) != Some(Wire::Json) {
-        return None;
+    match Wire::of_content_type(&answer.content_type)? {
+        Wire::Json => deleted_json(answer),
+        Wire::Protobuf => deleted_protobuf(answer),
     }
+}
+
+fn deleted_json(answer: &WriteAnswer) -> Option<Deleted> {
     let body = answer.body.as_slice();
     let at = json::value_span(body, 0)?.start;
     if json::string_member(body, at, &["kind"]).as_deref() == Some("Status") {
@@ -68,7 +74,7 @@ fn deleted(answer: &WriteAnswer) -> Option<Deleted> {
         return success.then(|| Deleted::Gone { resource_version: String::new() });
     }
     let meta = ObjectMeta::of(body, at)?;
-    if meta.name != answer.write.name() || meta.namespace != answer.write.namespace() {
+    if !answer.write.is_about(&meta) {
         return None;
     }
     if still_exists(body, at) {
@@ -76,6 +82,21 @@ fn deleted(answer: &WriteAnswer) -> Option<Deleted> {
         Some(Deleted::Terminating { meta, object })
     } else {
         Some(Deleted::Gone { resource_version: meta.resource_version })
+    }
+}
+
+/// kubelet's DELETEs ask protobuf. An object still terminating is left to the watch or the
+/// next read: its protobuf state is not spliced into cached lists and reads here.
+fn deleted_protobuf(answer: &WriteAnswer) -> Option<Deleted> {
+    match protobuf_list::delete_answer(&answer.body)? {
+        DeleteAnswer::Status { success } => {
+            success.then(|| Deleted::Gone { resource_version: String::new() })
+        }
+        DeleteAnswer::Object(object) => {
+            let meta = protobuf_list::object_meta(object)?;
+            let gone = answer.write.is_about(&meta) && !protobuf_list::still_exists(object)?;
+            gone.then_some(Deleted::Gone { resource_version: meta.resource_version })
+        }
     }
 }
 
