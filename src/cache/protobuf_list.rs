@@ -5,7 +5,8 @@
 //! The wire format (k8s.io/apimachinery generated.proto, kube's protobuf serializer):
 //! - a body is `k8s\0` + `runtime.Unknown` (`protobuf::decode_envelope`) whose `raw` is the
 //!   object's message; an object's `ObjectMeta` is its field 1 (name 1, namespace 3,
-//!   resourceVersion 6, annotations 12);
+//!   resourceVersion 6, deletionTimestamp 9, deletionGracePeriodSeconds 10, annotations 12,
+//!   finalizers 14);
 //! - a list's `raw` holds its `ListMeta` as field 1 (resourceVersion 2, continue 3) and its
 //!   items as field 2, each the bare item message (no envelope);
 //! - a watch stream is 4-byte big-endian length-prefixed frames, each a bare `WatchEvent`
@@ -180,7 +181,7 @@ pub fn document_meta(document: &[u8]) -> Option<ObjectMeta> {
     object_meta(protobuf::decode_envelope(document).ok()?.raw)
 }
 
-/// What a DELETE answered in protobuf: a `Status`, or the object's document.
+/// What a DELETE answered in protobuf: a `Status`, or the object.
 pub enum DeleteAnswer<'a> {
     Status {
         success: bool,
