@@ -652,11 +652,14 @@ fn online_start(edge: &Edge) -> (Vec<Step>, Vec<Response>) {
     let (again, answers_again) = start_reads(&kubelet);
     let cached = |answers: &[Response]| answers.iter().filter(|r| r.status == 200).count();
     let tokens = written.iter().filter(|r| r.status == 201).count() - 1; // not the Event
+    // The Lease read among the writes is stored too.
+    let write_reads =
+        writes.iter().zip(&written).filter(|(step, r)| step.is_read() && r.status == 200);
     // The second round's changed answers (the node after its status PATCH) must be stored
     // again; an unchanged one may be skipped (the cache already holds it).
     let changed = answers.iter().zip(&answers_again);
     let changed = changed.filter(|(first, again)| again.status == 200 && first.body != again.body);
-    edge.wait_stored((cached(&answers) + tokens + changed.count()) as u64);
+    edge.wait_stored((cached(&answers) + tokens + write_reads.count() + changed.count()) as u64);
     let steps: Vec<Step> = writes.into_iter().chain(again).collect();
     (steps, written.into_iter().chain(answers_again).collect())
 }
