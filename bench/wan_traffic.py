@@ -9,10 +9,11 @@ identity per component, protobuf-first Accept, Accept-Encoding: gzip unless --no
                         [--measure-handshake] --out FILE
 
 `seed` writes the cluster (600 pods on edge-1 and more elsewhere, nodes, services and
-their EndpointSlices, configmaps, secrets) straight into the fake with the admin identity. `run` replays the
-node against --target (the relay, or lite-apiserver in front of it) in three phases —
-start-up LIST/GET and WATCH, watches open while the admin churns objects straight at the
-fake (--fake, uncounted), re-list as after a watch expiry — and writes one JSON document:
+their EndpointSlices, configmaps, secrets) straight into the fake with the admin
+identity. `run` replays the node against --target (the relay, or lite-apiserver in
+front of it) in three phases — start-up LIST/GET and WATCH, watches open while the
+admin churns objects straight at the fake (--fake, uncounted), re-list as after a watch
+expiry — and writes one JSON document:
 the relay's byte totals and lite-apiserver's /metrics byte counters at each phase end,
 and every answer the clients got (status, representation, encoding, sizes, item and
 event counts), for comparing one path with the other. With --measure-handshake (direct

@@ -56,10 +56,11 @@ pub struct Headers {
     lines: Vec<HeaderLine>,
 }
 
+/// Where one line ends in `Headers::bytes`: its name runs from the previous line's end to
+/// `name_end`, its value from there to `value_end`.
 #[derive(Debug, Clone, Copy)]
 struct HeaderLine {
     name_end: u32,
-    value_start: u32,
     value_end: u32,
 }
 
@@ -80,21 +81,17 @@ impl Headers {
         self.bytes.extend_from_slice(name);
         let name_end = offset(&self.bytes);
         self.bytes.extend_from_slice(value);
-        self.lines.push(HeaderLine {
-            name_end,
-            value_start: name_end,
-            value_end: offset(&self.bytes),
-        });
+        self.lines.push(HeaderLine { name_end, value_end: offset(&self.bytes) });
     }
 
     /// Every line in order, as (name, value).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         let mut name_start = 0;
         self.lines.iter().map(move |line| {
-            let name = &self.bytes[name_start..line.name_end as usize];
-            name_start = line.value_end as usize;
-            let value = &self.bytes[line.value_start as usize..line.value_end as usize];
-            (name, value)
+            let (name_end, value_end) = (line.name_end as usize, line.value_end as usize);
+            let name = &self.bytes[name_start..name_end];
+            name_start = value_end;
+            (name, &self.bytes[name_end..value_end])
         })
     }
 
@@ -119,6 +116,12 @@ impl Headers {
             .flat_map(|v| v.split(|&b| b == b','))
             .map(<[u8]>::trim_ascii)
             .filter(|t| !t.is_empty())
+    }
+
+    /// The header names `Connection` lists, read once per head rather than once per line
+    /// (no allocation when there is no `Connection` line).
+    fn connection_named(&self) -> Vec<&[u8]> {
+        self.tokens("connection").collect()
     }
 
     /// Whether a line named `name` lists `token` (any case).
@@ -289,12 +292,13 @@ impl RequestHead {
         let mut out = Vec::with_capacity(self.target.len() + self.headers.bytes.len() + 256);
         // Formatting into a Vec cannot fail.
         let _ = write!(out, "{} {} HTTP/1.1\r\nHost: {host}\r\n", self.method, self.target);
+        let connection_named = self.headers.connection_named();
         for (name, value) in self.headers.iter() {
             // The body is forwarded as framed, so its framing header goes with it.
             let kept = (upgrade && name.eq_ignore_ascii_case(b"upgrade"))
                 || name.eq_ignore_ascii_case(b"transfer-encoding");
             if name.eq_ignore_ascii_case(b"host")
-                || (is_hop_by_hop(name, &self.headers) && !kept)
+                || (is_hop_by_hop(name, &connection_named) && !kept)
                 || replace.iter().any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
             {
                 continue;
@@ -349,10 +353,11 @@ impl ResponseHead {
         // Formatting into a Vec cannot fail.
         let _ = write!(out, "HTTP/1.{minor_version} {} {}\r\n", self.status, self.reason);
         let switching = self.status == 101;
+        let connection_named = self.headers.connection_named();
         for (name, value) in self.headers.iter() {
             let framing_header = name.eq_ignore_ascii_case(b"transfer-encoding") && !dechunk;
             let upgrade_header = switching && name.eq_ignore_ascii_case(b"upgrade");
-            if is_hop_by_hop(name, &self.headers) && !framing_header && !upgrade_header {
+            if is_hop_by_hop(name, &connection_named) && !framing_header && !upgrade_header {
                 continue;
             }
             push_header(&mut out, name, value);
@@ -395,7 +400,7 @@ impl ResponseHead {
 /// Hop-by-hop headers: the fixed list plus whatever `Connection` names — except
 /// `Content-Length`: the body is forwarded as framed, so dropping its length on the peer's
 /// say-so would make the next hop read the body as another request (smuggling).
-fn is_hop_by_hop(name: &[u8], headers: &Headers) -> bool {
+fn is_hop_by_hop(name: &[u8], connection_named: &[&[u8]]) -> bool {
     const HOP_BY_HOP: [&str; 9] = [
         "connection",
         "keep-alive",
@@ -408,7 +413,8 @@ fn is_hop_by_hop(name: &[u8], headers: &Headers) -> bool {
         "upgrade",
     ];
     HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
-        || (!name.eq_ignore_ascii_case(b"content-length") && headers.has_token("connection", name))
+        || (!name.eq_ignore_ascii_case(b"content-length")
+            && connection_named.iter().any(|named| named.eq_ignore_ascii_case(name)))
 }
 
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

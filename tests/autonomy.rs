@@ -470,15 +470,13 @@ fn kubelets_node_scoped_pod_watch_keeps_its_offline_list_current() {
     let mut edge = Edge::start("offline-kubelet-flow", &[], &[]);
     let selector = "fieldSelector=spec.nodeName%3Dedge-1";
     let accept = [("Accept", KUBELET_ACCEPT)];
-    let reflector_list = format!("/api/v1/pods?{selector}&limit=500&resourceVersion=0");
+    let reflector_list = reflector_list("/api/v1/pods", selector);
     let mut kubelet = edge.kubelet();
     let list = decode_pod_list(&kubelet.request("GET", &reflector_list, &accept, b""));
     assert_eq!(pod_names(&list), ["db-1", "web-1"]);
     edge.wait_stored(1);
-    let watch_path = format!(
-        "/api/v1/pods?allowWatchBookmarks=true&{selector}&resourceVersion={}&timeoutSeconds=400&watch=true",
-        list.metadata.and_then(|m| m.resource_version).unwrap_or_default()
-    );
+    let version = list.metadata.and_then(|m| m.resource_version).unwrap_or_default();
+    let watch_path = reflector_watch("/api/v1/pods", selector, &version);
     let mut watch = edge.kubelet().try_watch(&watch_path, &accept).expect("kubelet's watch");
     let mut cloud = edge.cloud_admin();
     let mut scheduled = pod("scheduled-here");
@@ -509,6 +507,18 @@ fn kubelets_node_scoped_pod_watch_keeps_its_offline_list_current() {
     // The unfiltered list was never asked: no guess from the filtered one.
     let unfiltered = kubelet.request("GET", "/api/v1/pods", &accept, b"");
     assert_offline_miss(&unfiltered, "unfiltered all-namespaces list");
+}
+
+/// client-go's reflector LIST of `collection` with `selector` (`fieldSelector=...`).
+fn reflector_list(collection: &str, selector: &str) -> String {
+    format!("{collection}?{selector}&limit=500&resourceVersion=0")
+}
+
+/// client-go's reflector WATCH that follows its LIST, from the list's `resource_version`.
+fn reflector_watch(collection: &str, selector: &str, resource_version: &str) -> String {
+    format!(
+        "{collection}?allowWatchBookmarks=true&{selector}&resourceVersion={resource_version}&timeoutSeconds=400&watch=true"
+    )
 }
 
 /// A protobuf PodList answer, decoded with the generated types.
@@ -552,15 +562,13 @@ fn kube_proxys_endpoint_slices_come_back_after_an_offline_reboot_as_its_watch_le
     let mut edge = Edge::start("offline-kube-proxy-slices", &[], &[]);
     let selector = "labelSelector=%21service.kubernetes.io%2Fheadless%2C%21service.kubernetes.io%2Fservice-proxy-name";
     let accept = [("Accept", KUBELET_ACCEPT)];
-    let reflector_list =
-        format!("/apis/discovery.k8s.io/v1/endpointslices?{selector}&limit=500&resourceVersion=0");
+    let all_slices = "/apis/discovery.k8s.io/v1/endpointslices";
+    let reflector_list = reflector_list(all_slices, selector);
     let listed = slice_list(&edge.kube_proxy().request("GET", &reflector_list, &accept, b""));
     assert_eq!(slice_addresses(&listed), [("kubernetes".into(), vec!["192.168.1.2".into()])]);
     edge.wait_stored(1);
-    let watch_path = format!(
-        "/apis/discovery.k8s.io/v1/endpointslices?allowWatchBookmarks=true&{selector}&resourceVersion={}&timeoutSeconds=400&watch=true",
-        listed.metadata.and_then(|m| m.resource_version).unwrap_or_default()
-    );
+    let version = listed.metadata.and_then(|m| m.resource_version).unwrap_or_default();
+    let watch_path = reflector_watch(all_slices, selector, &version);
     let mut watch = edge.kube_proxy().try_watch(&watch_path, &accept).expect("kube-proxy's watch");
 
     let mut cloud = edge.cloud_admin();

@@ -90,16 +90,25 @@ pub fn create(request: &Request, shared: &Shared, target: &Target) -> Result<Rep
     apply_namespace(&mut object, target)?;
     let name = object_name(&object)?;
     object["metadata"]["name"] = json!(name);
+    default_status(&mut object, target.type_());
+    let key = target.key(&name);
+    let created = shared.write(|store| store_new(store, target, key, object))?;
+    object_reply(request, target, 201, &created)
+}
+
+/// Stores `object` as a new object in an existing namespace; its resourceVersion is the
+/// store's to give.
+fn store_new(
+    store: &mut Store,
+    target: &Target,
+    key: Key,
+    mut object: Value,
+) -> Result<Value, ApiError> {
+    require_namespace(store, target)?;
     if let Some(fields) = object["metadata"].as_object_mut() {
         fields.remove("resourceVersion");
     }
-    default_status(&mut object, target.type_());
-    let key = target.key(&name);
-    let created = shared.write(|store| {
-        require_namespace(store, target)?;
-        store.create(key, object, clock::unix_now())
-    })?;
-    object_reply(request, target, 201, &created)
+    store.create(key, object, clock::unix_now())
 }
 
 /// `metadata.name`, or `generateName` plus a random suffix.
@@ -162,11 +171,7 @@ pub fn update(
     // named by version.
     let (status, written) = shared.write(|store| {
         if store.get(&key).is_none() && type_.create_on_update {
-            require_namespace(store, target)?;
-            if let Some(fields) = object["metadata"].as_object_mut() {
-                fields.remove("resourceVersion");
-            }
-            return Ok((201, store.create(key, object, clock::unix_now())?));
+            return Ok((201, store_new(store, target, key, object)?));
         }
         let unversioned = object["metadata"]["resourceVersion"].as_str().is_none_or(str::is_empty);
         if unversioned && type_.update_needs_version {

@@ -17,6 +17,7 @@
 //! the exact bytes the cloud sent.
 
 use super::list::{ListHead, ListItem, ObjectMeta};
+use super::write::DeletionMarks;
 use crate::protobuf::{self, FRAME_PREFIX, ProtoError, Reader, Unknown, Writer};
 
 const LIST_METADATA: u32 = 1;
@@ -200,22 +201,21 @@ pub fn delete_answer(document: &[u8]) -> Option<DeleteAnswer<'_>> {
     Some(DeleteAnswer::Object(envelope.raw))
 }
 
-/// Whether the object (bare message) answered by a DELETE is still there: marked for
-/// deletion with a grace period or finalizers left (the rule of `write::still_exists`).
-pub fn still_exists(object: &[u8]) -> Option<bool> {
+/// The deletion marks of the object (bare message) a DELETE answered.
+pub fn deletion_marks(object: &[u8]) -> Option<DeletionMarks> {
     let meta = message_field(object, OBJECT_METADATA)?;
-    let (mut marked, mut no_grace_left, mut finalizers_left) = (false, false, false);
+    let mut marks = DeletionMarks { marked: false, no_grace_left: false, finalizers_left: false };
     for field in Reader::new(meta) {
         match field.ok()? {
-            (META_DELETION_TIMESTAMP, _) => marked = true,
+            (META_DELETION_TIMESTAMP, _) => marks.marked = true,
             (META_DELETION_GRACE_PERIOD_SECONDS, value) => {
-                no_grace_left = value.int64(META_DELETION_GRACE_PERIOD_SECONDS).ok()? == 0;
+                marks.no_grace_left = value.int64(META_DELETION_GRACE_PERIOD_SECONDS).ok()? == 0;
             }
-            (META_FINALIZERS, _) => finalizers_left = true,
+            (META_FINALIZERS, _) => marks.finalizers_left = true,
             _ => {}
         }
     }
-    Some(marked && (finalizers_left || !no_grace_left))
+    Some(marks)
 }
 
 /// The value of annotation `key` on an object's bare message.

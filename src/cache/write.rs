@@ -77,7 +77,7 @@ fn deleted_json(answer: &WriteAnswer) -> Option<Deleted> {
     if !answer.write.is_about(&meta) {
         return None;
     }
-    if still_exists(body, at) {
+    if DeletionMarks::of_json(body, at).still_exists() {
         let object = json::value_span(body, at)?;
         Some(Deleted::Terminating { meta, object })
     } else {
@@ -94,25 +94,45 @@ fn deleted_protobuf(answer: &WriteAnswer) -> Option<Deleted> {
         }
         DeleteAnswer::Object(object) => {
             let meta = protobuf_list::object_meta(object)?;
-            let gone = answer.write.is_about(&meta) && !protobuf_list::still_exists(object)?;
+            let marks = protobuf_list::deletion_marks(object)?;
+            let gone = answer.write.is_about(&meta) && !marks.still_exists();
             gone.then_some(Deleted::Gone { resource_version: meta.resource_version })
         }
     }
 }
 
-/// Whether the deleted object answered at `at` still exists. Being marked for deletion is not
-/// enough: the DELETE that ends a graceful deletion (kubelet's `gracePeriodSeconds=0` once a
-/// pod stopped) answers the object as it was removed, timestamp included. kube's registry
-/// removes an object once no grace period and no finalizer is left, so only an answer that
-/// says so (`deletionGracePeriodSeconds: 0`, no finalizers) counts as gone.
-fn still_exists(body: &[u8], at: usize) -> bool {
-    let field = |name: &str| json::member_path(body, at, &["metadata", name]);
-    let marked = field("deletionTimestamp").is_some_and(|span| &body[span] != b"null");
-    let no_grace_left = field("deletionGracePeriodSeconds").is_some_and(|span| &body[span] == b"0");
-    let finalizers_left = field("finalizers")
-        .and_then(|span| json::array_elements(body, span.start))
-        .is_some_and(|finalizers| !finalizers.is_empty());
-    marked && (finalizers_left || !no_grace_left)
+/// What a deleted object's answered metadata says of its deletion, in either encoding.
+pub struct DeletionMarks {
+    /// `deletionTimestamp` is set.
+    pub marked: bool,
+    /// `deletionGracePeriodSeconds` is 0.
+    pub no_grace_left: bool,
+    /// `finalizers` lists at least one.
+    pub finalizers_left: bool,
+}
+
+impl DeletionMarks {
+    /// The marks of the JSON object at `at`.
+    fn of_json(body: &[u8], at: usize) -> DeletionMarks {
+        let field = |name: &str| json::member_path(body, at, &["metadata", name]);
+        DeletionMarks {
+            marked: field("deletionTimestamp").is_some_and(|span| &body[span] != b"null"),
+            no_grace_left: field("deletionGracePeriodSeconds")
+                .is_some_and(|span| &body[span] == b"0"),
+            finalizers_left: field("finalizers")
+                .and_then(|span| json::array_elements(body, span.start))
+                .is_some_and(|finalizers| !finalizers.is_empty()),
+        }
+    }
+
+    /// Whether the object still exists. Being marked for deletion is not enough: the DELETE
+    /// that ends a graceful deletion (kubelet's `gracePeriodSeconds=0` once a pod stopped)
+    /// answers the object as it was removed, timestamp included. kube's registry removes an
+    /// object once no grace period and no finalizer is left, so only an answer that says so
+    /// (`deletionGracePeriodSeconds: 0`, no finalizers) counts as gone.
+    fn still_exists(&self) -> bool {
+        self.marked && (self.finalizers_left || !self.no_grace_left)
+    }
 }
 
 /// Every stored key that may concern the object, any identity.
